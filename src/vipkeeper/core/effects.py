@@ -1,0 +1,70 @@
+"""Outputs of the VRRP core, named as orders for the I/O adapters to carry out.
+
+Every effect is a frozen, keyword-only dataclass holding plain values. The core decides what and
+when; `vipkeeper.driver` executes the orders in the order they were returned.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, kw_only=True)
+class VirtualAddress:
+    """One address the instance owns while Master (keepalived's virtual_ipaddress line)."""
+
+    address: str  # "172.16.9.1" or "2001:db8::1"
+    prefixlen: int  # 32 / 128 when the configuration gave none
+    dev: str  # interface the address goes on
+    label: str | None = None
+    scope: str | None = None  # "global", "link", "host"; None: kernel default
+
+
+@dataclass(frozen=True, kw_only=True)
+class SendAdvert:
+    """Send one VRRP message: TTL / hop limit 255, IP protocol 112."""
+
+    interface: str
+    source: str
+    destination: str
+    payload: bytes
+
+
+@dataclass(frozen=True, kw_only=True)
+class AddVips:
+    addresses: tuple[VirtualAddress, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class DelVips:
+    addresses: tuple[VirtualAddress, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class SendGratuitous:
+    """Announce the addresses: gratuitous ARP (IPv4) or unsolicited NA (IPv6), `count` times."""
+
+    addresses: tuple[VirtualAddress, ...]
+    count: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReportTransition:
+    """Log a state change with its reason (one line per transition)."""
+
+    instance: str
+    old: str
+    new: str
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunNotify:
+    """Run the notify scripts configured for entering `state` (MASTER, BACKUP, FAULT, STOP)."""
+
+    instance: str
+    state: str
+    priority: int
+
+
+Effect = SendAdvert | AddVips | DelVips | SendGratuitous | ReportTransition | RunNotify

@@ -1,0 +1,63 @@
+"""Inputs to the VRRP core, named as facts that already happened.
+
+Every event is a frozen, keyword-only dataclass. The core never reads a clock: the caller passes
+`now` (seconds, monotonic) alongside each event. The adapters in `vipkeeper.io` create these from
+sockets, netlink and script results; nothing here knows how.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, kw_only=True)
+class Started:
+    """The daemon started the instance (RFC 9568 §6.4.1 Startup event)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class PacketReceived:
+    """A protocol-112 packet arrived on the instance's interface.
+
+    `payload` is the VRRP message only (IPv4 header already stripped); `ttl` is the IPv4 TTL or
+    the IPv6 hop limit as the kernel reported it; `source` and `destination` are the IP
+    addresses of the enclosing IP header, as text.
+    """
+
+    source: str
+    destination: str
+    ttl: int
+    payload: bytes
+
+
+@dataclass(frozen=True, kw_only=True)
+class TimerFired:
+    """The deadline returned by the instance's `next_deadline()` has passed."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrackChanged:
+    """A tracked object (interface or script) changed state.
+
+    `name` is the interface or vrrp_script name as configured; `up` is its new state.
+    """
+
+    name: str
+    up: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class SourceAddressChanged:
+    """The primary address the instance sends from changed (None: the interface has none)."""
+
+    address: str | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ShutdownRequested:
+    """The operator asked the daemon to stop (SIGTERM/SIGINT; RFC 9568 §6.4.3 Shutdown)."""
+
+
+Event = (
+    Started | PacketReceived | TimerFired | TrackChanged | SourceAddressChanged | ShutdownRequested
+)
