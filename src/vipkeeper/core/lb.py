@@ -1,0 +1,348 @@
+"""Desired load-balancer state, and what a data plane must do to reach it.
+
+Owns: the virtual/real-server model the data planes consume (already filtered by health checks:
+a real server that left the pool is absent, an inhibited one has weight 0), which servers actually
+receive traffic (the sorry server on quorum loss), `diff()` from one desired state to the next as
+a list of IPVS-style operations, and `build_table()` -- the Maglev table the nftables data plane
+indexes with a kernel `jhash` of the flow. Must never: touch the kernel, read the clock, or
+depend on the order the configuration listed servers in (two directors must agree).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from enum import Enum
+
+from vipkeeper.core import maglev
+
+
+class Protocol(Enum):
+    TCP = "TCP"
+    UDP = "UDP"
+
+
+class Scheduler(Enum):
+    """keepalived's `lvs_sched` names this project supports."""
+
+    ROUND_ROBIN = "rr"
+    WEIGHTED_ROUND_ROBIN = "wrr"
+    SOURCE_HASH = "sh"
+    MAGLEV_HASH = "mh"
+
+
+class ForwardingMethod(Enum):
+    """keepalived's `lvs_method`: direct routing (rewrite the MAC) or NAT (rewrite the IP)."""
+
+    DR = "DR"
+    NAT = "NAT"
+
+
+class SchedulerFlag(Enum):
+    """IPVS scheduler flags (ipvsadm's `-b`); only sh and mh read them."""
+
+    FALLBACK = "fallback"  # sh-fallback / mh-fallback: skip a weight-0 server, try the next
+    PORT = "port"  # sh-port / mh-port: hash the source port too, not only the source address
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServiceKey:
+    """What identifies a virtual service to the kernel: address+port+protocol, or a fwmark."""
+
+    protocol: Protocol
+    address: str | None
+    port: int | None
+    fwmark: int | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class VirtualService:
+    """One `virtual_server` block, minus its real servers.
+
+    `table_size` is the Maglev table size for the nftables data plane. The configuration layer
+    sets it from the number of *configured* real servers (maglev.table_size_for), so health
+    changes never resize the table; None falls back to the count passed to build_table().
+    `hash_seed` seeds the kernel jhash; directors that share it choose the same real server for
+    the same flow.
+    """
+
+    address: str | None = None
+    port: int | None = None
+    fwmark: int | None = None
+    protocol: Protocol = Protocol.TCP
+    scheduler: Scheduler = Scheduler.WEIGHTED_ROUND_ROBIN
+    scheduler_flags: frozenset[SchedulerFlag] = frozenset()
+    method: ForwardingMethod = ForwardingMethod.DR
+    persistence_timeout: int = 0
+    hash_seed: int = 0
+    table_size: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.fwmark is None:
+            if self.address is None or self.port is None:
+                raise ValueError("a virtual service needs an address and a port, or a fwmark")
+            ipaddress.ip_address(self.address)
+            _check_port(self.port)
+        elif self.address is not None or self.port is not None:
+            raise ValueError("a fwmark service has no address or port")
+        elif not 0 < self.fwmark < 2**32:
+            raise ValueError(f"fwmark must be in 1..4294967295, got {self.fwmark}")
+        if not 0 <= self.hash_seed < 2**32:
+            raise ValueError(f"hash_seed must fit in 32 bits, got {self.hash_seed}")
+        if self.persistence_timeout < 0:
+            raise ValueError("persistence_timeout must be >= 0")
+        if self.table_size is not None and not maglev.is_prime(self.table_size):
+            raise ValueError(f"table_size must be a prime, got {self.table_size}")
+
+    @property
+    def key(self) -> ServiceKey:
+        return ServiceKey(
+            protocol=self.protocol, address=self.address, port=self.port, fwmark=self.fwmark
+        )
+
+    @property
+    def ip_version(self) -> int:
+        if self.address is None:
+            return 4
+        return ipaddress.ip_address(self.address).version
+
+
+@dataclass(frozen=True, kw_only=True)
+class RealServer:
+    """One `real_server`: its current weight (0 = inhibited: no new flows, stays configured)."""
+
+    address: str
+    port: int
+    weight: int = 1
+
+    def __post_init__(self) -> None:
+        ipaddress.ip_address(self.address)
+        _check_port(self.port)
+        if self.weight < 0:
+            raise ValueError(f"weight must be >= 0, got {self.weight}")
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.address, self.port)
+
+    @property
+    def name(self) -> str:
+        """Stable name fed to the Maglev hashes; the weight is deliberately not part of it."""
+        host = f"[{self.address}]" if ":" in self.address else self.address
+        return f"{host}:{self.port}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class VirtualServer:
+    """A virtual service with the real servers currently in its pool.
+
+    `in_quorum` is decided by the health layer (quorum / hysteresis need memory, which this
+    module has none of); when it is False, or no real server has a positive weight, traffic goes
+    to `sorry_server` if one is configured.
+    """
+
+    service: VirtualService
+    real_servers: tuple[RealServer, ...] = ()
+    sorry_server: RealServer | None = None
+    in_quorum: bool = True
+
+    def __post_init__(self) -> None:
+        keys = [server.key for server in self.real_servers]
+        if len(keys) != len(set(keys)):
+            raise ValueError(f"duplicate real server in {self.service.key}")
+
+    @property
+    def sorry_active(self) -> bool:
+        if self.sorry_server is None:
+            return False
+        return not self.in_quorum or not any(s.weight > 0 for s in self.real_servers)
+
+
+def destinations(virtual_server: VirtualServer) -> tuple[RealServer, ...]:
+    """Every destination the kernel should hold for the service, sorted by (address, port).
+
+    Real servers are kept with their weight (0 stays installed, so IPVS lets established
+    connections finish). While the sorry server is active it is the only one with a positive
+    weight: the real servers are held at weight 0.
+    """
+    servers = sorted(virtual_server.real_servers, key=lambda s: _sort_key(s.key))
+    if not virtual_server.sorry_active:
+        return tuple(servers)
+    assert virtual_server.sorry_server is not None
+    sorry = virtual_server.sorry_server
+    held = [
+        RealServer(address=s.address, port=s.port, weight=0) for s in servers if s.key != sorry.key
+    ]
+    return tuple(sorted([*held, sorry], key=lambda s: _sort_key(s.key)))
+
+
+def forwarding_servers(virtual_server: VirtualServer) -> tuple[RealServer, ...]:
+    """The servers that receive new flows: positive weight, sorted; the sorry server if active."""
+    return tuple(s for s in destinations(virtual_server) if s.weight > 0)
+
+
+def table_size(virtual_server: VirtualServer) -> int:
+    """Maglev table size: the service's configured size, else one for every real server listed.
+
+    Pass the *configured* servers (health-check failures as weight 0) or set
+    VirtualService.table_size: a size that follows the healthy count would remap every flow.
+    """
+    configured = len(virtual_server.real_servers)
+    return virtual_server.service.table_size or maglev.table_size_for(max(configured, 1))
+
+
+def build_table(
+    service: VirtualService, servers: Sequence[RealServer], *, size: int | None = None
+) -> tuple[RealServer, ...]:
+    """The Maglev lookup table: element i is the real server for flow-hash bucket i.
+
+    `servers` are the candidates (weight-0 ones take no bucket). The size is `size`, else
+    `service.table_size`, else maglev.table_size_for(len(servers)).
+    An empty tuple means no server can take traffic.
+    """
+    by_name = {server.name: server for server in servers}
+    if len(by_name) != len(servers):
+        raise ValueError("duplicate real server passed to build_table")
+    table_slots = size or service.table_size or maglev.table_size_for(len(servers))
+    names = maglev.build_lookup_table({s.name: s.weight for s in servers}, table_slots)
+    return tuple(by_name[name] for name in names)
+
+
+def lookup_table(virtual_server: VirtualServer) -> tuple[RealServer, ...]:
+    """build_table() over the servers that take new flows, at the stable table size."""
+    return build_table(
+        virtual_server.service,
+        forwarding_servers(virtual_server),
+        size=table_size(virtual_server),
+    )
+
+
+# ---- diff: desired state -> ordered operations (the IPVS data plane executes these) --------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class AddService:
+    service: VirtualService
+
+
+@dataclass(frozen=True, kw_only=True)
+class UpdateService:
+    """Same key, different scheduler / flags / persistence."""
+
+    old: VirtualService
+    new: VirtualService
+
+
+@dataclass(frozen=True, kw_only=True)
+class RemoveService:
+    """Removes the service and, in the kernel, every destination under it."""
+
+    service: VirtualService
+
+
+@dataclass(frozen=True, kw_only=True)
+class AddDestination:
+    service: VirtualService
+    server: RealServer
+    method: ForwardingMethod
+
+
+@dataclass(frozen=True, kw_only=True)
+class UpdateDestination:
+    service: VirtualService
+    server: RealServer
+    method: ForwardingMethod
+
+
+@dataclass(frozen=True, kw_only=True)
+class RemoveDestination:
+    service: VirtualService
+    server: RealServer
+
+
+Operation = (
+    AddService
+    | UpdateService
+    | RemoveService
+    | AddDestination
+    | UpdateDestination
+    | RemoveDestination
+)
+
+
+def _index(state: Iterable[VirtualServer]) -> dict[ServiceKey, VirtualServer]:
+    indexed: dict[ServiceKey, VirtualServer] = {}
+    for virtual_server in state:
+        key = virtual_server.service.key
+        if key in indexed:
+            raise ValueError(f"duplicate virtual service {key}")
+        indexed[key] = virtual_server
+    return indexed
+
+
+def _service_settings_differ(old: VirtualService, new: VirtualService) -> bool:
+    # table_size and hash_seed only matter to the nftables data plane.
+    return (
+        old.scheduler != new.scheduler
+        or old.scheduler_flags != new.scheduler_flags
+        or old.persistence_timeout != new.persistence_timeout
+    )
+
+
+def diff(old: Iterable[VirtualServer], new: Iterable[VirtualServer]) -> list[Operation]:
+    """Operations that turn the kernel state `old` into `new`, in a safe order.
+
+    Order: services that disappear are removed first (their destinations go with them); then,
+    service by service in key order, the service is added or updated, destinations are added and
+    updated *before* stale ones are removed, so a live service never passes through an empty pool.
+    A change of forwarding method re-adds the destination under the new method.
+    """
+    before = _index(old)
+    after = _index(new)
+    operations: list[Operation] = []
+    for key in sorted(before.keys() - after.keys(), key=service_sort_key):
+        operations.append(RemoveService(service=before[key].service))
+    for key in sorted(after.keys(), key=service_sort_key):
+        wanted = after[key]
+        service = wanted.service
+        previous = before.get(key)
+        if previous is None:
+            operations.append(AddService(service=service))
+            current: dict[tuple[str, int], RealServer] = {}
+        else:
+            if _service_settings_differ(previous.service, service):
+                operations.append(UpdateService(old=previous.service, new=service))
+            current = {s.key: s for s in destinations(previous)}
+        method_changed = previous is not None and previous.service.method != service.method
+        desired = {s.key: s for s in destinations(wanted)}
+        for server_key, server in desired.items():
+            existing = current.get(server_key)
+            if existing is None:
+                operations.append(
+                    AddDestination(service=service, server=server, method=service.method)
+                )
+            elif existing.weight != server.weight or method_changed:
+                operations.append(
+                    UpdateDestination(service=service, server=server, method=service.method)
+                )
+        for server_key in sorted(current.keys() - desired.keys(), key=_sort_key):
+            operations.append(RemoveDestination(service=service, server=current[server_key]))
+    return operations
+
+
+def _check_port(port: int) -> None:
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port must be in 0..65535, got {port}")
+
+
+def _sort_key(key: tuple[str, int]) -> tuple[int, int, int]:
+    address = ipaddress.ip_address(key[0])
+    return (address.version, int(address), key[1])
+
+
+def service_sort_key(key: ServiceKey) -> tuple[int, int, int, str]:
+    if key.address is None:
+        return (0, key.fwmark or 0, 0, key.protocol.value)
+    address = ipaddress.ip_address(key.address)
+    return (address.version, int(address), key.port or 0, key.protocol.value)

@@ -1,0 +1,477 @@
+"""The nftables load-balancer data plane: LVS-DR in the netdev family, LVS-NAT in ip / ip6.
+
+Owns: turning the desired virtual servers into one nft script and loading it as ONE transaction
+(`nft -f -`), and finding the link-layer facts DR needs (server-side device, its MAC, each real
+server's MAC) through an injectable `LinkLayer`. Must never: choose real servers itself (the Maglev
+table comes from vipkeeper.core.lb), or load a ruleset in more than one transaction -- the script
+deletes and re-creates its tables inside a single batch, which the kernel commits atomically, so
+traffic sees either the old ruleset or the new one, never an empty one.
+
+How a packet is steered. The kernel computes `jhash <flow key> mod M seed S`, M being the Maglev
+table size, and looks the bucket up in a map built from the Maglev table:
+- DR: netdev ingress hook on the interface that receives VIP traffic; the map gives a verdict
+  `goto <per real server chain>`, which sets the Ethernet source to the director's server-side
+  MAC and the destination to the real server's MAC and `fwd`s the frame out of the server-side
+  interface. The IP header is untouched: the real server sees destination = VIP and answers the
+  client directly. The netdev hook has no connection tracking, so
+- schedulers are realised as consistent hashing of the flow: rr / wrr hash the whole 4-tuple
+  (flows spread evenly / by weight), sh / mh hash the source address (plus the source port with
+  the `port` flag), and persistence_timeout > 0 hashes the source address only (client affinity
+  that never expires). A per-packet `numgen inc` would send the packets of one TCP connection to
+  different servers.
+- NAT: ip / ip6 family, nat prerouting: `dnat to jhash ... map { bucket : rs_ip . rs_port }`.
+  Conntrack remembers each connection's choice and reverses it on the reply, which must come back
+  through the director: the real servers' default route points at the director, so no masquerade
+  is needed (the servers see the client's address). The director needs ip_forward = 1.
+- Same configuration + same seed on two directors = same table and same jhash, so a flow keeps
+  its real server when the VIP moves: established connections survive failover with no state
+  sync (for NAT, conntrack picks the mid-stream flow up again and hashes it the same way).
+- A service with no server that can take traffic drops its packets (the drop rule after the map)
+  rather than letting the director's own stack answer them with a reset.
+- Limits: fwmark services need NAT mode here (a mark set in mangle does not exist yet at netdev
+  ingress); DR ignores the real server's port (the frame is forwarded unchanged).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol as TypingProtocol
+
+from vipkeeper.core.lb import (
+    ForwardingMethod,
+    Protocol,
+    RealServer,
+    Scheduler,
+    SchedulerFlag,
+    VirtualServer,
+    VirtualService,
+    build_table,
+    forwarding_servers,
+    service_sort_key,
+    table_size,
+)
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TABLE = "vipkeeper"
+_MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+
+
+class CommandFailed(RuntimeError):
+    def __init__(self, argv: Sequence[str], returncode: int, stderr: str) -> None:
+        super().__init__(f"{' '.join(argv)} exited {returncode}: {stderr.strip()}")
+        self.argv = tuple(argv)
+        self.returncode = returncode
+        self.stderr = stderr
+
+
+Runner = Callable[[Sequence[str], str | None], Awaitable[str]]
+
+
+async def run_command(argv: Sequence[str], stdin: str | None = None) -> str:
+    """Run a command to completion, feeding `stdin`; return stdout, raise CommandFailed."""
+    process = await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate(stdin.encode() if stdin is not None else None)
+    if process.returncode != 0:
+        raise CommandFailed(argv, process.returncode or -1, err.decode(errors="replace"))
+    return out.decode()
+
+
+# ---- link layer: where a real server is, and its MAC ---------------------------------------------
+
+
+class LinkLayer(TypingProtocol):
+    async def route_device(self, address: str) -> str:
+        """The interface a packet to `address` leaves by; it must be on-link (DR)."""
+        ...
+
+    async def link_address(self, device: str) -> str:
+        """The device's own MAC address."""
+        ...
+
+    async def neighbour_address(self, address: str, device: str) -> str | None:
+        """The MAC of on-link `address` behind `device`, resolving it if needed; None if silent."""
+        ...
+
+
+class IpCommandLinkLayer:
+    """LinkLayer from iproute2's JSON output; `prefix` runs it elsewhere (`ip netns exec NS`).
+
+    An unknown neighbour is resolved by sending one ping out of the device: the kernel ARPs (or
+    sends a neighbour solicitation) first, and the entry appears even if ICMP is filtered.
+    """
+
+    def __init__(self, *, prefix: Sequence[str] = (), runner: Runner = run_command) -> None:
+        self._prefix = tuple(prefix)
+        self._run = runner
+
+    async def _ip_json(self, *args: str) -> list[dict[str, object]]:
+        out = await self._run([*self._prefix, "ip", "-j", *args], None)
+        parsed = json.loads(out) if out.strip() else []
+        return [entry for entry in parsed if isinstance(entry, dict)]
+
+    async def route_device(self, address: str) -> str:
+        routes = await self._ip_json("route", "get", address)
+        if not routes:
+            raise LookupError(f"no route to real server {address}")
+        route = routes[0]
+        if route.get("gateway"):
+            raise LookupError(
+                f"real server {address} is behind gateway {route['gateway']}; "
+                "LVS-DR needs it on a directly attached network"
+            )
+        return str(route["dev"])
+
+    async def link_address(self, device: str) -> str:
+        links = await self._ip_json("link", "show", "dev", device)
+        if not links or "address" not in links[0]:
+            raise LookupError(f"device {device} has no link-layer address")
+        return str(links[0]["address"]).lower()
+
+    async def _lookup(self, address: str, device: str) -> str | None:
+        for entry in await self._ip_json("neigh", "show", "to", address, "dev", device):
+            states = entry.get("state", [])
+            lladdr = entry.get("lladdr")
+            if lladdr and not (isinstance(states, list) and {"FAILED", "INCOMPLETE"} & set(states)):
+                return str(lladdr).lower()
+        return None
+
+    async def neighbour_address(self, address: str, device: str) -> str | None:
+        found = await self._lookup(address, device)
+        if found is not None:
+            return found
+        ping = "ping6" if ":" in address else "ping"
+        probe = [*self._prefix, ping, "-c", "1", "-W", "1", "-I", device, address]
+        # no echo reply is fine: the neighbour entry is what we are after
+        with contextlib.suppress(CommandFailed):
+            await self._run(probe, None)
+        return await self._lookup(address, device)
+
+
+class StaticLinkLayer:
+    """LinkLayer from fixed tables, for tests and for operators who pin MACs."""
+
+    def __init__(
+        self,
+        *,
+        devices: Mapping[str, str],
+        device_macs: Mapping[str, str],
+        neighbours: Mapping[str, str],
+    ) -> None:
+        self._devices = dict(devices)
+        self._device_macs = dict(device_macs)
+        self._neighbours = dict(neighbours)
+
+    async def route_device(self, address: str) -> str:
+        try:
+            return self._devices[address]
+        except KeyError:
+            raise LookupError(f"no route to real server {address}") from None
+
+    async def link_address(self, device: str) -> str:
+        return self._device_macs[device]
+
+    async def neighbour_address(self, address: str, device: str) -> str | None:
+        return self._neighbours.get(address)
+
+
+# ---- the plan: everything the script needs, resolved ---------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class DrTarget:
+    server: RealServer
+    device: str  # server-side interface the frame leaves by
+    director_mac: str
+    server_mac: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class DrServicePlan:
+    service: VirtualService
+    ingress_device: str
+    table_size: int
+    targets: tuple[DrTarget, ...]
+    buckets: tuple[int, ...]  # bucket i -> index into targets; empty: no server
+
+
+@dataclass(frozen=True, kw_only=True)
+class NatServicePlan:
+    service: VirtualService
+    table_size: int
+    buckets: tuple[RealServer, ...]  # bucket i -> real server; empty: no server
+
+
+def flow_hash_key(service: VirtualService) -> str:
+    """The nft concatenation the service hashes (see the module docstring for the why)."""
+    family = _family(service)
+    l4 = _l4(service)
+    source_only = service.persistence_timeout > 0 or service.scheduler in (
+        Scheduler.SOURCE_HASH,
+        Scheduler.MAGLEV_HASH,
+    )
+    if source_only:
+        if SchedulerFlag.PORT in service.scheduler_flags and service.persistence_timeout == 0:
+            return f"{family} saddr . {l4} sport"
+        return f"{family} saddr"
+    return f"{family} saddr . {l4} sport . {family} daddr . {l4} dport"
+
+
+def _family(service: VirtualService) -> str:
+    return "ip6" if service.ip_version == 6 else "ip"
+
+
+def _l4(service: VirtualService) -> str:
+    if service.fwmark is not None:
+        return "th"  # any transport header with ports (tcp, udp, sctp, dccp)
+    return "tcp" if service.protocol is Protocol.TCP else "udp"
+
+
+def _match(service: VirtualService) -> str:
+    if service.fwmark is not None:
+        return f"meta mark {service.fwmark:#x}"
+    return f"{_family(service)} daddr {service.address} {_l4(service)} dport {service.port}"
+
+
+def _hash(service: VirtualService, size: int) -> str:
+    return f"jhash {flow_hash_key(service)} mod {size} seed {service.hash_seed:#010x}"
+
+
+def _quote(text: str) -> str:
+    if '"' in text or "\n" in text:
+        raise ValueError(f"refusing to put {text!r} in an nft script")
+    return f'"{text}"'
+
+
+def _chain_safe(device: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_]", "_", device)
+
+
+def _service_label(service: VirtualService) -> str:
+    if service.fwmark is not None:
+        return f"fwmark {service.fwmark}"
+    return f"{service.protocol.value} {service.address}:{service.port}"
+
+
+def render_ruleset(
+    *,
+    dr: Sequence[DrServicePlan],
+    nat: Sequence[NatServicePlan],
+    table: str = DEFAULT_TABLE,
+) -> str:
+    """One nft script that replaces every table this backend owns, to be loaded in one batch.
+
+    `table netdev T` before `delete table netdev T` makes the delete valid whether or not the
+    table exists; the new definition follows in the same batch.
+    """
+    nat_table = f"{table}_nat"
+    lines: list[str] = []
+    for family, name in (("netdev", table), ("ip", nat_table), ("ip6", nat_table)):
+        lines.append(f"table {family} {name}")
+        lines.append(f"delete table {family} {name}")
+    if dr:
+        lines.extend(_render_dr(dr, table))
+    for family in ("ip", "ip6"):
+        plans = [p for p in nat if _family(p.service) == family]
+        if plans:
+            lines.extend(_render_nat(plans, family, nat_table))
+    return "\n".join(lines) + "\n"
+
+
+def _render_dr(plans: Sequence[DrServicePlan], table: str) -> list[str]:
+    lines = [f"table netdev {table} {{"]
+    rules_by_device: dict[str, list[str]] = {}
+    for number, plan in enumerate(plans):
+        prefix = f"vs{number}"
+        service = plan.service
+        label = _quote(_service_label(service))
+        for index, target in enumerate(plan.targets):
+            lines += [
+                f"  chain {prefix}_rs{index} {{",
+                f"    counter ether saddr set {target.director_mac}"
+                f" ether daddr set {target.server_mac} fwd to {_quote(target.device)}"
+                f" comment {_quote(target.server.name)}",
+                "  }",
+            ]
+        rules = rules_by_device.setdefault(plan.ingress_device, [])
+        if plan.buckets:
+            elements = ", ".join(
+                f"{bucket} : goto {prefix}_rs{index}" for bucket, index in enumerate(plan.buckets)
+            )
+            # typeof numgen: a 32-bit integer key, the type jhash ... mod M produces
+            lines += [
+                f"  map {prefix}_buckets {{",
+                "    typeof numgen inc mod 2 : verdict",
+                f"    elements = {{ {elements} }}",
+                "  }",
+            ]
+            rules.append(
+                f"    {_match(service)} {_hash(service, plan.table_size)}"
+                f" vmap @{prefix}_buckets comment {label}"
+            )
+        rules.append(f"    {_match(service)} counter drop comment {label}")
+    for device, rules in sorted(rules_by_device.items()):
+        lines += [
+            f"  chain ingress_{_chain_safe(device)} {{",
+            f"    type filter hook ingress device {_quote(device)} priority 0; policy accept;",
+            *rules,
+            "  }",
+        ]
+    lines.append("}")
+    return lines
+
+
+def _render_nat(plans: Sequence[NatServicePlan], family: str, table: str) -> list[str]:
+    lines = [f"table {family} {table} {{"]
+    rules: list[str] = []
+    for number, plan in enumerate(plans):
+        prefix = f"vs{number}"
+        service = plan.service
+        label = _quote(_service_label(service))
+        with_port = service.fwmark is None
+        if plan.buckets:
+            if with_port:
+                value_type = f"{family} daddr . tcp dport"
+                elements = ", ".join(
+                    f"{bucket} : {server.address} . {server.port}"
+                    for bucket, server in enumerate(plan.buckets)
+                )
+                target = f"dnat {family} addr . port to"
+            else:
+                value_type = f"{family} daddr"
+                elements = ", ".join(
+                    f"{bucket} : {server.address}" for bucket, server in enumerate(plan.buckets)
+                )
+                target = f"dnat {family} to"
+            lines += [
+                f"  map {prefix}_buckets {{",
+                f"    typeof numgen inc mod 2 : {value_type}",
+                f"    elements = {{ {elements} }}",
+                "  }",
+            ]
+            rules.append(
+                f"    {_match(service)} counter {target}"
+                f" {_hash(service, plan.table_size)} map @{prefix}_buckets comment {label}"
+            )
+        rules.append(f"    {_match(service)} counter drop comment {label}")
+    lines += [
+        "  chain prerouting {",
+        "    type nat hook prerouting priority dstnat; policy accept;",
+        *rules,
+        "  }",
+        "}",
+    ]
+    return lines
+
+
+# ---- the backend ---------------------------------------------------------------------------------
+
+
+class NftablesBackend:
+    """LoadBalancerBackend on nftables (see the module docstring).
+
+    `ingress_devices` maps each DR VIP to the interface its traffic arrives on (the VRRP
+    instance's interface); `nft` is the command to run, e.g. ("ip", "netns", "exec", NS, "nft").
+    """
+
+    name = "nftables"
+
+    def __init__(
+        self,
+        *,
+        ingress_devices: Mapping[str, str],
+        link_layer: LinkLayer | None = None,
+        nft: Sequence[str] = ("nft",),
+        table: str = DEFAULT_TABLE,
+        runner: Runner = run_command,
+    ) -> None:
+        self._ingress_devices = dict(ingress_devices)
+        self._link_layer: LinkLayer = link_layer or IpCommandLinkLayer(runner=runner)
+        self._nft = tuple(nft)
+        self._table = table
+        self._run = runner
+        self.applied_script: str | None = None
+        self.unresolved: tuple[RealServer, ...] = ()
+
+    async def plan(
+        self, desired: Sequence[VirtualServer]
+    ) -> tuple[list[DrServicePlan], list[NatServicePlan]]:
+        dr: list[DrServicePlan] = []
+        nat: list[NatServicePlan] = []
+        unresolved: list[RealServer] = []
+        for virtual_server in sorted(desired, key=lambda v: service_sort_key(v.service.key)):
+            service = virtual_server.service
+            size = table_size(virtual_server)
+            servers = forwarding_servers(virtual_server)
+            if service.method is ForwardingMethod.NAT:
+                nat.append(
+                    NatServicePlan(
+                        service=service,
+                        table_size=size,
+                        buckets=build_table(service, servers, size=size),
+                    )
+                )
+                continue
+            if service.fwmark is not None:
+                raise ValueError(
+                    f"{_service_label(service)}: the nftables backend does DR for address:port "
+                    "services only (no fwmark exists yet at netdev ingress); use NAT or IPVS"
+                )
+            assert service.address is not None
+            ingress = self._ingress_devices.get(service.address)
+            if ingress is None:
+                raise ValueError(f"no ingress interface known for VIP {service.address}")
+            targets: list[DrTarget] = []
+            for server in servers:
+                target = await self._resolve(server)
+                if target is None:
+                    unresolved.append(server)
+                else:
+                    targets.append(target)
+            table = build_table(service, [t.server for t in targets], size=size)
+            index_of = {target.server.key: index for index, target in enumerate(targets)}
+            dr.append(
+                DrServicePlan(
+                    service=service,
+                    ingress_device=ingress,
+                    table_size=size,
+                    targets=tuple(targets),
+                    buckets=tuple(index_of[server.key] for server in table),
+                )
+            )
+        self.unresolved = tuple(unresolved)
+        return dr, nat
+
+    async def _resolve(self, server: RealServer) -> DrTarget | None:
+        device = await self._link_layer.route_device(server.address)
+        director_mac = await self._link_layer.link_address(device)
+        server_mac = await self._link_layer.neighbour_address(server.address, device)
+        if server_mac is None or not _MAC.match(server_mac):
+            logger.warning(
+                "real server %s: no MAC address on %s; it takes no flows", server.name, device
+            )
+            return None
+        return DrTarget(
+            server=server, device=device, director_mac=director_mac, server_mac=server_mac
+        )
+
+    async def apply(self, desired: Sequence[VirtualServer]) -> None:
+        dr, nat = await self.plan(desired)
+        script = render_ruleset(dr=dr, nat=nat, table=self._table)
+        await self._run([*self._nft, "-f", "-"], script)
+        self.applied_script = script
+
+    async def clear(self) -> None:
+        await self._run([*self._nft, "-f", "-"], render_ruleset(dr=(), nat=(), table=self._table))
+        self.applied_script = None

@@ -1,0 +1,344 @@
+"""A load-balancing lab in network namespaces: client, directors, real servers, two bridges.
+
+Needs root and iproute2. Every namespace is `<prefix><role>` with a fresh `vklb` + 6 hex prefix;
+`LbNet.close()` (also run by `with`) kills every process it started and deletes every namespace,
+even when a test fails half way through building.
+
+    frontend 172.16.0.0/16:  client .100, director fe0 .53 / .57, DR real servers fe0 .54 / .55
+    servers 192.168.0.0/24:  director srv0 .53 / .57, real servers srv0 .54 / .55
+
+DR real servers hold the VIP on `lo` with arp_ignore=1 / arp_announce=2 and answer the client
+over their own frontend link. NAT real servers have no frontend link: their default route is the
+first director. Each real server runs `python -m http.server` (HTTP/1.1, so keep-alive works)
+serving `/whoami`, a file holding its name.
+
+`Client` is a child process in the client namespace taking JSON commands on stdin, so a test
+can hold keep-alive connections open across a change and use them again afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import secrets
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
+
+VIP = "172.16.9.1"
+CLIENT_IP = "172.16.0.100"
+DIRECTORS = {"d1": ("172.16.0.53", "192.168.0.53"), "d2": ("172.16.0.57", "192.168.0.57")}
+REAL_SERVERS = {"rs1": ("172.16.0.54", "192.168.0.54"), "rs2": ("172.16.0.55", "192.168.0.55")}
+
+
+def _ip(*argv: str) -> None:
+    subprocess.run(["ip", *argv], check=True, capture_output=True, text=True, timeout=30)
+
+
+@dataclass
+class Host:
+    name: str
+    ns: str
+
+
+class LbNet:
+    def __init__(
+        self, workdir: Path, *, nat: bool = False, server_ports: dict[str, int] | None = None
+    ):
+        self.prefix = f"vklb{secrets.token_hex(3)}"
+        self.workdir = workdir
+        self.nat = nat
+        self.server_ports = server_ports or {"rs1": 80, "rs2": 80}
+        self.namespaces: list[str] = []
+        self.processes: list[subprocess.Popen[str]] = []
+        self.hosts: dict[str, Host] = {}
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+
+    def __enter__(self) -> LbNet:
+        try:
+            self.build()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=5)
+        for ns in reversed(self.namespaces):
+            pids = subprocess.run(
+                ["ip", "netns", "pids", ns], capture_output=True, text=True, check=False
+            ).stdout.split()
+            for pid in pids:
+                subprocess.run(["kill", "-9", pid], check=False, capture_output=True)
+            subprocess.run(["ip", "netns", "del", ns], check=False, capture_output=True)
+        self.namespaces.clear()
+
+    # ---- helpers -----------------------------------------------------------------------------
+
+    def ns(self, role: str) -> str:
+        return f"{self.prefix}{role}"
+
+    def run(self, role: str, *argv: str, stdin: str | None = None, check: bool = True) -> str:
+        result = subprocess.run(
+            ["ip", "netns", "exec", self.ns(role), *argv],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        if check and result.returncode != 0:
+            raise RuntimeError(f"{role}: {' '.join(argv)} failed: {result.stderr.strip()}")
+        return result.stdout
+
+    def sysctl(self, role: str, **values: str) -> None:
+        for key, value in values.items():
+            path = Path("/proc/sys") / key.replace(".", "/").replace("__", ".")
+            self.run(role, "sh", "-c", f"echo {value} > {path}")
+
+    def mac(self, role: str, device: str) -> str:
+        return str(
+            json.loads(self.run(role, "ip", "-j", "link", "show", "dev", device))[0]["address"]
+        )
+
+    def nft(self, role: str, script: str) -> None:
+        self.run(role, "nft", "-f", "-", stdin=script)
+
+    def counter(self, role: str, family: str, table: str, name: str) -> int:
+        """Packets counted by the named counter object `name`."""
+        out = json.loads(self.run(role, "nft", "-j", "list", "counter", family, table, name))
+        for item in out["nftables"]:
+            if "counter" in item:
+                return int(item["counter"]["packets"])
+        raise LookupError(name)
+
+    def chain_packets(self, role: str, family: str, table: str, chain: str) -> int:
+        """Sum of the anonymous counters in one chain's rules."""
+        out = json.loads(self.run(role, "nft", "-j", "list", "chain", family, table, chain))
+        total = 0
+        for item in out["nftables"]:
+            for expression in item.get("rule", {}).get("expr", []):
+                if "counter" in expression:
+                    total += int(expression["counter"]["packets"])
+        return total
+
+    def _add_ns(self, role: str) -> None:
+        _ip("netns", "add", self.ns(role))
+        self.namespaces.append(self.ns(role))
+        self.run(role, "ip", "link", "set", "lo", "up")
+
+    def _link(self, role: str, device: str, bridge: str, port: str) -> None:
+        _ip(
+            "-n",
+            self.ns("sw"),
+            "link",
+            "add",
+            port,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            device,
+            "netns",
+            self.ns(role),
+        )
+        _ip("-n", self.ns("sw"), "link", "set", port, "master", bridge, "up")
+        self.run(role, "ip", "link", "set", device, "up")
+
+    # ---- topology ----------------------------------------------------------------------------
+
+    def build(self) -> None:
+        self._add_ns("sw")
+        for bridge in ("brfe", "brsrv"):
+            _ip("-n", self.ns("sw"), "link", "add", bridge, "type", "bridge", "stp_state", "0")
+            _ip("-n", self.ns("sw"), "link", "set", bridge, "up")
+        self._add_ns("cli")
+        self._link("cli", "eth0", "brfe", "pcli")
+        self.run("cli", "ip", "addr", "add", f"{CLIENT_IP}/16", "dev", "eth0")
+        for name, (front, back) in DIRECTORS.items():
+            self._add_ns(name)
+            self._link(name, "fe0", "brfe", f"p{name}fe")
+            self._link(name, "srv0", "brsrv", f"p{name}sv")
+            self.run(name, "ip", "addr", "add", f"{front}/16", "dev", "fe0")
+            self.run(name, "ip", "addr", "add", f"{back}/24", "dev", "srv0")
+            self.sysctl(name, **{"net.ipv4.ip_forward": "1"})
+        for name, (front, back) in REAL_SERVERS.items():
+            self._add_ns(name)
+            self._link(name, "srv0", "brsrv", f"p{name}sv")
+            self.run(name, "ip", "addr", "add", f"{back}/24", "dev", "srv0")
+            if self.nat:
+                self.run(name, "ip", "route", "add", "default", "via", DIRECTORS["d1"][1])
+            else:
+                self._link(name, "fe0", "brfe", f"p{name}fe")
+                self.run(name, "ip", "addr", "add", f"{front}/16", "dev", "fe0")
+                self.run(name, "ip", "addr", "add", f"{VIP}/32", "dev", "lo")
+                # the VIP is on lo: never answer or announce it (the seed's vipset.sh)
+                self.sysctl(
+                    name,
+                    **{
+                        "net.ipv4.conf.all.arp_ignore": "1",
+                        "net.ipv4.conf.all.arp_announce": "2",
+                        "net.ipv4.conf.all.rp_filter": "0",
+                        "net.ipv4.conf.srv0.rp_filter": "0",
+                        "net.ipv4.conf.fe0.rp_filter": "0",
+                    },
+                )
+            self._start_http(name)
+        for name in REAL_SERVERS:
+            self._wait_http(name)
+
+    def _start_http(self, name: str) -> None:
+        root = self.workdir / name
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "whoami").write_text(name)
+        process = subprocess.Popen(
+            [
+                "ip",
+                "netns",
+                "exec",
+                self.ns(name),
+                sys.executable,
+                "-m",
+                "http.server",
+                "--bind",
+                "0.0.0.0",
+                "--directory",
+                str(root),
+                "--protocol",
+                "HTTP/1.1",
+                str(self.server_ports[name]),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        self.processes.append(process)
+
+    @retry(
+        stop=stop_after_delay(15),
+        wait=wait_fixed(0.1),
+        retry=retry_if_exception_type(RuntimeError),
+        reraise=True,
+    )
+    def _wait_http(self, name: str) -> None:
+        port = self.server_ports[name]
+        self.run(
+            name,
+            sys.executable,
+            "-c",
+            f"import socket; socket.create_connection(('127.0.0.1', {port}), timeout=1).close()",
+        )
+
+    def add_vip(self, director: str) -> None:
+        self.run(director, "ip", "addr", "add", f"{VIP}/32", "dev", "fe0")
+
+    def move_vip(self, old: str, new: str) -> None:
+        """VIP leaves `old` for `new`; the client forgets the old director's MAC and re-ARPs."""
+        self.run(old, "ip", "addr", "del", f"{VIP}/32", "dev", "fe0")
+        self.add_vip(new)
+        self.run("cli", "ip", "neigh", "flush", "to", VIP)
+
+    def client(self) -> Client:
+        process = subprocess.Popen(
+            ["ip", "netns", "exec", self.ns("cli"), sys.executable, "-u", "-c", CLIENT_SCRIPT, VIP],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        self.processes.append(process)
+        return Client(process)
+
+
+class Client:
+    """Talks to the client child: `get()` opens a new connection, `open()`/`get_on()` keep one."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self._process = process
+
+    def _call(self, **command: Any) -> dict[str, Any]:
+        assert self._process.stdin is not None and self._process.stdout is not None
+        self._process.stdin.write(json.dumps(command) + "\n")
+        self._process.stdin.flush()
+        line = self._process.stdout.readline()
+        if not line:
+            raise RuntimeError("client process died")
+        return dict(json.loads(line))
+
+    def get(self, port: int = 80) -> str:
+        """One request on a fresh connection; returns the body or raises."""
+        reply = self._call(op="oneshot", port=port)
+        if "error" in reply:
+            raise ConnectionError(reply["error"])
+        return str(reply["body"])
+
+    def open(self, conn: int, port: int = 80) -> None:
+        reply = self._call(op="open", id=conn, port=port)
+        if "error" in reply:
+            raise ConnectionError(reply["error"])
+
+    def get_on(self, conn: int) -> str:
+        reply = self._call(op="get", id=conn)
+        if "error" in reply:
+            raise ConnectionError(reply["error"])
+        return str(reply["body"])
+
+
+CLIENT_SCRIPT = r"""
+import json, socket, sys
+vip = sys.argv[1]
+conns = {}
+
+def request(sock):
+    sock.sendall(b"GET /whoami HTTP/1.1\r\nHost: vip\r\nConnection: keep-alive\r\n\r\n")
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise ConnectionError("closed by peer")
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    while len(body) < length:
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise ConnectionError("closed by peer mid-body")
+        body += chunk
+    status = head.split(b"\r\n")[0].decode()
+    if " 200 " not in status:
+        raise ConnectionError(status)
+    return body[:length].decode()
+
+for line in sys.stdin:
+    cmd = json.loads(line)
+    try:
+        if cmd["op"] == "oneshot":
+            with socket.create_connection((vip, cmd["port"]), timeout=3) as s:
+                out = {"body": request(s)}
+        elif cmd["op"] == "open":
+            conns[cmd["id"]] = socket.create_connection((vip, cmd["port"]), timeout=3)
+            out = {"ok": True}
+        elif cmd["op"] == "get":
+            out = {"body": request(conns[cmd["id"]])}
+        else:
+            out = {"error": "unknown op"}
+    except Exception as error:
+        out = {"error": f"{type(error).__name__}: {error}"}
+    print(json.dumps(out), flush=True)
+"""

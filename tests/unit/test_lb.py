@@ -1,0 +1,192 @@
+"""Desired load-balancer state: who takes traffic, the Maglev table, and diff() ordering."""
+
+from __future__ import annotations
+
+import pytest
+
+from vipkeeper.core import maglev
+from vipkeeper.core.lb import (
+    AddDestination,
+    AddService,
+    ForwardingMethod,
+    RealServer,
+    RemoveDestination,
+    RemoveService,
+    Scheduler,
+    UpdateDestination,
+    UpdateService,
+    VirtualServer,
+    VirtualService,
+    build_table,
+    destinations,
+    diff,
+    forwarding_servers,
+    lookup_table,
+    table_size,
+)
+
+WEB = VirtualService(address="172.16.9.1", port=80, hash_seed=0x1234)
+RS1 = RealServer(address="192.168.0.54", port=80)
+RS2 = RealServer(address="192.168.0.55", port=80)
+SORRY = RealServer(address="192.168.0.99", port=80)
+
+
+def rs(address: str, weight: int = 1) -> RealServer:
+    return RealServer(address=address, port=80, weight=weight)
+
+
+def test_service_needs_address_and_port_or_fwmark():
+    with pytest.raises(ValueError):
+        VirtualService(address="172.16.9.1")
+    with pytest.raises(ValueError):
+        VirtualService(fwmark=3, address="172.16.9.1", port=80)
+    assert VirtualService(fwmark=3).key.fwmark == 3
+
+
+def test_invalid_values_are_rejected():
+    with pytest.raises(ValueError):
+        RealServer(address="192.168.0.54", port=80, weight=-1)
+    with pytest.raises(ValueError):
+        VirtualService(address="172.16.9.1", port=70000)
+    with pytest.raises(ValueError):
+        VirtualService(address="172.16.9.1", port=80, table_size=250)
+    with pytest.raises(ValueError):
+        VirtualService(address="not-an-ip", port=80)
+
+
+def test_weight_zero_server_stays_installed_but_takes_no_new_flows():
+    vs = VirtualServer(service=WEB, real_servers=(rs("192.168.0.55", 0), RS1))
+    assert destinations(vs) == (RS1, rs("192.168.0.55", 0))
+    assert forwarding_servers(vs) == (RS1,)
+
+
+def test_sorry_server_takes_over_when_no_server_has_weight():
+    vs = VirtualServer(service=WEB, real_servers=(rs("192.168.0.54", 0),), sorry_server=SORRY)
+    assert vs.sorry_active
+    assert forwarding_servers(vs) == (SORRY,)
+    assert destinations(vs) == (rs("192.168.0.54", 0), SORRY)
+
+
+def test_sorry_server_takes_over_on_quorum_loss_and_real_servers_are_held_at_weight_zero():
+    vs = VirtualServer(service=WEB, real_servers=(RS1, RS2), sorry_server=SORRY, in_quorum=False)
+    assert forwarding_servers(vs) == (SORRY,)
+    assert {s.weight for s in destinations(vs) if s != SORRY} == {0}
+
+
+def test_sorry_server_idle_while_in_quorum():
+    vs = VirtualServer(service=WEB, real_servers=(RS1,), sorry_server=SORRY)
+    assert not vs.sorry_active
+    assert forwarding_servers(vs) == (RS1,)
+
+
+def test_table_size_follows_configured_servers_not_healthy_ones():
+    healthy = VirtualServer(service=WEB, real_servers=(RS1, RS2))
+    one_down = VirtualServer(service=WEB, real_servers=(RS1, rs("192.168.0.55", 0)))
+    assert table_size(healthy) == table_size(one_down) == maglev.table_size_for(2)
+    pinned = VirtualServer(
+        service=VirtualService(address="172.16.9.1", port=80, table_size=1021), real_servers=(RS1,)
+    )
+    assert table_size(pinned) == 1021
+
+
+def test_lookup_table_maps_every_bucket_to_a_forwarding_server():
+    vs = VirtualServer(service=WEB, real_servers=(RS1, RS2, rs("192.168.0.56", 0)))
+    table = lookup_table(vs)
+    assert len(table) == maglev.table_size_for(3)
+    assert set(table) == {RS1, RS2}
+
+
+def test_server_going_to_weight_zero_keeps_the_other_servers_buckets():
+    three = (RS1, RS2, rs("192.168.0.56"))
+    before = lookup_table(VirtualServer(service=WEB, real_servers=three))
+    after = lookup_table(VirtualServer(service=WEB, real_servers=(RS1, RS2, rs("192.168.0.56", 0))))
+    kept = sum(1 for old, new in zip(before, after, strict=True) if old == new)
+    lost = before.count(rs("192.168.0.56"))
+    assert kept >= 0.9 * (len(before) - lost)
+
+
+def test_build_table_respects_weights():
+    table = build_table(WEB, [rs("192.168.0.54", 1), rs("192.168.0.55", 3)])
+    share = table.count(rs("192.168.0.55", 3)) / len(table)
+    assert share == pytest.approx(0.75, abs=0.02)
+
+
+def test_build_table_is_independent_of_server_order():
+    servers = [rs(f"192.168.0.{i}", i % 3 + 1) for i in range(50, 60)]
+    assert build_table(WEB, servers) == build_table(WEB, list(reversed(servers)))
+
+
+def test_build_table_empty_without_servers():
+    assert build_table(WEB, []) == ()
+
+
+def test_diff_adds_new_service_then_its_destinations():
+    new = [VirtualServer(service=WEB, real_servers=(RS2, RS1))]
+    assert diff([], new) == [
+        AddService(service=WEB),
+        AddDestination(service=WEB, server=RS1, method=ForwardingMethod.DR),
+        AddDestination(service=WEB, server=RS2, method=ForwardingMethod.DR),
+    ]
+
+
+def test_diff_of_identical_states_is_empty():
+    state = [VirtualServer(service=WEB, real_servers=(RS1, RS2))]
+    assert diff(state, state) == []
+
+
+def test_diff_removes_a_vanished_service_in_one_operation():
+    old = [VirtualServer(service=WEB, real_servers=(RS1, RS2))]
+    assert diff(old, []) == [RemoveService(service=WEB)]
+
+
+def test_diff_adds_before_it_removes_so_the_pool_never_empties():
+    old = [VirtualServer(service=WEB, real_servers=(RS1,))]
+    new = [VirtualServer(service=WEB, real_servers=(RS2,))]
+    assert diff(old, new) == [
+        AddDestination(service=WEB, server=RS2, method=ForwardingMethod.DR),
+        RemoveDestination(service=WEB, server=RS1),
+    ]
+
+
+def test_diff_updates_weight_in_place():
+    old = [VirtualServer(service=WEB, real_servers=(RS1, RS2))]
+    new = [VirtualServer(service=WEB, real_servers=(RS1, rs("192.168.0.55", 0)))]
+    assert diff(old, new) == [
+        UpdateDestination(service=WEB, server=rs("192.168.0.55", 0), method=ForwardingMethod.DR)
+    ]
+
+
+def test_diff_updates_scheduler_without_touching_destinations():
+    mh = VirtualService(address="172.16.9.1", port=80, scheduler=Scheduler.MAGLEV_HASH)
+    old = [VirtualServer(service=WEB, real_servers=(RS1,))]
+    new = [VirtualServer(service=mh, real_servers=(RS1,))]
+    assert diff(old, new) == [UpdateService(old=WEB, new=mh)]
+
+
+def test_diff_re_sends_destinations_when_the_method_changes():
+    nat = VirtualService(address="172.16.9.1", port=80, method=ForwardingMethod.NAT)
+    old = [VirtualServer(service=WEB, real_servers=(RS1,))]
+    new = [VirtualServer(service=nat, real_servers=(RS1,))]
+    assert diff(old, new) == [
+        UpdateDestination(service=nat, server=RS1, method=ForwardingMethod.NAT)
+    ]
+
+
+def test_diff_switches_to_sorry_server_on_quorum_loss():
+    old = [VirtualServer(service=WEB, real_servers=(RS1,), sorry_server=SORRY)]
+    new = [VirtualServer(service=WEB, real_servers=(RS1,), sorry_server=SORRY, in_quorum=False)]
+    assert diff(old, new) == [
+        UpdateDestination(service=WEB, server=rs("192.168.0.54", 0), method=ForwardingMethod.DR),
+        AddDestination(service=WEB, server=SORRY, method=ForwardingMethod.DR),
+    ]
+
+
+def test_diff_rejects_duplicate_services():
+    vs = VirtualServer(service=WEB, real_servers=(RS1,))
+    with pytest.raises(ValueError, match="duplicate"):
+        diff([], [vs, vs])
+
+
+def test_duplicate_real_server_is_rejected():
+    with pytest.raises(ValueError, match="duplicate"):
+        VirtualServer(service=WEB, real_servers=(RS1, rs("192.168.0.54", 5)))
