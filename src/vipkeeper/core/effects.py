@@ -60,11 +60,16 @@ class ReportTransition:
 
 @dataclass(frozen=True, kw_only=True)
 class RunNotify:
-    """Run the notify scripts configured for entering `state` (MASTER, BACKUP, FAULT, STOP)."""
+    """Run the notify scripts configured for entering `state` (MASTER, BACKUP, FAULT, STOP).
+
+    `kind` is "INSTANCE" (`instance` names a vrrp_instance) or "GROUP" (`instance` names a
+    vrrp_sync_group), keepalived's first notify argument.
+    """
 
     instance: str
     state: str
     priority: int
+    kind: str = "INSTANCE"
 
 
 Effect = SendAdvert | AddVips | DelVips | SendGratuitous | ReportTransition | RunNotify

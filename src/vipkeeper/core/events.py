@@ -40,10 +40,13 @@ class TrackChanged:
     """A tracked object (interface or script) changed state.
 
     `name` is the interface or vrrp_script name as configured; `up` is its new state.
+    `kind` ("interface" or "script") says which table the name belongs to; None applies the
+    change to every tracked object of that name.
     """
 
     name: str
     up: bool
+    kind: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,6 +61,33 @@ class ShutdownRequested:
     """The operator asked the daemon to stop (SIGTERM/SIGINT; RFC 9568 §6.4.3 Shutdown)."""
 
 
+@dataclass(frozen=True, kw_only=True)
+class PriorityChanged:
+    """The configured (base) priority changed, e.g. on a configuration reload (1..255)."""
+
+    priority: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class SyncGroupRequested:
+    """A vrrp_sync_group asked this member to follow another member.
+
+    `state` is "MASTER", "BACKUP", "FAULT" (hold the member in FAULT) or "FAULT_CLEARED" (the
+    group fault is over). Only `vipkeeper.core.sync_group` creates these.
+    """
+
+    group: str
+    state: str
+    reason: str
+
+
 Event = (
-    Started | PacketReceived | TimerFired | TrackChanged | SourceAddressChanged | ShutdownRequested
+    Started
+    | PacketReceived
+    | TimerFired
+    | TrackChanged
+    | SourceAddressChanged
+    | ShutdownRequested
+    | PriorityChanged
+    | SyncGroupRequested
 )

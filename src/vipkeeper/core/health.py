@@ -1,0 +1,606 @@
+"""Real-server health for the LVS side: which real servers are up, with what weight, in which pool.
+
+Owns: the per-checker retry state machine, the up/down state of each real server, misc_dynamic
+weights, and each virtual server's quorum, sorry-server switching and desired pool.
+Must never: open a socket, run a script, read a clock or draw a random number. The caller runs the
+checks (`RunCheck`), reports their results as facts with `now`, and carries out the orders.
+
+Semantics follow keepalived.conf(5), "LVS CONFIGURATION":
+- `retry` counts *additional* checks made after a live server's check fails, spaced by
+  `delay_before_retry`; the checker goes down only when the first failure and all `retry` retries
+  failed (retry + 1 consecutive failures). A down checker is checked every `delay_loop` and comes
+  back after one success.
+- `alpha`: checkers start down (so the real server starts out of the pool); otherwise up.
+- A real server is up when every one of its checkers is up; one with no checker is always up.
+- MISC_CHECK: exit 0 is success, anything else failure; with `misc_dynamic`, 1 is failure, 0
+  success with the weight unchanged, and 2-255 success with the real server's weight moved by
+  (exit status - 2 - configured weight), i.e. set to exit status - 2 when it is the only dynamic
+  checker.
+- `inhibit_on_failure`: a down server stays in the pool with weight 0 instead of leaving it.
+- `quorum` is the minimum sum of weights of live servers; `hysteresis` dampens flapping: quorum is
+  lost below quorum - hysteresis (or when no live weight is left) and regained at quorum +
+  hysteresis. While quorum is lost and a `sorry_server` is configured, the real servers leave the
+  pool (weight 0 with inhibit_on_failure) and the sorry server replaces them.
+- `omega`: at shutdown, run the notify_down scripts of live servers and quorum_down if quorum
+  was held.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from enum import Enum
+
+# ---------------------------------------------------------------------------------------------
+# Configuration the core needs (resolved by the caller from the keepalived.conf model: the
+# virtual-server value is the default for real servers, the real-server value for checkers).
+
+
+@dataclass(frozen=True, kw_only=True, order=True)
+class Endpoint:
+    """A real or sorry server: IP address (text) and port."""
+
+    address: str
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.address}]" if ":" in self.address else self.address
+        return f"{host}:{self.port}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class CheckerSpec:
+    """Timing and policy of one checker (HTTP_GET, TCP_CHECK, MISC_CHECK ...) of a real server."""
+
+    delay_loop: float = 60.0
+    retry: int = 1  # keepalived's default; 0 for MISC_CHECK, 3 for DNS_CHECK
+    delay_before_retry: float = 1.0  # keepalived: 3 s for HTTP_GET / SSL_GET, 1 s otherwise
+    alpha: bool = False
+    misc_dynamic: bool = False
+    initial_delay: float = 0.0  # keepalived's warmup: the caller draws the random delay
+
+    def __post_init__(self) -> None:
+        if self.delay_loop <= 0 or self.delay_before_retry < 0 or self.initial_delay < 0:
+            raise ValueError(f"checker timers must be positive: {self}")
+        if self.retry < 0:
+            raise ValueError(f"retry must be >= 0, got {self.retry}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RealServerSpec:
+    server: Endpoint
+    weight: int = 1
+    inhibit_on_failure: bool = False
+    notify_up: str | None = None
+    notify_down: str | None = None
+    checkers: tuple[CheckerSpec, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class VirtualServerSpec:
+    name: str  # unique, e.g. "172.16.9.1:80" or "fwmark 1"
+    real_servers: tuple[RealServerSpec, ...]
+    quorum: int = 1
+    hysteresis: int = 0
+    quorum_up: str | None = None
+    quorum_down: str | None = None
+    sorry_server: Endpoint | None = None
+    sorry_server_weight: int = 1
+    sorry_server_inhibit: bool = False  # keep the sorry server in the pool at weight 0
+    omega: bool = False
+
+
+@dataclass(frozen=True, kw_only=True, order=True)
+class CheckerId:
+    """Names one checker: the `index`-th checker of `server` in `virtual_server`."""
+
+    virtual_server: str
+    server: Endpoint
+    index: int
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs: facts about finished checks.
+
+
+@dataclass(frozen=True, kw_only=True)
+class CheckSucceeded:
+    checker: CheckerId
+
+
+@dataclass(frozen=True, kw_only=True)
+class CheckFailed:
+    checker: CheckerId
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class MiscResult:
+    """A MISC_CHECK script finished; `exit_code` None: it timed out, was killed or never ran."""
+
+    checker: CheckerId
+    exit_code: int | None
+
+
+HealthEvent = CheckSucceeded | CheckFailed | MiscResult
+
+
+# ---------------------------------------------------------------------------------------------
+# Outputs: orders for the adapters.
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunCheck:
+    """Run this checker now and report its result with `HealthMonitor.handle`."""
+
+    checker: CheckerId
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerUp:
+    virtual_server: str
+    server: Endpoint
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerDown:
+    virtual_server: str
+    server: Endpoint
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class WeightChanged:
+    """misc_dynamic moved a real server's weight."""
+
+    virtual_server: str
+    server: Endpoint
+    old: int
+    new: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class QuorumGained:
+    virtual_server: str
+    live_weight: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class QuorumLost:
+    virtual_server: str
+    live_weight: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class PoolMember:
+    server: Endpoint
+    weight: int
+    sorry: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class PoolChanged:
+    """The virtual server's desired pool: the LB backend makes the kernel match `members`."""
+
+    virtual_server: str
+    members: tuple[PoolMember, ...]
+
+
+class NotifyKind(Enum):
+    NOTIFY_UP = "notify_up"
+    NOTIFY_DOWN = "notify_down"
+    QUORUM_UP = "quorum_up"
+    QUORUM_DOWN = "quorum_down"
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunNotifyScript:
+    """Run a configured notify_up / notify_down / quorum_up / quorum_down script."""
+
+    script: str
+    kind: NotifyKind
+    virtual_server: str
+    server: Endpoint | None  # None for quorum scripts
+
+
+HealthEffect = (
+    RunCheck
+    | ServerUp
+    | ServerDown
+    | WeightChanged
+    | QuorumGained
+    | QuorumLost
+    | PoolChanged
+    | RunNotifyScript
+)
+
+
+class HealthProtocolError(Exception):
+    """An input the state machine has no transition for (unknown checker, result not awaited)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# The per-checker state machine: one table.
+
+
+class CheckerState(Enum):
+    UP = "up"
+    RETRYING = "retrying"  # still up: a check failed and retries remain
+    DOWN = "down"
+
+
+class Outcome(Enum):
+    PASSED = "passed"
+    FAILED = "failed"
+
+
+class _Checker:
+    __slots__ = ("deadline", "failures", "generation", "id", "in_flight", "spec", "state",
+                 "weight_delta")  # fmt: skip
+
+    def __init__(self, checker_id: CheckerId, spec: CheckerSpec) -> None:
+        self.id = checker_id
+        self.spec = spec
+        self.state = CheckerState.DOWN if spec.alpha else CheckerState.UP
+        self.failures = 0  # consecutive failed checks
+        self.in_flight = False
+        self.deadline: float | None = None
+        self.generation = 0  # invalidates stale heap entries
+        self.weight_delta = 0  # misc_dynamic: exit status - 2 - configured weight
+
+
+# Each handler updates the checker and returns (next state, delay until the next check).
+
+
+def _passed(checker: _Checker) -> tuple[CheckerState, float]:
+    checker.failures = 0
+    return CheckerState.UP, checker.spec.delay_loop
+
+
+def _failed_while_up(checker: _Checker) -> tuple[CheckerState, float]:
+    checker.failures += 1
+    # keepalived.conf(5) retry: "additional checks if check of an alive server fails".
+    if checker.failures <= checker.spec.retry:
+        return CheckerState.RETRYING, checker.spec.delay_before_retry
+    return CheckerState.DOWN, checker.spec.delay_loop
+
+
+def _failed_while_down(checker: _Checker) -> tuple[CheckerState, float]:
+    checker.failures += 1
+    return CheckerState.DOWN, checker.spec.delay_loop
+
+
+_TRANSITIONS: dict[
+    tuple[CheckerState, Outcome], Callable[[_Checker], tuple[CheckerState, float]]
+] = {
+    (CheckerState.UP, Outcome.PASSED): _passed,
+    (CheckerState.UP, Outcome.FAILED): _failed_while_up,
+    (CheckerState.RETRYING, Outcome.PASSED): _passed,
+    (CheckerState.RETRYING, Outcome.FAILED): _failed_while_up,
+    (CheckerState.DOWN, Outcome.PASSED): _passed,
+    (CheckerState.DOWN, Outcome.FAILED): _failed_while_down,
+}
+
+
+class _RealServer:
+    __slots__ = ("checkers", "spec", "up")
+
+    def __init__(self, spec: RealServerSpec, checkers: list[_Checker]) -> None:
+        self.spec = spec
+        self.checkers = checkers
+        self.up = self._all_checkers_up()
+
+    def _all_checkers_up(self) -> bool:
+        return all(c.state is not CheckerState.DOWN for c in self.checkers)
+
+    def refresh(self) -> bool:
+        """Recompute `up`; return whether it changed."""
+        up = self._all_checkers_up()
+        changed = up != self.up
+        self.up = up
+        return changed
+
+    @property
+    def weight(self) -> int:
+        return max(0, self.spec.weight + sum(c.weight_delta for c in self.checkers))
+
+
+class _VirtualServer:
+    __slots__ = ("pool", "quorum_up", "servers", "spec")
+
+    def __init__(self, spec: VirtualServerSpec, servers: dict[Endpoint, _RealServer]) -> None:
+        self.spec = spec
+        self.servers = servers
+        live = self.live_weight()
+        # At start there is no transition yet: quorum is simply held or not, no script runs.
+        self.quorum_up = live > 0 and live >= spec.quorum
+        self.pool = self.compute_pool()
+
+    def live_weight(self) -> int:
+        return sum(rs.weight for rs in self.servers.values() if rs.up)
+
+    def compute_pool(self) -> tuple[PoolMember, ...]:
+        spec = self.spec
+        sorry_active = spec.sorry_server is not None and not self.quorum_up
+        members: list[PoolMember] = []
+        for rs in self.servers.values():
+            if rs.up and not sorry_active:
+                members.append(PoolMember(server=rs.spec.server, weight=rs.weight))
+            elif rs.spec.inhibit_on_failure:
+                members.append(PoolMember(server=rs.spec.server, weight=0))
+        if spec.sorry_server is not None:
+            if sorry_active:
+                weight = spec.sorry_server_weight
+                members.append(PoolMember(server=spec.sorry_server, weight=weight, sorry=True))
+            elif spec.sorry_server_inhibit:
+                members.append(PoolMember(server=spec.sorry_server, weight=0, sorry=True))
+        return tuple(members)
+
+
+def misc_outcome(exit_code: int | None, *, dynamic: bool) -> tuple[Outcome, int | None]:
+    """Map a MISC_CHECK exit status to (outcome, new dynamic weight or None: unchanged).
+
+    keepalived.conf(5) MISC_CHECK / misc_dynamic.
+    """
+    if exit_code == 0:
+        return Outcome.PASSED, None
+    if dynamic and exit_code is not None and 2 <= exit_code <= 255:
+        return Outcome.PASSED, exit_code - 2
+    return Outcome.FAILED, None
+
+
+class HealthMonitor:
+    """Health state of every real server of a set of virtual servers.
+
+    Drive it like a sans-I/O protocol: `start(now)`, then run the `RunCheck` orders returned by
+    `handle_timer(now)` whenever `next_deadline()` has passed, and feed each result back with
+    `handle(event, now)`. A checker has at most one check in flight; its next check is scheduled
+    from the moment its result is handled.
+    """
+
+    def __init__(self, virtual_servers: Iterable[VirtualServerSpec]) -> None:
+        self._virtual_servers: dict[str, _VirtualServer] = {}
+        self._checkers: dict[CheckerId, _Checker] = {}
+        self._heap: list[tuple[float, int, int, CheckerId]] = []
+        self._sequence = 0
+        self._started = False
+        self._stopped = False
+        for vs_spec in virtual_servers:
+            if vs_spec.name in self._virtual_servers:
+                raise ValueError(f"duplicate virtual server {vs_spec.name!r}")
+            servers: dict[Endpoint, _RealServer] = {}
+            for rs_spec in vs_spec.real_servers:
+                if rs_spec.server in servers:
+                    raise ValueError(f"{vs_spec.name}: duplicate real server {rs_spec.server}")
+                checkers = []
+                for index, checker_spec in enumerate(rs_spec.checkers):
+                    checker_id = CheckerId(
+                        virtual_server=vs_spec.name, server=rs_spec.server, index=index
+                    )
+                    checker = _Checker(checker_id, checker_spec)
+                    self._checkers[checker_id] = checker
+                    checkers.append(checker)
+                servers[rs_spec.server] = _RealServer(rs_spec, checkers)
+            self._virtual_servers[vs_spec.name] = _VirtualServer(vs_spec, servers)
+
+    # -- queries ------------------------------------------------------------------------------
+
+    @property
+    def checker_ids(self) -> tuple[CheckerId, ...]:
+        return tuple(self._checkers)
+
+    def desired_pool(self, virtual_server: str) -> tuple[PoolMember, ...]:
+        return self._vs(virtual_server).pool
+
+    def server_is_up(self, virtual_server: str, server: Endpoint) -> bool:
+        return self._rs(virtual_server, server).up
+
+    def server_weight(self, virtual_server: str, server: Endpoint) -> int:
+        return self._rs(virtual_server, server).weight
+
+    def quorum_is_up(self, virtual_server: str) -> bool:
+        return self._vs(virtual_server).quorum_up
+
+    def checker_state(self, checker: CheckerId) -> CheckerState:
+        return self._checker(checker).state
+
+    def next_deadline(self) -> float | None:
+        """When `handle_timer` next has a check to start; None: nothing scheduled."""
+        heap = self._heap
+        while heap:
+            _, _, generation, checker_id = heap[0]
+            checker = self._checkers[checker_id]
+            if checker.generation == generation and not checker.in_flight:
+                return heap[0][0]
+            heapq.heappop(heap)
+        return None
+
+    # -- inputs -------------------------------------------------------------------------------
+
+    def start(self, now: float) -> list[HealthEffect]:
+        """Schedule every checker's first check and return the initial pools."""
+        if self._started:
+            raise HealthProtocolError("health monitor already started")
+        self._started = True
+        for checker in self._checkers.values():
+            self._schedule(checker, now + checker.spec.initial_delay)
+        return [
+            PoolChanged(virtual_server=name, members=vs.pool)
+            for name, vs in self._virtual_servers.items()
+        ]
+
+    def handle_timer(self, now: float) -> list[HealthEffect]:
+        """Start every check whose time has come."""
+        effects: list[HealthEffect] = []
+        if self._stopped:
+            return effects
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            _, _, generation, checker_id = heapq.heappop(heap)
+            checker = self._checkers[checker_id]
+            if checker.generation != generation or checker.in_flight:
+                continue
+            checker.in_flight = True
+            checker.deadline = None
+            effects.append(RunCheck(checker=checker_id))
+        return effects
+
+    def handle(self, event: HealthEvent, now: float) -> list[HealthEffect]:
+        """Take the result of a check started by `RunCheck`."""
+        if self._stopped:
+            return []  # a check that was in flight at shutdown: nothing to decide any more
+        checker = self._checker(event.checker)
+        if not checker.in_flight:
+            raise HealthProtocolError(f"result for {event.checker} which has no check running")
+        new_weight: int | None = None
+        if isinstance(event, CheckSucceeded):
+            outcome, reason = Outcome.PASSED, "check succeeded"
+        elif isinstance(event, CheckFailed):
+            outcome, reason = Outcome.FAILED, event.reason
+        else:
+            outcome, new_weight = misc_outcome(event.exit_code, dynamic=checker.spec.misc_dynamic)
+            reason = (
+                "script timed out or was killed"
+                if event.exit_code is None
+                else f"script exited {event.exit_code}"
+            )
+        checker.in_flight = False
+        vs = self._virtual_servers[event.checker.virtual_server]
+        rs = vs.servers[event.checker.server]
+        old_weight = rs.weight
+
+        next_state, delay = _TRANSITIONS[(checker.state, outcome)](checker)
+        checker.state = next_state
+        if new_weight is not None:
+            checker.weight_delta = new_weight - rs.spec.weight
+        self._schedule(checker, now + delay)
+
+        effects: list[HealthEffect] = []
+        scripts: list[HealthEffect] = []
+        name, server = vs.spec.name, rs.spec.server
+        if rs.refresh():
+            if rs.up:
+                effects.append(ServerUp(virtual_server=name, server=server, reason=reason))
+                if rs.spec.notify_up:
+                    scripts.append(
+                        RunNotifyScript(
+                            script=rs.spec.notify_up,
+                            kind=NotifyKind.NOTIFY_UP,
+                            virtual_server=name,
+                            server=server,
+                        )
+                    )
+            else:
+                effects.append(ServerDown(virtual_server=name, server=server, reason=reason))
+                if rs.spec.notify_down:
+                    scripts.append(
+                        RunNotifyScript(
+                            script=rs.spec.notify_down,
+                            kind=NotifyKind.NOTIFY_DOWN,
+                            virtual_server=name,
+                            server=server,
+                        )
+                    )
+        up_changed = bool(effects)
+        if rs.weight != old_weight:
+            effects.append(
+                WeightChanged(virtual_server=name, server=server, old=old_weight, new=rs.weight)
+            )
+        elif not up_changed:
+            return effects  # the common case: nothing moved, so quorum and pool stand
+        effects.extend(self._update_quorum(vs, scripts))
+        pool = vs.compute_pool()
+        if pool != vs.pool:
+            vs.pool = pool
+            effects.append(PoolChanged(virtual_server=name, members=pool))
+        effects.extend(scripts)
+        return effects
+
+    def shutdown(self) -> list[HealthEffect]:
+        """Stop scheduling checks; with `omega`, order the notify_down / quorum_down scripts."""
+        if self._stopped:
+            return []
+        self._stopped = True
+        self._heap.clear()
+        effects: list[HealthEffect] = []
+        for name, vs in self._virtual_servers.items():
+            if not vs.spec.omega:
+                continue
+            for rs in vs.servers.values():
+                if rs.up and rs.spec.notify_down:
+                    effects.append(
+                        RunNotifyScript(
+                            script=rs.spec.notify_down,
+                            kind=NotifyKind.NOTIFY_DOWN,
+                            virtual_server=name,
+                            server=rs.spec.server,
+                        )
+                    )
+            if vs.quorum_up and vs.spec.quorum_down:
+                effects.append(
+                    RunNotifyScript(
+                        script=vs.spec.quorum_down,
+                        kind=NotifyKind.QUORUM_DOWN,
+                        virtual_server=name,
+                        server=None,
+                    )
+                )
+        return effects
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _update_quorum(self, vs: _VirtualServer, scripts: list[HealthEffect]) -> list[HealthEffect]:
+        spec = vs.spec
+        live = vs.live_weight()
+        if vs.quorum_up and (live == 0 or live < spec.quorum - spec.hysteresis):
+            vs.quorum_up = False
+            if spec.quorum_down:
+                scripts.append(
+                    RunNotifyScript(
+                        script=spec.quorum_down,
+                        kind=NotifyKind.QUORUM_DOWN,
+                        virtual_server=spec.name,
+                        server=None,
+                    )
+                )
+            return [QuorumLost(virtual_server=spec.name, live_weight=live)]
+        # Regaining needs some live weight too, or a quorum <= hysteresis would flap at zero.
+        if not vs.quorum_up and live > 0 and live >= spec.quorum + spec.hysteresis:
+            vs.quorum_up = True
+            if spec.quorum_up:
+                scripts.append(
+                    RunNotifyScript(
+                        script=spec.quorum_up,
+                        kind=NotifyKind.QUORUM_UP,
+                        virtual_server=spec.name,
+                        server=None,
+                    )
+                )
+            return [QuorumGained(virtual_server=spec.name, live_weight=live)]
+        return []
+
+    def _schedule(self, checker: _Checker, deadline: float) -> None:
+        checker.generation += 1
+        checker.deadline = deadline
+        self._sequence += 1
+        heapq.heappush(self._heap, (deadline, self._sequence, checker.generation, checker.id))
+
+    def _checker(self, checker_id: CheckerId) -> _Checker:
+        try:
+            return self._checkers[checker_id]
+        except KeyError:
+            raise HealthProtocolError(f"unknown checker {checker_id}") from None
+
+    def _vs(self, name: str) -> _VirtualServer:
+        try:
+            return self._virtual_servers[name]
+        except KeyError:
+            raise KeyError(f"unknown virtual server {name!r}") from None
+
+    def _rs(self, virtual_server: str, server: Endpoint) -> _RealServer:
+        try:
+            return self._vs(virtual_server).servers[server]
+        except KeyError:
+            raise KeyError(f"{virtual_server}: unknown real server {server}") from None

@@ -1,0 +1,662 @@
+"""The per-instance VRRP state machine (RFC 3768 §6 for v2, RFC 9568 §6 for v3).
+
+Owns: the states Initialize / Backup / Master / Fault, their timers (Master_Down, Adver, the
+second gratuitous ARP burst, the gratuitous ARP refresh), the acceptance checks on received
+advertisements (RFC 3768 §7.1, RFC 9568 §7.1), preemption (keepalived's preempt / nopreempt /
+preempt_delay), tracking (faults and weighted priorities) and the per-instance counters.
+
+Rules:
+- `handle(event, now)` is the only way in; it returns the effects to carry out, in order.
+- Time comes only from `now` (seconds, monotonic). The driver arms one timer at
+  `next_deadline()` and delivers `TimerFired` at or after it; the instance works out which of
+  its own timers expired. A spurious `TimerFired` is harmless.
+- Every (state, event type) pair the machine accepts is in `_TRANSITIONS`; any other pair
+  raises `ProtocolError`. There is no silent fall-through.
+Must never: import anything that does I/O, read a clock, draw random numbers, or act on the
+world other than by returning effects.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from vipkeeper.core import timing, vrrp_wire
+from vipkeeper.core.effects import (
+    AddVips,
+    DelVips,
+    Effect,
+    ReportTransition,
+    RunNotify,
+    SendAdvert,
+    SendGratuitous,
+    VirtualAddress,
+)
+from vipkeeper.core.events import (
+    Event,
+    PacketReceived,
+    PriorityChanged,
+    ShutdownRequested,
+    SourceAddressChanged,
+    Started,
+    SyncGroupRequested,
+    TimerFired,
+    TrackChanged,
+)
+from vipkeeper.core.track import TrackKind, TrackSet
+
+OWNER_PRIORITY = 255  # RFC 9568 §6.1: the address owner
+MAX_BACKUP_PRIORITY = 254
+
+
+class State(Enum):
+    INITIALIZE = "INITIALIZE"
+    BACKUP = "BACKUP"
+    MASTER = "MASTER"
+    FAULT = "FAULT"
+
+
+class ProtocolError(Exception):
+    """An event arrived in a state that has no transition for it (a driver bug)."""
+
+    def __init__(self, state: State, event: object) -> None:
+        super().__init__(f"no transition for {type(event).__name__} in state {state.value}")
+        self.state = state
+        self.event = event
+
+
+class DropReason:
+    """Counter keys for discarded packets (decoder errors add `vrrp_wire.WireError.reason`)."""
+
+    TTL = "ttl"  # RFC 3768 §7.1 / RFC 9568 §7.1: TTL / hop limit must be 255
+    FAMILY = "family"
+    VERSION_MISMATCH = "version_mismatch"
+    VRID_MISMATCH = "vrid_mismatch"
+    OWN_ADVERT = "own_advert"
+    UNICAST_PEER = "unicast_peer"  # unicast mode: the source is not a configured peer
+    AUTH_TYPE = "auth_type"  # RFC 3768 §7.1: auth type must match
+    AUTH_MISMATCH = "auth_mismatch"  # v2 simple password differs
+    INTERVAL_MISMATCH = "interval_mismatch"  # RFC 3768 §7.1: v2 Adver Int must match
+    INTERVAL_INVALID = "interval_invalid"  # v3 interval of 0 cannot drive a timer
+    NOT_RUNNING = "not_running"  # received before Started or after shutdown
+    FAULT_STATE = "fault_state"  # received while in FAULT
+
+
+@dataclass
+class InstanceStats:
+    """Counters for one instance; `dropped` maps a drop reason to its count."""
+
+    adverts_sent: int = 0
+    adverts_received: int = 0  # accepted advertisements
+    priority_zero_sent: int = 0
+    priority_zero_received: int = 0
+    became_master: int = 0
+    lower_priority_discarded: int = 0  # Backup discarded a lower-priority advert (preemption)
+    address_list_mismatch: int = 0  # logged only, the advertisement is still processed
+    dropped: dict[str, int] = field(default_factory=dict)
+
+    def drop(self, reason: str) -> None:
+        self.dropped[reason] = self.dropped.get(reason, 0) + 1
+
+    @property
+    def total_dropped(self) -> int:
+        return sum(self.dropped.values())
+
+
+def _normalise(address: str) -> str:
+    return str(ipaddress.ip_address(address))
+
+
+def _address_key(address: str) -> int:
+    """Primary addresses compare as unsigned integers (RFC 9568 §6.4.3 tie-break)."""
+    return int(ipaddress.ip_address(address))
+
+
+@dataclass(frozen=True, kw_only=True)
+class InstanceSettings:
+    """Configuration of one vrrp_instance, as the state machine needs it.
+
+    Times are in seconds. `virtual_addresses` all belong to `family` (4 or 6). Weights in
+    `track_interfaces` / `track_scripts` follow `vipkeeper.core.track` (0: FAULT when down).
+    `initial_state` is keepalived's `state` keyword: MASTER makes a non-owner claim mastership
+    after one advertisement interval of silence instead of the full Master_Down_Interval.
+    """
+
+    name: str
+    interface: str
+    vrid: int
+    priority: int = 100
+    version: int = 2
+    family: int = 4
+    advert_int: float = 1.0
+    virtual_addresses: tuple[VirtualAddress, ...] = ()
+    preempt: bool = True
+    nopreempt: bool = False
+    preempt_delay: float = 0.0
+    auth_pass: str | None = None  # v2 auth_type PASS; None: no authentication
+    unicast_src_ip: str | None = None  # also keepalived's mcast_src_ip: the address we send from
+    unicast_peers: tuple[str, ...] = ()
+    mcast_group: str | None = None  # None: 224.0.0.18 / ff02::12 (RFC 3768 §5.2.2, RFC 9568)
+    track_interfaces: Mapping[str, int] = field(default_factory=dict)
+    track_scripts: Mapping[str, int] = field(default_factory=dict)
+    garp_master_delay: float = 5.0
+    garp_master_repeat: int = 5
+    garp_master_refresh: float = 0.0
+    garp_master_refresh_repeat: int = 1
+    initial_state: State = State.BACKUP
+    accept: bool = True  # RFC 9568 §6.1 Accept_Mode; carried for the driver, not used here
+    lower_prio_no_advert: bool = False  # keepalived: Master answers a lower-priority advert
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.vrid <= 255:
+            raise ValueError(f"virtual_router_id {self.vrid} is not 1..255")
+        if not 1 <= self.priority <= OWNER_PRIORITY:
+            raise ValueError(f"priority {self.priority} is not 1..255")
+        if self.version not in (2, 3):
+            raise ValueError(f"version {self.version} is not 2 or 3")
+        if self.family not in (4, 6):
+            raise ValueError(f"family {self.family} is not 4 or 6")
+        if self.version == 2:
+            if self.family != 4:
+                raise ValueError("VRRPv2 is IPv4 only (RFC 3768); use version 3 for IPv6")
+            if not 0 < self.advert_int < 256:
+                raise ValueError(f"v2 advert_int {self.advert_int} is not 1..255 seconds")
+        else:
+            if not 0.01 <= self.advert_int <= timing.V3_MAX_CENTISECONDS / 100:
+                raise ValueError(f"v3 advert_int {self.advert_int} is not 0.01..40.95 seconds")
+            if self.auth_pass is not None:
+                raise ValueError("authentication exists only in VRRPv2 (RFC 9568 removed it)")
+        for vip in self.virtual_addresses:
+            if ipaddress.ip_address(vip.address).version != self.family:
+                raise ValueError(f"virtual address {vip.address} is not IPv{self.family}")
+        for peer in (*self.unicast_peers, *filter(None, [self.unicast_src_ip, self.mcast_group])):
+            if ipaddress.ip_address(peer).version != self.family:
+                raise ValueError(f"unicast address {peer} is not IPv{self.family}")
+        if self.initial_state not in (State.MASTER, State.BACKUP):
+            raise ValueError("initial state is MASTER or BACKUP")
+        if self.preempt_delay < 0 or self.garp_master_delay < 0 or self.garp_master_refresh < 0:
+            raise ValueError("delays are not negative")
+
+    @property
+    def preempt_enabled(self) -> bool:
+        return self.preempt and not self.nopreempt
+
+    @property
+    def wire_interval(self) -> int:
+        """Advertisement interval as carried on the wire (s for v2, cs for v3).
+
+        v2 carries whole seconds only (RFC 3768 §5.3.7): a fractional advert_int is rounded.
+        """
+        if self.version == 2:
+            return max(1, min(255, round(self.advert_int)))
+        return timing.seconds_to_centiseconds(self.advert_int)
+
+    @property
+    def advert_interval(self) -> float:
+        """Advertisement interval in seconds as actually sent (v3 rounded to centiseconds)."""
+        if self.version == 2:
+            return float(self.wire_interval)
+        return timing.centiseconds_to_seconds(self.wire_interval)
+
+
+_Handler = Callable[["VrrpInstance", Any, float], None]
+
+
+class VrrpInstance:
+    """One vrrp_instance. Feed it events with `handle`; arm a timer at `next_deadline`."""
+
+    def __init__(self, settings: InstanceSettings) -> None:
+        self.settings = settings
+        self.state = State.INITIALIZE
+        self.stats = InstanceStats()
+        self.base_priority = settings.priority
+        self.source_address: str | None = (
+            _normalise(settings.unicast_src_ip) if settings.unicast_src_ip else None
+        )
+        self.master_address: str | None = None
+        self.master_adver_interval = settings.advert_interval
+        self.tracks = TrackSet(
+            interfaces=dict(settings.track_interfaces), scripts=dict(settings.track_scripts)
+        )
+        self.group_fault: str | None = None
+        self._vip_set = frozenset(_normalise(v.address) for v in settings.virtual_addresses)
+        self._peers = frozenset(_normalise(p) for p in settings.unicast_peers)
+        self._password = (
+            vrrp_wire.pack_password(settings.auth_pass) if settings.auth_pass is not None else None
+        )
+        self._master_down_at: float | None = None
+        self._adver_at: float | None = None
+        self._garp_at: float | None = None
+        self._garp_refresh_at: float | None = None
+        self._preempt_at: float | None = None
+        self._out: list[Effect] = []
+
+    # ---- public API -------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self.settings.name
+
+    @property
+    def priority(self) -> int:
+        """Effective priority: base priority moved by weighted tracks, kept within 1..254.
+
+        The address owner (255) is never moved (keepalived requires weight 0 for owners).
+        """
+        if self.base_priority == OWNER_PRIORITY:
+            return OWNER_PRIORITY
+        return max(1, min(MAX_BACKUP_PRIORITY, self.base_priority + self.tracks.delta()))
+
+    def fault_reasons(self) -> list[str]:
+        """Why this instance must stay in FAULT (empty: nothing holds it there)."""
+        reasons = self.tracks.faults()
+        if self.source_address is None:
+            reasons.append(f"no source address on {self.settings.interface}")
+        if self.group_fault is not None:
+            reasons.append(self.group_fault)
+        return reasons
+
+    def handle(self, event: Event, now: float) -> list[Effect]:
+        handler = _TRANSITIONS.get((self.state, type(event)))
+        if handler is None:
+            raise ProtocolError(self.state, event)
+        self._out = []
+        handler(self, event, now)
+        out, self._out = self._out, []
+        return out
+
+    def next_deadline(self) -> float | None:
+        if self.state is State.BACKUP:
+            return self._master_down_at
+        if self.state is State.MASTER:
+            timers = [self._adver_at, self._garp_at, self._garp_refresh_at]
+            return min((t for t in timers if t is not None), default=None)
+        return None
+
+    # ---- timers -----------------------------------------------------------------------
+
+    def _master_down_interval(self) -> float:
+        return timing.master_down_interval(
+            version=self.settings.version,
+            priority=self.priority,
+            master_adver_interval=self.master_adver_interval,
+        )
+
+    def _skew_time(self) -> float:
+        return timing.skew_time(
+            version=self.settings.version,
+            priority=self.priority,
+            master_adver_interval=self.master_adver_interval,
+        )
+
+    def _cancel_timers(self) -> None:
+        self._master_down_at = None
+        self._adver_at = None
+        self._garp_at = None
+        self._garp_refresh_at = None
+
+    # ---- outputs ----------------------------------------------------------------------
+
+    def _report(self, new: State, reason: str) -> None:
+        self._out.append(
+            ReportTransition(instance=self.name, old=self.state.value, new=new.value, reason=reason)
+        )
+
+    def _notify(self, state: str) -> None:
+        self._out.append(RunNotify(instance=self.name, state=state, priority=self.priority))
+
+    def _send_advert(self, priority: int) -> None:
+        assert self.source_address is not None  # Master is never entered without one
+        if self.settings.unicast_peers:
+            destinations: tuple[str, ...] = self.settings.unicast_peers
+        elif self.settings.mcast_group is not None:
+            destinations = (self.settings.mcast_group,)
+        elif self.settings.family == 4:
+            destinations = (vrrp_wire.MULTICAST_V4,)
+        else:
+            destinations = (vrrp_wire.MULTICAST_V6,)
+        advert = vrrp_wire.Advertisement(
+            version=self.settings.version,
+            vrid=self.settings.vrid,
+            priority=priority,
+            addresses=tuple(v.address for v in self.settings.virtual_addresses),
+            advert_interval=self.settings.wire_interval,
+            auth_type=(
+                vrrp_wire.AuthType.PASS if self._password is not None else vrrp_wire.AuthType.NONE
+            ),
+            auth_data=self._password or b"",
+        )
+        for destination in destinations:
+            payload = vrrp_wire.encode(advert, source=self.source_address, destination=destination)
+            self._out.append(
+                SendAdvert(
+                    interface=self.settings.interface,
+                    source=self.source_address,
+                    destination=destination,
+                    payload=payload,
+                )
+            )
+            self.stats.adverts_sent += 1
+            if priority == 0:
+                self.stats.priority_zero_sent += 1
+
+    def _gratuitous(self, count: int) -> None:
+        if self.settings.virtual_addresses and count > 0:
+            self._out.append(SendGratuitous(addresses=self.settings.virtual_addresses, count=count))
+
+    # ---- state entries ----------------------------------------------------------------
+
+    def _enter_master(self, now: float, reason: str) -> None:
+        # RFC 9568 §6.4.1 / §6.4.2: send an ADVERTISEMENT, announce the addresses (gratuitous
+        # ARP / unsolicited NA), set the Adver_Timer, transition to Master.
+        self._report(State.MASTER, reason)
+        self.state = State.MASTER
+        self._cancel_timers()
+        self._preempt_at = None
+        self.stats.became_master += 1
+        self.master_address = self.source_address
+        self.master_adver_interval = self.settings.advert_interval
+        if self.settings.virtual_addresses:
+            self._out.append(AddVips(addresses=self.settings.virtual_addresses))
+        self._send_advert(self.priority)
+        self._gratuitous(self.settings.garp_master_repeat)
+        self._adver_at = now + self.settings.advert_interval
+        if self.settings.garp_master_delay > 0:
+            self._garp_at = now + self.settings.garp_master_delay
+        if self.settings.garp_master_refresh > 0:
+            self._garp_refresh_at = now + self.settings.garp_master_refresh
+        self._notify("MASTER")
+
+    def _enter_backup(self, now: float, reason: str, *, down_in: float | None = None) -> None:
+        if self.state is State.MASTER and self.settings.virtual_addresses:
+            self._out.append(DelVips(addresses=self.settings.virtual_addresses))
+        self._report(State.BACKUP, reason)
+        self.state = State.BACKUP
+        self._cancel_timers()
+        delay = self._master_down_interval() if down_in is None else down_in
+        self._master_down_at = now + delay
+        self._notify("BACKUP")
+
+    def _enter_fault(self, reason: str) -> None:
+        if self.state is State.MASTER and self.settings.virtual_addresses:
+            self._out.append(DelVips(addresses=self.settings.virtual_addresses))
+        self._report(State.FAULT, reason)
+        self.state = State.FAULT
+        self._cancel_timers()
+        self._notify("FAULT")
+
+    def _leave_initialize_or_fault(self, now: float, reason: str) -> None:
+        """RFC 9568 §6.4.1 Startup, also used when the last fault clears."""
+        faults = self.fault_reasons()
+        if faults:
+            if self.state is not State.FAULT:
+                self._enter_fault(faults[0])
+            return
+        if self.priority == OWNER_PRIORITY:
+            self._enter_master(now, f"{reason}; address owner (priority 255)")
+            return
+        # RFC 9568 §6.4.1: Master_Adver_Interval = Advertisement_Interval, then wait
+        # Master_Down_Interval (keepalived's `state MASTER`: wait one interval only).
+        self.master_adver_interval = self.settings.advert_interval
+        self.master_address = None
+        down_in = None
+        if self.state is State.INITIALIZE and self.settings.initial_state is State.MASTER:
+            down_in = self.settings.advert_interval
+        self._enter_backup(now, reason, down_in=down_in)
+
+    def _refresh_fault(self, now: float, reason_up: str) -> None:
+        """Enter or leave FAULT after something that can hold the instance there changed."""
+        faults = self.fault_reasons()
+        if self.state in (State.BACKUP, State.MASTER) and faults:
+            self._enter_fault(faults[0])
+        elif self.state is State.FAULT and not faults:
+            self._leave_initialize_or_fault(now, reason_up)
+
+    # ---- event handlers ---------------------------------------------------------------
+
+    def _on_started(self, event: Started, now: float) -> None:
+        if self.settings.preempt_delay > 0:
+            # keepalived preempt_delay: no preemption for this long after start-up.
+            self._preempt_at = now + self.settings.preempt_delay
+        self._leave_initialize_or_fault(now, "startup")
+
+    def _on_packet_not_running(self, event: PacketReceived, now: float) -> None:
+        self.stats.drop(DropReason.NOT_RUNNING)
+
+    def _on_packet_in_fault(self, event: PacketReceived, now: float) -> None:
+        self.stats.drop(DropReason.FAULT_STATE)
+
+    def _accept(self, event: PacketReceived) -> vrrp_wire.Advertisement | None:
+        """RFC 3768 §7.1 / RFC 9568 §7.1 receive checks; count and return None on a drop."""
+        settings = self.settings
+        if event.ttl != vrrp_wire.VRRP_TTL:
+            self.stats.drop(DropReason.TTL)
+            return None
+        try:
+            advert = vrrp_wire.decode(
+                event.payload, source=event.source, destination=event.destination
+            )
+        except vrrp_wire.WireError as error:
+            self.stats.drop(error.reason)
+            return None
+        source = _normalise(event.source)
+        if ipaddress.ip_address(source).version != settings.family:
+            self.stats.drop(DropReason.FAMILY)
+            return None
+        if advert.version != settings.version:
+            self.stats.drop(DropReason.VERSION_MISMATCH)
+            return None
+        if advert.vrid != settings.vrid:
+            self.stats.drop(DropReason.VRID_MISMATCH)
+            return None
+        if source == self.source_address:
+            self.stats.drop(DropReason.OWN_ADVERT)
+            return None
+        if self._peers and source not in self._peers:
+            self.stats.drop(DropReason.UNICAST_PEER)
+            return None
+        if advert.version == 2:
+            expected = (
+                vrrp_wire.AuthType.PASS if self._password is not None else vrrp_wire.AuthType.NONE
+            )
+            if advert.auth_type != expected:
+                self.stats.drop(DropReason.AUTH_TYPE)
+                return None
+            if self._password is not None and advert.auth_data != self._password:
+                self.stats.drop(DropReason.AUTH_MISMATCH)
+                return None
+            if advert.advert_interval != settings.wire_interval:
+                # RFC 3768 §7.1: MUST verify the Adver Interval matches the local one.
+                self.stats.drop(DropReason.INTERVAL_MISMATCH)
+                return None
+        elif advert.advert_interval == 0:
+            self.stats.drop(DropReason.INTERVAL_INVALID)
+            return None
+        # RFC 3768 §7.1 / RFC 9568 §7.1: the address-list check is a MAY; like keepalived we
+        # count (for logging) and keep processing, so a config drift never splits the brain.
+        if frozenset(_normalise(a) for a in advert.addresses) != self._vip_set:
+            self.stats.address_list_mismatch += 1
+        self.stats.adverts_received += 1
+        if advert.priority == 0:
+            self.stats.priority_zero_received += 1
+        return advert
+
+    def _preemption_held(self, now: float) -> bool:
+        """keepalived preempt_delay: hold off preempting a lower-priority Master for a while
+        after start-up or after first seeing it."""
+        if self.settings.preempt_delay <= 0:
+            return False
+        if self._preempt_at is None:
+            self._preempt_at = now + self.settings.preempt_delay
+        return now < self._preempt_at
+
+    def _on_packet_backup(self, event: PacketReceived, now: float) -> None:
+        advert = self._accept(event)
+        if advert is None:
+            return
+        source = _normalise(event.source)
+        # RFC 9568 §6.4.2 Backup, "If an ADVERTISEMENT is received".
+        if advert.priority == 0:
+            # The Master is leaving: take over after Skew_Time only.
+            self._master_down_at = now + self._skew_time()
+            return
+        preempt = self.settings.preempt_enabled or self.priority == OWNER_PRIORITY
+        if not preempt or advert.priority >= self.priority or self._preemption_held(now):
+            if advert.version == 3:
+                # RFC 9568 §6.4.2: learn Master_Adver_Interval, recompute the timers.
+                self.master_adver_interval = advert.interval_seconds
+            self.master_address = source
+            self._master_down_at = now + self._master_down_interval()
+            return
+        # Lower priority and we preempt: discard, let the Master_Down_Timer run out.
+        self.stats.lower_priority_discarded += 1
+
+    def _on_packet_master(self, event: PacketReceived, now: float) -> None:
+        advert = self._accept(event)
+        if advert is None:
+            return
+        source = _normalise(event.source)
+        # RFC 9568 §6.4.3 Master, "If an ADVERTISEMENT is received".
+        if advert.priority == 0:
+            self._send_advert(self.priority)
+            self._adver_at = now + self.settings.advert_interval
+            return
+        local = self.priority
+        higher = advert.priority > local
+        tie_lost = advert.priority == local and (
+            self.source_address is None or _address_key(source) > _address_key(self.source_address)
+        )
+        if higher or tie_lost:
+            if advert.version == 3:
+                self.master_adver_interval = advert.interval_seconds
+            self.master_address = source
+            if higher:
+                reason = f"higher priority {advert.priority} from {source}"
+            else:
+                reason = f"equal priority {advert.priority} from higher address {source}"
+            self._enter_backup(now, reason)
+            return
+        # A lower-priority Master exists (e.g. after a partition heals): keepalived answers at
+        # once so it steps down without waiting an interval, unless lower_prio_no_advert.
+        if not self.settings.lower_prio_no_advert:
+            self._send_advert(local)
+            self._adver_at = now + self.settings.advert_interval
+
+    def _on_timer_backup(self, event: TimerFired, now: float) -> None:
+        if self._master_down_at is not None and now >= self._master_down_at:
+            self._enter_master(now, "master down timer expired")
+
+    def _on_timer_master(self, event: TimerFired, now: float) -> None:
+        if self._adver_at is not None and now >= self._adver_at:
+            # RFC 9568 §6.4.3: send an ADVERTISEMENT, reset the Adver_Timer.
+            self._send_advert(self.priority)
+            self._adver_at = now + self.settings.advert_interval
+        if self._garp_at is not None and now >= self._garp_at:
+            self._garp_at = None
+            self._gratuitous(self.settings.garp_master_repeat)
+        if self._garp_refresh_at is not None and now >= self._garp_refresh_at:
+            self._gratuitous(self.settings.garp_master_refresh_repeat)
+            self._garp_refresh_at = now + self.settings.garp_master_refresh
+
+    def _on_timer_idle(self, event: TimerFired, now: float) -> None:
+        """FAULT has no timers; a late TimerFired from an earlier state is harmless."""
+
+    def _on_track(self, event: TrackChanged, now: float) -> None:
+        kind = None if event.kind is None else TrackKind(event.kind)
+        if not self.tracks.update(event.name, event.up, kind):
+            return
+        what = f"{event.kind or 'tracked object'} {event.name}"
+        self._refresh_fault(now, f"{what} up")
+
+    def _on_source_address(self, event: SourceAddressChanged, now: float) -> None:
+        if self.settings.unicast_src_ip is not None:
+            return  # a configured source address wins over the interface's primary
+        self.source_address = None if event.address is None else _normalise(event.address)
+        if self.state is State.MASTER:
+            self.master_address = self.source_address
+        self._refresh_fault(now, f"source address {self.source_address}")
+
+    def _on_priority(self, event: PriorityChanged, now: float) -> None:
+        if not 1 <= event.priority <= OWNER_PRIORITY:
+            raise ValueError(f"priority {event.priority} is not 1..255")
+        self.base_priority = event.priority
+        # Takes effect with the next advertisement sent or received (RFC 9568 §6.4.2 recomputes
+        # Skew_Time and Master_Down_Interval when an ADVERTISEMENT arrives).
+
+    def _on_shutdown(self, event: ShutdownRequested, now: float) -> None:
+        if self.state is State.MASTER:
+            # RFC 9568 §6.4.3 Shutdown: send an ADVERTISEMENT with Priority 0.
+            self._send_advert(0)
+            if self.settings.virtual_addresses:
+                self._out.append(DelVips(addresses=self.settings.virtual_addresses))
+        self._report(State.INITIALIZE, "shutdown requested")
+        self.state = State.INITIALIZE
+        self._cancel_timers()
+        self._notify("STOP")
+
+    def _on_shutdown_idle(self, event: ShutdownRequested, now: float) -> None:
+        """Not started, or already stopped: nothing to undo."""
+
+    def _on_sync_group(self, event: SyncGroupRequested, now: float) -> None:
+        reason = f"sync group {event.group}: {event.reason}"
+        if event.state == "FAULT":
+            self.group_fault = reason
+            if self.state in (State.BACKUP, State.MASTER):
+                self._enter_fault(reason)
+        elif event.state == "FAULT_CLEARED":
+            self.group_fault = None
+            self._refresh_fault(now, reason)
+        elif event.state == "MASTER":
+            if self.state is State.BACKUP:
+                self._enter_master(now, reason)
+        elif event.state == "BACKUP":
+            if self.state is State.MASTER:
+                self._enter_backup(now, reason)
+        else:
+            raise ValueError(f"sync group state {event.state!r} is not understood")
+
+
+_TRANSITIONS: dict[tuple[State, type], _Handler] = {
+    # Initialize: RFC 9568 §6.4.1. Tracking and addresses may be learnt before Startup.
+    (State.INITIALIZE, Started): VrrpInstance._on_started,
+    (State.INITIALIZE, PacketReceived): VrrpInstance._on_packet_not_running,
+    (State.INITIALIZE, TrackChanged): VrrpInstance._on_track,
+    (State.INITIALIZE, SourceAddressChanged): VrrpInstance._on_source_address,
+    (State.INITIALIZE, PriorityChanged): VrrpInstance._on_priority,
+    (State.INITIALIZE, ShutdownRequested): VrrpInstance._on_shutdown_idle,
+    (State.INITIALIZE, SyncGroupRequested): VrrpInstance._on_sync_group,
+    # Backup: RFC 9568 §6.4.2.
+    (State.BACKUP, PacketReceived): VrrpInstance._on_packet_backup,
+    (State.BACKUP, TimerFired): VrrpInstance._on_timer_backup,
+    (State.BACKUP, TrackChanged): VrrpInstance._on_track,
+    (State.BACKUP, SourceAddressChanged): VrrpInstance._on_source_address,
+    (State.BACKUP, PriorityChanged): VrrpInstance._on_priority,
+    (State.BACKUP, ShutdownRequested): VrrpInstance._on_shutdown,
+    (State.BACKUP, SyncGroupRequested): VrrpInstance._on_sync_group,
+    # Master: RFC 9568 §6.4.3.
+    (State.MASTER, PacketReceived): VrrpInstance._on_packet_master,
+    (State.MASTER, TimerFired): VrrpInstance._on_timer_master,
+    (State.MASTER, TrackChanged): VrrpInstance._on_track,
+    (State.MASTER, SourceAddressChanged): VrrpInstance._on_source_address,
+    (State.MASTER, PriorityChanged): VrrpInstance._on_priority,
+    (State.MASTER, ShutdownRequested): VrrpInstance._on_shutdown,
+    (State.MASTER, SyncGroupRequested): VrrpInstance._on_sync_group,
+    # Fault (keepalived): waits for its tracked objects and source address to come back.
+    (State.FAULT, PacketReceived): VrrpInstance._on_packet_in_fault,
+    (State.FAULT, TimerFired): VrrpInstance._on_timer_idle,
+    (State.FAULT, TrackChanged): VrrpInstance._on_track,
+    (State.FAULT, SourceAddressChanged): VrrpInstance._on_source_address,
+    (State.FAULT, PriorityChanged): VrrpInstance._on_priority,
+    (State.FAULT, ShutdownRequested): VrrpInstance._on_shutdown,
+    (State.FAULT, SyncGroupRequested): VrrpInstance._on_sync_group,
+}
+"""Every accepted (state, event type) pair. Missing on purpose: Started once running (the
+instance was started twice) and TimerFired in Initialize (no timer was ever armed)."""
+
+
+def transitions() -> frozenset[tuple[State, type]]:
+    """The (state, event type) pairs the machine accepts; every other pair is a ProtocolError."""
+    return frozenset(_TRANSITIONS)

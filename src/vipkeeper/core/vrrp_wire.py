@@ -1,0 +1,249 @@
+"""VRRP advertisement codec: VRRPv2 (RFC 3768 §5) and VRRPv3 (RFC 9568 §5), bytes <-> dataclass.
+
+Owns: the packet layout, the Internet checksum (plain for v2, with the IPv4/IPv6 pseudo-header
+for v3), the simple-text password field of v2 and the address list of both versions.
+Must never: touch a socket, read a clock, or judge whether an advertisement is acceptable for an
+instance (VRID, priority, authentication value, interval): that is the state machine's job.
+`decode` raises nothing but `WireError`, whatever the bytes; `encode` raises `ValueError` for
+fields that cannot be represented.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+from dataclasses import dataclass
+from enum import IntEnum
+
+VRRP_PROTOCOL = 112  # IANA protocol number, RFC 3768 §5.2 / RFC 9568 §5.1.1.4
+VRRP_TTL = 255  # RFC 3768 §5.2.3, RFC 9568 §5.1.1.3 / §5.1.2.3: TTL / hop limit must be 255
+MULTICAST_V4 = "224.0.0.18"  # RFC 3768 §5.2.2, RFC 9568 §5.1.1.2
+MULTICAST_V6 = "ff02::12"  # RFC 9568 §5.1.2.2
+ADVERTISEMENT_TYPE = 1  # RFC 9568 §5.2.2: the only defined type
+
+_HEADER_LEN = 8
+_V2_AUTH_LEN = 8  # RFC 3768 §5.3.10: two 32-bit words of authentication data
+_V3_MAX_INTERVAL = 0x0FFF  # 12 bits of centiseconds, RFC 9568 §5.2.7
+PASSWORD_LEN = _V2_AUTH_LEN
+
+
+class AuthType(IntEnum):
+    """RFC 3768 §5.3.6 (values from RFC 2338, which keepalived's auth_type PASS / AH keep)."""
+
+    NONE = 0
+    PASS = 1  # simple text password, 8 bytes, zero padded
+    AH = 2  # IP Authentication Header (not implemented beyond recognising the value)
+
+
+class WireError(ValueError):
+    """A received VRRP message could not be decoded.
+
+    `reason` is a short stable key suitable for a counter ("too_short", "checksum", ...).
+    """
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True, kw_only=True)
+class Advertisement:
+    """One VRRP ADVERTISEMENT as it appears on the wire.
+
+    `advert_interval` is the raw wire value: whole seconds for version 2 (RFC 3768 §5.3.7),
+    centiseconds (12 bits) for version 3 (RFC 9568 §5.2.7). `auth_type` and `auth_data` exist
+    only in version 2; `auth_data` is the raw 8-byte field (shorter is zero padded on encode).
+    `checksum` is the value read from the wire (0 when built locally and not yet encoded).
+    """
+
+    version: int
+    vrid: int
+    priority: int
+    addresses: tuple[str, ...]
+    advert_interval: int
+    auth_type: int = AuthType.NONE
+    auth_data: bytes = b""
+    checksum: int = 0
+
+    @property
+    def interval_seconds(self) -> float:
+        """The advertisement interval in seconds, whatever the version."""
+        if self.version == 2:
+            return float(self.advert_interval)
+        return self.advert_interval / 100.0
+
+
+def internet_checksum(data: bytes) -> int:
+    """RFC 1071 one's-complement sum of 16-bit words, complemented (odd length zero padded)."""
+    if len(data) % 2:
+        data += b"\x00"
+    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def pack_password(password: str) -> bytes:
+    """Encode a v2 simple-text password: first 8 bytes, zero padded (RFC 2338 §5.3.10.1)."""
+    raw = password.encode("utf-8")[:PASSWORD_LEN]
+    return raw.ljust(PASSWORD_LEN, b"\x00")
+
+
+def _pseudo_header(source: str, destination: str, length: int) -> bytes:
+    """The pseudo-header RFC 9568 §5.2.8 adds to the v3 checksum (RFC 8200 §8.1 for IPv6)."""
+    src = ipaddress.ip_address(source)
+    dst = ipaddress.ip_address(destination)
+    if src.version != dst.version:
+        raise ValueError(f"source {source} and destination {destination} differ in family")
+    if src.version == 4:
+        return src.packed + dst.packed + struct.pack("!BBH", 0, VRRP_PROTOCOL, length)
+    return src.packed + dst.packed + struct.pack("!I3xB", length, VRRP_PROTOCOL)
+
+
+def _pack_addresses(addresses: tuple[str, ...], family: int) -> bytes:
+    out = bytearray()
+    for text in addresses:
+        address = ipaddress.ip_address(text)
+        if address.version != family:
+            raise ValueError(f"address {text} is not IPv{family}")
+        out += address.packed
+    return bytes(out)
+
+
+def _check_byte(name: str, value: int) -> None:
+    if not 0 <= value <= 0xFF:
+        raise ValueError(f"{name} {value} does not fit in one byte")
+
+
+def encode(
+    advert: Advertisement, *, source: str | None = None, destination: str | None = None
+) -> bytes:
+    """Build the VRRP message (no IP header) with its checksum filled in.
+
+    Version 3 needs `source` and `destination` (the IP header's addresses) for the pseudo-header
+    checksum and takes the address family from them; version 2 is IPv4 only and ignores them.
+    """
+    _check_byte("vrid", advert.vrid)
+    _check_byte("priority", advert.priority)
+    # RFC 9568 §5.2.5 sets the minimum count to 1, but keepalived (non-strict) sends 0 for an
+    # instance without addresses; both directions accept 0 to interoperate.
+    if len(advert.addresses) > 0xFF:
+        raise ValueError("an advertisement carries at most 255 addresses")
+    if advert.version == 2:
+        # RFC 3768 §5.1: Version/Type, VRID, Priority, Count, Auth Type, Adver Int, Checksum,
+        # addresses, 8 bytes of authentication data.
+        _check_byte("auth_type", advert.auth_type)
+        _check_byte("advert_interval", advert.advert_interval)
+        if len(advert.auth_data) > _V2_AUTH_LEN:
+            raise ValueError("v2 authentication data is at most 8 bytes")
+        body = _pack_addresses(advert.addresses, 4) + advert.auth_data.ljust(_V2_AUTH_LEN, b"\x00")
+        header = struct.pack(
+            "!BBBBBBH",
+            (2 << 4) | ADVERTISEMENT_TYPE,
+            advert.vrid,
+            advert.priority,
+            len(advert.addresses),
+            advert.auth_type,
+            advert.advert_interval,
+            0,
+        )
+        message = header + body
+        checksum = internet_checksum(message)  # RFC 3768 §5.3.8: over the VRRP message only
+    elif advert.version == 3:
+        if source is None or destination is None:
+            raise ValueError("a v3 checksum needs the source and destination addresses")
+        if not 0 <= advert.advert_interval <= _V3_MAX_INTERVAL:
+            raise ValueError(f"v3 interval {advert.advert_interval} cs does not fit in 12 bits")
+        family = ipaddress.ip_address(source).version
+        body = _pack_addresses(advert.addresses, family)
+        header = struct.pack(
+            "!BBBBHH",
+            (3 << 4) | ADVERTISEMENT_TYPE,
+            advert.vrid,
+            advert.priority,
+            len(advert.addresses),
+            advert.advert_interval & _V3_MAX_INTERVAL,  # 4 reserved bits sent as zero
+            0,
+        )
+        message = header + body
+        # RFC 9568 §5.2.8: checksum includes the pseudo-header of the enclosing IP packet.
+        checksum = internet_checksum(_pseudo_header(source, destination, len(message)) + message)
+    else:
+        raise ValueError(f"unsupported VRRP version {advert.version}")
+    return message[:6] + struct.pack("!H", checksum) + message[8:]
+
+
+def _family_of(text: str, what: str) -> int:
+    try:
+        return ipaddress.ip_address(text).version
+    except ValueError:
+        raise WireError("address", f"{what} {text!r} is not an IP address") from None
+
+
+def decode(payload: bytes, *, source: str, destination: str) -> Advertisement:
+    """Parse and verify one VRRP message (IP header already stripped).
+
+    `source` / `destination` are the enclosing IP header's addresses: they give the address
+    family and, for version 3, the pseudo-header checksum. Raises `WireError` on any problem.
+    """
+    family = _family_of(source, "source")
+    if _family_of(destination, "destination") != family:
+        raise WireError("address", "source and destination differ in address family")
+    if len(payload) < _HEADER_LEN:
+        raise WireError("too_short", f"{len(payload)} bytes, a VRRP header is 8")
+    version_type, vrid, priority, count, word_hi, word_lo, checksum = struct.unpack(
+        "!BBBBBBH", payload[:_HEADER_LEN]
+    )
+    version, packet_type = version_type >> 4, version_type & 0x0F
+    if version not in (2, 3):
+        raise WireError("version", f"unknown VRRP version {version}")
+    if packet_type != ADVERTISEMENT_TYPE:
+        raise WireError("type", f"unknown VRRP packet type {packet_type}")
+    if version == 2 and family != 4:
+        raise WireError("address", "VRRPv2 is defined for IPv4 only (RFC 3768)")
+    address_len = 4 if family == 4 else 16
+    expected = _HEADER_LEN + count * address_len + (_V2_AUTH_LEN if version == 2 else 0)
+    if len(payload) < expected:
+        raise WireError("too_short", f"{len(payload)} bytes, {count} addresses need {expected}")
+    if len(payload) > expected:
+        raise WireError("length", f"{len(payload)} bytes, {count} addresses need {expected}")
+    if version == 2:
+        valid = internet_checksum(payload) == 0  # RFC 3768 §7.1
+    else:
+        pseudo = _pseudo_header(source, destination, len(payload))
+        valid = internet_checksum(pseudo + payload) == 0  # RFC 9568 §7.1
+    if not valid:
+        raise WireError("checksum", f"checksum 0x{checksum:04x} does not verify")
+    raw = payload[_HEADER_LEN : _HEADER_LEN + count * address_len]
+    addresses = tuple(
+        str(
+            ipaddress.IPv4Address(raw[i : i + 4])
+            if family == 4
+            else ipaddress.IPv6Address(raw[i : i + 16])
+        )
+        for i in range(0, len(raw), address_len)
+    )
+    if version == 2:
+        return Advertisement(
+            version=2,
+            vrid=vrid,
+            priority=priority,
+            addresses=addresses,
+            advert_interval=word_lo,
+            auth_type=word_hi,
+            auth_data=bytes(payload[expected - _V2_AUTH_LEN : expected]),
+            checksum=checksum,
+        )
+    # RFC 9568 §5.2.6: the 4 reserved bits are ignored on reception.
+    interval = ((word_hi << 8) | word_lo) & _V3_MAX_INTERVAL
+    return Advertisement(
+        version=3,
+        vrid=vrid,
+        priority=priority,
+        addresses=addresses,
+        advert_interval=interval,
+        auth_type=AuthType.NONE,
+        auth_data=b"",
+        checksum=checksum,
+    )
