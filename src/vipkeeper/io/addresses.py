@@ -1,0 +1,223 @@
+"""Virtual addresses on interfaces, over rtnetlink with pyroute2's asyncio API.
+
+Owns: adding and removing the VIPs the core orders (`AddVips` / `DelVips`), idempotently;
+cleaning VIPs a crashed run left behind; listing an interface's addresses and picking the primary
+one VRRP sends from (first non-secondary IPv4 address; first usable IPv6 link-local, which
+RFC 9568 §5.1.2.1 requires as the IPv6 source).
+
+Must never: decide which addresses should be present (the core does), shell out to `ip`, or use
+pyroute2's synchronous classes (they run their own event loop).
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import logging
+import socket
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from pyroute2 import AsyncIPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from vipkeeper.core.effects import VirtualAddress
+
+log = logging.getLogger(__name__)
+
+# linux/if_addr.h
+IFA_F_SECONDARY = 0x01
+IFA_F_NODAD = 0x02
+IFA_F_DADFAILED = 0x08
+IFA_F_TENTATIVE = 0x40
+
+# /etc/iproute2/rt_scopes; pyroute2 wants the numbers.
+SCOPES = {"global": 0, "universe": 0, "site": 200, "link": 253, "host": 254, "nowhere": 255}
+_SCOPE_NAMES = {0: "global", 200: "site", 253: "link", 254: "host", 255: "nowhere"}
+
+
+class InterfaceNotFoundError(LookupError):
+    """The named interface does not exist (in this network namespace)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class InterfaceAddress:
+    """One address as the kernel reports it."""
+
+    interface: str
+    address: str
+    prefixlen: int
+    family: int  # socket.AF_INET or socket.AF_INET6
+    scope: str  # "global", "link", "host", ... or the number as text
+    label: str | None
+    flags: int  # IFA_F_* bits
+
+    @property
+    def secondary(self) -> bool:
+        return bool(self.flags & IFA_F_SECONDARY)
+
+    @property
+    def tentative(self) -> bool:
+        return bool(self.flags & (IFA_F_TENTATIVE | IFA_F_DADFAILED))
+
+
+class AddressManager:
+    """Owns one rtnetlink socket; use as `async with AddressManager() as addresses: ...`."""
+
+    def __init__(self) -> None:
+        self._ipr: Any = AsyncIPRoute()
+
+    async def __aenter__(self) -> AddressManager:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._ipr.close()
+
+    async def ifindex(self, interface: str) -> int:
+        indices = await self._ipr.link_lookup(ifname=interface)
+        if not indices:
+            raise InterfaceNotFoundError(f"no interface named {interface!r}")
+        return int(indices[0])
+
+    async def add(self, address: VirtualAddress) -> None:
+        """Put `address` on its interface; already being there is not an error."""
+        await self.add_if_missing(address)
+
+    async def delete(self, address: VirtualAddress) -> None:
+        """Take `address` off its interface; not being there (or no interface) is not an error."""
+        await self.delete_if_present(address)
+
+    async def add_if_missing(self, vip: VirtualAddress) -> bool:
+        """Put `vip` on its interface; False when it was already there."""
+        request = await self._request(vip)
+        if request["family"] == socket.AF_INET:
+            if vip.label is not None:
+                request["label"] = vip.label
+        else:
+            # A VIP must answer at once after a takeover, not after duplicate detection.
+            request["flags"] = IFA_F_NODAD
+        try:
+            await self._ipr.addr("add", **request)
+        except NetlinkError as error:
+            if error.code == errno.EEXIST:
+                return False
+            raise
+        log.info("added %s/%d on %s", vip.address, vip.prefixlen, vip.dev)
+        return True
+
+    async def delete_if_present(self, vip: VirtualAddress) -> bool:
+        """Take `vip` off its interface; False when it was not there."""
+        try:
+            request = await self._request(vip)
+        except InterfaceNotFoundError:
+            return False  # the interface went away, and the address with it
+        request.pop("scope", None)  # the kernel matches on address and prefix length
+        try:
+            await self._ipr.addr("del", **request)
+        except NetlinkError as error:
+            if error.code in (errno.EADDRNOTAVAIL, errno.ENOENT, errno.ENODEV):
+                return False
+            raise
+        log.info("removed %s/%d from %s", vip.address, vip.prefixlen, vip.dev)
+        return True
+
+    async def add_all(self, vips: Iterable[VirtualAddress]) -> list[VirtualAddress]:
+        """Add each address; returns the ones that were not present before."""
+        return [vip for vip in vips if await self.add_if_missing(vip)]
+
+    async def delete_all(self, vips: Iterable[VirtualAddress]) -> list[VirtualAddress]:
+        """Delete each address; returns the ones that were present."""
+        return [vip for vip in vips if await self.delete_if_present(vip)]
+
+    async def remove_stale(self, vips: Iterable[VirtualAddress]) -> list[VirtualAddress]:
+        """At startup: remove configured VIPs that a previous (crashed) run left on interfaces.
+
+        Nothing of ours should be present before the first transition to Master. Returns the
+        addresses that were found and removed.
+        """
+        removed = await self.delete_all(vips)
+        for vip in removed:
+            log.warning("removed stale VIP %s/%d from %s", vip.address, vip.prefixlen, vip.dev)
+        return removed
+
+    async def list_addresses(
+        self, interface: str, family: int = socket.AF_UNSPEC
+    ) -> list[InterfaceAddress]:
+        """The interface's addresses in kernel order (for IPv4: primary before secondaries)."""
+        index = await self.ifindex(interface)
+        result = []
+        async for message in await self._ipr.addr("dump", family=family, index=index):
+            if message["index"] != index:
+                continue
+            scope = message["scope"]
+            result.append(
+                InterfaceAddress(
+                    interface=interface,
+                    address=message.get_attr("IFA_ADDRESS"),
+                    prefixlen=message["prefixlen"],
+                    family=message["family"],
+                    scope=_SCOPE_NAMES.get(scope, str(scope)),
+                    label=message.get_attr("IFA_LABEL"),
+                    flags=(message.get_attr("IFA_FLAGS") or 0) | message["flags"],
+                )
+            )
+        return result
+
+    async def has(self, vip: VirtualAddress) -> bool:
+        wanted = ipaddress.ip_address(vip.address)
+        try:
+            present = await self.list_addresses(vip.dev)
+        except InterfaceNotFoundError:
+            return False
+        return any(
+            ipaddress.ip_address(item.address) == wanted and item.prefixlen == vip.prefixlen
+            for item in present
+        )
+
+    async def primary_address(self, interface: str, family: int = socket.AF_INET) -> str | None:
+        """The address VRRP sends from on `interface`, or None when it has none yet.
+
+        IPv4: the first address that is not secondary. IPv6: the first link-local address that
+        finished duplicate address detection.
+        """
+        for item in await self.list_addresses(interface, family):
+            if family == socket.AF_INET and not item.secondary:
+                return item.address
+            if (
+                family == socket.AF_INET6
+                and ipaddress.IPv6Address(item.address).is_link_local
+                and not item.tentative
+            ):
+                return item.address
+        return None
+
+    async def _request(self, vip: VirtualAddress) -> dict[str, Any]:
+        address = ipaddress.ip_address(vip.address)
+        request: dict[str, Any] = {
+            "index": await self.ifindex(vip.dev),
+            "address": str(address),
+            "prefixlen": vip.prefixlen,
+            "family": socket.AF_INET if address.version == 4 else socket.AF_INET6,
+        }
+        if vip.scope is not None:
+            request["scope"] = scope_number(vip.scope)
+        return request
+
+
+def scope_number(scope: str) -> int:
+    """rt_scopes name (or number as text) to the number netlink carries."""
+    if scope in SCOPES:
+        return SCOPES[scope]
+    try:
+        number = int(scope)
+    except ValueError:
+        raise ValueError(
+            f"unknown address scope {scope!r}; valid: {', '.join(SCOPES)} or 0-255"
+        ) from None
+    if not 0 <= number <= 255:
+        raise ValueError(f"address scope {number} out of range 0-255")
+    return number

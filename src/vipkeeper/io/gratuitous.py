@@ -1,0 +1,154 @@
+"""Gratuitous ARP (IPv4) and unsolicited Neighbour Advertisements (IPv6) for virtual addresses.
+
+Owns: building the Ethernet frames by hand (RFC 826 / RFC 5227 §2.3 ARP announcement: an ARP
+request whose sender and target protocol addresses are both the VIP, broadcast, from the
+interface's MAC; RFC 4861 §7.2.6 unsolicited NA: ICMPv6 type 136 to ff02::1 with the Override flag
+and a target link-layer address option, hop limit 255) and sending them from an AF_PACKET socket
+bound to the VIP's interface, `count` times, optionally spaced by `interval` without blocking the
+loop.
+
+Must never: decide when to announce (the core orders `SendGratuitous`), pull in scapy, or touch
+addresses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import socket
+import struct
+from collections.abc import Iterable
+
+from vipkeeper.core.effects import VirtualAddress
+
+log = logging.getLogger(__name__)
+
+ETH_P_ARP = 0x0806
+ETH_P_IP = 0x0800
+ETH_P_IPV6 = 0x86DD
+BROADCAST_MAC = b"\xff" * 6
+ALL_NODES = "ff02::1"  # RFC 4291 §2.7.1
+ALL_NODES_MAC = b"\x33\x33\x00\x00\x00\x01"  # RFC 2464 §7
+ICMPV6_NEIGHBOR_ADVERT = 136
+NA_FLAG_OVERRIDE = 0x20000000  # RFC 4861 §4.4
+OPTION_TARGET_LINK_LAYER = 2
+_MINIMUM_FRAME = 60  # Ethernet minimum without FCS
+
+
+def build_gratuitous_arp(mac: bytes, address: str) -> bytes:
+    """An Ethernet frame carrying an ARP announcement of `address` at `mac`.
+
+    RFC 5227 §2.3: opcode request, sender and target protocol address both the announced
+    address, target hardware address zero; sent to the broadcast MAC.
+    """
+    ip = socket.inet_aton(address)
+    ethernet = BROADCAST_MAC + mac + struct.pack("!H", ETH_P_ARP)
+    arp = struct.pack("!HHBBH", 1, ETH_P_IP, 6, 4, 1) + mac + ip + bytes(6) + ip
+    return (ethernet + arp).ljust(_MINIMUM_FRAME, b"\x00")
+
+
+def build_unsolicited_na(mac: bytes, target: str, source: str | None = None) -> bytes:
+    """An Ethernet frame carrying an unsolicited Neighbour Advertisement for `target`.
+
+    RFC 4861 §7.2.6: to all-nodes ff02::1, Solicited flag clear, Override flag set, with the
+    target link-layer address option; §7.1.2: hop limit 255. The IP source is `source`, by
+    default the target itself (an address assigned to the sending interface, as §4.4 asks).
+    """
+    target_bytes = ipaddress.IPv6Address(target).packed
+    source_bytes = ipaddress.IPv6Address(source or target).packed
+    destination = ipaddress.IPv6Address(ALL_NODES).packed
+    option = struct.pack("!BB", OPTION_TARGET_LINK_LAYER, 1) + mac
+    body = struct.pack("!I", NA_FLAG_OVERRIDE) + target_bytes + option
+    unchecked = struct.pack("!BBH", ICMPV6_NEIGHBOR_ADVERT, 0, 0) + body
+    checksum = icmpv6_checksum(source_bytes, destination, unchecked)
+    icmp = struct.pack("!BBH", ICMPV6_NEIGHBOR_ADVERT, 0, checksum) + body
+    ipv6 = (
+        struct.pack("!IHBB", 6 << 28, len(icmp), socket.IPPROTO_ICMPV6, 255)
+        + source_bytes
+        + destination
+    )
+    ethernet = ALL_NODES_MAC + mac + struct.pack("!H", ETH_P_IPV6)
+    return ethernet + ipv6 + icmp
+
+
+def icmpv6_checksum(source: bytes, destination: bytes, message: bytes) -> int:
+    """RFC 4443 §2.3: one's complement sum over the IPv6 pseudo-header (RFC 8200 §8.1) and
+    the message with its checksum field zero."""
+    pseudo = source + destination + struct.pack("!I3xB", len(message), socket.IPPROTO_ICMPV6)
+    data = pseudo + message
+    if len(data) % 2:
+        data += b"\x00"
+    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def interface_mac(interface: str) -> bytes:
+    """The interface's hardware address, as the kernel reports it for a packet socket."""
+    with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0) as sock:
+        sock.bind((interface, 0))
+        return bytes(sock.getsockname()[4])
+
+
+async def send_gratuitous(
+    addresses: Iterable[VirtualAddress], count: int, *, interval: float = 0.0
+) -> int:
+    """Announce every address on its own interface, `count` rounds, `interval` seconds apart.
+
+    Returns the number of frames sent. An interface that is missing or down is logged and
+    skipped; the other interfaces still get their announcements.
+    """
+    by_interface: dict[str, list[VirtualAddress]] = {}
+    for vip in addresses:
+        by_interface.setdefault(vip.dev, []).append(vip)
+    loop = asyncio.get_running_loop()
+    sent = 0
+    with contextlib.ExitStack() as stack:
+        frames: list[tuple[socket.socket, bytes, tuple[str, int]]] = []
+        for interface, vips in by_interface.items():
+            try:
+                sock = stack.enter_context(socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0))
+                sock.setblocking(False)
+                sock.bind((interface, 0))
+            except OSError as error:
+                log.warning("%s: cannot send gratuitous announcements: %s", interface, error)
+                continue
+            mac = bytes(sock.getsockname()[4])
+            for vip in vips:
+                frame, ethertype = _frame_for(mac, vip.address)
+                # The link-layer address names the ethertype, so the kernel tags the frame
+                # right although the socket (protocol 0) receives nothing.
+                frames.append((sock, frame, (interface, ethertype)))
+        for round_number in range(count):
+            if round_number and interval > 0:
+                await asyncio.sleep(interval)
+            for sock, frame, link_address in frames:
+                try:
+                    await loop.sock_sendto(sock, frame, link_address)
+                    sent += 1
+                except OSError as error:
+                    log.warning("gratuitous announcement not sent: %s", error)
+    return sent
+
+
+class GratuitousSender:
+    """The driver's gratuitous sender: `await announce(addresses, count)`.
+
+    `interval` is the pause between rounds (keepalived's garp_interval / na_interval; 0: the
+    rounds go out back to back).
+    """
+
+    def __init__(self, *, interval: float = 0.0) -> None:
+        self.interval = interval
+
+    async def announce(self, addresses: tuple[VirtualAddress, ...], count: int) -> None:
+        await send_gratuitous(addresses, count, interval=self.interval)
+
+
+def _frame_for(mac: bytes, address: str) -> tuple[bytes, int]:
+    if ipaddress.ip_address(address).version == 4:
+        return build_gratuitous_arp(mac, address), ETH_P_ARP
+    return build_unsolicited_na(mac, address), ETH_P_IPV6

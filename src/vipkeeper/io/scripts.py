@@ -1,0 +1,223 @@
+"""The one subprocess runner of vipkeeper: notify scripts, track scripts, anything else.
+
+Owns: starting a command line with asyncio (never a thread, never a blocking wait), its timeout
+(the whole process group is killed, so a hanging shell pipeline dies with its children), and the
+limit on how many scripts run at once. Also the periodic poller that runs one `vrrp_script` every
+`interval` and reports each result.
+
+Must never: decide anything from a result (rise/fall counting and state changes live in the pure
+core), run a command through a shell implicitly (command lines are split with `shlex`, like
+keepalived's own splitting of `script` lines), or raise because a script misbehaved: every outcome
+is a `ScriptResult`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shlex
+import signal
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = 10.0
+DEFAULT_CONCURRENCY = 8
+_OUTPUT_LIMIT = 64 * 1024
+# After the process group got SIGKILL, how long to wait for a pipe held open by a descendant
+# that left the group (setsid) before giving up on its output.
+_DRAIN_GRACE = 1.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScriptResult:
+    """What happened to one run of a command.
+
+    `exit_code` is the process's return code (negative: killed by that signal), None when the
+    command could not be started (`error` says why). `timed_out` is True when vipkeeper killed it.
+    `output` holds stdout and stderr interleaved (truncated to 64 KiB) when capture was asked for.
+    """
+
+    argv: tuple[str, ...]
+    exit_code: int | None
+    timed_out: bool = False
+    error: str | None = None
+    output: bytes = b""
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and not self.timed_out
+
+
+def split_command(command: str | Sequence[str], args: Sequence[str] = ()) -> tuple[str, ...]:
+    """The argv for a configured command line plus extra arguments.
+
+    A string is split like a shell would split words (quotes, backslashes) without expanding
+    anything; a sequence is taken as already split.
+    """
+    argv = shlex.split(command) if isinstance(command, str) else list(command)
+    return (*argv, *(str(arg) for arg in args))
+
+
+def notify_arguments(*, kind: str, name: str, state: str, priority: int) -> tuple[str, ...]:
+    """The arguments keepalived appends to a generic `notify` script.
+
+    `kind` is "INSTANCE" or "GROUP" (keepalived.conf(5), notify: `script GROUP|INSTANCE NAME
+    STATE PRIORITY`).
+    """
+    if kind not in ("INSTANCE", "GROUP"):
+        raise ValueError(f"kind must be INSTANCE or GROUP, not {kind!r}")
+    return (kind, name, state, str(priority))
+
+
+class ScriptRunner:
+    """Runs commands asynchronously, at most `max_concurrent` at a time.
+
+    `run` returns when the command exited or was killed after `timeout` seconds. Cancelling the
+    awaiting task also kills the process group, so no script outlives its caller.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_concurrent: int = DEFAULT_CONCURRENCY,
+        default_timeout: float = DEFAULT_TIMEOUT,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        if max_concurrent < 1:
+            raise ValueError("max_concurrent must be at least 1")
+        self._slots = asyncio.Semaphore(max_concurrent)
+        self._default_timeout = default_timeout
+        self._env = dict(env) if env is not None else None
+
+    async def run(
+        self,
+        command: str | Sequence[str],
+        *,
+        args: Sequence[str] = (),
+        timeout: float | None = None,
+        capture_output: bool = False,
+    ) -> ScriptResult:
+        argv = split_command(command, args)
+        if not argv:
+            return ScriptResult(argv=argv, exit_code=None, error="empty command line")
+        limit = self._default_timeout if timeout is None else timeout
+        async with self._slots:
+            return await self._run_one(argv, limit, capture_output)
+
+    async def _run_one(
+        self, argv: tuple[str, ...], timeout: float, capture_output: bool
+    ) -> ScriptResult:
+        output_pipe = asyncio.subprocess.PIPE if capture_output else asyncio.subprocess.DEVNULL
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=output_pipe,
+                stderr=asyncio.subprocess.STDOUT if capture_output else output_pipe,
+                start_new_session=True,  # its own process group, so a timeout kills all of it
+                env=self._env,
+            )
+        except OSError as error:
+            log.warning("cannot run %s: %s", shlex.join(argv), error)
+            return ScriptResult(argv=argv, exit_code=None, error=str(error))
+
+        reader = asyncio.ensure_future(_read_limited(process.stdout))
+        timed_out = False
+        try:
+            await asyncio.wait_for(process.wait(), timeout)
+        except TimeoutError:
+            timed_out = True
+            log.warning("%s timed out after %.1fs; killing it", shlex.join(argv), timeout)
+            _kill_group(process.pid)
+            await process.wait()
+        except asyncio.CancelledError:
+            _kill_group(process.pid)
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(process.wait())
+            raise
+        try:
+            output = await asyncio.wait_for(reader, _DRAIN_GRACE)
+        except TimeoutError:
+            output = b""
+        return ScriptResult(
+            argv=argv, exit_code=process.returncode, timed_out=timed_out, output=output
+        )
+
+
+async def _read_limited(stream: asyncio.StreamReader | None) -> bytes:
+    if stream is None:
+        return b""
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await stream.read(4096):
+        if size < _OUTPUT_LIMIT:
+            chunks.append(chunk[: _OUTPUT_LIMIT - size])
+            size += len(chunks[-1])
+    return b"".join(chunks)
+
+
+def _kill_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+class TrackScriptPoller:
+    """Runs one track script every `interval` seconds and reports each result.
+
+    `on_result(name, ok)` is called after every run, from the event loop. Runs never overlap:
+    the next one starts `interval` seconds after the previous one started, or at once if the
+    previous one took longer than that.
+    """
+
+    def __init__(
+        self,
+        runner: ScriptRunner,
+        *,
+        name: str,
+        command: str | Sequence[str],
+        interval: float,
+        timeout: float,
+        on_result: Callable[[str, bool], None],
+    ) -> None:
+        if interval <= 0:
+            raise ValueError("interval must be positive")
+        self.name = name
+        self._runner = runner
+        self._command = command
+        self._interval = interval
+        self._timeout = timeout
+        self._on_result = on_result
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(
+                self._poll(), name=f"track-script-{self.name}"
+            )
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def _poll(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            started = loop.time()
+            result = await self._runner.run(self._command, timeout=self._timeout)
+            try:
+                self._on_result(self.name, result.ok)
+            except Exception:
+                log.exception("track script %s: result callback failed", self.name)
+            await asyncio.sleep(max(0.0, started + self._interval - loop.time()))

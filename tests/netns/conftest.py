@@ -1,0 +1,33 @@
+"""Fixtures for the network-namespace tests: root and iproute2 required, one `Lab` per test."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from netlab import Lab
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    missing = []
+    if os.geteuid() != 0:
+        missing.append("root")
+    if shutil.which("ip") is None:
+        missing.append("iproute2")
+    if not missing:
+        return
+    skip = pytest.mark.skip(reason=f"netns tests need {' and '.join(missing)}")
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(item.fspath).parents:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[Lab]:
+    """A fresh lab (bridge namespace, no hosts yet); everything it made is gone afterwards."""
+    with Lab(workdir=tmp_path / "lab") as built:
+        yield built

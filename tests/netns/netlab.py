@@ -1,0 +1,328 @@
+"""A small network-namespace lab for tests: hosts on one bridge, processes inside them.
+
+Needs root and iproute2. Every lab has a unique prefix (`vk` + 6 hex digits) used for all its
+namespaces, so parallel runs never collide; `teardown()` kills every process in them and deletes
+them, and runs from the pytest fixture finalizer and, as a last resort, from `atexit`.
+
+Topology: one namespace `<prefix>-br` holds a bridge `br0` (STP off, multicast snooping off so
+224.0.0.18 / ff02::12 reach every port). Each host is a namespace `<prefix>-<name>` with `lo` up
+and one veth `eth0` whose peer is the bridge port `p-<name>` in the bridge namespace. IPv6
+duplicate address detection is off in host namespaces, so addresses are usable at once.
+
+API (all methods are synchronous; a test drives asyncio code inside a namespace by running a
+Python child there, see `python` / `spawn_python`):
+
+    lab = Lab(workdir=None)            prefix, bridge namespace; workdir holds configs, pid
+                                       files, logs (a temporary directory, removed at teardown,
+                                       when None)
+    host = lab.add_host(name, addresses=(), ifname="eth0")
+                                       name: <= 10 characters [a-z0-9], not "br"; addresses
+                                       like "10.0.0.1/24", "fd00::1/64";
+                                       returns Host(name, ns, ifname, port)
+    lab.hosts[name]                    Host by name
+    lab.run(host, *argv, check=True, timeout=30) -> CompletedProcess[str]   (ip netns exec)
+    lab.popen(host, *argv, stdout=None, stderr=None) -> Popen   (killed at teardown)
+    lab.python(host, code, *args, check=True, timeout=30) -> CompletedProcess[str]
+    lab.spawn_python(host, code, *args, stdout=..., stderr=...) -> Popen
+                                       the test interpreter (the venv's) with `-c code args`
+    lab.mac(host) -> "aa:bb:..."       MAC of host.ifname
+    lab.addresses(host, family="inet") -> list of "addr/prefixlen" on host.ifname
+    lab.cut(host) / lab.restore(host)  bridge port down / up: the host loses / regains carrier
+    lab.detach(host) / lab.attach(host)
+                                       bridge port off / back on the bridge: the host's link
+                                       stays up but its frames go nowhere (a silent partition)
+    lab.kill_all(host)                 SIGKILL every process in the namespace (ip netns pids)
+    lab.start_keepalived(host, config_text, vrrp_only=True) -> Keepalived
+                                       real keepalived 2.2.x in the namespace with per-lab pid
+                                       files; .stop() (SIGTERM, then SIGKILL), .log() text
+    lab.teardown()                     idempotent
+
+    with Lab() as lab: ...             teardown on exit as well
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+KEEPALIVED = "/usr/sbin/keepalived"
+_NAME = re.compile(r"^[a-z0-9]{1,10}$")
+_live_labs: set[Lab] = set()
+
+
+@dataclass(frozen=True)
+class Host:
+    name: str  # as given to add_host
+    ns: str  # network namespace name
+    ifname: str  # the host's interface on the bridge, inside ns
+    port: str  # the bridge port (in the bridge namespace) the host hangs off
+
+
+def _ip(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["ip", *argv], capture_output=True, text=True, check=check, timeout=30)
+
+
+def _sysctl(ns: str, key: str, value: str) -> None:
+    subprocess.run(
+        ["ip", "netns", "exec", ns, "sysctl", "-q", "-w", f"{key}={value}"],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+
+
+def _shorten(argv: Sequence[str]) -> str:
+    return " ".join(arg if len(arg) <= 60 else arg[:57] + "..." for arg in argv)
+
+
+class Keepalived:
+    """A keepalived process started by `Lab.start_keepalived`."""
+
+    def __init__(
+        self, lab: Lab, host: Host, process: subprocess.Popen[bytes], files: dict[str, Path]
+    ):
+        self.lab = lab
+        self.host = host
+        self.process = process
+        self.config_path = files["config"]
+        self.pid_path = files["pid"]
+        self.vrrp_pid_path = files["vrrp_pid"]
+        self.log_path = files["log"]
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM (keepalived removes its VIPs, sends priority 0); SIGKILL if it lingers."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout)
+        return self.process.returncode
+
+
+class Lab:
+    def __init__(self, workdir: str | os.PathLike[str] | None = None) -> None:
+        self.prefix = "vk" + secrets.token_hex(3)
+        self.bridge_ns = f"{self.prefix}-br"
+        self.hosts: dict[str, Host] = {}
+        self._processes: list[subprocess.Popen[Any]] = []
+        self._namespaces: list[str] = []
+        self._own_workdir = workdir is None
+        self.workdir = Path(
+            tempfile.mkdtemp(prefix=f"{self.prefix}-") if workdir is None else workdir
+        )
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._torn_down = False
+        _live_labs.add(self)
+        try:
+            self._add_namespace(self.bridge_ns)
+            _ip("-n", self.bridge_ns, "link", "add", "br0", "type", "bridge",
+                "stp_state", "0", "mcast_snooping", "0", "forward_delay", "0")  # fmt: skip
+            _ip("-n", self.bridge_ns, "link", "set", "br0", "up")
+        except BaseException:
+            self.teardown()
+            raise
+
+    def __enter__(self) -> Lab:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.teardown()
+
+    # -- building -------------------------------------------------------------------------
+
+    def _add_namespace(self, ns: str) -> None:
+        _ip("netns", "add", ns)
+        self._namespaces.append(ns)
+        _ip("-n", ns, "link", "set", "lo", "up")
+
+    def add_host(self, name: str, addresses: Sequence[str] = (), ifname: str = "eth0") -> Host:
+        if not _NAME.match(name):
+            raise ValueError(f"host name {name!r}: use 1-10 characters a-z, 0-9")
+        if name in self.hosts or name == "br":
+            raise ValueError(f"host {name!r} exists")
+        host = Host(name=name, ns=f"{self.prefix}-{name}", ifname=ifname, port=f"p-{name}")
+        self._add_namespace(host.ns)
+        # Before the veth exists, so it inherits the defaults: no DAD delay for IPv6 addresses.
+        _sysctl(host.ns, "net.ipv6.conf.all.accept_dad", "0")
+        _sysctl(host.ns, "net.ipv6.conf.default.accept_dad", "0")
+        _ip("-n", self.bridge_ns, "link", "add", host.port, "type", "veth",
+            "peer", "name", ifname, "netns", host.ns)  # fmt: skip
+        _ip("-n", self.bridge_ns, "link", "set", host.port, "master", "br0")
+        _ip("-n", self.bridge_ns, "link", "set", host.port, "up")
+        for address in addresses:
+            extra = ["nodad"] if ":" in address else []
+            _ip("-n", host.ns, "addr", "add", address, "dev", ifname, *extra)
+        _ip("-n", host.ns, "link", "set", ifname, "up")
+        self.hosts[name] = host
+        return host
+
+    # -- running things -------------------------------------------------------------------
+
+    def run(
+        self, host: Host, *argv: str, check: bool = True, timeout: float = 30
+    ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            ["ip", "netns", "exec", host.ns, *argv],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"in {host.ns}: {_shorten(argv)} exited {result.returncode}\n"
+                f"stdout: {result.stdout}\nstderr: {result.stderr}"
+            )
+        return result
+
+    def popen(
+        self,
+        host: Host,
+        *argv: str,
+        stdout: int | IO[Any] | None = None,
+        stderr: int | IO[Any] | None = None,
+    ) -> subprocess.Popen[bytes]:
+        process = subprocess.Popen(
+            ["ip", "netns", "exec", host.ns, *argv],
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=stderr,
+            start_new_session=True,
+        )
+        self._processes.append(process)
+        return process
+
+    def python(
+        self, host: Host, code: str, *args: str, check: bool = True, timeout: float = 30
+    ) -> subprocess.CompletedProcess[str]:
+        return self.run(host, sys.executable, "-c", code, *args, check=check, timeout=timeout)
+
+    def spawn_python(
+        self,
+        host: Host,
+        code: str,
+        *args: str,
+        stdout: int | IO[Any] | None = None,
+        stderr: int | IO[Any] | None = None,
+    ) -> subprocess.Popen[bytes]:
+        return self.popen(host, sys.executable, "-c", code, *args, stdout=stdout, stderr=stderr)
+
+    # -- looking ----------------------------------------------------------------------------
+
+    def mac(self, host: Host) -> str:
+        info = json.loads(self.run(host, "ip", "-j", "link", "show", "dev", host.ifname).stdout)
+        return str(info[0]["address"])
+
+    def addresses(self, host: Host, family: str = "inet", dev: str | None = None) -> list[str]:
+        info = json.loads(
+            self.run(
+                host, "ip", "-j", "-f", family, "addr", "show", "dev", dev or host.ifname
+            ).stdout
+        )
+        return [f"{a['local']}/{a['prefixlen']}" for entry in info for a in entry["addr_info"]]
+
+    # -- faults -----------------------------------------------------------------------------
+
+    def cut(self, host: Host) -> None:
+        _ip("-n", self.bridge_ns, "link", "set", host.port, "down")
+
+    def restore(self, host: Host) -> None:
+        _ip("-n", self.bridge_ns, "link", "set", host.port, "up")
+
+    def detach(self, host: Host) -> None:
+        _ip("-n", self.bridge_ns, "link", "set", host.port, "nomaster")
+
+    def attach(self, host: Host) -> None:
+        _ip("-n", self.bridge_ns, "link", "set", host.port, "master", "br0")
+
+    def kill_all(self, host: Host | str) -> None:
+        ns = host.ns if isinstance(host, Host) else host
+        result = _ip("netns", "pids", ns, check=False)
+        for pid in result.stdout.split():
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pid), signal.SIGKILL)
+
+    # -- keepalived ---------------------------------------------------------------------------
+
+    def start_keepalived(self, host: Host, config: str, *, vrrp_only: bool = True) -> Keepalived:
+        """Run /usr/sbin/keepalived in `host`'s namespace with `config` as keepalived.conf.
+
+        Foreground (-n), logging to its own file (-l -D -G: console, detailed, no syslog), pid
+        files under the lab's workdir (-p / -r / -c), so several keepalived in one machine and
+        the system's own never share a pid file. `vrrp_only` adds -P (no checker process).
+        """
+        directory = self.workdir / f"keepalived-{host.name}-{secrets.token_hex(2)}"
+        directory.mkdir(parents=True)
+        files = {
+            "config": directory / "keepalived.conf",
+            "pid": directory / "keepalived.pid",
+            "vrrp_pid": directory / "vrrp.pid",
+            "checkers_pid": directory / "checkers.pid",
+            "log": directory / "keepalived.log",
+        }
+        files["config"].write_text(config)
+        argv = [KEEPALIVED, "-n", "-l", "-D", "-G", "-f", str(files["config"]),
+                "-p", str(files["pid"]), "-r", str(files["vrrp_pid"]),
+                "-c", str(files["checkers_pid"])]  # fmt: skip
+        if vrrp_only:
+            argv.append("-P")
+        with files["log"].open("wb") as log:
+            process = self.popen(host, *argv, stdout=log, stderr=subprocess.STDOUT)
+        return Keepalived(self, host, process, files)
+
+    # -- teardown -----------------------------------------------------------------------------
+
+    def teardown(self) -> None:
+        if self._torn_down:
+            return
+        self._torn_down = True
+        _live_labs.discard(self)
+        for process in self._processes:
+            if process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        for process in self._processes:
+            try:
+                process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    process.wait(5)
+        for ns in reversed(self._namespaces):
+            self.kill_all(ns)
+            _ip("netns", "delete", ns, check=False)
+        if self._own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+@atexit.register
+def _teardown_leftovers() -> None:
+    for lab in list(_live_labs):
+        lab.teardown()

@@ -1,0 +1,137 @@
+"""vipkeeper.io.addresses inside a namespace: VIPs appear and disappear as ordered, with label
+and scope, idempotently, and the primary address is the one VRRP must send from. Every check
+reads the kernel's state with `ip`, not with the code under test."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from netlab import Host, Lab
+
+pytestmark = pytest.mark.netns
+
+SCRIPT = """
+import asyncio, json, socket, sys
+from vipkeeper.core.effects import VirtualAddress
+from vipkeeper.io.addresses import AddressManager
+
+async def main(operation, vips):
+    vips = [VirtualAddress(**v) for v in json.loads(vips)]
+    async with AddressManager() as manager:
+        if operation == "add":
+            result = [await manager.add_if_missing(v) for v in vips]
+        elif operation == "remove":
+            result = [await manager.delete_if_present(v) for v in vips]
+        elif operation == "add_plain":
+            result = [await manager.add(v) for v in vips]
+        elif operation == "delete_plain":
+            result = [await manager.delete(v) for v in vips]
+        elif operation == "remove_stale":
+            result = [v.address for v in await manager.remove_stale(vips)]
+        elif operation == "primary":
+            result = [
+                await manager.primary_address(vips[0].dev, socket.AF_INET),
+                await manager.primary_address(vips[0].dev, socket.AF_INET6),
+            ]
+    print(json.dumps(result))
+
+asyncio.run(main(*sys.argv[1:]))
+"""
+
+
+def call(lab: Lab, host: Host, operation: str, *vips: dict[str, Any]) -> Any:
+    result = lab.python(host, SCRIPT, operation, json.dumps(list(vips)))
+    return json.loads(result.stdout)
+
+
+def kernel_addresses(lab: Lab, host: Host) -> dict[str, dict[str, Any]]:
+    info = json.loads(lab.run(host, "ip", "-j", "addr", "show", "dev", host.ifname).stdout)
+    return {a["local"]: a for entry in info for a in entry["addr_info"]}
+
+
+@pytest.fixture
+def host(lab: Lab) -> Host:
+    return lab.add_host("a", ["10.0.0.1/24"])
+
+
+def test_vip_is_added_with_prefix_label_and_scope(lab: Lab, host: Host) -> None:
+    vip = {"address": "10.0.0.100", "prefixlen": 24, "dev": "eth0", "label": "eth0:vip"}
+    link_vip = {"address": "169.254.7.7", "prefixlen": 16, "dev": "eth0", "scope": "link"}
+
+    assert call(lab, host, "add", vip, link_vip) == [True, True]
+
+    present = kernel_addresses(lab, host)
+    assert present["10.0.0.100"]["prefixlen"] == 24
+    assert present["10.0.0.100"]["label"] == "eth0:vip"
+    assert present["10.0.0.100"].get("secondary") is True
+    assert present["169.254.7.7"]["scope"] == "link"
+
+
+def test_adding_a_present_vip_again_is_not_an_error(lab: Lab, host: Host) -> None:
+    vip = {"address": "10.0.0.100", "prefixlen": 32, "dev": "eth0"}
+    assert call(lab, host, "add", vip) == [True]
+
+    assert call(lab, host, "add", vip) == [False]
+    assert list(kernel_addresses(lab, host)).count("10.0.0.100") == 1
+
+
+def test_removing_vips_takes_them_off_and_a_second_remove_is_not_an_error(
+    lab: Lab, host: Host
+) -> None:
+    v4 = {"address": "10.0.0.100", "prefixlen": 32, "dev": "eth0"}
+    v6 = {"address": "fd00::100", "prefixlen": 64, "dev": "eth0"}
+    assert call(lab, host, "add", v4, v6) == [True, True]
+    assert {"10.0.0.100", "fd00::100"} <= set(kernel_addresses(lab, host))
+
+    assert call(lab, host, "remove", v4, v6) == [True, True]
+    assert not {"10.0.0.100", "fd00::100"} & set(kernel_addresses(lab, host))
+    assert call(lab, host, "remove", v4, v6) == [False, False]
+    assert "10.0.0.1" in kernel_addresses(lab, host)
+
+
+def test_plain_add_and_delete_are_idempotent(lab: Lab, host: Host) -> None:
+    vip = {"address": "10.0.0.100", "prefixlen": 32, "dev": "eth0"}
+    missing_dev = {"address": "10.0.0.100", "prefixlen": 32, "dev": "missing0"}
+
+    assert call(lab, host, "add_plain", vip, vip) == [None, None]
+    assert "10.0.0.100" in kernel_addresses(lab, host)
+    assert call(lab, host, "delete_plain", vip, vip, missing_dev) == [None, None, None]
+    assert "10.0.0.100" not in kernel_addresses(lab, host)
+
+
+def test_ipv6_vip_skips_duplicate_address_detection(lab: Lab, host: Host) -> None:
+    lab.run(host, "sysctl", "-q", "-w", "net.ipv6.conf.eth0.accept_dad=1")
+    call(lab, host, "add", {"address": "fd00::100", "prefixlen": 64, "dev": "eth0"})
+
+    entry = kernel_addresses(lab, host)["fd00::100"]
+    assert entry.get("nodad") is True
+    assert not entry.get("tentative")
+
+
+def test_remove_stale_clears_leftovers_and_reports_only_those(lab: Lab, host: Host) -> None:
+    lab.run(host, "ip", "addr", "add", "10.0.0.100/32", "dev", "eth0")  # a crashed run's VIP
+    configured = [
+        {"address": "10.0.0.100", "prefixlen": 32, "dev": "eth0"},
+        {"address": "10.0.0.101", "prefixlen": 32, "dev": "eth0"},
+        {"address": "10.0.0.102", "prefixlen": 32, "dev": "missing0"},
+    ]
+
+    assert call(lab, host, "remove_stale", *configured) == ["10.0.0.100"]
+    assert "10.0.0.100" not in kernel_addresses(lab, host)
+
+
+def test_primary_address_is_first_ipv4_non_secondary_and_ipv6_link_local(
+    lab: Lab, host: Host
+) -> None:
+    lab.run(host, "ip", "addr", "add", "10.0.0.50/24", "dev", "eth0")  # secondary
+    lab.run(host, "ip", "addr", "add", "fd00::1/64", "dev", "eth0", "nodad")
+    link_local = next(
+        a for a, entry in kernel_addresses(lab, host).items() if entry["scope"] == "link"
+    )
+
+    assert call(lab, host, "primary", {"address": "0.0.0.0", "prefixlen": 0, "dev": "eth0"}) == [
+        "10.0.0.1",
+        link_local,
+    ]

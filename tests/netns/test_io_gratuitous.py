@@ -1,0 +1,156 @@
+"""vipkeeper.io.gratuitous between two namespaces: the peer captures the announcements exactly
+as RFC 5227 / RFC 4861 describe them, and its neighbour table moves the VIP to the sender's MAC
+(which the kernel only does for well-formed frames: hop limit 255 and a valid ICMPv6 checksum)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from netlab import Host, Lab
+from scapy.layers.inet6 import ICMPv6ND_NA, ICMPv6NDOptDstLLAddr, IPv6
+from scapy.layers.l2 import ARP, Ether
+from scapy.packet import Packet
+from scapy.utils import rdpcap
+from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
+
+pytestmark = pytest.mark.netns
+
+FAKE_MAC = "02:00:00:00:00:99"
+
+SENDER = """
+import asyncio, json, sys
+from vipkeeper.core.effects import VirtualAddress
+from vipkeeper.io.gratuitous import GratuitousSender, send_gratuitous
+
+vips = [VirtualAddress(**v) for v in json.loads(sys.argv[1])]
+if sys.argv[3:] == ["class"]:
+    print(asyncio.run(GratuitousSender(interval=0.01).announce(tuple(vips), int(sys.argv[2]))))
+else:
+    print(asyncio.run(send_gratuitous(vips, int(sys.argv[2]), interval=0.01)))
+"""
+
+poll = retry(
+    stop=stop_after_delay(10),
+    wait=wait_fixed(0.1),
+    retry=retry_if_exception_type(AssertionError),
+    reraise=True,
+)
+
+
+def start_capture(lab: Lab, host: Host, pcap: Path) -> None:
+    errors = pcap.with_suffix(".err")
+    with errors.open("wb") as stderr:
+        lab.popen(host, "tcpdump", "-U", "-n", "-i", host.ifname, "-w", str(pcap),
+                  "arp or icmp6", stderr=stderr)  # fmt: skip
+
+    @poll
+    def listening() -> None:
+        assert "listening on" in errors.read_text()
+
+    listening()
+
+
+def captured(pcap: Path) -> list[Packet]:
+    try:
+        return list(rdpcap(str(pcap)))
+    except Exception:  # still being written: the header or a record is incomplete
+        return []
+
+
+def neighbour_mac(lab: Lab, host: Host, address: str) -> str | None:
+    entries = json.loads(lab.run(host, "ip", "-j", "neigh", "show", "to", address).stdout)
+    return entries[0].get("lladdr") if entries else None
+
+
+def announce(
+    lab: Lab, host: Host, address: str, prefixlen: int, count: int, via_class: bool = False
+) -> None:
+    vip = {"address": address, "prefixlen": prefixlen, "dev": host.ifname}
+    flag = ["nodad"] if ":" in address else []
+    lab.run(host, "ip", "addr", "add", f"{address}/{prefixlen}", "dev", host.ifname, *flag)
+    extra = ["class"] if via_class else []
+    result = lab.python(host, SENDER, json.dumps([vip]), str(count), *extra)
+    assert result.stdout.strip() == ("None" if via_class else str(count))
+
+
+@pytest.fixture
+def pair(lab: Lab) -> tuple[Host, Host]:
+    return lab.add_host("a", ["10.0.0.1/24", "fd00::1/64"]), lab.add_host(
+        "b", ["10.0.0.2/24", "fd00::2/64"]
+    )
+
+
+def test_gratuitous_arp_moves_the_peers_neighbour_entry_to_the_sender(
+    lab: Lab, pair: tuple[Host, Host], tmp_path: Path
+) -> None:
+    a, b = pair
+    lab.run(b, "ip", "neigh", "replace", "10.0.0.100", "lladdr", FAKE_MAC, "dev", b.ifname,
+            "nud", "stale")  # fmt: skip
+    pcap = tmp_path / "b.pcap"
+    start_capture(lab, b, pcap)
+
+    announce(lab, a, "10.0.0.100", 24, count=3)
+
+    @poll
+    def updated() -> None:
+        assert neighbour_mac(lab, b, "10.0.0.100") == lab.mac(a)
+
+    updated()
+
+    @poll
+    def three_announcements() -> None:
+        arps = [frame for frame in captured(pcap) if ARP in frame]
+        assert len(arps) == 3
+        for frame in arps:
+            assert frame[Ether].dst == "ff:ff:ff:ff:ff:ff"
+            assert frame[Ether].src == lab.mac(a)
+            assert frame[ARP].op == 1  # request
+            assert frame[ARP].hwsrc == lab.mac(a)
+            assert frame[ARP].psrc == frame[ARP].pdst == "10.0.0.100"
+
+    three_announcements()
+
+
+def test_unsolicited_neighbour_advertisement_overrides_the_peers_entry(
+    lab: Lab, pair: tuple[Host, Host], tmp_path: Path
+) -> None:
+    a, b = pair
+    lab.run(b, "ip", "-6", "neigh", "replace", "fd00::100", "lladdr", FAKE_MAC, "dev", b.ifname,
+            "nud", "stale")  # fmt: skip
+    pcap = tmp_path / "b.pcap"
+    start_capture(lab, b, pcap)
+
+    announce(lab, a, "fd00::100", 64, count=2, via_class=True)
+
+    @poll
+    def updated() -> None:
+        assert neighbour_mac(lab, b, "fd00::100") == lab.mac(a)
+
+    updated()
+
+    @poll
+    def two_advertisements() -> None:
+        adverts = [frame for frame in captured(pcap) if ICMPv6ND_NA in frame]
+        assert len(adverts) == 2
+        for frame in adverts:
+            na = frame[ICMPv6ND_NA]
+            assert frame[Ether].dst == "33:33:00:00:00:01"
+            assert frame[IPv6].dst == "ff02::1"
+            assert frame[IPv6].hlim == 255
+            assert (na.R, na.S, na.O) == (0, 0, 1)
+            assert na.tgt == "fd00::100"
+            assert na[ICMPv6NDOptDstLLAddr].lladdr == lab.mac(a)
+            rebuilt = IPv6(bytes(frame[IPv6]))
+            del rebuilt[ICMPv6ND_NA].cksum
+            assert IPv6(bytes(rebuilt))[ICMPv6ND_NA].cksum == na.cksum
+
+    two_advertisements()
+
+
+def test_missing_interface_is_skipped_without_raising(lab: Lab, pair: tuple[Host, Host]) -> None:
+    a, _ = pair
+    vips = [{"address": "10.0.0.100", "prefixlen": 32, "dev": "nothere0"}]
+    result = lab.python(a, SENDER, json.dumps(vips), "2")
+    assert result.stdout.strip() == "0"
