@@ -18,7 +18,7 @@ import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol, cast
 
 from vipkeeper.core.effects import (
     AddVips,
@@ -71,9 +71,10 @@ class DriverStats:
 class Driver:
     """Runs a set of machines on the current event loop.
 
-    `machines` maps a name to a core machine. Received packets are routed by `route_packet`, a
-    function from (interface, family, vrid) to a machine name, so the driver never parses more of
-    a packet than the VRID byte.
+    `machines` maps a name to a core machine (a `VrrpInstance`, or a `SyncGroup` whose `handle`
+    also takes `instance=`). Received packets are routed by `route_packet`, a function from
+    (interface, family, vrid) to (machine name, sync-group member or None), so the driver never
+    parses more of a packet than the VRID byte.
     """
 
     def __init__(
@@ -84,7 +85,7 @@ class Driver:
         addresses: AddressManager,
         gratuitous: GratuitousSender,
         notify: NotifyHook,
-        route_packet: Callable[[str, int, int], str | None],
+        route_packet: Callable[[str, int, int], tuple[str, str | None] | None],
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         self.machines = dict(machines)
@@ -109,10 +110,18 @@ class Driver:
         if self._worker is None:
             self._worker = self._loop.create_task(self._run_effects(), name="vipkeeper-effects")
 
-    def feed(self, name: str, event: Event) -> None:
-        """Give one event to one machine now, queue its effects and re-arm the timer."""
+    def feed(self, name: str, event: Event, *, member: str | None = None) -> None:
+        """Give one event to one machine now, queue its effects and re-arm the timer.
+
+        `member` names the instance inside a sync group that the event is for (a packet or a
+        tracked object of that instance); None gives it to the machine as a whole.
+        """
         machine = self.machines[name]
-        effects = machine.handle(event, self._loop.time())
+        now = self._loop.time()
+        if member is None:
+            effects = machine.handle(event, now)
+        else:
+            effects = cast(Any, machine).handle(event, now, instance=member)
         self._dispatch(name, effects)
         self._schedule(name, machine)
 
@@ -132,14 +141,16 @@ class Driver:
     ) -> None:
         """Called by the socket adapter for every protocol-112 packet."""
         vrid = payload[1] if len(payload) > 1 else -1
-        name = self._route_packet(interface, family, vrid)
-        if name is None:
+        route = self._route_packet(interface, family, vrid)
+        if route is None:
             # Another router's VRID, or garbage too short to carry one: not ours to judge.
             self.stats.packets_unclaimed += 1
             return
+        name, member = route
         self.feed(
             name,
             PacketReceived(source=source, destination=destination, ttl=ttl, payload=payload),
+            member=member,
         )
 
     # -- timers -------------------------------------------------------------------------------

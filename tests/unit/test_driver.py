@@ -67,8 +67,8 @@ class Recorder:
 
 
 def make_driver(machines: dict[str, ScriptedMachine], recorder: Recorder) -> Driver:
-    def route(interface: str, family: int, vrid: int) -> str | None:
-        return "vi1" if vrid == 51 else None
+    def route(interface: str, family: int, vrid: int) -> tuple[str, str | None] | None:
+        return ("vi1", None) if vrid == 51 else None
 
     return Driver(
         machines=machines,

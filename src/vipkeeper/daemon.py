@@ -1,0 +1,391 @@
+"""`vipkeeper run`: wires the configuration, the pure core and the Linux adapters together.
+
+Owns the daemon's life: pidfile, signals (TERM/INT stop, HUP reload), start-up clean-up of
+addresses a crashed run left behind, link and address monitoring, track-script polling and
+notify scripts. Every protocol decision is the core's; every kernel call is an adapter's.
+A configuration that does not load is refused with its located diagnostics, and on reload the
+running configuration stays in force.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+from collections.abc import Iterable
+
+from vipkeeper import pidfile
+from vipkeeper.assemble import Plan, plan
+from vipkeeper.config import model
+from vipkeeper.config.load import LoadResult, load_config
+from vipkeeper.core.effects import RunNotify, VirtualAddress
+from vipkeeper.core.events import (
+    ShutdownRequested,
+    SourceAddressChanged,
+    Started,
+    TrackChanged,
+)
+from vipkeeper.core.sync_group import SyncGroup
+from vipkeeper.core.track import ScriptTracker
+from vipkeeper.core.vrrp import InstanceSettings, VrrpInstance
+from vipkeeper.driver import Driver, Machine
+from vipkeeper.io.addresses import AddressManager
+from vipkeeper.io.gratuitous import GratuitousSender
+from vipkeeper.io.links import AddressChanged, LinkChanged, LinkEvent, LinkMonitor, link_states
+from vipkeeper.io.scripts import ScriptRunner, TrackScriptPoller, notify_arguments
+from vipkeeper.io.vrrp_socket import VrrpSocketPool
+from vipkeeper.logsetup import setup_logging
+
+log = logging.getLogger("vipkeeper")
+
+# How long shutdown waits for notify_stop and friends before leaving them behind.
+NOTIFY_GRACE = 5.0
+
+
+def report(result: LoadResult) -> None:
+    for diagnostic in result.diagnostics:
+        level = logging.ERROR if diagnostic.severity.value == "error" else logging.WARNING
+        log.log(level, "%s", diagnostic.format())
+
+
+def _family_number(family: int) -> int:
+    return 6 if family == socket.AF_INET6 else 4
+
+
+def _socket_family(family: int) -> socket.AddressFamily:
+    return socket.AF_INET6 if family == 6 else socket.AF_INET
+
+
+class Daemon:
+    def __init__(self, config: model.Config, config_path: str) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.plan: Plan = plan(config)
+        self.instances: dict[str, VrrpInstance] = {}
+        self.routes: dict[tuple[str, int, int], tuple[str, str | None]] = {}
+        self._stop = asyncio.Event()
+        self._notify_tasks: set[asyncio.Task[object]] = set()
+        self._pollers: dict[str, TrackScriptPoller] = {}
+        self._trackers: dict[str, ScriptTracker] = {}
+        self._sources: dict[str, str | None] = {}
+        self.runner = ScriptRunner()
+        self.addresses = AddressManager()
+        self.sockets = VrrpSocketPool(self._on_packet)
+        self.driver: Driver | None = None
+        self.links: LinkMonitor | None = None
+
+    # -- life cycle -----------------------------------------------------------------------
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self._stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self._reload_soon)
+        self.driver = Driver(
+            machines={},
+            sender=self.sockets,
+            addresses=self.addresses,
+            gratuitous=GratuitousSender(),
+            notify=self._notify,
+            route_packet=self._route,
+        )
+        self.driver.start()
+        try:
+            await self._start(self.plan)
+            log.info("vipkeeper running with %d VRRP instance(s)", len(self.instances))
+            await self._stop.wait()
+            log.info("stopping: sending priority 0 and removing virtual addresses")
+            await self._shutdown(list(self.driver.machines))
+        finally:
+            await self._close()
+        return 0
+
+    async def _start(self, new: Plan) -> None:
+        assert self.driver is not None
+        await self._remove_stale(new.settings.values())
+        started: list[str] = []
+        for name in new.solo:
+            self.instances[name] = VrrpInstance(new.settings[name])
+            self.driver.machines[name] = self.instances[name]
+            started.append(name)
+        for group, members in new.groups.items():
+            instances = [VrrpInstance(new.settings[m]) for m in members]
+            for instance in instances:
+                self.instances[instance.name] = instance
+            self.driver.machines[group] = SyncGroup(group, instances)
+            started.append(group)
+        self.plan = new
+        self.routes = new.routes()
+        for settings in new.settings.values():
+            try:
+                await self.sockets.open(settings.interface, _socket_family(settings.family))
+            except OSError as exc:
+                # The interface may appear later; the instance stays in FAULT until it does.
+                log.error("%s: cannot listen on %s: %s", settings.name, settings.interface, exc)
+        if self.links is None:
+            self.links = await LinkMonitor.open(self._on_link_event)
+        await self._initial_facts(new.settings.values())
+        self._start_track_scripts()
+        self.driver.feed_all(Started(), started)
+
+    async def _initial_facts(self, settings: Iterable[InstanceSettings]) -> None:
+        assert self.driver is not None
+        states = await link_states()
+        for item in settings:
+            machine, member = self.plan.machine_of(item.name)
+            for interface in item.track_interfaces:
+                up = states.get(interface, False)
+                if not up:
+                    event = TrackChanged(name=interface, up=False, kind="interface")
+                    self.driver.feed(machine, event, member=member)
+            await self._refresh_source(item)
+
+    async def _refresh_source(self, item: InstanceSettings) -> None:
+        assert self.driver is not None
+        if item.unicast_src_ip:
+            return
+        try:
+            source = await self.addresses.primary_address(
+                item.interface, _socket_family(item.family)
+            )
+        except LookupError:
+            source = None
+        if source is not None and source in {v.address for v in item.virtual_addresses}:
+            return  # our own VIP is never the address we speak from
+        if self._sources.get(item.name, "unset") == source:
+            return
+        self._sources[item.name] = source
+        machine, member = self.plan.machine_of(item.name)
+        self.driver.feed(machine, SourceAddressChanged(address=source), member=member)
+
+    async def _remove_stale(self, settings: Iterable[InstanceSettings]) -> None:
+        vips: list[VirtualAddress] = [v for s in settings for v in s.virtual_addresses]
+        try:
+            removed = await self.addresses.remove_stale(vips)
+        except Exception as exc:  # a missing interface must not stop the start
+            log.warning("could not check for stale virtual addresses: %s", exc)
+            return
+        for vip in removed:
+            log.warning("removed %s/%d from %s, left by an earlier run", *_vip(vip))
+
+    async def _shutdown(self, machines: list[str]) -> None:
+        assert self.driver is not None
+        self.driver.feed_all(ShutdownRequested(), machines)
+        await self.driver.drain()
+        pending = [t for t in self._notify_tasks if not t.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=NOTIFY_GRACE)
+
+    async def _close(self) -> None:
+        for poller in self._pollers.values():
+            await poller.stop()
+        if self.links is not None:
+            await self.links.close()
+        if self.driver is not None:
+            await self.driver.stop()
+        self.sockets.close()
+        self.addresses.close()
+
+    # -- inputs -----------------------------------------------------------------------------
+
+    def _route(self, interface: str, family: int, vrid: int) -> tuple[str, str | None] | None:
+        return self.routes.get((interface, _family_number(family), vrid))
+
+    def _on_packet(
+        self,
+        *,
+        interface: str,
+        family: int,
+        source: str,
+        destination: str,
+        ttl: int,
+        payload: bytes,
+    ) -> None:
+        assert self.driver is not None
+        self.driver.packet_received(
+            interface=interface,
+            family=family,
+            source=source,
+            destination=destination,
+            ttl=ttl,
+            payload=payload,
+        )
+
+    def _on_link_event(self, event: LinkEvent) -> None:
+        assert self.driver is not None
+        if isinstance(event, LinkChanged):
+            for name, settings in self.plan.settings.items():
+                if event.interface in settings.track_interfaces:
+                    machine, member = self.plan.machine_of(name)
+                    change = TrackChanged(name=event.interface, up=event.up, kind="interface")
+                    self.driver.feed(machine, change, member=member)
+        elif isinstance(event, AddressChanged):
+            for settings in self.plan.settings.values():
+                if settings.interface == event.interface:
+                    task = asyncio.get_running_loop().create_task(self._refresh_source(settings))
+                    self._notify_tasks.add(task)
+                    task.add_done_callback(self._notify_tasks.discard)
+
+    def _start_track_scripts(self) -> None:
+        used = {name for s in self.plan.settings.values() for name in s.track_scripts}
+        for script in self.config.vrrp_scripts:
+            if script.name not in used or script.name in self._pollers:
+                continue
+            self._trackers[script.name] = ScriptTracker(rise=script.rise, fall=script.fall)
+            poller = TrackScriptPoller(
+                self.runner,
+                name=script.name,
+                command=script.command.argv,
+                interval=script.interval,
+                timeout=script.timeout if script.timeout is not None else script.interval,
+                on_result=self._on_script_result,
+            )
+            self._pollers[script.name] = poller
+            poller.start()
+
+    def _on_script_result(self, name: str, ok: bool) -> None:
+        assert self.driver is not None
+        change = self._trackers[name].record(ok)
+        if change is None:
+            return
+        log.info("track script %s is now %s", name, "up" if change else "down")
+        for instance, settings in self.plan.settings.items():
+            if name in settings.track_scripts:
+                machine, member = self.plan.machine_of(instance)
+                event = TrackChanged(name=name, up=change, kind="script")
+                self.driver.feed(machine, event, member=member)
+
+    # -- notify scripts ---------------------------------------------------------------------
+
+    def _notify_commands(self, order: RunNotify) -> list[tuple[model.Command, tuple[str, ...]]]:
+        owner: model.VrrpInstance | model.VrrpSyncGroup | None
+        if order.kind == "GROUP":
+            owner = next(
+                (g for g in self.config.vrrp_sync_groups if g.name == order.instance), None
+            )
+        else:
+            owner = next((i for i in self.config.vrrp_instances if i.name == order.instance), None)
+        if owner is None:
+            return []
+        commands: list[tuple[model.Command, tuple[str, ...]]] = []
+        specific = getattr(owner, f"notify_{order.state.lower()}", None)
+        if specific is not None:
+            commands.append((specific, ()))
+        if owner.notify is not None:
+            args = notify_arguments(
+                kind=order.kind, name=order.instance, state=order.state, priority=order.priority
+            )
+            commands.append((owner.notify, args))
+        return commands
+
+    async def _notify(self, order: RunNotify) -> None:
+        # Scripts run beside the effect queue, never in it: a slow notify_master must not
+        # delay the next advertisement or address change.
+        for command, args in self._notify_commands(order):
+            task = asyncio.get_running_loop().create_task(self._run_notify(command, args))
+            self._notify_tasks.add(task)
+            task.add_done_callback(self._notify_tasks.discard)
+
+    async def _run_notify(self, command: model.Command, args: tuple[str, ...]) -> None:
+        result = await self.runner.run(command.argv, args=args)
+        if not result.ok:
+            log.warning(
+                "notify script %s failed: exit %s%s",
+                " ".join(result.argv),
+                result.exit_code,
+                " (timed out)" if result.timed_out else "",
+            )
+
+    # -- reload -----------------------------------------------------------------------------
+
+    def _reload_soon(self) -> None:
+        task = asyncio.get_running_loop().create_task(self.reload())
+        self._notify_tasks.add(task)
+        task.add_done_callback(self._notify_tasks.discard)
+
+    async def reload(self) -> bool:
+        """Load the configuration again; apply it only if it is valid. Returns True if applied.
+
+        Instances whose settings did not change keep running untouched (no failover); changed
+        or removed ones stop gracefully (priority 0) and new ones start.
+        """
+        assert self.driver is not None
+        result = load_config(self.config_path)
+        report(result)
+        if result.config is None:
+            log.error(
+                "reload refused: %s has errors; the running configuration stays", self.config_path
+            )
+            return False
+        new = plan(result.config)
+        unchanged = {
+            name
+            for name, settings in new.settings.items()
+            if self.plan.settings.get(name) == settings
+            and self.plan.machine_of(name) == new.machine_of(name)
+        }
+        old_machines = set(self.driver.machines)
+        keep_machines = {new.machine_of(name)[0] for name in unchanged}
+        keep_machines &= {m for m in old_machines if self._members(m) <= unchanged}
+        stopping = sorted(old_machines - keep_machines)
+        await self._shutdown(stopping)
+        for machine in stopping:
+            for member in self._members(machine):
+                self.instances.pop(member, None)
+            del self.driver.machines[machine]
+        for poller in self._pollers.values():
+            await poller.stop()
+        self._pollers.clear()
+        self.config = result.config
+        fresh = Plan(
+            settings={
+                n: s for n, s in new.settings.items() if new.machine_of(n)[0] not in keep_machines
+            },
+            groups={g: m for g, m in new.groups.items() if g not in keep_machines},
+            solo=tuple(n for n in new.solo if n not in keep_machines),
+        )
+        await self._start(fresh)
+        self.plan = new
+        self.routes = new.routes()
+        log.info(
+            "reloaded %s: %d instance(s) kept, %d started",
+            self.config_path,
+            len(unchanged),
+            len(fresh.settings),
+        )
+        return True
+
+    def _members(self, machine_name: str) -> set[str]:
+        assert self.driver is not None
+        machine: Machine = self.driver.machines[machine_name]
+        if isinstance(machine, SyncGroup):
+            return set(machine.instances)
+        return {machine_name}
+
+
+def _vip(vip: VirtualAddress) -> tuple[str, int, str]:
+    return vip.address, vip.prefixlen, vip.dev
+
+
+def run_daemon(args: argparse.Namespace) -> int:
+    setup_logging(args.log_format, args.log_level)
+    result = load_config(args.config_file)
+    report(result)
+    if result.config is None:
+        log.error("%s: configuration refused, not starting", args.config_file)
+        return 1
+    if args.pidfile:
+        try:
+            pidfile.acquire(args.pidfile)
+        except pidfile.AlreadyRunning as exc:
+            log.error("%s", exc)
+            return 1
+    try:
+        return asyncio.run(Daemon(result.config, args.config_file).run())
+    finally:
+        if args.pidfile:
+            with contextlib.suppress(OSError):
+                pidfile.release(args.pidfile)
