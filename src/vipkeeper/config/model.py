@@ -1,0 +1,351 @@
+"""The typed configuration model: what vipkeeper will run, after parsing and validation.
+
+Owns the frozen, keyword-only dataclasses the daemon maps to runtime objects. Values are already
+converted (ints, floats in seconds, booleans, IP addresses as validated text) and defaults are
+already resolved (global GARP settings folded into each instance, virtual/real server checker
+settings folded into each checker), so the daemon never needs to look back at keepalived rules.
+Every object keeps the `Location` of the keyword that defined it, so later errors (an interface
+that does not exist, a failed bind) can point at the configuration line.
+
+It must never hold anything vipkeeper ignores: unsupported keywords stop at the builder.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+from dataclasses import dataclass
+
+from vipkeeper.config.diagnostics import Location
+
+DEFAULT_MCAST_GROUP4 = "224.0.0.18"  # RFC 3768 §5.2.2 / RFC 9568 §5.1.1.2
+DEFAULT_MCAST_GROUP6 = "ff02::12"  # RFC 9568 §5.1.2.2
+
+
+class VrrpState(enum.Enum):
+    """The initial state an instance is configured to start in."""
+
+    MASTER = "MASTER"
+    BACKUP = "BACKUP"
+
+
+class LvsBackend(enum.Enum):
+    """vipkeeper extension: which kernel data plane carries the virtual servers."""
+
+    AUTO = "auto"
+    IPVS = "ipvs"
+    NFTABLES = "nftables"
+
+
+class LvsScheduler(enum.Enum):
+    RR = "rr"
+    WRR = "wrr"
+    SH = "sh"  # source hashing
+    MH = "mh"  # Maglev hashing
+
+
+class LvsMethod(enum.Enum):
+    DR = "DR"
+    NAT = "NAT"
+
+
+class Protocol(enum.Enum):
+    TCP = "TCP"
+    UDP = "UDP"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Command:
+    """A program to run: argv as keepalived would split it, and the user/group to run it as."""
+
+    argv: tuple[str, ...]
+    user: str | None = None
+    group: str | None = None
+    location: Location
+
+
+@dataclass(frozen=True, kw_only=True)
+class GlobalDefs:
+    router_id: str | None = None
+    vrrp_version: int = 2
+    vrrp_garp_master_delay: int = 5
+    vrrp_garp_master_repeat: int = 5
+    vrrp_garp_master_refresh: int = 0
+    vrrp_garp_master_refresh_repeat: int = 1
+    vrrp_skip_check_adv_addr: bool = False
+    vrrp_strict: bool = False
+    enable_script_security: bool = False
+    script_user: str | None = None
+    script_group: str | None = None
+    vrrp_mcast_group4: str = DEFAULT_MCAST_GROUP4
+    vrrp_mcast_group6: str = DEFAULT_MCAST_GROUP6
+    lvs_backend: LvsBackend = LvsBackend.AUTO
+    lvs_hash_seed: int | None = None
+    location: Location | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class VrrpScript:
+    """A `vrrp_script` block: a periodic check whose result can change instance priority."""
+
+    name: str
+    command: Command
+    interval: float = 1.0
+    timeout: float | None = None
+    weight: int = 0
+    weight_reverse: bool = False
+    rise: int = 1
+    fall: int = 1
+    location: Location
+
+
+@dataclass(frozen=True, kw_only=True)
+class VirtualIpAddress:
+    """One line of `virtual_ipaddress` / `virtual_ipaddress_excluded`."""
+
+    address: str
+    prefix_length: int
+    broadcast: str | None = None
+    device: str | None = None
+    scope: str | None = None
+    label: str | None = None
+    location: Location
+
+    @property
+    def family(self) -> int:
+        return ipaddress.ip_address(self.address).version
+
+    @property
+    def cidr(self) -> str:
+        return f"{self.address}/{self.prefix_length}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrackedInterface:
+    name: str
+    weight: int = 0  # 0: interface down puts the instance in FAULT
+    reverse: bool = False
+    location: Location
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrackedScript:
+    name: str
+    weight: int | None = None  # None: the vrrp_script's own weight applies
+    reverse: bool | None = None  # None: the vrrp_script's own setting applies
+    location: Location
+
+
+@dataclass(frozen=True, kw_only=True)
+class UnicastPeer:
+    address: str
+    location: Location
+
+
+@dataclass(frozen=True, kw_only=True)
+class Authentication:
+    """VRRPv2 simple-text authentication (RFC 2338 §5.3.6; removed by RFC 3768)."""
+
+    auth_type: str  # always "PASS"
+    auth_pass: str
+    location: Location
+
+
+@dataclass(frozen=True, kw_only=True)
+class VrrpInstance:
+    """A `vrrp_instance` block, with global defaults already folded in."""
+
+    name: str
+    state: VrrpState = VrrpState.BACKUP
+    interface: str
+    virtual_router_id: int
+    priority: int = 100
+    advert_int: float = 1.0
+    version: int = 2  # effective: IPv6 instances always run VRRPv3
+    preempt: bool = True
+    preempt_delay: float = 0.0
+    authentication: Authentication | None = None
+    virtual_ipaddresses: tuple[VirtualIpAddress, ...] = ()
+    virtual_ipaddresses_excluded: tuple[VirtualIpAddress, ...] = ()
+    track_interfaces: tuple[TrackedInterface, ...] = ()
+    track_scripts: tuple[TrackedScript, ...] = ()
+    unicast_src_ip: str | None = None
+    unicast_peers: tuple[UnicastPeer, ...] = ()
+    garp_master_delay: int = 5
+    garp_master_repeat: int = 5
+    garp_master_refresh: int = 0
+    garp_master_refresh_repeat: int = 1
+    notify_master: Command | None = None
+    notify_backup: Command | None = None
+    notify_fault: Command | None = None
+    notify_stop: Command | None = None
+    notify: Command | None = None
+    native_ipv6: bool = False
+    dont_track_primary: bool = False
+    accept: bool | None = None  # None: not configured (accept unless strict)
+    skip_check_adv_addr: bool = False
+    strict_mode: bool = False
+    mcast_group: str = DEFAULT_MCAST_GROUP4  # from global_defs, for the instance's family
+    location: Location
+
+    @property
+    def family(self) -> int:
+        """4 or 6: the address family of the virtual addresses (and so of the adverts)."""
+        if self.virtual_ipaddresses:
+            return self.virtual_ipaddresses[0].family
+        return 6 if self.native_ipv6 else 4
+
+    @property
+    def is_address_owner(self) -> bool:
+        return self.priority == 255
+
+    @property
+    def uses_unicast(self) -> bool:
+        return bool(self.unicast_peers)
+
+
+@dataclass(frozen=True, kw_only=True)
+class VrrpSyncGroup:
+    name: str
+    instances: tuple[str, ...]
+    track_interfaces: tuple[TrackedInterface, ...] = ()
+    track_scripts: tuple[TrackedScript, ...] = ()
+    notify_master: Command | None = None
+    notify_backup: Command | None = None
+    notify_fault: Command | None = None
+    notify_stop: Command | None = None
+    notify: Command | None = None
+    location: Location
+
+
+@dataclass(frozen=True, kw_only=True)
+class HttpUrl:
+    """One `url { }` of an HTTP_GET check. Success: status in a range and, if set, digest."""
+
+    path: str
+    status_codes: tuple[tuple[int, int], ...] = ((200, 299),)  # inclusive ranges
+    digest: str | None = None  # lower-case hex MD5 of the body
+    virtualhost: str | None = None  # resolved: url, checker, real server, virtual server
+    location: Location
+
+
+@dataclass(frozen=True, kw_only=True)
+class HttpGetCheck:
+    urls: tuple[HttpUrl, ...]
+    connect_ip: str | None = None  # None: the real server's address
+    connect_port: int | None = None  # None: the real server's port
+    connect_timeout: float = 5.0
+    retry: int = 1
+    delay_before_retry: float = 3.0
+    delay_loop: float = 60.0
+    location: Location
+
+
+@dataclass(frozen=True, kw_only=True)
+class TcpCheck:
+    connect_ip: str | None = None
+    connect_port: int | None = None
+    connect_timeout: float = 5.0
+    retry: int = 1
+    delay_before_retry: float = 1.0
+    delay_loop: float = 60.0
+    location: Location
+
+
+@dataclass(frozen=True, kw_only=True)
+class MiscCheck:
+    """Run a program; exit 0 is up. With `misc_dynamic`, exit 2..255 sets weight to status-2."""
+
+    command: Command
+    misc_timeout: float | None = None  # None: delay_loop
+    misc_dynamic: bool = False
+    retry: int = 0
+    delay_before_retry: float = 1.0
+    delay_loop: float = 60.0
+    location: Location
+
+
+Checker = HttpGetCheck | TcpCheck | MiscCheck
+
+
+@dataclass(frozen=True, kw_only=True)
+class RealServer:
+    address: str
+    port: int | None  # None only for fwmark virtual servers without a port
+    weight: int = 1
+    inhibit_on_failure: bool = False
+    notify_up: Command | None = None
+    notify_down: Command | None = None
+    checkers: tuple[Checker, ...] = ()
+    location: Location
+
+
+@dataclass(frozen=True, kw_only=True)
+class SorryServer:
+    address: str
+    port: int | None
+    location: Location
+
+
+@dataclass(frozen=True, kw_only=True)
+class VirtualServer:
+    """`virtual_server IP PORT` (address and port set) or `virtual_server fwmark N` (fwmark)."""
+
+    address: str | None = None
+    port: int | None = None
+    fwmark: int | None = None
+    protocol: Protocol = Protocol.TCP
+    scheduler: LvsScheduler = LvsScheduler.WRR
+    method: LvsMethod = LvsMethod.NAT
+    persistence_timeout: int | None = None  # seconds; None: not persistent
+    delay_loop: float = 60.0
+    quorum: int = 1
+    hysteresis: int = 0
+    quorum_up: Command | None = None
+    quorum_down: Command | None = None
+    sorry_server: SorryServer | None = None
+    alpha: bool = False
+    omega: bool = False
+    inhibit_on_failure: bool = False
+    virtualhost: str | None = None
+    real_servers: tuple[RealServer, ...] = ()
+    location: Location
+
+    @property
+    def family(self) -> int:
+        if self.address is not None:
+            return ipaddress.ip_address(self.address).version
+        if self.real_servers:
+            return ipaddress.ip_address(self.real_servers[0].address).version
+        return 4
+
+    @property
+    def key(self) -> str:
+        """A readable identity, e.g. `TCP 10.0.0.1:80` or `fwmark 7`."""
+        if self.fwmark is not None:
+            return f"fwmark {self.fwmark}"
+        host = f"[{self.address}]" if self.family == 6 else str(self.address)
+        return f"{self.protocol.value} {host}:{self.port}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    """A whole, valid configuration. Collections keep the order of the file."""
+
+    global_defs: GlobalDefs
+    vrrp_scripts: tuple[VrrpScript, ...] = ()
+    vrrp_instances: tuple[VrrpInstance, ...] = ()
+    vrrp_sync_groups: tuple[VrrpSyncGroup, ...] = ()
+    virtual_servers: tuple[VirtualServer, ...] = ()
+    files: tuple[str, ...] = ()  # the main file and every included file, in reading order
+
+    def vrrp_script(self, name: str) -> VrrpScript | None:
+        return next((script for script in self.vrrp_scripts if script.name == name), None)
+
+    def vrrp_instance(self, name: str) -> VrrpInstance | None:
+        return next((inst for inst in self.vrrp_instances if inst.name == name), None)
+
+    def sync_group_of(self, instance_name: str) -> VrrpSyncGroup | None:
+        return next(
+            (group for group in self.vrrp_sync_groups if instance_name in group.instances), None
+        )
