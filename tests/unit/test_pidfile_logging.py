@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from tenacity import Retrying, stop_after_delay, wait_fixed
 
 from vipkeeper import pidfile
 from vipkeeper.logsetup import setup_logging
@@ -40,6 +41,10 @@ def test_pidfile_of_a_live_vipkeeper_refuses_the_start(tmp_path: Path) -> None:
         [sys.executable, "-c", "import time; time.sleep(60)", "vipkeeper"],
     )
     try:
+        # Popen can return before the kernel has set up the new program's arguments.
+        for attempt in Retrying(stop=stop_after_delay(10), wait=wait_fixed(0.01), reraise=True):
+            with attempt:
+                assert b"vipkeeper" in Path(f"/proc/{live.pid}/cmdline").read_bytes()
         path = tmp_path / "vipkeeper.pid"
         path.write_text(f"{live.pid}\n")
         with pytest.raises(pidfile.AlreadyRunning):
