@@ -31,6 +31,7 @@ from vipkeeper.core.events import (
 from vipkeeper.core.sync_group import SyncGroup
 from vipkeeper.core.track import ScriptTracker
 from vipkeeper.core.vrrp import InstanceSettings, VrrpInstance
+from vipkeeper.director import Director
 from vipkeeper.driver import Driver, Machine
 from vipkeeper.io.addresses import AddressManager
 from vipkeeper.io.gratuitous import GratuitousSender
@@ -76,6 +77,7 @@ class Daemon:
         self.sockets = VrrpSocketPool(self._on_packet)
         self.driver: Driver | None = None
         self.links: LinkMonitor | None = None
+        self.director = Director(config, runner=self.runner)
 
     # -- life cycle -----------------------------------------------------------------------
 
@@ -95,11 +97,13 @@ class Daemon:
         self.driver.start()
         try:
             await self._start(self.plan)
+            await self.director.start()
             log.info("vipkeeper running with %d VRRP instance(s)", len(self.instances))
             await self._stop.wait()
             log.info("stopping: sending priority 0 and removing virtual addresses")
             await self._shutdown(list(self.driver.machines))
         finally:
+            await self.director.stop()
             await self._close()
         return 0
 
@@ -339,6 +343,10 @@ class Daemon:
         for poller in self._pollers.values():
             await poller.stop()
         self._pollers.clear()
+        if result.config.virtual_servers != self.config.virtual_servers:
+            await self.director.stop()
+            self.director = Director(result.config, runner=self.runner)
+            await self.director.start()
         self.config = result.config
         fresh = Plan(
             settings={

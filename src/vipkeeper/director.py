@@ -1,0 +1,320 @@
+"""The LVS half of the daemon: health-check the real servers, keep the data plane in step.
+
+Owns: mapping `virtual_server` blocks to the health core's specs and the load balancer's
+desired state, running the checkers, and applying each pool change to the chosen backend
+(nftables or IPVS) as one whole desired state, coalesced so a burst of changes costs one
+transaction. The data plane is installed on every director whatever its VRRP state: only the
+Master receives VIP traffic, because only it answers ARP for the VIP.
+Must never: forward a packet itself, or let one slow check or apply block the VRRP loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import shlex
+import zlib
+from collections.abc import Sequence
+
+from vipkeeper.config import model
+from vipkeeper.core import health, lb, maglev
+from vipkeeper.io import checkers as io_checkers
+from vipkeeper.io.lb_backend import LoadBalancerBackend, select_backend
+from vipkeeper.io.lb_ipvs import IpvsBackend
+from vipkeeper.io.lb_nftables import NftablesBackend
+from vipkeeper.io.scripts import ScriptRunner
+
+log = logging.getLogger("vipkeeper.lvs")
+
+# Seconds before re-applying when a DR real server's MAC could not be resolved.
+UNRESOLVED_RETRY = 1.0
+
+_SCHEDULERS = {
+    model.LvsScheduler.RR: lb.Scheduler.ROUND_ROBIN,
+    model.LvsScheduler.WRR: lb.Scheduler.WEIGHTED_ROUND_ROBIN,
+    model.LvsScheduler.SH: lb.Scheduler.SOURCE_HASH,
+    model.LvsScheduler.MH: lb.Scheduler.MAGLEV_HASH,
+}
+_METHODS = {
+    model.LvsMethod.DR: lb.ForwardingMethod.DR,
+    model.LvsMethod.NAT: lb.ForwardingMethod.NAT,
+}
+_PROTOCOLS = {model.Protocol.TCP: lb.Protocol.TCP, model.Protocol.UDP: lb.Protocol.UDP}
+
+
+def _script(command: model.Command | None) -> str | None:
+    return shlex.join(command.argv) if command is not None else None
+
+
+def _port(vs: model.VirtualServer, port: int | None) -> int:
+    # A real server without a port takes the virtual server's (keepalived does the same).
+    return port if port is not None else (vs.port or 0)
+
+
+def _status_codes(ranges: Sequence[tuple[int, int]]) -> frozenset[int]:
+    return frozenset(code for low, high in ranges for code in range(low, high + 1))
+
+
+def hash_seed(config: model.Config, vs: model.VirtualServer) -> int:
+    """The jhash seed: configured, or derived from the service so every director agrees."""
+    if config.global_defs.lvs_hash_seed is not None:
+        return config.global_defs.lvs_hash_seed
+    return zlib.crc32(vs.key.encode())
+
+
+def virtual_service(config: model.Config, vs: model.VirtualServer) -> lb.VirtualService:
+    return lb.VirtualService(
+        address=vs.address,
+        port=vs.port,
+        fwmark=vs.fwmark,
+        protocol=_PROTOCOLS[vs.protocol],
+        scheduler=_SCHEDULERS[vs.scheduler],
+        method=_METHODS[vs.method],
+        persistence_timeout=vs.persistence_timeout or 0,
+        hash_seed=hash_seed(config, vs),
+        # Sized by the configured servers, never the healthy ones: a resize remaps every flow.
+        table_size=maglev.table_size_for(max(len(vs.real_servers), 1)),
+    )
+
+
+def _checker_spec(
+    vs: model.VirtualServer, checker: model.Checker, rng: random.Random
+) -> health.CheckerSpec:
+    return health.CheckerSpec(
+        delay_loop=checker.delay_loop,
+        retry=checker.retry,
+        delay_before_retry=checker.delay_before_retry,
+        alpha=vs.alpha,
+        misc_dynamic=isinstance(checker, model.MiscCheck) and checker.misc_dynamic,
+        # keepalived's warmup: spread the first checks over one delay_loop.
+        initial_delay=rng.uniform(0, checker.delay_loop),
+    )
+
+
+def health_spec(vs: model.VirtualServer, rng: random.Random) -> health.VirtualServerSpec:
+    sorry = vs.sorry_server
+    return health.VirtualServerSpec(
+        name=vs.key,
+        real_servers=tuple(
+            health.RealServerSpec(
+                server=health.Endpoint(address=rs.address, port=_port(vs, rs.port)),
+                weight=rs.weight,
+                inhibit_on_failure=rs.inhibit_on_failure,
+                notify_up=_script(rs.notify_up),
+                notify_down=_script(rs.notify_down),
+                checkers=tuple(_checker_spec(vs, c, rng) for c in rs.checkers),
+            )
+            for rs in vs.real_servers
+        ),
+        quorum=vs.quorum,
+        hysteresis=vs.hysteresis,
+        quorum_up=_script(vs.quorum_up),
+        quorum_down=_script(vs.quorum_down),
+        sorry_server=(
+            health.Endpoint(address=sorry.address, port=_port(vs, sorry.port)) if sorry else None
+        ),
+        omega=vs.omega,
+    )
+
+
+def make_checker(
+    vs: model.VirtualServer, rs: model.RealServer, checker: model.Checker, runner: ScriptRunner
+) -> io_checkers.Checker:
+    if isinstance(checker, model.MiscCheck):
+        return io_checkers.MiscCheck(
+            argv=checker.command.argv,
+            timeout=checker.misc_timeout or checker.delay_loop,
+            runner=io_checkers.misc_runner(runner),
+        )
+    address = checker.connect_ip or rs.address
+    port = checker.connect_port or _port(vs, rs.port)
+    if isinstance(checker, model.TcpCheck):
+        return io_checkers.TcpCheck(
+            address=address, port=port, connect_timeout=checker.connect_timeout
+        )
+    return io_checkers.HttpGetCheck(
+        address=address,
+        port=port,
+        virtualhost=vs.virtualhost,
+        urls=tuple(
+            io_checkers.UrlCheck(
+                path=url.path,
+                status_codes=_status_codes(url.status_codes),
+                digest=url.digest,
+                virtualhost=url.virtualhost,
+            )
+            for url in checker.urls
+        ),
+        connect_timeout=checker.connect_timeout,
+    )
+
+
+def ingress_devices(config: model.Config) -> dict[str, str]:
+    """VIP -> the interface its traffic arrives on (the VRRP instance that owns the VIP)."""
+    devices: dict[str, str] = {}
+    for instance in config.vrrp_instances:
+        for vip in (*instance.virtual_ipaddresses, *instance.virtual_ipaddresses_excluded):
+            devices.setdefault(vip.address, vip.device or instance.interface)
+    return devices
+
+
+def default_backend(config: model.Config) -> LoadBalancerBackend:
+    kind = config.global_defs.lvs_backend.value.lower()
+    return select_backend(
+        kind,  # type: ignore[arg-type]
+        make_ipvs=IpvsBackend,
+        make_nftables=lambda: NftablesBackend(ingress_devices=ingress_devices(config)),
+    )
+
+
+class Director:
+    """Health checks and data plane for all virtual servers of one configuration."""
+
+    def __init__(
+        self,
+        config: model.Config,
+        *,
+        runner: ScriptRunner,
+        backend: LoadBalancerBackend | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        rng = rng or random.Random()
+        self.config = config
+        self._runner = runner
+        self._backend = backend
+        self._services = {vs.key: virtual_service(config, vs) for vs in config.virtual_servers}
+        self.monitor = health.HealthMonitor(health_spec(vs, rng) for vs in config.virtual_servers)
+        checkers: dict[health.CheckerId, io_checkers.Checker] = {}
+        for vs in config.virtual_servers:
+            for rs in vs.real_servers:
+                endpoint = health.Endpoint(address=rs.address, port=_port(vs, rs.port))
+                for index, checker in enumerate(rs.checkers):
+                    checker_id = health.CheckerId(
+                        virtual_server=vs.key, server=endpoint, index=index
+                    )
+                    checkers[checker_id] = make_checker(vs, rs, checker, runner)
+        self._scheduler = io_checkers.HealthScheduler(self.monitor, checkers, self._emit)
+        self._pools: dict[str, tuple[health.PoolMember, ...]] = {}
+        self._dirty = asyncio.Event()
+        self._applier: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[object]] = set()
+        self.applied: tuple[lb.VirtualServer, ...] | None = None
+        self.apply_errors = 0
+
+    @property
+    def active(self) -> bool:
+        return bool(self._services)
+
+    async def start(self) -> None:
+        if not self.active:
+            return
+        if self._backend is None:
+            self._backend = default_backend(self.config)
+        log.info(
+            "LVS: %d virtual server(s) on the %s data plane",
+            len(self._services),
+            self._backend.name,
+        )
+        self._applier = asyncio.get_running_loop().create_task(self._apply_loop())
+        self._scheduler.start()
+
+    async def stop(self) -> None:
+        if not self.active:
+            return
+        await self._scheduler.stop()
+        if self._applier is not None:
+            self._applier.cancel()
+            await asyncio.gather(self._applier, return_exceptions=True)
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=5)
+        if self._backend is not None:
+            try:
+                await self._backend.clear()
+            except Exception as exc:
+                log.error("LVS: clearing the %s data plane failed: %s", self._backend.name, exc)
+
+    def desired(self) -> tuple[lb.VirtualServer, ...]:
+        result = []
+        for name, service in self._services.items():
+            members = self._pools.get(name, ())
+            real = tuple(
+                lb.RealServer(address=m.server.address, port=m.server.port, weight=m.weight)
+                for m in members
+                if not m.sorry
+            )
+            sorry = next(
+                (
+                    lb.RealServer(
+                        address=m.server.address, port=m.server.port, weight=max(m.weight, 1)
+                    )
+                    for m in members
+                    if m.sorry
+                ),
+                None,
+            )
+            in_quorum = self.monitor.quorum_is_up(name)
+            result.append(
+                lb.VirtualServer(
+                    service=service, real_servers=real, sorry_server=sorry, in_quorum=in_quorum
+                )
+            )
+        return tuple(result)
+
+    def _emit(self, effects: Sequence[health.HealthEffect]) -> None:
+        for effect in effects:
+            if isinstance(effect, health.PoolChanged):
+                self._pools[effect.virtual_server] = effect.members
+                self._dirty.set()
+            elif isinstance(effect, health.ServerUp | health.ServerDown):
+                state = "up" if isinstance(effect, health.ServerUp) else "down"
+                log.info(
+                    "LVS %s: real server %s is %s (%s)",
+                    effect.virtual_server,
+                    effect.server,
+                    state,
+                    effect.reason,
+                    extra={
+                        "virtual_server": effect.virtual_server,
+                        "real_server": str(effect.server),
+                    },
+                )
+            elif isinstance(effect, health.QuorumLost | health.QuorumGained):
+                state = "gained" if isinstance(effect, health.QuorumGained) else "lost"
+                log.warning(
+                    "LVS %s: quorum %s (live weight %d)",
+                    effect.virtual_server,
+                    state,
+                    effect.live_weight,
+                )
+            elif isinstance(effect, health.WeightChanged):
+                log.info(
+                    "LVS %s: %s weight %d -> %d",
+                    effect.virtual_server,
+                    effect.server,
+                    effect.old,
+                    effect.new,
+                )
+            elif isinstance(effect, health.RunNotifyScript):
+                task = asyncio.get_running_loop().create_task(self._runner.run(effect.script))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _apply_loop(self) -> None:
+        assert self._backend is not None
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            desired = self.desired()
+            try:
+                await self._backend.apply(desired)
+            except Exception as exc:
+                # The kernel keeps the previous state; the next pool change tries again.
+                self.apply_errors += 1
+                log.error("LVS: applying to %s failed: %s", self._backend.name, exc)
+                continue
+            self.applied = desired
+            if getattr(self._backend, "unresolved", ()):
+                # Some real servers' MACs are not known yet (no ARP answer so far): try again
+                # shortly rather than waiting for the next health change.
+                asyncio.get_running_loop().call_later(UNRESOLVED_RETRY, self._dirty.set)
