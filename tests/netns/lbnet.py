@@ -14,15 +14,26 @@ serving `/whoami`, a file holding its name.
 
 `Client` is a child process in the client namespace taking JSON commands on stdin, so a test
 can hold keep-alive connections open across a change and use them again afterwards.
+
+For the daemon-level tests: `LbNet(..., sorry=True)` adds a third server, `sorry`
+(172.16.0.56 / 192.168.0.56), built like a real server; `stop_http` / `start_http` kill and
+restart one server's HTTP service; `start_vipkeeper(director, config_text)` runs
+`vipkeeper run -f CONF --log-format json` in a director with stderr to a file in the workdir
+(`Vipkeeper.stop()` sends SIGTERM); `hard_fail(director)` kills every process in the director's
+namespace and takes its links down, like pulling the plug; `director_config(...)` writes the
+keepalived.conf both directors read.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import secrets
+import signal
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +44,8 @@ VIP = "172.16.9.1"
 CLIENT_IP = "172.16.0.100"
 DIRECTORS = {"d1": ("172.16.0.53", "192.168.0.53"), "d2": ("172.16.0.57", "192.168.0.57")}
 REAL_SERVERS = {"rs1": ("172.16.0.54", "192.168.0.54"), "rs2": ("172.16.0.55", "192.168.0.55")}
+SORRY_SERVER = ("172.16.0.56", "192.168.0.56")
+VIPKEEPER = Path(sys.executable).parent / "vipkeeper"
 
 
 def _ip(*argv: str) -> None:
@@ -47,14 +60,23 @@ class Host:
 
 class LbNet:
     def __init__(
-        self, workdir: Path, *, nat: bool = False, server_ports: dict[str, int] | None = None
+        self,
+        workdir: Path,
+        *,
+        nat: bool = False,
+        server_ports: dict[str, int] | None = None,
+        sorry: bool = False,
     ):
         self.prefix = f"vklb{secrets.token_hex(3)}"
         self.workdir = workdir
         self.nat = nat
-        self.server_ports = server_ports or {"rs1": 80, "rs2": 80}
+        self.servers = dict(REAL_SERVERS)
+        if sorry:
+            self.servers["sorry"] = SORRY_SERVER
+        self.server_ports = {name: 80 for name in self.servers} | (server_ports or {})
         self.namespaces: list[str] = []
         self.processes: list[subprocess.Popen[str]] = []
+        self.http: dict[str, subprocess.Popen[str]] = {}
         self.hosts: dict[str, Host] = {}
 
     # ---- lifecycle ---------------------------------------------------------------------------
@@ -174,7 +196,7 @@ class LbNet:
             self.run(name, "ip", "addr", "add", f"{front}/16", "dev", "fe0")
             self.run(name, "ip", "addr", "add", f"{back}/24", "dev", "srv0")
             self.sysctl(name, **{"net.ipv4.ip_forward": "1"})
-        for name, (front, back) in REAL_SERVERS.items():
+        for name, (front, back) in self.servers.items():
             self._add_ns(name)
             self._link(name, "srv0", "brsrv", f"p{name}sv")
             self.run(name, "ip", "addr", "add", f"{back}/24", "dev", "srv0")
@@ -196,7 +218,7 @@ class LbNet:
                     },
                 )
             self._start_http(name)
-        for name in REAL_SERVERS:
+        for name in self.servers:
             self._wait_http(name)
 
     def _start_http(self, name: str) -> None:
@@ -225,6 +247,20 @@ class LbNet:
             text=True,
         )
         self.processes.append(process)
+        self.http[name] = process
+
+    def stop_http(self, name: str) -> None:
+        """Kill one server's HTTP service: connects to it are refused from now on."""
+        process = self.http.pop(name)
+        process.kill()
+        process.wait(timeout=10)
+
+    def start_http(self, name: str) -> None:
+        """(Re)start one server's HTTP service and return once it accepts connections."""
+        if name in self.http and self.http[name].poll() is None:
+            raise RuntimeError(f"{name}: http server already running")
+        self._start_http(name)
+        self._wait_http(name)
 
     @retry(
         stop=stop_after_delay(15),
@@ -250,6 +286,44 @@ class LbNet:
         self.add_vip(new)
         self.run("cli", "ip", "neigh", "flush", "to", VIP)
 
+    def start_vipkeeper(self, director: str, config: str) -> Vipkeeper:
+        """`vipkeeper run -f CONF --log-format json` in `director`, stderr to a log file."""
+        directory = self.workdir / f"vipkeeper-{director}-{secrets.token_hex(2)}"
+        directory.mkdir(parents=True)
+        config_path = directory / "keepalived.conf"
+        config_path.write_text(config)
+        log_path = directory / "vipkeeper.log"
+        argv = [
+            "ip", "netns", "exec", self.ns(director), str(VIPKEEPER), "run",
+            "-f", str(config_path), "--log-format", "json",
+            "--pidfile", str(directory / "vipkeeper.pid"),
+        ]  # fmt: skip
+        with log_path.open("w") as log:
+            process = subprocess.Popen(
+                argv, stdout=subprocess.DEVNULL, stderr=log, text=True, start_new_session=True
+            )
+        self.processes.append(process)
+        return Vipkeeper(director, process, config_path, log_path)
+
+    def namespace_pids(self, role: str) -> list[int]:
+        out = subprocess.run(
+            ["ip", "netns", "pids", self.ns(role)], capture_output=True, text=True, check=False
+        ).stdout
+        return [int(pid) for pid in out.split()]
+
+    def hard_fail(self, director: str) -> None:
+        """Pull the plug on a director: SIGKILL everything in it, then its links go down.
+
+        Nothing gets to say goodbye (no priority-0 advert, no address removal): the peer must
+        notice the silence. The links go down so the VIP still configured on the dead
+        director's fe0 can never answer ARP again.
+        """
+        for pid in self.namespace_pids(director):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        for device in ("fe0", "srv0"):
+            self.run(director, "ip", "link", "set", device, "down")
+
     def client(self) -> Client:
         process = subprocess.Popen(
             ["ip", "netns", "exec", self.ns("cli"), sys.executable, "-u", "-c", CLIENT_SCRIPT, VIP],
@@ -260,6 +334,116 @@ class LbNet:
         )
         self.processes.append(process)
         return Client(process)
+
+
+class Vipkeeper:
+    """A `vipkeeper run` process in a director; its JSON log lines and a graceful stop."""
+
+    def __init__(
+        self, director: str, process: subprocess.Popen[str], config_path: Path, log_path: Path
+    ) -> None:
+        self.director = director
+        self.process = process
+        self.config_path = config_path
+        self.log_path = log_path
+
+    def __repr__(self) -> str:
+        return f"<vipkeeper in {self.director} pid {self.process.pid}>"
+
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self, timeout: float = 15.0) -> int:
+        """SIGTERM (the daemon gives up its VIP and clears its data plane); its exit status."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def records(self) -> list[dict[str, Any]]:
+        """Every JSON line of the log (anything else, e.g. a traceback, is skipped)."""
+        entries = []
+        for line in self.log().splitlines():
+            if line.startswith("{"):
+                with contextlib.suppress(json.JSONDecodeError):
+                    entries.append(json.loads(line))
+        return entries
+
+    def messages(self, containing: str) -> list[dict[str, Any]]:
+        return [entry for entry in self.records() if containing in entry.get("msg", "")]
+
+    def states(self) -> list[str]:
+        """The VRRP states entered, in order."""
+        return [entry["new_state"] for entry in self.records() if "new_state" in entry]
+
+
+def director_config(
+    *,
+    priority: int,
+    real_servers: Sequence[str] = ("192.168.0.54", "192.168.0.55"),
+    lb_kind: str = "DR",
+    delay_loop: float = 1,
+    connect_timeout: float = 1,
+    retry: int = 1,
+    delay_before_retry: float = 1,
+    quorum: int | None = None,
+    sorry_server: str | None = None,
+    extra_vips: Sequence[str] = (),
+    global_lines: Sequence[str] = (),
+) -> str:
+    """keepalived.conf for a director: VRRP instance on fe0 owning the VIP, one virtual server.
+
+    The first real server is checked with HTTP_GET /whoami, the others with TCP_CHECK, so both
+    checkers run against real services. `extra_vips` are more `virtual_ipaddress` lines (e.g. a
+    server-side gateway address for NAT).
+    """
+    lines = ["global_defs {", "    router_id director", *(f"    {g}" for g in global_lines), "}"]
+    lines += [
+        "vrrp_instance VI_LB {",
+        "    state BACKUP",
+        "    interface fe0",
+        "    virtual_router_id 61",
+        f"    priority {priority}",
+        "    advert_int 1",
+        "    virtual_ipaddress {",
+        f"        {VIP}/16 dev fe0",
+        *(f"        {vip}" for vip in extra_vips),
+        "    }",
+        "}",
+        f"virtual_server {VIP} 80 {{",
+        f"    delay_loop {delay_loop:g}",
+        "    lb_algo rr",
+        f"    lb_kind {lb_kind}",
+        "    protocol TCP",
+    ]
+    if quorum is not None:
+        lines.append(f"    quorum {quorum}")
+    if sorry_server is not None:
+        lines.append(f"    sorry_server {sorry_server} 80")
+    timing = [
+        f"connect_timeout {connect_timeout:g}",
+        f"retry {retry}",
+        f"delay_before_retry {delay_before_retry:g}",
+    ]
+    for index, address in enumerate(real_servers):
+        lines += [f"    real_server {address} 80 {{", "        weight 1"]
+        if index == 0:
+            lines += [
+                "        HTTP_GET {",
+                "            url {",
+                "                path /whoami",
+                "                status_code 200",
+                "            }",
+                *(f"            {t}" for t in timing),
+                "        }",
+            ]
+        else:
+            lines += ["        TCP_CHECK {", *(f"            {t}" for t in timing), "        }"]
+        lines.append("    }")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
 
 
 class Client:
@@ -295,11 +479,61 @@ class Client:
             raise ConnectionError(reply["error"])
         return str(reply["body"])
 
+    def start_session(self, conn: int, *, interval: float, timeout: float = 30.0) -> str:
+        """Open keep-alive connection `conn` and keep sending a request every `interval`
+        seconds in the background (each waits up to `timeout`); returns the first answer."""
+        reply = self._call(op="session_start", id=conn, interval=interval, timeout=timeout)
+        if "error" in reply:
+            raise ConnectionError(reply["error"])
+        return str(reply["body"])
+
+    def stop_session(self, conn: int) -> Session:
+        """Stop the background requests of `conn`; what every one of them got."""
+        reply = self._call(op="session_stop", id=conn)
+        return Session(
+            bodies=[str(body) for body in reply["bodies"]],
+            errors=[str(error) for error in reply["errors"]],
+            max_gap=float(reply["max_gap"]),
+        )
+
+    def session_count(self, conn: int) -> int:
+        """Answers `conn`'s background requests got so far."""
+        return int(self._call(op="session_count", id=conn)["count"])
+
+
+@dataclass(frozen=True)
+class Session:
+    """A background keep-alive session: the body of every answer, in order, and any error
+    (the session stops at the first one); `max_gap` is the longest time between two answers."""
+
+    bodies: list[str]
+    errors: list[str]
+    max_gap: float
+
 
 CLIENT_SCRIPT = r"""
-import json, socket, sys
+import json, socket, sys, threading, time
 vip = sys.argv[1]
 conns = {}
+sessions = {}
+
+class Session(threading.Thread):
+    def __init__(self, sock, interval):
+        super().__init__(daemon=True)
+        self.sock, self.interval = sock, interval
+        self.stopping = threading.Event()
+        self.bodies, self.errors, self.max_gap = [], [], 0.0
+
+    def run(self):
+        last = time.monotonic()
+        while not self.stopping.wait(self.interval):
+            try:
+                self.bodies.append(request(self.sock))
+            except Exception as error:
+                self.errors.append(f"{type(error).__name__}: {error}")
+                return
+            now = time.monotonic()
+            self.max_gap, last = max(self.max_gap, now - last), now
 
 def request(sock):
     sock.sendall(b"GET /whoami HTTP/1.1\r\nHost: vip\r\nConnection: keep-alive\r\n\r\n")
@@ -336,6 +570,21 @@ for line in sys.stdin:
             out = {"ok": True}
         elif cmd["op"] == "get":
             out = {"body": request(conns[cmd["id"]])}
+        elif cmd["op"] == "session_start":
+            sock = socket.create_connection((vip, 80), timeout=cmd["timeout"])
+            first = request(sock)
+            session = sessions[cmd["id"]] = Session(sock, cmd["interval"])
+            session.start()
+            out = {"body": first}
+        elif cmd["op"] == "session_count":
+            out = {"count": len(sessions[cmd["id"]].bodies)}
+        elif cmd["op"] == "session_stop":
+            session = sessions.pop(cmd["id"])
+            session.stopping.set()
+            session.join()
+            session.sock.close()
+            out = {"bodies": session.bodies, "errors": session.errors,
+                   "max_gap": session.max_gap}
         else:
             out = {"error": "unknown op"}
     except Exception as error:

@@ -315,3 +315,14 @@ async def test_ip_link_layer_prefix_runs_commands_in_a_namespace():
     layer = IpCommandLinkLayer(prefix=("ip", "netns", "exec", "d1"), runner=runner)
     assert await layer.route_device("192.168.0.54") == "srv0"
     assert calls == [("ip", "netns", "exec", "d1", "ip", "-j", "route", "get", "192.168.0.54")]
+
+
+async def test_dr_rules_take_only_frames_addressed_to_this_director():
+    # A switch floods frames for an unknown MAC to every port; the Backup director's ingress
+    # hook sees them before the IP layer would discard them, and must not forward a copy.
+    runner = RecordingRunner()
+    await backend(runner).apply([VirtualServer(service=DR, real_servers=(RS1, RS2))])
+    ingress = chain_body(runner.calls[0][1] or "", "ingress_fe0")
+    rules = [line.strip() for line in ingress.splitlines() if f"ip daddr {VIP}" in line]
+    assert len(rules) == 2  # the hashed vmap and the drop
+    assert all(rule.startswith("meta pkttype host ") for rule in rules), rules

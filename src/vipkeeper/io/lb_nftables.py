@@ -28,6 +28,10 @@ table size, and looks the bucket up in a map built from the Maglev table:
   sync (for NAT, conntrack picks the mid-stream flow up again and hashes it the same way).
 - A service with no server that can take traffic drops its packets (the drop rule after the map)
   rather than letting the director's own stack answer them with a reset.
+- DR rules match only frames addressed to this host (`meta pkttype host`). The netdev hook runs
+  before the IP layer discards frames meant for another MAC, and a switch floods frames for an
+  unknown MAC to every port: without the check a Backup director would forward its own copy of
+  the Master's traffic (duplicates at the real server). Only ARP decides which director serves.
 - Limits: fwmark services need NAT mode here (a mark set in mangle does not exist yet at netdev
   ingress); DR ignores the real server's port (the frame is forwarded unchanged).
 """
@@ -317,10 +321,10 @@ def _render_dr(plans: Sequence[DrServicePlan], table: str) -> list[str]:
                 "  }",
             ]
             rules.append(
-                f"    {_match(service)} {_hash(service, plan.table_size)}"
+                f"    meta pkttype host {_match(service)} {_hash(service, plan.table_size)}"
                 f" vmap @{prefix}_buckets comment {label}"
             )
-        rules.append(f"    {_match(service)} counter drop comment {label}")
+        rules.append(f"    meta pkttype host {_match(service)} counter drop comment {label}")
     for device, rules in sorted(rules_by_device.items()):
         lines += [
             f"  chain ingress_{_chain_safe(device)} {{",
