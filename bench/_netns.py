@@ -1,0 +1,280 @@
+"""Shared helpers for the VRRP benchmarks: a namespace lab, both daemons, /proc readings.
+
+The lab is tests/netns/netlab.py (imported through sys.path): every host is a namespace on one
+bridge, and `Lab.teardown()` kills what runs there and deletes the namespaces. This module adds
+what the benchmarks need on top of it:
+
+    keepalived_conf(...)            one keepalived.conf text that both daemons read unchanged
+    start_daemon(lab, host, daemon, conf) -> Daemon   "keepalived" or "vipkeeper", in host's ns
+    vips_on(host) -> set[str]       addresses on host's eth0 (ip -n, no process in the ns)
+    wait_until(predicate, timeout)  poll; raises TimeoutError with a description
+    fail_hard(lab, host, pids)      freeze the host's processes, cut its link, kill them
+    namespace_pids(ns) -> list[int] every process in a namespace (a daemon and its children)
+    cpu_ticks(pids), rss_kib(pids)  /proc/PID/stat utime+stime and /proc/PID/status VmRSS
+
+Needs root, iproute2, /usr/sbin/keepalived and the project's venv (the `vipkeeper` script).
+Nothing here sends a packet outside the lab's namespaces.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "netns"))
+
+from netlab import KEEPALIVED, Host, Lab  # noqa: E402
+
+VIPKEEPER = ROOT / ".venv" / "bin" / "vipkeeper"
+DAEMONS = ("keepalived", "vipkeeper")
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+__all__ = [
+    "DAEMONS",
+    "KEEPALIVED",
+    "VIPKEEPER",
+    "Daemon",
+    "Host",
+    "Lab",
+    "cpu_ticks",
+    "fail_hard",
+    "keepalived_conf",
+    "machine_summary",
+    "namespace_pids",
+    "rss_kib",
+    "start_daemon",
+    "vips_on",
+    "wait_until",
+]
+
+
+def keepalived_conf(
+    *,
+    router_id: str,
+    priority: int,
+    version: int,
+    advert_int: float,
+    vips: Sequence[tuple[int, str]],
+    interface: str = "eth0",
+) -> str:
+    """A keepalived.conf with one vrrp_instance per (vrid, "address/prefix") in `vips`.
+
+    Both routers start as BACKUP, so the election decides who is Master; preemption stays on
+    (the default). Nothing daemon-specific: keepalived and vipkeeper read the same text.
+    """
+    advert = f"{advert_int:g}"
+    blocks = [f"global_defs {{\n    router_id {router_id}\n}}\n"]
+    for vrid, vip in vips:
+        blocks.append(
+            f"vrrp_instance VI_{vrid} {{\n"
+            f"    state BACKUP\n"
+            f"    interface {interface}\n"
+            f"    version {version}\n"
+            f"    virtual_router_id {vrid}\n"
+            f"    priority {priority}\n"
+            f"    advert_int {advert}\n"
+            f"    virtual_ipaddress {{\n        {vip}\n    }}\n"
+            f"}}\n"
+        )
+    return "\n".join(blocks)
+
+
+@dataclass
+class Daemon:
+    """A VRRP daemon running in a lab host's namespace."""
+
+    kind: str  # "keepalived" or "vipkeeper"
+    host: Host
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    profile: Path | None = None
+
+    def profile_clear(self) -> None:
+        if self.profile is not None:
+            self.process.send_signal(signal.SIGUSR2)
+
+    def profile_dump(self, timeout: float = 30.0) -> Path | None:
+        """Ask the profiled daemon for its statistics; the path once written, else None."""
+        if self.profile is None:
+            return None
+        self.profile.unlink(missing_ok=True)
+        self.process.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.profile.exists() and self.profile.stat().st_size > 0:
+                time.sleep(0.2)  # let the write finish
+                return self.profile
+            time.sleep(0.05)
+        return None
+
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, timeout: float = 60.0) -> int | None:
+        """SIGTERM (graceful: priority 0, VIPs removed); SIGKILL if it lingers."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        return self.process.returncode
+
+    def pids(self) -> list[int]:
+        """The daemon's processes: everything in its namespace (keepalived: parent + VRRP
+        child; vipkeeper: one process, as `ip netns exec` execs it)."""
+        return namespace_pids(self.host.ns)
+
+
+# vipkeeper under cProfile, controllable from outside: SIGUSR2 clears the statistics (start of
+# a measured window), SIGUSR1 writes them to argv[1] (end of it); they are written at exit too.
+_PROFILED_VIPKEEPER = """
+import cProfile, signal, sys
+from vipkeeper.cli import main
+profiler = cProfile.Profile()
+def dump(*_):
+    profiler.disable(); profiler.dump_stats(sys.argv[1]); profiler.enable()
+def clear(*_):
+    profiler.disable(); profiler.clear(); profiler.enable()
+signal.signal(signal.SIGUSR1, dump)
+signal.signal(signal.SIGUSR2, clear)
+profiler.enable()
+try:
+    sys.exit(main(sys.argv[2:]))
+finally:
+    profiler.disable(); profiler.dump_stats(sys.argv[1])
+"""
+
+
+def start_daemon(
+    lab: Lab, host: Host, kind: str, conf: str, *, profile: Path | None = None
+) -> Daemon:
+    """Start `kind` in `host`'s namespace with `conf` as its keepalived.conf.
+
+    `profile` (vipkeeper only): run it under cProfile; `Daemon.profile_clear()` /
+    `Daemon.profile_dump()` bracket a window, and the stats are written at exit as well.
+    """
+    if kind == "keepalived":
+        started = lab.start_keepalived(host, conf)
+        return Daemon(kind, host, started.process, started.log_path)
+    if kind == "vipkeeper":
+        directory = lab.workdir / f"vipkeeper-{host.name}"
+        directory.mkdir(parents=True, exist_ok=True)
+        conf_path = directory / "keepalived.conf"
+        conf_path.write_text(conf)
+        log_path = directory / "vipkeeper.log"
+        argv = [str(VIPKEEPER), "run", "-f", str(conf_path)]
+        if profile is not None:
+            python = str(VIPKEEPER.parent / "python")
+            argv = [python, "-c", _PROFILED_VIPKEEPER, str(profile), *argv[1:]]
+        with log_path.open("wb") as log:
+            process = lab.popen(host, *argv, stdout=log, stderr=log)
+        return Daemon(kind, host, process, log_path, profile)
+    raise ValueError(f"unknown daemon {kind!r}")
+
+
+def vips_on(host: Host) -> set[str]:
+    """Addresses ("a.b.c.d/len") on the host's interface, read from outside the namespace."""
+    out = subprocess.run(
+        ["ip", "-n", host.ns, "-j", "-4", "addr", "show", "dev", host.ifname],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout
+    info: list[dict[str, Any]] = json.loads(out)
+    return {f"{a['local']}/{a['prefixlen']}" for entry in info for a in entry["addr_info"]}
+
+
+def wait_until(
+    predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.05
+) -> float:
+    """Poll `predicate` until true; returns the time it took. TimeoutError after `timeout`."""
+    start = time.monotonic()
+    while True:
+        if predicate():
+            return time.monotonic() - start
+        if time.monotonic() - start > timeout:
+            raise TimeoutError(f"not within {timeout:g} s: {what}")
+        time.sleep(interval)
+
+
+def fail_hard(lab: Lab, host: Host, pids: Iterable[int]) -> None:
+    """The host dies at once: its processes are frozen, its link is cut, then they are killed.
+
+    SIGSTOP first, so no process gets to react (keepalived's VRRP child would otherwise catch
+    the SIGTERM its parent's death sends it and announce priority 0, a graceful hand-over);
+    the cut follows at once, so the moment adverts stop and the moment the host stops
+    answering the client are the same. `pids` are listed beforehand (`namespace_pids`), so
+    nothing slow sits between the two.
+    """
+    pids = list(pids)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGSTOP)
+    lab.cut(host)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    lab.kill_all(host)  # anything that appeared meanwhile
+
+
+def namespace_pids(ns: str) -> list[int]:
+    out = subprocess.run(
+        ["ip", "netns", "pids", ns], capture_output=True, text=True, timeout=30
+    ).stdout
+    return sorted(int(pid) for pid in out.split())
+
+
+def cpu_ticks(pids: Iterable[int]) -> int:
+    """utime + stime (clock ticks) summed over `pids`; a pid that vanished counts 0."""
+    total = 0
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        # Fields after the command name, which is in parentheses and may hold spaces.
+        fields = stat[stat.rindex(")") + 2 :].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15 of stat)
+    return total
+
+
+def rss_kib(pids: Iterable[int]) -> int:
+    """VmRSS (KiB) summed over `pids`."""
+    total = 0
+    for pid in pids:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1])
+    return total
+
+
+def machine_summary() -> str:
+    keepalived = subprocess.run(
+        [KEEPALIVED, "--version"], capture_output=True, text=True, timeout=10
+    )
+    version_line = (keepalived.stderr or keepalived.stdout).splitlines()[0]
+    return (
+        f"{os.cpu_count()} CPUs, Linux {platform.release()}, {version_line.strip()}, "
+        f"Python {platform.python_version()}"
+    )
