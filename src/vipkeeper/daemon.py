@@ -15,7 +15,7 @@ import contextlib
 import logging
 import signal
 import socket
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
 
 from vipkeeper import pidfile
 from vipkeeper.assemble import Plan, plan
@@ -65,6 +65,7 @@ class Daemon:
         self.config = config
         self.config_path = config_path
         self.plan: Plan = plan(config)
+        self._own_vips = self._vips_of(self.plan)
         self.instances: dict[str, VrrpInstance] = {}
         self.routes: dict[tuple[str, int, int], tuple[str, str | None]] = {}
         self._stop = asyncio.Event()
@@ -72,6 +73,7 @@ class Daemon:
         self._pollers: dict[str, TrackScriptPoller] = {}
         self._trackers: dict[str, ScriptTracker] = {}
         self._sources: dict[str, str | None] = {}
+        self._refresh_pending: set[tuple[str, int]] = set()
         self.runner = ScriptRunner()
         self.addresses = AddressManager()
         self.sockets = VrrpSocketPool(self._on_packet)
@@ -123,6 +125,7 @@ class Daemon:
             started.append(group)
         self.plan = new
         self.routes = new.routes()
+        self._own_vips = self._vips_of(self.plan)
         for settings in new.settings.values():
             try:
                 await self.sockets.open(settings.interface, _socket_family(settings.family))
@@ -138,6 +141,7 @@ class Daemon:
     async def _initial_facts(self, settings: Iterable[InstanceSettings]) -> None:
         assert self.driver is not None
         states = await link_states()
+        by_link: dict[tuple[str, int], list[InstanceSettings]] = {}
         for item in settings:
             machine, member = self.plan.machine_of(item.name)
             for interface in item.track_interfaces:
@@ -145,25 +149,57 @@ class Daemon:
                 if not up:
                     event = TrackChanged(name=interface, up=False, kind="interface")
                     self.driver.feed(machine, event, member=member)
-            await self._refresh_source(item)
+            by_link.setdefault((item.interface, item.family), []).append(item)
+        for (interface, family), items in by_link.items():
+            await self._refresh_sources(interface, family, items)
 
-    async def _refresh_source(self, item: InstanceSettings) -> None:
+    async def _refresh_sources(
+        self, interface: str, family: int, items: Iterable[InstanceSettings]
+    ) -> None:
+        """Look up the interface's primary address once and tell every instance that speaks
+        from it (unless it has a configured unicast_src_ip) when it changed."""
         assert self.driver is not None
-        if item.unicast_src_ip:
+        items = [item for item in items if not item.unicast_src_ip]
+        if not items:
             return
         try:
-            source = await self.addresses.primary_address(
-                item.interface, _socket_family(item.family)
-            )
+            source = await self.addresses.primary_address(interface, _socket_family(family))
         except LookupError:
             source = None
-        if source is not None and source in {v.address for v in item.virtual_addresses}:
-            return  # our own VIP is never the address we speak from
-        if self._sources.get(item.name, "unset") == source:
+        except Exception as exc:  # netlink trouble: keep the old address, say so
+            log.warning("cannot read the addresses of %s: %s", interface, exc)
             return
-        self._sources[item.name] = source
-        machine, member = self.plan.machine_of(item.name)
-        self.driver.feed(machine, SourceAddressChanged(address=source), member=member)
+        if source is not None and source in self._own_vips:
+            return  # our own VIP is never the address we speak from
+        for item in items:
+            if self._sources.get(item.name, "unset") == source:
+                continue
+            self._sources[item.name] = source
+            machine, member = self.plan.machine_of(item.name)
+            self.driver.feed(machine, SourceAddressChanged(address=source), member=member)
+
+    def _refresh_soon(self, interface: str, family: int) -> None:
+        # Address events come in bursts (a Master adding many VIPs): one lookup per burst.
+        key = (interface, family)
+        if key in self._refresh_pending:
+            return
+        self._refresh_pending.add(key)
+
+        async def refresh() -> None:
+            self._refresh_pending.discard(key)
+            items = [
+                s
+                for s in self.plan.settings.values()
+                if s.interface == interface and s.family == family
+            ]
+            await self._refresh_sources(interface, family, items)
+
+        self._spawn(refresh())
+
+    def _spawn(self, coroutine: Coroutine[object, object, object]) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._notify_tasks.add(task)
+        task.add_done_callback(self._notify_tasks.discard)
 
     async def _remove_stale(self, settings: Iterable[InstanceSettings]) -> None:
         vips: list[VirtualAddress] = [v for s in settings for v in s.virtual_addresses]
@@ -227,11 +263,9 @@ class Daemon:
                     change = TrackChanged(name=event.interface, up=event.up, kind="interface")
                     self.driver.feed(machine, change, member=member)
         elif isinstance(event, AddressChanged):
-            for settings in self.plan.settings.values():
-                if settings.interface == event.interface:
-                    task = asyncio.get_running_loop().create_task(self._refresh_source(settings))
-                    self._notify_tasks.add(task)
-                    task.add_done_callback(self._notify_tasks.discard)
+            if event.address in self._own_vips:
+                return  # our own doing: it never changes the address we speak from
+            self._refresh_soon(event.interface, _family_number(event.family))
 
     def _start_track_scripts(self) -> None:
         used = {name for s in self.plan.settings.values() for name in s.track_scripts}
@@ -289,9 +323,7 @@ class Daemon:
         # Scripts run beside the effect queue, never in it: a slow notify_master must not
         # delay the next advertisement or address change.
         for command, args in self._notify_commands(order):
-            task = asyncio.get_running_loop().create_task(self._run_notify(command, args))
-            self._notify_tasks.add(task)
-            task.add_done_callback(self._notify_tasks.discard)
+            self._spawn(self._run_notify(command, args))
 
     async def _run_notify(self, command: model.Command, args: tuple[str, ...]) -> None:
         result = await self.runner.run(command.argv, args=args)
@@ -306,9 +338,7 @@ class Daemon:
     # -- reload -----------------------------------------------------------------------------
 
     def _reload_soon(self) -> None:
-        task = asyncio.get_running_loop().create_task(self.reload())
-        self._notify_tasks.add(task)
-        task.add_done_callback(self._notify_tasks.discard)
+        self._spawn(self.reload())
 
     async def reload(self) -> bool:
         """Load the configuration again; apply it only if it is valid. Returns True if applied.
@@ -358,6 +388,7 @@ class Daemon:
         await self._start(fresh)
         self.plan = new
         self.routes = new.routes()
+        self._own_vips = self._vips_of(new)
         log.info(
             "reloaded %s: %d instance(s) kept, %d started",
             self.config_path,
@@ -365,6 +396,10 @@ class Daemon:
             len(fresh.settings),
         )
         return True
+
+    @staticmethod
+    def _vips_of(plan: Plan) -> frozenset[str]:
+        return frozenset(v.address for s in plan.settings.values() for v in s.virtual_addresses)
 
     def _members(self, machine_name: str) -> set[str]:
         assert self.driver is not None

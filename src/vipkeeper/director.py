@@ -314,6 +314,15 @@ class Director:
                 log.error("LVS: applying to %s failed: %s", self._backend.name, exc)
                 continue
             self.applied = desired
+            log.info(
+                "LVS: applied %s to %s",
+                ", ".join(
+                    f"{v.service.address or v.service.fwmark}:{v.service.port}="
+                    f"{len(lb.forwarding_servers(v))} server(s)"
+                    for v in desired
+                ),
+                self._backend.name,
+            )
             if getattr(self._backend, "unresolved", ()):
                 # Some real servers' MACs are not known yet (no ARP answer so far): try again
                 # shortly rather than waiting for the next health change.

@@ -11,11 +11,12 @@ pyroute2's synchronous classes (they run their own event loop).
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import ipaddress
 import logging
 import socket
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,6 +68,9 @@ class AddressManager:
 
     def __init__(self) -> None:
         self._ipr: Any = AsyncIPRoute()
+        # One request at a time: pyroute2 answers a second dump on the same socket with EBUSY.
+        self._lock = asyncio.Lock()
+        self._indices: dict[str, int] = {}
 
     async def __aenter__(self) -> AddressManager:
         return self
@@ -78,10 +82,20 @@ class AddressManager:
         self._ipr.close()
 
     async def ifindex(self, interface: str) -> int:
+        """The interface's index, cached: a link dump per address change is what made a
+        director with hundreds of VIPs spend its time in netlink."""
+        cached = self._indices.get(interface)
+        if cached is not None:
+            return cached
         indices = await self._ipr.link_lookup(ifname=interface)
         if not indices:
             raise InterfaceNotFoundError(f"no interface named {interface!r}")
-        return int(indices[0])
+        self._indices[interface] = int(indices[0])
+        return self._indices[interface]
+
+    def forget(self, interface: str) -> None:
+        """Drop the cached index (the interface was deleted, or created again)."""
+        self._indices.pop(interface, None)
 
     async def add(self, address: VirtualAddress) -> None:
         """Put `address` on its interface; already being there is not an error."""
@@ -93,6 +107,27 @@ class AddressManager:
 
     async def add_if_missing(self, vip: VirtualAddress) -> bool:
         """Put `vip` on its interface; False when it was already there."""
+        async with self._lock:
+            return await self._retrying_stale_index(self._add, vip)
+
+    async def delete_if_present(self, vip: VirtualAddress) -> bool:
+        """Take `vip` off its interface; False when it was not there."""
+        async with self._lock:
+            return await self._retrying_stale_index(self._delete, vip)
+
+    async def _retrying_stale_index(
+        self, operation: Callable[[VirtualAddress], Awaitable[bool]], vip: VirtualAddress
+    ) -> bool:
+        try:
+            return await operation(vip)
+        except NetlinkError as error:
+            if error.code not in (errno.ENODEV, errno.EINVAL) or vip.dev not in self._indices:
+                raise
+        # The cached index may belong to an interface that was deleted and created again.
+        self.forget(vip.dev)
+        return await operation(vip)
+
+    async def _add(self, vip: VirtualAddress) -> bool:
         request = await self._request(vip)
         if request["family"] == socket.AF_INET:
             if vip.label is not None:
@@ -109,8 +144,7 @@ class AddressManager:
         log.info("added %s/%d on %s", vip.address, vip.prefixlen, vip.dev)
         return True
 
-    async def delete_if_present(self, vip: VirtualAddress) -> bool:
-        """Take `vip` off its interface; False when it was not there."""
+    async def _delete(self, vip: VirtualAddress) -> bool:
         try:
             request = await self._request(vip)
         except InterfaceNotFoundError:
@@ -148,6 +182,16 @@ class AddressManager:
         self, interface: str, family: int = socket.AF_UNSPEC
     ) -> list[InterfaceAddress]:
         """The interface's addresses in kernel order (for IPv4: primary before secondaries)."""
+        async with self._lock:
+            try:
+                return await self._list(interface, family)
+            except InterfaceNotFoundError:
+                raise
+            except NetlinkError:
+                self.forget(interface)
+                return await self._list(interface, family)
+
+    async def _list(self, interface: str, family: int) -> list[InterfaceAddress]:
         index = await self.ifindex(interface)
         result = []
         async for message in await self._ipr.addr("dump", family=family, index=index):
