@@ -222,3 +222,14 @@ def test_conditional_and_parameter_lines_are_warned_and_skipped() -> None:
     result = parse_text("$PRIO=100\n@main global_defs {\n router_id x\n}\n")
     assert [item.severity for item in result.diagnostics] == [Severity.WARNING, Severity.WARNING]
     assert result.config is not None and result.config.global_defs.router_id is None
+
+
+def test_control_characters_quoted_from_the_file_are_escaped_in_messages() -> None:
+    from vipkeeper.config import parse_text
+
+    result = parse_text('"\r\tbogus" 1\n', "ctrl.conf")
+    lines = [d.format() for d in result.diagnostics]
+    assert lines, "a bogus keyword must be reported"
+    for line in lines:
+        assert "\r" not in line and "\t" not in line
+        assert line.startswith("ctrl.conf:1:")

@@ -28,6 +28,14 @@ class Location:
         return f"{self.file}:{self.line}:{self.column}"
 
 
+def _printable(text: str) -> str:
+    """Control characters a message quotes from the file (a stray CR, a tab) are shown escaped,
+    so every diagnostic stays one `file:line:col: severity: text` line."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 class Severity(enum.Enum):
     """A warning leaves the configuration usable; an error makes it unusable."""
 
@@ -55,7 +63,7 @@ class Diagnostic:
 
     def format(self) -> str:
         """`FILE:LINE:COL: error: message`, or `FILE: error: message` for file-level findings."""
-        return f"{self.location}: {self.severity.value}: {self.message}"
+        return f"{self.location}: {self.severity.value}: {_printable(self.message)}"
 
     def __str__(self) -> str:
         return self.format()

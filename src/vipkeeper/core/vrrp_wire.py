@@ -10,6 +10,7 @@ fields that cannot be represented.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import struct
 from dataclasses import dataclass
@@ -90,15 +91,29 @@ def pack_password(password: str) -> bytes:
     return raw.ljust(PASSWORD_LEN, b"\x00")
 
 
+# Every received packet names the same few addresses again and again: parsing them once keeps
+# the per-packet cost of `ipaddress` out of the receive path (the caches are pure and bounded).
+@functools.lru_cache(maxsize=4096)
+def _parse_address(text: str) -> tuple[int, bytes]:
+    """(IP version, packed bytes) of an address in text form; ValueError if it is none."""
+    address = ipaddress.ip_address(text)
+    return address.version, address.packed
+
+
+@functools.lru_cache(maxsize=4096)
+def _address_text(packed: bytes) -> str:
+    return str(ipaddress.ip_address(packed))
+
+
 def _pseudo_header(source: str, destination: str, length: int) -> bytes:
     """The pseudo-header RFC 9568 §5.2.8 adds to the v3 checksum (RFC 8200 §8.1 for IPv6)."""
-    src = ipaddress.ip_address(source)
-    dst = ipaddress.ip_address(destination)
-    if src.version != dst.version:
+    src_version, src = _parse_address(source)
+    dst_version, dst = _parse_address(destination)
+    if src_version != dst_version:
         raise ValueError(f"source {source} and destination {destination} differ in family")
-    if src.version == 4:
-        return src.packed + dst.packed + struct.pack("!BBH", 0, VRRP_PROTOCOL, length)
-    return src.packed + dst.packed + struct.pack("!I3xB", length, VRRP_PROTOCOL)
+    if src_version == 4:
+        return src + dst + struct.pack("!BBH", 0, VRRP_PROTOCOL, length)
+    return src + dst + struct.pack("!I3xB", length, VRRP_PROTOCOL)
 
 
 def _pack_addresses(addresses: tuple[str, ...], family: int) -> bytes:
@@ -176,7 +191,7 @@ def encode(
 
 def _family_of(text: str, what: str) -> int:
     try:
-        return ipaddress.ip_address(text).version
+        return _parse_address(text)[0]
     except ValueError:
         raise WireError("address", f"{what} {text!r} is not an IP address") from None
 
@@ -217,12 +232,7 @@ def decode(payload: bytes, *, source: str, destination: str) -> Advertisement:
         raise WireError("checksum", f"checksum 0x{checksum:04x} does not verify")
     raw = payload[_HEADER_LEN : _HEADER_LEN + count * address_len]
     addresses = tuple(
-        str(
-            ipaddress.IPv4Address(raw[i : i + 4])
-            if family == 4
-            else ipaddress.IPv6Address(raw[i : i + 16])
-        )
-        for i in range(0, len(raw), address_len)
+        _address_text(raw[i : i + address_len]) for i in range(0, len(raw), address_len)
     )
     if version == 2:
         return Advertisement(

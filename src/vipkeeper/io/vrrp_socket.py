@@ -256,8 +256,8 @@ def parse_ipv4_datagram(datagram: bytes) -> PacketReceived | None:
         return None
     end = min(total_length, len(datagram)) if total_length >= header_length else len(datagram)
     return PacketReceived(
-        source=str(ipaddress.IPv4Address(datagram[12:16])),
-        destination=str(ipaddress.IPv4Address(datagram[16:20])),
+        source=socket.inet_ntoa(datagram[12:16]),
+        destination=socket.inet_ntoa(datagram[16:20]),
         ttl=datagram[8],
         payload=bytes(datagram[header_length:end]),
     )
