@@ -379,6 +379,22 @@ def test_unweighted_interface_down_sends_master_to_fault_and_back_to_backup():
     assert of(RunNotify, out)[-1].state == "BACKUP"
 
 
+def test_master_entering_fault_sends_priority_zero_before_removing_its_vips():
+    instance, _, now = become_master(make(track_scripts={"chk": 0}))
+    out = instance.handle(TrackChanged(name="chk", up=False, kind="script"), now)
+    assert instance.state is State.FAULT
+    assert advert_priorities(out) == [0]
+    assert out.index(of(SendAdvert, out)[0]) < out.index(of(DelVips, out)[0])
+    assert instance.stats.priority_zero_sent == 1
+
+
+def test_backup_entering_fault_sends_nothing():
+    instance, _ = start(make(track_scripts={"chk": 0}))
+    out = instance.handle(TrackChanged(name="chk", up=False, kind="script"), 1)
+    assert instance.state is State.FAULT
+    assert of(SendAdvert, out) == []
+
+
 def test_owner_leaving_fault_goes_straight_to_master():
     instance, _ = start(make(priority=255, track_scripts={"chk": 0}))
     instance.handle(TrackChanged(name="chk", up=False), 1)

@@ -18,6 +18,7 @@ world other than by returning effects.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -106,7 +107,9 @@ class InstanceStats:
         return sum(self.dropped.values())
 
 
+@functools.lru_cache(maxsize=4096)
 def _normalise(address: str) -> str:
+    # Cached: every received packet normalises the same few source addresses.
     return str(ipaddress.ip_address(address))
 
 
@@ -233,6 +236,8 @@ class VrrpInstance:
         self._garp_refresh_at: float | None = None
         self._preempt_at: float | None = None
         self._out: list[Effect] = []
+        self._encoded: dict[tuple[int, str, str], bytes] = {}
+        self._seen_addresses: tuple[tuple[str, ...], bool] = ((), True)
 
     # ---- public API -------------------------------------------------------------------
 
@@ -330,7 +335,14 @@ class VrrpInstance:
             auth_data=self._password or b"",
         )
         for destination in destinations:
-            payload = vrrp_wire.encode(advert, source=self.source_address, destination=destination)
+            key = (priority, self.source_address, destination)
+            payload = self._encoded.get(key)
+            if payload is None:
+                # Settings never change for an instance, so the bytes only depend on these.
+                payload = vrrp_wire.encode(
+                    advert, source=self.source_address, destination=destination
+                )
+                self._encoded[key] = payload
             self._out.append(
                 SendAdvert(
                     interface=self.settings.interface,
@@ -381,8 +393,15 @@ class VrrpInstance:
         self._notify("BACKUP")
 
     def _enter_fault(self, reason: str) -> None:
-        if self.state is State.MASTER and self.settings.virtual_addresses:
-            self._out.append(DelVips(addresses=self.settings.virtual_addresses))
+        if self.state is State.MASTER:
+            # keepalived's behaviour (FAULT is not in the RFCs): a Master that faults says
+            # goodbye with priority 0, as on shutdown (RFC 9568 §6.4.3), so a Backup takes over
+            # after Skew_Time instead of a whole Master_Down_Interval. Without a source address
+            # there is nothing to send from; the Backup then waits the full interval.
+            if self.source_address is not None:
+                self._send_advert(0)
+            if self.settings.virtual_addresses:
+                self._out.append(DelVips(addresses=self.settings.virtual_addresses))
         self._report(State.FAULT, reason)
         self.state = State.FAULT
         self._cancel_timers()
@@ -443,7 +462,7 @@ class VrrpInstance:
             self.stats.drop(error.reason)
             return None
         source = _normalise(event.source)
-        if ipaddress.ip_address(source).version != settings.family:
+        if (":" in source) != (settings.family == 6):
             self.stats.drop(DropReason.FAMILY)
             return None
         if advert.version != settings.version:
@@ -477,12 +496,19 @@ class VrrpInstance:
             return None
         # RFC 3768 §7.1 / RFC 9568 §7.1: the address-list check is a MAY; like keepalived we
         # count (for logging) and keep processing, so a config drift never splits the brain.
-        if frozenset(_normalise(a) for a in advert.addresses) != self._vip_set:
+        if not self._addresses_match(advert.addresses):
             self.stats.address_list_mismatch += 1
         self.stats.adverts_received += 1
         if advert.priority == 0:
             self.stats.priority_zero_received += 1
         return advert
+
+    def _addresses_match(self, addresses: tuple[str, ...]) -> bool:
+        seen, match = self._seen_addresses
+        if addresses != seen:
+            match = frozenset(_normalise(a) for a in addresses) == self._vip_set
+            self._seen_addresses = (addresses, match)
+        return match
 
     def _preemption_held(self, now: float) -> bool:
         """keepalived preempt_delay: hold off preempting a lower-priority Master for a while
@@ -553,7 +579,11 @@ class VrrpInstance:
         if self._adver_at is not None and now >= self._adver_at:
             # RFC 9568 §6.4.3: send an ADVERTISEMENT, reset the Adver_Timer.
             self._send_advert(self.priority)
-            self._adver_at = now + self.settings.advert_interval
+            # Keep the cadence: the next advert is due one interval after this one was due,
+            # not after it was handled (a late wake-up would otherwise slow every Master down);
+            # only after falling a whole interval behind does it restart from now.
+            next_at = self._adver_at + self.settings.advert_interval
+            self._adver_at = next_at if next_at > now else now + self.settings.advert_interval
         if self._garp_at is not None and now >= self._garp_at:
             self._garp_at = None
             self._gratuitous(self.settings.garp_master_repeat)
