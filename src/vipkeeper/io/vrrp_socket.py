@@ -37,7 +37,9 @@ _IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
 _IP_MULTICAST_ALL = getattr(socket, "IP_MULTICAST_ALL", 49)
 _IPV6_MULTICAST_ALL = 29
 
-_RECEIVE_SIZE = 65535
+# The largest VRRP datagram: an IPv6 payload of 8 + 255 x 16 bytes (IPv4 with options is
+# smaller). A 64 KiB buffer per recv() cost more than the packet's whole processing.
+_RECEIVE_SIZE = 4200
 _ANCILLARY_SIZE = socket.CMSG_SPACE(4) + socket.CMSG_SPACE(20)
 _QUEUE_LIMIT = 1024
 
