@@ -70,6 +70,7 @@ def virtual_service(config: model.Config, vs: model.VirtualServer) -> lb.Virtual
         fwmark=vs.fwmark,
         protocol=_PROTOCOLS[vs.protocol],
         scheduler=_SCHEDULERS[vs.scheduler],
+        scheduler_flags=frozenset(lb.SchedulerFlag(flag) for flag in vs.scheduler_flags),
         method=_METHODS[vs.method],
         persistence_timeout=vs.persistence_timeout or 0,
         hash_seed=hash_seed(config, vs),

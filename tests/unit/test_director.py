@@ -373,3 +373,17 @@ vrrp_instance VI_1 {
         + NO_CHECKERS
     )
     assert director_module.ingress_devices(config) == {"10.0.0.1": "fe0", "10.9.0.1": "srv0"}
+
+
+def test_mh_port_and_sh_fallback_become_scheduler_flags() -> None:
+    text = (
+        "virtual_server 10.0.0.1 80 {\n lb_algo mh\n mh-port\n mh-fallback\n lb_kind DR\n"
+        " real_server 10.0.0.2 80 { weight 1 }\n}\n"
+        "virtual_server 10.0.0.1 81 {\n lb_algo sh\n lb_kind DR\n"
+        " real_server 10.0.0.2 81 { weight 1 }\n}\n"
+    )
+    config = parse_text(text).config
+    assert config is not None
+    flagged, plain = (virtual_service(config, vs) for vs in config.virtual_servers)
+    assert flagged.scheduler_flags == {lb.SchedulerFlag.PORT, lb.SchedulerFlag.FALLBACK}
+    assert plain.scheduler_flags == frozenset()

@@ -1112,10 +1112,20 @@ class Builder:
                     address=address, port=port, location=line.location
                 )
 
+        flags: set[str] = set()
+
+        def scheduler_flag(line: Statement) -> None:
+            if count_args(line, self.diagnostics, 0, 0, line.name):
+                flags.add(line.name.split("-", 1)[1])  # "port" or "fallback"
+
         self.walk(
             statement,
             "virtual_server",
             {
+                "sh-port": scheduler_flag,
+                "mh-port": scheduler_flag,
+                "sh-fallback": scheduler_flag,
+                "mh-fallback": scheduler_flag,
                 "delay_loop": self._set_seconds(fields, "delay_loop", 0.0, allow_minimum=False),
                 "lvs_sched": scheduler,
                 "lb_algo": scheduler,
@@ -1185,6 +1195,7 @@ class Builder:
                 address=address,
                 port=port,
                 fwmark=fwmark,
+                scheduler_flags=frozenset(flags),
                 real_servers=tuple(built),
                 location=statement.location,
                 **fields,

@@ -298,6 +298,9 @@ class VirtualServer:
     scheduler: LvsScheduler = LvsScheduler.WRR
     method: LvsMethod = LvsMethod.NAT
     persistence_timeout: int | None = None  # seconds; None: not persistent
+    # From sh-port / mh-port ("port": hash the source port too) and sh-fallback / mh-fallback
+    # ("fallback": skip a weight-0 server).
+    scheduler_flags: frozenset[str] = frozenset()
     delay_loop: float = 60.0
     quorum: int = 1
     hysteresis: int = 0
