@@ -1,0 +1,127 @@
+"""HTTP prober, run inside the client: a steady stream of requests to the VIP, every one recorded.
+
+Usage: python3 http_prober.py URL OUT_JSONL STOP_FILE INTERVAL TIMEOUT KEEPALIVE_TIMEOUT MAX_SECONDS
+
+Two loops run side by side until STOP_FILE appears (or MAX_SECONDS pass):
+  "new"        a new TCP connection for every request (Connection: close)
+  "keepalive"  one persistent connection, with its own (longer) timeout so that it can wait
+               through a failover; after an error it reconnects and the connection number
+               ("conn") goes up, so a reset or a hang is visible in the record
+Each request becomes one JSON line: kind, seq, conn, start, end (wall clock, seconds), status,
+error, server (first word of the page, e.g. "rs1").  A line {"done": true} ends the file.
+"""
+
+import http.client
+import json
+import os
+import sys
+import threading
+import time
+from urllib.parse import urlsplit
+
+
+def main() -> None:
+    url, out_path, stop_file = sys.argv[1], sys.argv[2], sys.argv[3]
+    interval, timeout, keepalive_timeout, max_seconds = (float(a) for a in sys.argv[4:8])
+    parts = urlsplit(url)
+    host, port, path = parts.hostname or "", parts.port or 80, parts.path or "/"
+    deadline = time.monotonic() + max_seconds
+    lock = threading.Lock()
+    out = open(out_path, "w", buffering=1)  # noqa: SIM115 - closed after the threads end
+
+    def record(**fields: object) -> None:
+        with lock:
+            out.write(json.dumps(fields) + "\n")
+
+    def running() -> bool:
+        return not os.path.exists(stop_file) and time.monotonic() < deadline
+
+    def one(conn: http.client.HTTPConnection, headers: dict[str, str]) -> tuple[int, str]:
+        conn.request("GET", path, headers=headers)
+        response = conn.getresponse()
+        body = response.read().decode(errors="replace").split()
+        return response.status, (body[0] if body else "")
+
+    def new_connections() -> None:
+        seq = 0
+        while running():
+            seq += 1
+            start = time.time()
+            conn = http.client.HTTPConnection(host, port, timeout=timeout)
+            try:
+                status, server = one(conn, {"Connection": "close"})
+                record(
+                    kind="new",
+                    seq=seq,
+                    conn=seq,
+                    start=start,
+                    end=time.time(),
+                    status=status,
+                    error=None,
+                    server=server,
+                )
+            except Exception as exc:  # every failure is data here
+                record(
+                    kind="new",
+                    seq=seq,
+                    conn=seq,
+                    start=start,
+                    end=time.time(),
+                    status=None,
+                    error=f"{type(exc).__name__}: {exc}",
+                    server=None,
+                )
+            finally:
+                conn.close()
+            time.sleep(max(0.0, interval - (time.time() - start)))
+
+    def keepalive() -> None:
+        seq, conn_no = 0, 1
+        conn = http.client.HTTPConnection(host, port, timeout=keepalive_timeout)
+        while running():
+            seq += 1
+            start = time.time()
+            if seq > 1 and conn.sock is None:
+                # The server closed the connection after the last response; http.client would
+                # reconnect silently, which is exactly what this loop must make visible.
+                conn_no += 1
+            try:
+                status, server = one(conn, {})
+                record(
+                    kind="keepalive",
+                    seq=seq,
+                    conn=conn_no,
+                    start=start,
+                    end=time.time(),
+                    status=status,
+                    error=None,
+                    server=server,
+                )
+            except Exception as exc:
+                record(
+                    kind="keepalive",
+                    seq=seq,
+                    conn=conn_no,
+                    start=start,
+                    end=time.time(),
+                    status=None,
+                    error=f"{type(exc).__name__}: {exc}",
+                    server=None,
+                )
+                conn.close()
+                conn_no += 1
+                conn = http.client.HTTPConnection(host, port, timeout=keepalive_timeout)
+            time.sleep(max(0.0, interval - (time.time() - start)))
+        conn.close()
+
+    threads = [threading.Thread(target=new_connections), threading.Thread(target=keepalive)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    record(done=True)
+    out.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,197 @@
+"""The running Compose lab, seen through the Docker SDK.
+
+Owns: finding the project's containers by their Compose labels, running commands in them, and
+the container-level operations faults are made of (kill, stop, start, pause, unpause, network
+disconnect/connect).  Must never: send traffic to lab addresses from the host (every probe runs
+inside a container), or touch containers outside its Compose project.
+"""
+
+from __future__ import annotations
+
+import io
+import tarfile
+import time
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Any
+
+import docker
+from docker.models.containers import Container
+
+from harness.topology import PROJECT
+
+PROJECT_LABEL = "com.docker.compose.project"
+SERVICE_LABEL = "com.docker.compose.service"
+
+
+class LabError(RuntimeError):
+    """The lab is not there, or not in the state an operation needs."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExecResult:
+    exit_code: int
+    output: str
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+
+class Lab:
+    """One Compose project's containers, by service name."""
+
+    def __init__(self, project: str = PROJECT, client: docker.DockerClient | None = None) -> None:
+        self.project = project
+        self.docker = client or docker.from_env()
+        self._saved_addresses: dict[tuple[str, str], str] = {}
+
+    # --- discovery ------------------------------------------------------------------------------
+    def containers(self) -> dict[str, Container]:
+        """service -> container, for every container of the project (running or not)."""
+        found = self.docker.containers.list(
+            all=True, filters={"label": f"{PROJECT_LABEL}={self.project}"}
+        )
+        return {c.labels[SERVICE_LABEL]: c for c in found}
+
+    def container(self, service: str) -> Container:
+        try:
+            return self.containers()[service]
+        except KeyError:
+            raise LabError(f"no service {service!r} in Compose project {self.project!r}") from None
+
+    @property
+    def hosts(self) -> list[str]:
+        return sorted(self.containers())
+
+    def state(self, service: str) -> str:
+        """Docker's status: running, paused, exited, created, ..."""
+        return str(self.container(service).status)
+
+    def is_running(self, services: tuple[str, ...] | None = None) -> bool:
+        states = {s: c.status for s, c in self.containers().items()}
+        wanted = services or tuple(states)
+        return bool(states) and all(states.get(s) == "running" for s in wanted)
+
+    def testinfra_host(self, service: str) -> Any:
+        """A testinfra host for the service's container (`docker://NAME`)."""
+        import testinfra
+
+        return testinfra.get_host(f"docker://{self.container(service).name}")
+
+    # --- commands -------------------------------------------------------------------------------
+    def exec(
+        self, service: str, cmd: list[str] | str, *, timeout: float | None = 30, check: bool = False
+    ) -> ExecResult:
+        """Run `cmd` in the service's container; return its exit code and combined output.
+
+        `timeout` is enforced inside the container by coreutils `timeout` (exit code 124).
+        """
+        argv = ["sh", "-c", cmd] if isinstance(cmd, str) else list(cmd)
+        if timeout is not None:
+            argv = ["timeout", "-s", "KILL", f"{timeout:g}", *argv]
+        code, output = self.container(service).exec_run(argv, demux=False)
+        result = ExecResult(exit_code=int(code), output=(output or b"").decode(errors="replace"))
+        if check and not result.ok:
+            raise LabError(f"{service}: {argv!r} exited {result.exit_code}: {result.output}")
+        return result
+
+    def exec_detached(self, service: str, cmd: list[str]) -> None:
+        self.container(service).exec_run(cmd, detach=True)
+
+    def put_file(self, service: str, path: str, data: bytes, mode: int = 0o644) -> None:
+        """Write `data` to `path` in the container (its directory must exist)."""
+        target = PurePosixPath(path)
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            info = tarfile.TarInfo(target.name)
+            info.size, info.mode, info.mtime = len(data), mode, int(time.time())
+            tar.addfile(info, io.BytesIO(data))
+        if not self.container(service).put_archive(str(target.parent), buf.getvalue()):
+            raise LabError(f"{service}: cannot write {path}")
+
+    def netns_run(self, service: str, script: str, *, writable_sysctls: bool = False) -> ExecResult:
+        """Run `sh -c script` in a short-lived helper container that joins the service's network
+        namespace (so it works on a paused container too), from the service's own image.
+
+        `writable_sysctls` gives the helper a writable /proc/sys (systempaths=unconfined): the
+        way to change the service's net.* sysctls without making the service itself able to
+        write /proc/sys.  Only the harness's fixed scripts run there.
+        """
+        target = self.container(service)
+        api = self.docker.api
+        host_config = api.create_host_config(network_mode=f"container:{target.id}")
+        if writable_sysctls:
+            # What the CLI's `--security-opt systempaths=unconfined` sends: empty (not absent)
+            # masked and read-only path lists.
+            host_config["MaskedPaths"] = []
+            host_config["ReadonlyPaths"] = []
+        created = api.create_container(
+            target.image.id,
+            ["-c", script],
+            entrypoint=["sh"],
+            host_config=host_config,
+            labels={"vipkeeper.harness.helper": self.project},
+        )
+        helper = self.docker.containers.get(created["Id"])
+        helper.start()
+        try:
+            status = helper.wait(timeout=60)
+            output = helper.logs(stdout=True, stderr=True).decode(errors="replace")
+        finally:
+            helper.remove(force=True)
+        return ExecResult(exit_code=int(status.get("StatusCode", 1)), output=output)
+
+    # --- container operations (the raw material of faults) -------------------------------------
+    def kill(self, service: str, signal: str = "SIGKILL") -> None:
+        self.container(service).kill(signal=signal)
+
+    def stop(self, service: str, timeout: int = 5) -> None:
+        self.container(service).stop(timeout=timeout)
+
+    def start(self, service: str) -> None:
+        self.container(service).start()
+
+    def pause(self, service: str) -> None:
+        self.container(service).pause()
+
+    def unpause(self, service: str) -> None:
+        self.container(service).unpause()
+
+    def network_name(self, network: str) -> str:
+        return f"{self.project}_{network}"
+
+    def address(self, service: str, network: str) -> str | None:
+        nets = self.container(service).attrs["NetworkSettings"]["Networks"]
+        entry = nets.get(self.network_name(network))
+        return entry["IPAddress"] if entry else None
+
+    def mac(self, service: str, network: str) -> str | None:
+        nets = self.container(service).attrs["NetworkSettings"]["Networks"]
+        entry = nets.get(self.network_name(network))
+        return entry["MacAddress"].lower() if entry else None
+
+    def service_of_mac(self, mac: str) -> str | None:
+        for service, container in self.containers().items():
+            for entry in container.attrs["NetworkSettings"]["Networks"].values():
+                if entry.get("MacAddress", "").lower() == mac.lower():
+                    return service
+        return None
+
+    def disconnect(self, service: str, network: str) -> None:
+        """Unplug the service from a network (its address is kept for `connect`)."""
+        address = self.address(service, network)
+        if address:
+            self._saved_addresses[(service, network)] = address
+        self.docker.networks.get(self.network_name(network)).disconnect(
+            self.container(service), force=True
+        )
+
+    def connect(self, service: str, network: str) -> None:
+        """Plug the service back in with the address it had.  The interface may come back
+        with another name (Docker names by attach order)."""
+        self.docker.networks.get(self.network_name(network)).connect(
+            self.container(service),
+            ipv4_address=self._saved_addresses.get((service, network)),
+            aliases=[service],
+        )

@@ -1,0 +1,239 @@
+"""Probes: what the lab looks like right now, always measured from inside its containers.
+
+Owns: who holds the VIP (`ip -o addr` on the directors), which MACs answer ARP for the VIP
+(scapy in the client), single HTTP requests and the long-running HTTP prober (both in the
+client), and a watcher that timestamps VIP moves.  Must never: send a packet from the host.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import resources
+
+from harness.lab import Lab, LabError
+from harness.topology import CLIENT, DIRECTORS, FRONT_IF, VIP, VIP_PORT
+from harness.waits import wait_until
+
+PROBE_DIR = "/tmp/harness"
+
+
+def _install_script(lab: Lab, name: str) -> str:
+    """Copy harness/incontainer/NAME into the client; return its path there."""
+    source = resources.files("harness.incontainer").joinpath(name).read_bytes()
+    lab.exec(CLIENT, ["mkdir", "-p", PROBE_DIR], check=True)
+    path = f"{PROBE_DIR}/{name}"
+    lab.put_file(CLIENT, path, source)
+    return path
+
+
+# --- VIP ownership ------------------------------------------------------------------------------
+def holds_vip(lab: Lab, director: str) -> bool | None:
+    """True/False when known; None when the director cannot be asked (not running nor paused)."""
+    state = lab.state(director)
+    script = f"ip -o -4 addr show dev {FRONT_IF}"
+    if state == "running":
+        result = lab.exec(director, script, timeout=10)
+    elif state == "paused":
+        # A frozen container cannot run `docker exec`; its network namespace can still be read.
+        result = lab.netns_run(director, script)
+    else:
+        return False if state in ("exited", "created", "dead") else None
+    if not result.ok:
+        return None
+    return f" {VIP}/" in result.output
+
+
+def vip_holders(lab: Lab) -> dict[str, bool | None]:
+    return {d: holds_vip(lab, d) for d in DIRECTORS}
+
+
+def masters(lab: Lab) -> set[str]:
+    """The directors that hold the VIP now."""
+    return {d for d, held in vip_holders(lab).items() if held}
+
+
+# --- ARP ----------------------------------------------------------------------------------------
+@dataclass(frozen=True, kw_only=True)
+class ArpAnswer:
+    mac: str
+    service: str | None  # which lab container owns that MAC, None if none does
+
+
+def arp_answers(lab: Lab, *, timeout: float = 1.0) -> list[ArpAnswer]:
+    """Every MAC that answers one broadcast ARP request for the VIP sent by the client."""
+    path = _install_script(lab, "arp_probe.py")
+    result = lab.exec(
+        CLIENT, ["python3", path, VIP, FRONT_IF, str(timeout)], timeout=timeout + 30, check=True
+    )
+    macs = json.loads(result.output.strip().splitlines()[-1])
+    return [ArpAnswer(mac=m, service=lab.service_of_mac(m)) for m in macs]
+
+
+# --- HTTP ---------------------------------------------------------------------------------------
+def http_get(lab: Lab, *, timeout: float = 2.0) -> str | None:
+    """One request to the VIP from the client over a new connection; the answering real
+    server's name (first word of the page) or None on failure."""
+    result = lab.exec(
+        CLIENT,
+        ["curl", "-sS", "-m", f"{timeout:g}", f"http://{VIP}:{VIP_PORT}/"],
+        timeout=timeout + 10,
+    )
+    words = result.output.split()
+    return words[0] if result.ok and words else None
+
+
+def servers_answering(lab: Lab, *, requests: int = 20, timeout: float = 2.0) -> dict[str, int]:
+    """Real server name -> number of answers over `requests` new connections ("" = failures).
+
+    Requests go from the client's own python3 so each uses a new source port (a new flow)."""
+    script = (
+        "import collections,json,urllib.request\n"
+        "c=collections.Counter()\n"
+        f"for _ in range({requests}):\n"
+        "    try:\n"
+        f"        b=urllib.request.urlopen('http://{VIP}:{VIP_PORT}/',timeout={timeout}).read()\n"
+        "        c[b.decode().split()[0]]+=1\n"
+        "    except Exception:\n"
+        "        c['']+=1\n"
+        "print(json.dumps(c))\n"
+    )
+    result = lab.exec(
+        CLIENT, ["python3", "-c", script], timeout=requests * timeout + 10, check=True
+    )
+    return dict(json.loads(result.output.strip().splitlines()[-1]))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Request:
+    kind: str  # "new" (a connection per request) or "keepalive" (one persistent connection)
+    seq: int
+    conn: int
+    start: float  # wall clock, seconds (the containers share the host's clock)
+    end: float
+    status: int | None
+    error: str | None
+    server: str | None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 200
+
+
+class HttpProber:
+    """Requests to the VIP from inside the client, every `interval` s, each one recorded.
+
+    with HttpProber(lab) as prober: ...; then prober.requests.  The prober process stops when
+    told (a stop file) or after `max_seconds`, whichever comes first.
+    """
+
+    def __init__(
+        self,
+        lab: Lab,
+        *,
+        interval: float = 0.1,
+        timeout: float = 1.0,
+        keepalive_timeout: float = 10.0,
+        max_seconds: float = 300,
+    ) -> None:
+        self.lab, self.interval, self.max_seconds = lab, interval, max_seconds
+        self.timeout, self.keepalive_timeout = timeout, keepalive_timeout
+        tag = uuid.uuid4().hex[:8]
+        self.out = f"{PROBE_DIR}/prober-{tag}.jsonl"
+        self.stop_file = f"{PROBE_DIR}/prober-{tag}.stop"
+        self.requests: list[Request] = []
+
+    def start(self) -> HttpProber:
+        path = _install_script(self.lab, "http_prober.py")
+        self.lab.exec_detached(
+            CLIENT,
+            [
+                "python3",
+                path,
+                f"http://{VIP}:{VIP_PORT}/",
+                self.out,
+                self.stop_file,
+                str(self.interval),
+                str(self.timeout),
+                str(self.keepalive_timeout),
+                str(self.max_seconds),
+            ],
+        )
+        wait_until(
+            lambda: len(self.records()) >= 2, timeout=15, what="the HTTP prober's first records"
+        )
+        return self
+
+    def records(self) -> list[Request]:
+        """The requests recorded so far, while the prober runs."""
+        return self._read(final=False)
+
+    def _read(self, *, final: bool) -> list[Request]:
+        result = self.lab.exec(CLIENT, ["cat", self.out], timeout=10)
+        if not result.ok:
+            return []
+        rows = [json.loads(line) for line in result.output.splitlines() if line.strip()]
+        if final and not any(r.get("done") for r in rows):
+            raise LabError("the HTTP prober has not finished")
+        return [Request(**r) for r in rows if not r.get("done")]
+
+    def stop(self) -> list[Request]:
+        self.lab.exec(CLIENT, ["touch", self.stop_file], check=True)
+        self.requests = wait_until(
+            lambda: self._read(final=True),
+            timeout=self.keepalive_timeout + 10,
+            ignore=(LabError,),
+            what="the HTTP prober to finish",
+        )
+        self.lab.exec(CLIENT, ["rm", "-f", self.out, self.stop_file])
+        return self.requests
+
+    def __enter__(self) -> HttpProber:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class VipWatcher:
+    """A host thread that asks the directors who holds the VIP, as often as docker exec
+    allows, and calls `on_change(t, masters)` whenever the answer changes."""
+
+    def __init__(
+        self,
+        lab: Lab,
+        on_change: Callable[[float, frozenset[str]], None],
+        *,
+        interval: float = 0.1,
+    ) -> None:
+        self.lab, self.on_change, self.interval = lab, on_change, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.history: list[tuple[float, frozenset[str]]] = []
+
+    def _run(self) -> None:
+        last: frozenset[str] | None = None
+        while not self._stop.is_set():
+            current: frozenset[str] | None
+            try:
+                current = frozenset(masters(self.lab))
+            except Exception:  # a container between states; ask again
+                current = last
+            now = time.time()  # after the answer: a change is never dated earlier than seen
+            if current is not None and current != last:
+                self.history.append((now, current))
+                self.on_change(now, current)
+                last = current
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> VipWatcher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
