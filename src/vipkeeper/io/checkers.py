@@ -282,6 +282,10 @@ class MiscCheck:
 EffectSink = Callable[[Sequence[HealthEffect]], None]
 
 
+# Seconds a check may start early to share a wake-up with others (see HealthScheduler._on_timer).
+CHECK_SLACK = 0.01
+
+
 class HealthScheduler:
     """Runs a HealthMonitor's checks on the running loop; hands every other order to `emit`.
 
@@ -351,7 +355,9 @@ class HealthScheduler:
         assert self._loop is not None
         self._timer = None
         self._timer_at = None
-        self._dispatch(self._monitor.handle_timer(self._loop.time()))
+        # Checks due within CHECK_SLACK start in this wake-up: a thousand servers then cost a
+        # hundred wake-ups a second instead of a thousand, for a check at most that much early.
+        self._dispatch(self._monitor.handle_timer(self._loop.time() + CHECK_SLACK))
         self._arm()
 
     def _dispatch(self, effects: Sequence[HealthEffect]) -> None:
