@@ -109,7 +109,9 @@ class Daemon:
             await self._close()
         return 0
 
-    async def _start(self, new: Plan) -> None:
+    async def _start(self, new: Plan, *, whole: Plan | None = None) -> None:
+        """Start the instances and groups of `new`; `whole` is the complete plan they join
+        (on a reload, `new` holds only what changed)."""
         assert self.driver is not None
         await self._remove_stale(new.settings.values())
         started: list[str] = []
@@ -123,9 +125,11 @@ class Daemon:
                 self.instances[instance.name] = instance
             self.driver.machines[group] = SyncGroup(group, instances)
             started.append(group)
-        self.plan = new
-        self.routes = new.routes()
+        self.plan = whole or new
+        self.routes = self.plan.routes()
         self._own_vips = self._vips_of(self.plan)
+        for name in new.settings:
+            self._sources.pop(name, None)  # a new instance has been told nothing yet
         for settings in new.settings.values():
             try:
                 await self.sockets.open(settings.interface, _socket_family(settings.family))
@@ -199,7 +203,12 @@ class Daemon:
     def _spawn(self, coroutine: Coroutine[object, object, object]) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
         self._notify_tasks.add(task)
-        task.add_done_callback(self._notify_tasks.discard)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[object]) -> None:
+        self._notify_tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s failed", task.get_coro(), exc_info=task.exception())
 
     async def _remove_stale(self, settings: Iterable[InstanceSettings]) -> None:
         vips: list[VirtualAddress] = [v for s in settings for v in s.virtual_addresses]
@@ -215,7 +224,8 @@ class Daemon:
         assert self.driver is not None
         self.driver.feed_all(ShutdownRequested(), machines)
         await self.driver.drain()
-        pending = [t for t in self._notify_tasks if not t.done()]
+        me = asyncio.current_task()  # a reload shuts instances down from inside a task
+        pending = [t for t in self._notify_tasks if not t.done() and t is not me]
         if pending:
             await asyncio.wait(pending, timeout=NOTIFY_GRACE)
 
@@ -385,10 +395,7 @@ class Daemon:
             groups={g: m for g, m in new.groups.items() if g not in keep_machines},
             solo=tuple(n for n in new.solo if n not in keep_machines),
         )
-        await self._start(fresh)
-        self.plan = new
-        self.routes = new.routes()
-        self._own_vips = self._vips_of(new)
+        await self._start(fresh, whole=new)
         log.info(
             "reloaded %s: %d instance(s) kept, %d started",
             self.config_path,
