@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
+from vipkeepers import DaemonProcess
 
 VIP = "172.16.9.1"
 CLIENT_IP = "172.16.0.100"
@@ -336,43 +337,21 @@ class LbNet:
         return Client(process)
 
 
-class Vipkeeper:
-    """A `vipkeeper run` process in a director; its JSON log lines and a graceful stop."""
+class Vipkeeper(DaemonProcess):
+    """A `vipkeeper run` process in a director."""
 
     def __init__(
         self, director: str, process: subprocess.Popen[str], config_path: Path, log_path: Path
     ) -> None:
+        super().__init__(process, log_path)
         self.director = director
-        self.process = process
         self.config_path = config_path
-        self.log_path = log_path
 
     def __repr__(self) -> str:
         return f"<vipkeeper in {self.director} pid {self.process.pid}>"
 
-    def running(self) -> bool:
-        return self.process.poll() is None
-
     def stop(self, timeout: float = 15.0) -> int:
-        """SIGTERM (the daemon gives up its VIP and clears its data plane); its exit status."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def records(self) -> list[dict[str, Any]]:
-        """Every JSON line of the log (anything else, e.g. a traceback, is skipped)."""
-        entries = []
-        for line in self.log().splitlines():
-            if line.startswith("{"):
-                with contextlib.suppress(json.JSONDecodeError):
-                    entries.append(json.loads(line))
-        return entries
-
-    def messages(self, containing: str) -> list[dict[str, Any]]:
-        return [entry for entry in self.records() if containing in entry.get("msg", "")]
+        return super().stop(timeout)
 
     def states(self) -> list[str]:
         """The VRRP states entered, in order."""

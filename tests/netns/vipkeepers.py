@@ -196,33 +196,20 @@ def _parse_ts(text: str) -> float:
     return moment.replace(tzinfo=datetime.UTC).timestamp()
 
 
-class Vipkeeper:
-    """A `vipkeeper run` process in a lab host, its log going to `log_path`."""
+class DaemonProcess:
+    """A daemon started by a test, its JSON log going to `log_path`: what every netns helper
+    needs to stop it and read what it said."""
 
-    def __init__(
-        self,
-        lab: Lab,
-        host: Host,
-        process: subprocess.Popen[bytes],
-        config_path: Path,
-        log_path: Path,
-        pid_path: Path,
-    ) -> None:
-        self.lab = lab
-        self.host = host
+    def __init__(self, process: subprocess.Popen[Any], log_path: Path) -> None:
         self.process = process
-        self.config_path = config_path
         self.log_path = log_path
-        self.pid_path = pid_path
-
-    def __repr__(self) -> str:
-        return f"<vipkeeper in {self.host.name} pid {self.process.pid}>"
 
     def running(self) -> bool:
         return self.process.poll() is None
 
     def stop(self, timeout: float = 10.0) -> int:
-        """SIGTERM (the daemon sends priority 0 and removes its VIPs); its exit status."""
+        """SIGTERM (the daemon sends priority 0, removes its VIPs and clears its data plane);
+        its exit status."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
         return self.process.wait(timeout)
@@ -240,6 +227,31 @@ class Vipkeeper:
                 except json.JSONDecodeError:
                     continue
         return entries
+
+    def messages(self, containing: str) -> list[dict[str, Any]]:
+        return [entry for entry in self.records() if containing in entry.get("msg", "")]
+
+
+class Vipkeeper(DaemonProcess):
+    """A `vipkeeper run` process in a lab host."""
+
+    def __init__(
+        self,
+        lab: Lab,
+        host: Host,
+        process: subprocess.Popen[bytes],
+        config_path: Path,
+        log_path: Path,
+        pid_path: Path,
+    ) -> None:
+        super().__init__(process, log_path)
+        self.lab = lab
+        self.host = host
+        self.config_path = config_path
+        self.pid_path = pid_path
+
+    def __repr__(self) -> str:
+        return f"<vipkeeper in {self.host.name} pid {self.process.pid}>"
 
     def transitions(self, instance: str | None = None) -> list[Transition]:
         return [

@@ -22,6 +22,7 @@ import struct
 from collections.abc import Iterable
 
 from vipkeeper.core.effects import VirtualAddress
+from vipkeeper.core.vrrp_wire import internet_checksum
 
 log = logging.getLogger(__name__)
 
@@ -77,13 +78,7 @@ def icmpv6_checksum(source: bytes, destination: bytes, message: bytes) -> int:
     """RFC 4443 §2.3: one's complement sum over the IPv6 pseudo-header (RFC 8200 §8.1) and
     the message with its checksum field zero."""
     pseudo = source + destination + struct.pack("!I3xB", len(message), socket.IPPROTO_ICMPV6)
-    data = pseudo + message
-    if len(data) % 2:
-        data += b"\x00"
-    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
+    return internet_checksum(pseudo + message)
 
 
 def interface_mac(interface: str) -> bytes:
