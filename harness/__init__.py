@@ -2,7 +2,8 @@
 
 `Lab` finds the running Compose project's containers; `probes` measure it from inside its
 containers (the host never sends lab traffic); `faults` break it on purpose with timestamps;
-`waits.wait_until` polls with a stated bound; `timeline` writes JSON + PNG artifacts.
+`waits.wait_until` polls with a stated bound; `timeline` writes JSON + PNG artifacts;
+`restore.restore` puts the lab back in its starting state.
 """
 
 from harness.faults import Faults
@@ -13,6 +14,7 @@ from harness.probes import (
     Request,
     VipWatcher,
     arp_answers,
+    client_vip_mac,
     holds_vip,
     http_get,
     masters,
@@ -35,6 +37,7 @@ __all__ = [
     "Timeline",
     "VipWatcher",
     "arp_answers",
+    "client_vip_mac",
     "holds_vip",
     "http_get",
     "masters",

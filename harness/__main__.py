@@ -8,7 +8,7 @@ import sys
 
 from harness.lab import Lab
 from harness.probes import masters, servers_answering
-from harness.topology import CLIENT, VIP
+from harness.topology import CLIENT, FRONT_NET, VIP
 from harness.waits import LabTimeout, wait_until
 
 
@@ -35,14 +35,17 @@ def up_report(lab: Lab, timeout: float) -> int:
         print(f"lab is up but not serving: {exc}", file=sys.stderr)
         print("see `make logs`", file=sys.stderr)
         return 1
-    holder = ", ".join(sorted(masters(lab)))
+    holders = sorted(masters(lab))
+    holder = ", ".join(holders)
+    macs = ", ".join(str(lab.mac(h, FRONT_NET)) for h in holders)
     print(f"\nvipkeeper lab ({lab.project}) is serving http://{VIP}/")
-    print(f"  VIP {VIP} held by: {holder}")
+    print(f"  directors run: {lab.director_daemon()}")
+    print(f"  VIP {VIP} held by: {holder} (MAC {macs})")
     print(
         "  real servers answering: "
         + ", ".join(f"{s} ({n}/10)" for s, n in sorted(answers.items()))
     )
-    print("\nTry next:")
+    print("\nTry next (from this directory):")
     print(
         f"  docker compose exec {CLIENT} sh -c 'for i in 1 2 3 4; do curl -s http://{VIP}/; done'"
     )

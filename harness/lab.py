@@ -9,8 +9,11 @@ inside a container), or touch containers outside its Compose project.
 from __future__ import annotations
 
 import io
+import os
+import subprocess
 import tarfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
@@ -18,7 +21,7 @@ from typing import Any
 import docker
 from docker.models.containers import Container
 
-from harness.topology import PROJECT
+from harness.topology import COMPOSE_FILE, DIRECTORS, PROJECT, ROOT
 
 PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"
@@ -141,6 +144,42 @@ class Lab:
         finally:
             helper.remove(force=True)
         return ExecResult(exit_code=int(status.get("StatusCode", 1)), output=output)
+
+    def environment(self, service: str) -> dict[str, str]:
+        """The container's configured environment (what compose.yaml passed it)."""
+        pairs = self.container(service).attrs["Config"].get("Env") or []
+        return dict(p.split("=", 1) for p in pairs if "=" in p)
+
+    def director_daemon(self) -> str:
+        """Which daemon the directors run: compose.yaml's DIRECTOR_DAEMON as the first
+        director's container received it ("vipkeeper" or "keepalived")."""
+        return self.environment(DIRECTORS[0]).get("DIRECTOR_DAEMON") or "vipkeeper"
+
+    def logs(self, service: str, *, since: float | None = None) -> str:
+        """The service's container log (stdout and stderr), from `since` (wall clock) on."""
+        kwargs: dict[str, Any] = {"stdout": True, "stderr": True}
+        if since is not None:
+            kwargs["since"] = int(since)  # the engine takes whole seconds
+        return bytes(self.container(service).logs(**kwargs)).decode(errors="replace")
+
+    # --- Compose --------------------------------------------------------------------------------
+    def compose_up(
+        self, services: tuple[str, ...], *, env: Mapping[str, str] | None = None
+    ) -> None:
+        """`docker compose up -d --no-deps SERVICES` with `env` added to the environment
+        (compose.yaml reads e.g. LAB_DIR1_CONF from it): Compose recreates a service whose
+        configuration changed and leaves the others alone."""
+        compose = ["docker", "compose", "-f", str(COMPOSE_FILE), "-p", self.project]
+        result = subprocess.run(
+            [*compose, "up", "-d", "--no-deps", *services],
+            cwd=ROOT,
+            env={**os.environ, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if result.returncode != 0:
+            raise LabError(f"docker compose up {' '.join(services)}: {result.stderr}")
 
     # --- container operations (the raw material of faults) -------------------------------------
     def kill(self, service: str, signal: str = "SIGKILL") -> None:

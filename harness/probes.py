@@ -74,6 +74,19 @@ def arp_answers(lab: Lab, *, timeout: float = 1.0) -> list[ArpAnswer]:
     return [ArpAnswer(mac=m, service=lab.service_of_mac(m)) for m in macs]
 
 
+def client_vip_mac(lab: Lab) -> str | None:
+    """The MAC the client's kernel sends VIP traffic to now (its neighbour entry for the VIP),
+    or None when it has no usable entry.  This is what gratuitous ARP updates."""
+    result = lab.exec(CLIENT, ["ip", "-j", "neigh", "show", VIP, "dev", FRONT_IF], timeout=10)
+    if not result.ok:
+        return None
+    for entry in json.loads(result.output or "[]"):
+        mac = entry.get("lladdr")
+        if mac and "FAILED" not in entry.get("state", []):
+            return str(mac).lower()
+    return None
+
+
 # --- HTTP ---------------------------------------------------------------------------------------
 def http_get(lab: Lab, *, timeout: float = 2.0) -> str | None:
     """One request to the VIP from the client over a new connection; the answering real
@@ -118,6 +131,7 @@ class Request:
     status: int | None
     error: str | None
     server: str | None
+    stream: int = 0  # 0 for "new"; 1.. numbers the keep-alive streams
 
     @property
     def ok(self) -> bool:
@@ -138,9 +152,11 @@ class HttpProber:
         interval: float = 0.1,
         timeout: float = 1.0,
         keepalive_timeout: float = 10.0,
+        keepalive_streams: int = 1,
         max_seconds: float = 300,
     ) -> None:
         self.lab, self.interval, self.max_seconds = lab, interval, max_seconds
+        self.keepalive_streams = keepalive_streams
         self.timeout, self.keepalive_timeout = timeout, keepalive_timeout
         tag = uuid.uuid4().hex[:8]
         self.out = f"{PROBE_DIR}/prober-{tag}.jsonl"
@@ -161,6 +177,7 @@ class HttpProber:
                 str(self.timeout),
                 str(self.keepalive_timeout),
                 str(self.max_seconds),
+                str(self.keepalive_streams),
             ],
         )
         wait_until(
@@ -191,6 +208,14 @@ class HttpProber:
         )
         self.lab.exec(CLIENT, ["rm", "-f", self.out, self.stop_file])
         return self.requests
+
+    def streams(self) -> dict[int, list[Request]]:
+        """Keep-alive stream number -> its requests in order (from the final record)."""
+        by_stream: dict[int, list[Request]] = {}
+        for r in self.requests:
+            if r.kind == "keepalive":
+                by_stream.setdefault(r.stream, []).append(r)
+        return {n: sorted(rs, key=lambda r: r.seq) for n, rs in sorted(by_stream.items())}
 
     def __enter__(self) -> HttpProber:
         return self.start()

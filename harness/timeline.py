@@ -105,7 +105,12 @@ def plot(timeline: Timeline, path: Path) -> None:
             colour, style = _MARK_STYLE.get(mark.kind, ("black", "-"))
             ax.axvline(mark.at - t0, color=colour, linestyle=style, linewidth=1)
         ax.set_ylabel(f"{kind}\nlatency (ms)")
+        # Latencies span 1 ms (a normal answer) to seconds (a retransmission through a failover).
         ax.set_yscale("symlog", linthresh=10)
+        top = max([100.0] + [(r.end - r.start) * 1000 * 2 for r in rows])
+        ax.set_ylim(0, top)
+        ax.set_yticks([t for t in (1, 10, 100, 1000, 10000, 100000) if t <= top])
+        ax.set_yticklabels([f"{t:g}" for t in (1, 10, 100, 1000, 10000, 100000) if t <= top])
         if ax.get_legend_handles_labels()[0]:
             ax.legend(loc="upper right", fontsize=7)
     top = axes[0, 0]

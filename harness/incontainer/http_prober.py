@@ -1,14 +1,18 @@
 """HTTP prober, run inside the client: a steady stream of requests to the VIP, every one recorded.
 
-Usage: python3 http_prober.py URL OUT_JSONL STOP_FILE INTERVAL TIMEOUT KEEPALIVE_TIMEOUT MAX_SECONDS
+Usage: python3 http_prober.py URL OUT_JSONL STOP_FILE INTERVAL TIMEOUT KEEPALIVE_TIMEOUT \
+           MAX_SECONDS [KEEPALIVE_STREAMS]
 
-Two loops run side by side until STOP_FILE appears (or MAX_SECONDS pass):
+Loops run side by side until STOP_FILE appears (or MAX_SECONDS pass):
   "new"        a new TCP connection for every request (Connection: close)
-  "keepalive"  one persistent connection, with its own (longer) timeout so that it can wait
-               through a failover; after an error it reconnects and the connection number
-               ("conn") goes up, so a reset or a hang is visible in the record
-Each request becomes one JSON line: kind, seq, conn, start, end (wall clock, seconds), status,
-error, server (first word of the page, e.g. "rs1").  A line {"done": true} ends the file.
+  "keepalive"  KEEPALIVE_STREAMS loops (default 1), each over one persistent connection, with
+               its own (longer) timeout so that it can wait through a failover; after an error
+               it reconnects and its connection number ("conn") goes up, so a reset or a hang
+               is visible in the record.  Each stream has its own source port, so streams
+               spread over the real servers as separate flows.
+Each request becomes one JSON line: kind, stream (0 for "new", 1.. for keep-alive streams),
+seq, conn, start, end (wall clock, seconds), status, error, server (first word of the page,
+e.g. "rs1").  A line {"done": true} ends the file.
 """
 
 import http.client
@@ -23,6 +27,7 @@ from urllib.parse import urlsplit
 def main() -> None:
     url, out_path, stop_file = sys.argv[1], sys.argv[2], sys.argv[3]
     interval, timeout, keepalive_timeout, max_seconds = (float(a) for a in sys.argv[4:8])
+    streams = int(sys.argv[8]) if len(sys.argv) > 8 else 1
     parts = urlsplit(url)
     host, port, path = parts.hostname or "", parts.port or 80, parts.path or "/"
     deadline = time.monotonic() + max_seconds
@@ -52,6 +57,7 @@ def main() -> None:
                 status, server = one(conn, {"Connection": "close"})
                 record(
                     kind="new",
+                    stream=0,
                     seq=seq,
                     conn=seq,
                     start=start,
@@ -63,6 +69,7 @@ def main() -> None:
             except Exception as exc:  # every failure is data here
                 record(
                     kind="new",
+                    stream=0,
                     seq=seq,
                     conn=seq,
                     start=start,
@@ -75,13 +82,13 @@ def main() -> None:
                 conn.close()
             time.sleep(max(0.0, interval - (time.time() - start)))
 
-    def keepalive() -> None:
-        seq, conn_no = 0, 1
+    def keepalive(stream: int) -> None:
+        seq, conn_no, fresh = 0, 1, True
         conn = http.client.HTTPConnection(host, port, timeout=keepalive_timeout)
         while running():
             seq += 1
             start = time.time()
-            if seq > 1 and conn.sock is None:
+            if not fresh and conn.sock is None:
                 # The server closed the connection after the last response; http.client would
                 # reconnect silently, which is exactly what this loop must make visible.
                 conn_no += 1
@@ -89,6 +96,7 @@ def main() -> None:
                 status, server = one(conn, {})
                 record(
                     kind="keepalive",
+                    stream=stream,
                     seq=seq,
                     conn=conn_no,
                     start=start,
@@ -100,6 +108,7 @@ def main() -> None:
             except Exception as exc:
                 record(
                     kind="keepalive",
+                    stream=stream,
                     seq=seq,
                     conn=conn_no,
                     start=start,
@@ -111,10 +120,14 @@ def main() -> None:
                 conn.close()
                 conn_no += 1
                 conn = http.client.HTTPConnection(host, port, timeout=keepalive_timeout)
+                fresh = True
+            else:
+                fresh = False
             time.sleep(max(0.0, interval - (time.time() - start)))
         conn.close()
 
-    threads = [threading.Thread(target=new_connections), threading.Thread(target=keepalive)]
+    threads = [threading.Thread(target=new_connections)]
+    threads += [threading.Thread(target=keepalive, args=(n,)) for n in range(1, streams + 1)]
     for thread in threads:
         thread.start()
     for thread in threads:

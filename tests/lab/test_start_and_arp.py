@@ -49,7 +49,7 @@ def test_director_forwards_requests_and_never_sees_replies(healthy_lab: Lab) -> 
         timeout=10,
         what="tcpdump on the master to start",
     )
-    answers = servers_answering(healthy_lab, requests=10)
+    answers = servers_answering(healthy_lab, requests=30)  # all on one server by chance: 2 / 2**30
     assert set(answers) == set(REAL_SERVERS), answers
 
     def finished_capture() -> list[str]:

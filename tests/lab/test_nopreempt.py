@@ -1,0 +1,94 @@
+"""Lab test 2, `nopreempt` variant (issue 4): with both directors configured `state BACKUP` +
+`nopreempt`, the higher-priority director that was killed and restarted does NOT take the VIP
+back from the working lower-priority MASTER; there is one master at all times after.
+
+The variant is lab/dirN/keepalived.nopreempt.conf, mounted through LAB_DIRN_CONF (compose.yaml).
+The fixture recreates the directors with it (dir1 first, so that dir1 - priority 150 - is the
+MASTER the test kills: with preemption it would take the VIP back) and recreates them with the
+default configuration afterwards, even when the test fails.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+from harness import Faults, Lab, Timeline, VipWatcher, masters, wait_until
+from harness.restore import UP_TIMEOUT, restore
+from harness.topology import (
+    ADVERT_INT,
+    CONF_ENV,
+    DIRECTORS,
+    NOPREEMPT_CONF,
+    PREFERRED_MASTER,
+    PRIORITY,
+    REACTION_MARGIN,
+    master_down_interval,
+)
+
+NOPREEMPT_ENV = {CONF_ENV[d]: NOPREEMPT_CONF[d] for d in DIRECTORS}
+(OTHER,) = set(DIRECTORS) - {PREFERRED_MASTER}
+
+
+@pytest.fixture
+def nopreempt_lab(lab: Lab) -> Iterator[Lab]:
+    restore(lab)
+    try:
+        # dir2 out of the way, so that dir1 (higher priority) becomes MASTER alone; then dir2
+        # joins as BACKUP.  Both containers are recreated with the variant mounted.
+        lab.stop(OTHER)
+        lab.compose_up((PREFERRED_MASTER,), env=NOPREEMPT_ENV)
+        wait_until(
+            lambda: masters(lab) == {PREFERRED_MASTER},
+            timeout=UP_TIMEOUT,
+            interval=0.3,
+            what=f"{PREFERRED_MASTER} (nopreempt variant) to hold the VIP alone",
+        )
+        lab.compose_up((OTHER,), env=NOPREEMPT_ENV)
+        wait_until(
+            lambda: "BACKUP" in lab.logs(OTHER),
+            timeout=UP_TIMEOUT,
+            what=f"{OTHER} (nopreempt variant) to run as BACKUP",
+        )
+        yield lab
+    finally:
+        lab.compose_up(DIRECTORS)  # back to the default configuration (recreates both)
+        restore(lab)
+
+
+def test_restarted_director_does_not_take_the_vip_back_with_nopreempt(
+    nopreempt_lab: Lab, timeline: Timeline
+) -> None:
+    lab = nopreempt_lab
+    assert masters(lab) == {PREFERRED_MASTER}
+    assert PRIORITY[PREFERRED_MASTER] > PRIORITY[OTHER]  # so preemption would take it back
+    faults = Faults(lab, timeline)
+    with VipWatcher(lab, timeline.vip_changed) as watcher:
+        killed_at = faults.kill(PREFERRED_MASTER)
+        took_over_at = wait_until(
+            lambda: next((t for t, h in watcher.history if t > killed_at and h == {OTHER}), 0.0),
+            timeout=master_down_interval(PRIORITY[OTHER]) + REACTION_MARGIN + 5,
+            interval=0.05,
+            what=f"{OTHER} alone to hold the VIP",
+        )
+        restarted_at = faults.start(PREFERRED_MASTER)
+        # The restarted daemon is up and has entered BACKUP (both vipkeeper and keepalived log
+        # the word).  From there a preempting director would take over when it hears the
+        # lower-priority MASTER's next advert (within advert_int) or at the latest after its
+        # own Master_Down_Interval; watch that long plus the margin.
+        wait_until(
+            lambda: "BACKUP" in lab.logs(PREFERRED_MASTER, since=restarted_at),
+            timeout=UP_TIMEOUT,
+            what=f"restarted {PREFERRED_MASTER} to enter BACKUP",
+        )
+        backup_at = timeline.mark(f"{PREFERRED_MASTER} in BACKUP", kind="repair").at
+        window = master_down_interval(PRIORITY[PREFERRED_MASTER]) + ADVERT_INT + REACTION_MARGIN
+        wait_until(
+            lambda: time.time() > backup_at + window or watcher.history[-1][1] != {OTHER},
+            timeout=window + 5,
+            what="the nopreempt watch window to pass (or the VIP to move)",
+        )
+    after = [holders for t, holders in watcher.history if t >= took_over_at]
+    assert after == [frozenset({OTHER})], f"the VIP moved after the takeover: {after}"
+    assert lab.state(PREFERRED_MASTER) == "running"
