@@ -71,6 +71,10 @@ def instance_settings(config: model.Config, instance: model.VrrpInstance) -> Ins
         garp_master_repeat=instance.garp_master_repeat,
         garp_master_refresh=float(instance.garp_master_refresh),
         garp_master_refresh_repeat=instance.garp_master_refresh_repeat,
+        garp_lower_prio_repeat=instance.garp_lower_prio_repeat,
+        garp_lower_prio_delay=float(instance.garp_lower_prio_delay),
+        higher_prio_send_advert=instance.higher_prio_send_advert,
+        lower_prio_no_advert=instance.lower_prio_no_advert,
         initial_state=State.MASTER if instance.state is model.VrrpState.MASTER else State.BACKUP,
         accept=True if instance.accept is None else instance.accept,
     )

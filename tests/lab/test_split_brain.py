@@ -163,18 +163,9 @@ def test_split_brain_ends_with_one_master_within_master_down_interval(
     assert o.failed_requests == 0
 
 
-_CONVERGENCE_BUG = (
-    "vipkeeper: a MASTER that hears a lower-priority advert does not send gratuitous ARP "
-    "(garp_lower_prio_repeat), and higher_prio_send_advert is ignored, so a client that "
-    "followed the other master during the split stays on it (report to the lead)"
-)
-
-
 def test_client_converges_on_the_single_master_after_split_brain(
-    split_brain: Outcome, lab: Lab, request: pytest.FixtureRequest
+    split_brain: Outcome,
 ) -> None:
-    if lab.director_daemon() == "vipkeeper":
-        request.applymarker(pytest.mark.xfail(reason=_CONVERGENCE_BUG, strict=False))
     o = split_brain
     assert o.client_on_master_before, f"the client did not use {PREFERRED_MASTER} before"
     assert o.client_followed_other_at is not None, (

@@ -325,4 +325,4 @@ async def test_dr_rules_take_only_frames_addressed_to_this_director():
     ingress = chain_body(runner.calls[0][1] or "", "ingress_fe0")
     rules = [line.strip() for line in ingress.splitlines() if f"ip daddr {VIP}" in line]
     assert len(rules) == 2  # the hashed vmap and the drop
-    assert all(rule.startswith("meta pkttype host ") for rule in rules), rules
+    assert all(rule.startswith("meta pkttype host fib daddr type local ") for rule in rules), rules

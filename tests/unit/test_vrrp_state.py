@@ -281,9 +281,43 @@ def test_master_answers_priority_zero_with_an_immediate_advertisement():
 
 
 def test_lower_prio_no_advert_keeps_quiet_on_lower_priority():
-    instance, _, now = become_master(make(priority=200, lower_prio_no_advert=True))
+    settings = make(priority=200, lower_prio_no_advert=True, garp_lower_prio_repeat=0)
+    instance, _, now = become_master(settings)
     assert instance.handle(packet(priority=100), now) == []
     assert instance.state is State.MASTER
+
+
+def test_master_hearing_a_lower_priority_master_announces_its_addresses_again():
+    settings = make(priority=200, garp_lower_prio_repeat=4, garp_lower_prio_delay=2)
+    instance, _, now = become_master(settings)
+    out = instance.handle(packet(priority=100), now + 0.1)
+    assert advert_priorities(out) == [200]
+    assert of(SendGratuitous, out) == [SendGratuitous(addresses=(VIP,), count=4)]
+    # The other Master keeps advertising for a moment: no new burst within the delay ...
+    assert of(SendGratuitous, instance.handle(packet(priority=100), now + 1.0)) == []
+    # ... but the delayed second burst comes, and after the delay a new advert re-arms it.
+    bursts = []
+    while (deadline := instance.next_deadline()) is not None and deadline <= now + 2.2:
+        bursts += of(SendGratuitous, instance.handle(TimerFired(), deadline))
+    assert bursts == [SendGratuitous(addresses=(VIP,), count=4)]
+    again = instance.handle(packet(priority=100), now + 2.3)
+    assert of(SendGratuitous, again) == [SendGratuitous(addresses=(VIP,), count=4)]
+
+
+def test_higher_prio_send_advert_says_its_priority_before_stepping_down():
+    instance, _, now = become_master(make(priority=100, higher_prio_send_advert=True))
+    out = instance.handle(packet(priority=200), now + 0.1)
+    assert advert_priorities(out) == [100]
+    kinds = [type(e) for e in out]
+    assert kinds.index(SendAdvert) < kinds.index(DelVips)
+    assert instance.state is State.BACKUP
+
+
+def test_without_higher_prio_send_advert_a_master_steps_down_silently():
+    instance, _, now = become_master(make(priority=100))
+    out = instance.handle(packet(priority=200), now + 0.1)
+    assert advert_priorities(out) == []
+    assert instance.state is State.BACKUP
 
 
 def test_gratuitous_arp_second_burst_and_refresh():

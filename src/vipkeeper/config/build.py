@@ -381,6 +381,16 @@ class Builder:
                 "vrrp_garp_master_refresh_repeat": self._set_int(
                     fields, "vrrp_garp_master_refresh_repeat", 0, 1000
                 ),
+                "vrrp_garp_lower_prio_delay": self._set_int(
+                    fields, "vrrp_garp_lower_prio_delay", 0, 1000
+                ),
+                "vrrp_garp_lower_prio_repeat": self._set_int(
+                    fields, "vrrp_garp_lower_prio_repeat", 0, 1000
+                ),
+                "vrrp_higher_prio_send_advert": self._set_flag(
+                    fields, "vrrp_higher_prio_send_advert"
+                ),
+                "vrrp_lower_prio_no_advert": self._set_flag(fields, "vrrp_lower_prio_no_advert"),
                 "vrrp_skip_check_adv_addr": self._set_flag(fields, "vrrp_skip_check_adv_addr"),
                 "vrrp_strict": self._set_flag(fields, "vrrp_strict"),
                 "enable_script_security": self._set_flag(fields, "enable_script_security"),
@@ -664,6 +674,10 @@ class Builder:
                 "garp_master_refresh_repeat": self._set_int(
                     fields, "garp_master_refresh_repeat", 0, 1000
                 ),
+                "garp_lower_prio_delay": self._set_int(fields, "garp_lower_prio_delay", 0, 1000),
+                "garp_lower_prio_repeat": self._set_int(fields, "garp_lower_prio_repeat", 0, 1000),
+                "higher_prio_send_advert": self._set_flag(fields, "higher_prio_send_advert"),
+                "lower_prio_no_advert": self._set_flag(fields, "lower_prio_no_advert"),
                 **self._notify_handlers(fields),
                 "native_ipv6": self._set_flag(fields, "native_ipv6"),
                 "dont_track_primary": self._set_flag(fields, "dont_track_primary"),
@@ -717,6 +731,14 @@ class Builder:
             "garp_master_refresh",
             "garp_master_refresh_repeat",
         ):
+            fields.setdefault(key, getattr(global_defs, "vrrp_" + key))
+        for key, fallback in (
+            ("garp_lower_prio_delay", "garp_master_delay"),
+            ("garp_lower_prio_repeat", "garp_master_repeat"),
+        ):
+            from_global = getattr(global_defs, "vrrp_" + key)
+            fields.setdefault(key, fields[fallback] if from_global is None else from_global)
+        for key in ("higher_prio_send_advert", "lower_prio_no_advert"):
             fields.setdefault(key, getattr(global_defs, "vrrp_" + key))
         fields.setdefault("skip_check_adv_addr", global_defs.vrrp_skip_check_adv_addr)
         fields.setdefault("strict_mode", global_defs.vrrp_strict)

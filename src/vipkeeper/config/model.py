@@ -72,6 +72,10 @@ class GlobalDefs:
     vrrp_garp_master_repeat: int = 5
     vrrp_garp_master_refresh: int = 0
     vrrp_garp_master_refresh_repeat: int = 1
+    vrrp_garp_lower_prio_delay: int | None = None  # None: vrrp_garp_master_delay
+    vrrp_garp_lower_prio_repeat: int | None = None  # None: vrrp_garp_master_repeat
+    vrrp_higher_prio_send_advert: bool = False
+    vrrp_lower_prio_no_advert: bool = False
     vrrp_skip_check_adv_addr: bool = False
     vrrp_strict: bool = False
     enable_script_security: bool = False
@@ -175,6 +179,12 @@ class VrrpInstance:
     garp_master_repeat: int = 5
     garp_master_refresh: int = 0
     garp_master_refresh_repeat: int = 1
+    # A Master hearing a lower-priority advert re-announces its addresses (resolved from
+    # global_defs, then from the garp_master_* values).
+    garp_lower_prio_delay: int = 5
+    garp_lower_prio_repeat: int = 5
+    higher_prio_send_advert: bool = False
+    lower_prio_no_advert: bool = False
     notify_master: Command | None = None
     notify_backup: Command | None = None
     notify_fault: Command | None = None

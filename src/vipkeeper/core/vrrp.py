@@ -152,6 +152,14 @@ class InstanceSettings:
     initial_state: State = State.BACKUP
     accept: bool = True  # RFC 9568 §6.1 Accept_Mode; carried for the driver, not used here
     lower_prio_no_advert: bool = False  # keepalived: Master answers a lower-priority advert
+    # keepalived: a Master hearing a lower-priority advert (a partition healing, a frozen peer
+    # waking up) announces its addresses again, so clients that followed the other Master's
+    # gratuitous ARP come back; a second burst follows after the delay.
+    garp_lower_prio_repeat: int = 5
+    garp_lower_prio_delay: float = 5.0
+    # keepalived: a Master stepping down for a higher priority first sends one advert at its
+    # own priority, so the new Master learns there was a split and re-announces.
+    higher_prio_send_advert: bool = False
 
     def __post_init__(self) -> None:
         if not 1 <= self.vrid <= 255:
@@ -237,6 +245,8 @@ class VrrpInstance:
         self._preempt_at: float | None = None
         self._out: list[Effect] = []
         self._encoded: dict[tuple[int, str, str], bytes] = {}
+        self._garp_repeat = settings.garp_master_repeat  # size of the next delayed burst
+        self._lower_prio_garp_at: float | None = None
         self._seen_addresses: tuple[tuple[str, ...], bool] = ((), True)
 
     # ---- public API -------------------------------------------------------------------
@@ -378,6 +388,7 @@ class VrrpInstance:
         self._adver_at = now + self.settings.advert_interval
         if self.settings.garp_master_delay > 0:
             self._garp_at = now + self.settings.garp_master_delay
+            self._garp_repeat = self.settings.garp_master_repeat
         if self.settings.garp_master_refresh > 0:
             self._garp_refresh_at = now + self.settings.garp_master_refresh
         self._notify("MASTER")
@@ -556,6 +567,8 @@ class VrrpInstance:
             self.source_address is None or _address_key(source) > _address_key(self.source_address)
         )
         if higher or tie_lost:
+            if self.settings.higher_prio_send_advert:
+                self._send_advert(local)
             if advert.version == 3:
                 self.master_adver_interval = advert.interval_seconds
             self.master_address = source
@@ -570,6 +583,22 @@ class VrrpInstance:
         if not self.settings.lower_prio_no_advert:
             self._send_advert(local)
             self._adver_at = now + self.settings.advert_interval
+        self._announce_to_lower_priority(now)
+
+    def _announce_to_lower_priority(self, now: float) -> None:
+        # Once per garp_lower_prio_delay at most: a lower-priority Master that stays (a config
+        # mismatch) must not turn every one of its adverts into a burst of ARP.
+        settings = self.settings
+        if settings.garp_lower_prio_repeat <= 0:
+            return
+        if self._lower_prio_garp_at is not None and now < self._lower_prio_garp_at:
+            return
+        hold = settings.garp_lower_prio_delay or settings.advert_interval
+        self._lower_prio_garp_at = now + hold
+        self._gratuitous(settings.garp_lower_prio_repeat)
+        if settings.garp_lower_prio_delay > 0:
+            self._garp_at = now + settings.garp_lower_prio_delay
+            self._garp_repeat = settings.garp_lower_prio_repeat
 
     def _on_timer_backup(self, event: TimerFired, now: float) -> None:
         if self._master_down_at is not None and now >= self._master_down_at:
@@ -586,7 +615,7 @@ class VrrpInstance:
             self._adver_at = next_at if next_at > now else now + self.settings.advert_interval
         if self._garp_at is not None and now >= self._garp_at:
             self._garp_at = None
-            self._gratuitous(self.settings.garp_master_repeat)
+            self._gratuitous(self._garp_repeat)
         if self._garp_refresh_at is not None and now >= self._garp_refresh_at:
             self._gratuitous(self.settings.garp_master_refresh_repeat)
             self._garp_refresh_at = now + self.settings.garp_master_refresh

@@ -31,7 +31,10 @@ table size, and looks the bucket up in a map built from the Maglev table:
 - DR rules match only frames addressed to this host (`meta pkttype host`). The netdev hook runs
   before the IP layer discards frames meant for another MAC, and a switch floods frames for an
   unknown MAC to every port: without the check a Backup director would forward its own copy of
-  the Master's traffic (duplicates at the real server). Only ARP decides which director serves.
+  the Master's traffic (duplicates at the real server). They also require the VIP to be a local
+  address (`fib daddr type local`), as IPVS does: a director that lost the VIP never forwards
+  frames a client still sends to its MAC from a stale ARP entry, so such a client fails fast
+  and follows the Master's gratuitous ARP instead of being served by the wrong director.
 - Limits: fwmark services need NAT mode here (a mark set in mangle does not exist yet at netdev
   ingress); DR ignores the real server's port (the frame is forwarded unchanged).
 """
@@ -242,6 +245,11 @@ def _l4(service: VirtualService) -> str:
     return "tcp" if service.protocol is Protocol.TCP else "udp"
 
 
+# Only the director that holds the VIP forwards, and only frames addressed to it: see the module
+# docstring.
+_DR_GUARD = "meta pkttype host fib daddr type local"
+
+
 def _match(service: VirtualService) -> str:
     if service.fwmark is not None:
         return f"meta mark {service.fwmark:#x}"
@@ -321,10 +329,10 @@ def _render_dr(plans: Sequence[DrServicePlan], table: str) -> list[str]:
                 "  }",
             ]
             rules.append(
-                f"    meta pkttype host {_match(service)} {_hash(service, plan.table_size)}"
+                f"    {_DR_GUARD} {_match(service)} {_hash(service, plan.table_size)}"
                 f" vmap @{prefix}_buckets comment {label}"
             )
-        rules.append(f"    meta pkttype host {_match(service)} counter drop comment {label}")
+        rules.append(f"    {_DR_GUARD} {_match(service)} counter drop comment {label}")
     for device, rules in sorted(rules_by_device.items()):
         lines += [
             f"  chain ingress_{_chain_safe(device)} {{",
