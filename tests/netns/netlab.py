@@ -261,11 +261,15 @@ class Lab:
         _ip("-n", self.bridge_ns, "link", "set", host.port, "master", "br0")
 
     def kill_all(self, host: Host | str) -> None:
+        """SIGKILL every process in the namespace, after freezing them all (SIGSTOP) so none
+        can react to another's death: keepalived's VRRP child would otherwise notice its
+        parent dying and send priority 0, turning a crash into a graceful hand-over."""
         ns = host.ns if isinstance(host, Host) else host
-        result = _ip("netns", "pids", ns, check=False)
-        for pid in result.stdout.split():
-            with contextlib.suppress(ProcessLookupError, ValueError):
-                os.kill(int(pid), signal.SIGKILL)
+        pids = _ip("netns", "pids", ns, check=False).stdout.split()
+        for signum in (signal.SIGSTOP, signal.SIGKILL):
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError, ValueError):
+                    os.kill(int(pid), signum)
 
     # -- keepalived ---------------------------------------------------------------------------
 
