@@ -34,7 +34,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "netns"))
 
-from netlab import KEEPALIVED, Host, Lab  # noqa: E402
+from netlab import KEEPALIVED, DaemonProcess, Host, Lab  # noqa: E402
 
 VIPKEEPER = ROOT / ".venv" / "bin" / "vipkeeper"
 DAEMONS = ("keepalived", "vipkeeper")
@@ -91,7 +91,7 @@ def keepalived_conf(
 
 
 @dataclass
-class Daemon:
+class Daemon(DaemonProcess):
     """A VRRP daemon running in a lab host's namespace."""
 
     kind: str  # "keepalived" or "vipkeeper"
@@ -118,22 +118,9 @@ class Daemon:
             time.sleep(0.05)
         return None
 
-    def running(self) -> bool:
-        return self.process.poll() is None
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def stop(self, timeout: float = 60.0) -> int | None:
+    def stop(self, timeout: float = 60.0) -> int:
         """SIGTERM (graceful: priority 0, VIPs removed); SIGKILL if it lingers."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-        return self.process.returncode
+        return super().stop(timeout)
 
     def pids(self) -> list[int]:
         """The daemon's processes: everything in its namespace (keepalived: parent + VRRP

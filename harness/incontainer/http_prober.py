@@ -47,6 +47,18 @@ def main() -> None:
         body = response.read().decode(errors="replace").split()
         return response.status, (body[0] if body else "")
 
+    def attempt(conn, headers, **where) -> bool:
+        """One request on `conn`, recorded whatever happens; True if it got an answer."""
+        start = time.time()
+        try:
+            status, server = one(conn, headers)
+        except Exception as exc:  # every failure is data here
+            record(**where, start=start, end=time.time(), status=None,
+                   error=f"{type(exc).__name__}: {exc}", server=None)  # fmt: skip
+            return False
+        record(**where, start=start, end=time.time(), status=status, error=None, server=server)
+        return True
+
     def new_connections() -> None:
         seq = 0
         while running():
@@ -54,30 +66,7 @@ def main() -> None:
             start = time.time()
             conn = http.client.HTTPConnection(host, port, timeout=timeout)
             try:
-                status, server = one(conn, {"Connection": "close"})
-                record(
-                    kind="new",
-                    stream=0,
-                    seq=seq,
-                    conn=seq,
-                    start=start,
-                    end=time.time(),
-                    status=status,
-                    error=None,
-                    server=server,
-                )
-            except Exception as exc:  # every failure is data here
-                record(
-                    kind="new",
-                    stream=0,
-                    seq=seq,
-                    conn=seq,
-                    start=start,
-                    end=time.time(),
-                    status=None,
-                    error=f"{type(exc).__name__}: {exc}",
-                    server=None,
-                )
+                attempt(conn, {"Connection": "close"}, kind="new", stream=0, seq=seq, conn=seq)
             finally:
                 conn.close()
             time.sleep(max(0.0, interval - (time.time() - start)))
@@ -92,37 +81,14 @@ def main() -> None:
                 # The server closed the connection after the last response; http.client would
                 # reconnect silently, which is exactly what this loop must make visible.
                 conn_no += 1
-            try:
-                status, server = one(conn, {})
-                record(
-                    kind="keepalive",
-                    stream=stream,
-                    seq=seq,
-                    conn=conn_no,
-                    start=start,
-                    end=time.time(),
-                    status=status,
-                    error=None,
-                    server=server,
-                )
-            except Exception as exc:
-                record(
-                    kind="keepalive",
-                    stream=stream,
-                    seq=seq,
-                    conn=conn_no,
-                    start=start,
-                    end=time.time(),
-                    status=None,
-                    error=f"{type(exc).__name__}: {exc}",
-                    server=None,
-                )
+            where = {"kind": "keepalive", "stream": stream, "seq": seq, "conn": conn_no}
+            if attempt(conn, {}, **where):
+                fresh = False
+            else:
                 conn.close()
                 conn_no += 1
                 conn = http.client.HTTPConnection(host, port, timeout=keepalive_timeout)
                 fresh = True
-            else:
-                fresh = False
             time.sleep(max(0.0, interval - (time.time() - start)))
         conn.close()
 

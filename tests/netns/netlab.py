@@ -89,40 +89,62 @@ def _shorten(argv: Sequence[str]) -> str:
     return " ".join(arg if len(arg) <= 60 else arg[:57] + "..." for arg in argv)
 
 
-class Keepalived:
-    """A keepalived process started by `Lab.start_keepalived`."""
+class DaemonProcess:
+    """A daemon started by a test, its JSON log going to `log_path`: what every netns helper
+    needs to stop it and read what it said."""
 
-    def __init__(
-        self, lab: Lab, host: Host, process: subprocess.Popen[bytes], files: dict[str, Path]
-    ):
-        self.lab = lab
-        self.host = host
+    def __init__(self, process: subprocess.Popen[Any], log_path: Path) -> None:
         self.process = process
-        self.config_path = files["config"]
-        self.pid_path = files["pid"]
-        self.vrrp_pid_path = files["vrrp_pid"]
-        self.log_path = files["log"]
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
+        self.log_path = log_path
 
     def running(self) -> bool:
         return self.process.poll() is None
 
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def stop(self, timeout: float = 10.0) -> int | None:
-        """SIGTERM (keepalived removes its VIPs, sends priority 0); SIGKILL if it lingers."""
+    def stop(self, timeout: float = 10.0) -> int:
+        """SIGTERM (a VRRP daemon sends priority 0 and removes its VIPs), SIGKILL if it
+        lingers past `timeout`; its exit status (negative: the signal that ended it)."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.process.kill()
-                self.process.wait(timeout)
-        return self.process.returncode
+        return self.process.wait(timeout)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def records(self) -> list[dict[str, Any]]:
+        """Every JSON line of the log (a non-JSON line, e.g. a traceback, is skipped)."""
+        entries = []
+        for line in self.log().splitlines():
+            if line.startswith("{"):
+                try:
+                    entries.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
+        return entries
+
+    def messages(self, containing: str) -> list[dict[str, Any]]:
+        return [entry for entry in self.records() if containing in entry.get("msg", "")]
+
+
+class Keepalived(DaemonProcess):
+    """A keepalived process started by `Lab.start_keepalived`."""
+
+    def __init__(
+        self, lab: Lab, host: Host, process: subprocess.Popen[bytes], files: dict[str, Path]
+    ):
+        super().__init__(process, files["log"])
+        self.lab = lab
+        self.host = host
+        self.config_path = files["config"]
+        self.pid_path = files["pid"]
+        self.vrrp_pid_path = files["vrrp_pid"]
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
 
 
 class Lab:

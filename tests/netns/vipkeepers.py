@@ -20,20 +20,18 @@ from __future__ import annotations
 
 import datetime
 import itertools
-import json
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
-from netlab import Host, Keepalived, Lab
+from netlab import DaemonProcess, Host, Keepalived, Lab
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
 T = TypeVar("T")
@@ -194,42 +192,6 @@ def _parse_ts(text: str) -> float:
     # logsetup writes UTC as 2026-01-02T03:04:05.678Z
     moment = datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ")
     return moment.replace(tzinfo=datetime.UTC).timestamp()
-
-
-class DaemonProcess:
-    """A daemon started by a test, its JSON log going to `log_path`: what every netns helper
-    needs to stop it and read what it said."""
-
-    def __init__(self, process: subprocess.Popen[Any], log_path: Path) -> None:
-        self.process = process
-        self.log_path = log_path
-
-    def running(self) -> bool:
-        return self.process.poll() is None
-
-    def stop(self, timeout: float = 10.0) -> int:
-        """SIGTERM (the daemon sends priority 0, removes its VIPs and clears its data plane);
-        its exit status."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def records(self) -> list[dict[str, Any]]:
-        """Every JSON line of the log (a non-JSON line, e.g. a traceback, is skipped)."""
-        entries = []
-        for line in self.log().splitlines():
-            if line.startswith("{"):
-                try:
-                    entries.append(json.loads(line))
-                except json.JSONDecodeError:
-                    continue
-        return entries
-
-    def messages(self, containing: str) -> list[dict[str, Any]]:
-        return [entry for entry in self.records() if containing in entry.get("msg", "")]
 
 
 class Vipkeeper(DaemonProcess):
