@@ -47,11 +47,12 @@ def main() -> None:
         body = response.read().decode(errors="replace").split()
         return response.status, (body[0] if body else "")
 
-    def attempt(conn, headers, **where) -> bool:
-        """One request on `conn`, recorded whatever happens; True if it got an answer."""
+    def attempt(connection, headers, /, **where) -> bool:
+        """One request on `connection`, recorded whatever happens; True if it got an answer.
+        `where` (kind, stream, seq, conn) goes into the record as it is."""
         start = time.time()
         try:
-            status, server = one(conn, headers)
+            status, server = one(connection, headers)
         except Exception as exc:  # every failure is data here
             record(**where, start=start, end=time.time(), status=None,
                    error=f"{type(exc).__name__}: {exc}", server=None)  # fmt: skip
