@@ -233,3 +233,12 @@ def test_control_characters_quoted_from_the_file_are_escaped_in_messages() -> No
     for line in lines:
         assert "\r" not in line and "\t" not in line
         assert line.startswith("ctrl.conf:1:")
+
+
+def test_a_keyword_with_spaces_from_a_stray_quote_is_shown_quoted() -> None:
+    from vipkeeper.config import parse_text
+
+    result = parse_text('" Configuration File" 1\n', "quote.conf")
+    lines = [d.format() for d in result.diagnostics]
+    assert lines, "a bogus keyword must be reported"
+    assert lines[0].startswith("quote.conf:1:1: error: ' Configuration File"), lines[0]

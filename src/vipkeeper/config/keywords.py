@@ -340,9 +340,18 @@ def unsupported_message(keyword: str) -> str:
     return f"{keyword}: {reason}, ignored"
 
 
+def _shown(word: str) -> str:
+    """A word from the file as the message shows it: bare when it is a plain word, quoted when
+    it is empty or holds spaces (a stray quote can make a whole line one "keyword")."""
+    if word and not any(c.isspace() for c in word):
+        return word
+    return repr(word)
+
+
 def unknown_message(keyword: str, schema: BlockSchema, supported: Iterable[str]) -> str:
     """The error text for a keyword keepalived does not know in this block."""
     where = "at the top level" if schema.name == TOP else f"in {schema.name}"
+    keyword = _shown(keyword)
     close = schema.suggestions(keyword)
     if close:
         options = " or ".join(repr(name) for name in close)
