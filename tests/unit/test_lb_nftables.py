@@ -20,12 +20,12 @@ from vipkeeper.core.lb import (
     lookup_table,
 )
 from vipkeeper.io.lb_nftables import (
-    CommandFailed,
     IpCommandLinkLayer,
     NftablesBackend,
     StaticLinkLayer,
     flow_hash_key,
 )
+from vipkeeper.io.scripts import CommandFailed
 
 VIP = "172.16.9.1"
 RS1 = RealServer(address="192.168.0.54", port=80)

@@ -216,3 +216,23 @@ async def test_track_script_timeout_is_reported_as_failure() -> None:
         await asyncio.to_thread(failed)
     finally:
         await poller.stop()
+
+
+async def test_run_command_returns_stdout_and_feeds_stdin() -> None:
+    from vipkeeper.io.scripts import run_command
+
+    assert await run_command(["tr", "a-z", "A-Z"], "nft script\n") == "NFT SCRIPT\n"
+
+
+async def test_run_command_raises_with_the_tools_stderr() -> None:
+    from vipkeeper.io.scripts import CommandFailed, run_command
+
+    with pytest.raises(CommandFailed, match="exited 3: bad ruleset"):
+        await run_command(["sh", "-c", "echo bad ruleset >&2; exit 3"])
+
+
+async def test_run_command_kills_a_hanging_tool_after_its_timeout() -> None:
+    from vipkeeper.io.scripts import run_command
+
+    with pytest.raises(TimeoutError):
+        await run_command(["sleep", "30"], timeout=0.2)

@@ -41,7 +41,6 @@ table size, and looks the bucket up in a map built from the Maglev table:
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
@@ -63,6 +62,7 @@ from vipkeeper.core.lb import (
     service_sort_key,
     table_size,
 )
+from vipkeeper.io.scripts import CommandFailed, run_command
 
 logger = logging.getLogger(__name__)
 
@@ -70,29 +70,7 @@ DEFAULT_TABLE = "vipkeeper"
 _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 
 
-class CommandFailed(RuntimeError):
-    def __init__(self, argv: Sequence[str], returncode: int, stderr: str) -> None:
-        super().__init__(f"{' '.join(argv)} exited {returncode}: {stderr.strip()}")
-        self.argv = tuple(argv)
-        self.returncode = returncode
-        self.stderr = stderr
-
-
 Runner = Callable[[Sequence[str], str | None], Awaitable[str]]
-
-
-async def run_command(argv: Sequence[str], stdin: str | None = None) -> str:
-    """Run a command to completion, feeding `stdin`; return stdout, raise CommandFailed."""
-    process = await asyncio.create_subprocess_exec(
-        *argv,
-        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await process.communicate(stdin.encode() if stdin is not None else None)
-    if process.returncode != 0:
-        raise CommandFailed(argv, process.returncode or -1, err.decode(errors="replace"))
-    return out.decode()
 
 
 # ---- link layer: where a real server is, and its MAC ---------------------------------------------

@@ -166,6 +166,46 @@ def _kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
+class CommandFailed(RuntimeError):
+    def __init__(self, argv: Sequence[str], returncode: int, stderr: str) -> None:
+        super().__init__(f"{' '.join(argv)} exited {returncode}: {stderr.strip()}")
+        self.argv = tuple(argv)
+        self.returncode = returncode
+        self.stderr = stderr
+
+
+# A tool the daemon drives (nft, ip) that has not answered by then is killed.
+TOOL_TIMEOUT = 30.0
+
+
+async def run_command(
+    argv: Sequence[str], stdin: str | None = None, *, timeout: float = TOOL_TIMEOUT
+) -> str:
+    """Run one of the daemon's own tools to completion, feeding `stdin`; return its stdout.
+
+    Unlike `ScriptRunner` (operators' scripts, judged by their exit code) a tool's failure is
+    an error: CommandFailed, with its stderr. A tool that hangs is killed after `timeout`.
+    """
+    process = await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        out, err = await asyncio.wait_for(
+            process.communicate(stdin.encode() if stdin is not None else None), timeout
+        )
+    except (TimeoutError, asyncio.CancelledError):
+        _kill_group(process.pid)
+        await process.wait()
+        raise
+    if process.returncode != 0:
+        raise CommandFailed(argv, process.returncode or -1, err.decode(errors="replace"))
+    return out.decode()
+
+
 class TrackScriptPoller:
     """Runs one track script every `interval` seconds and reports each result.
 
