@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from vipkeeper.config import model
 from vipkeeper.core import health, lb, maglev
 from vipkeeper.io import checkers as io_checkers
-from vipkeeper.io.lb_backend import LoadBalancerBackend, select_backend
+from vipkeeper.io.lb_backend import BackendKind, LoadBalancerBackend, select_backend
 from vipkeeper.io.lb_ipvs import IpvsBackend
 from vipkeeper.io.lb_nftables import NftablesBackend
 from vipkeeper.io.scripts import ScriptRunner
@@ -160,10 +160,16 @@ def ingress_devices(config: model.Config) -> dict[str, str]:
     return devices
 
 
+_BACKENDS: dict[model.LvsBackend, BackendKind] = {
+    model.LvsBackend.AUTO: "auto",
+    model.LvsBackend.IPVS: "ipvs",
+    model.LvsBackend.NFTABLES: "nftables",
+}
+
+
 def default_backend(config: model.Config) -> LoadBalancerBackend:
-    kind = config.global_defs.lvs_backend.value.lower()
     return select_backend(
-        kind,  # type: ignore[arg-type]
+        _BACKENDS[config.global_defs.lvs_backend],
         make_ipvs=IpvsBackend,
         make_nftables=lambda: NftablesBackend(ingress_devices=ingress_devices(config)),
     )
