@@ -76,6 +76,13 @@ def virtual_service(config: model.Config, vs: model.VirtualServer) -> lb.Virtual
         hash_seed=hash_seed(config, vs),
         # Sized by the configured servers, never the healthy ones: a resize remaps every flow.
         table_size=maglev.table_size_for(max(len(vs.real_servers), 1)),
+        # The reference pool that keeps buckets in place when a server fails its checks.
+        configured_weights=tuple(
+            sorted(
+                (lb.RealServer(address=rs.address, port=_port(vs, rs.port)).name, rs.weight)
+                for rs in vs.real_servers
+            )
+        ),
     )
 
 

@@ -218,6 +218,11 @@ def test_table_size_is_sized_by_the_configured_real_servers_not_the_healthy_ones
     (desired,) = director.desired()
     assert [s.address for s in desired.real_servers] == ["127.0.0.2"]
     assert desired.service.table_size == two
+    # The reference pool still lists both configured servers, so only the failed one's buckets move.
+    assert [name for name, _ in desired.service.configured_weights] == [
+        "127.0.0.2:80",
+        "127.0.0.3:80",
+    ]
 
 
 # -- Director.desired() and the apply loop --------------------------------------------------------

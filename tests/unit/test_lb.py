@@ -105,6 +105,20 @@ def test_server_going_to_weight_zero_keeps_the_other_servers_buckets():
     assert kept >= 0.9 * (len(before) - lost)
 
 
+def test_a_failed_server_moves_only_its_own_buckets_against_the_configured_pool():
+    pool = (RS1, RS2, rs("192.168.0.56"), rs("192.168.0.57"))
+    service = VirtualService(
+        address="172.16.9.1",
+        port=80,
+        table_size=maglev.table_size_for(4),
+        configured_weights=tuple(sorted((s.name, s.weight) for s in pool)),
+    )
+    before = lookup_table(VirtualServer(service=service, real_servers=pool))
+    after = lookup_table(VirtualServer(service=service, real_servers=pool[:2] + pool[3:]))
+    changed = {i for i, (old, new) in enumerate(zip(before, after, strict=True)) if old != new}
+    assert changed == {i for i, server in enumerate(before) if server == pool[2]}
+
+
 def test_build_table_respects_weights():
     table = build_table(WEB, [rs("192.168.0.54", 1), rs("192.168.0.55", 3)])
     share = table.count(rs("192.168.0.55", 3)) / len(table)

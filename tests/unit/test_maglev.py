@@ -149,3 +149,87 @@ def test_every_slot_is_filled_by_a_positive_weight_backend(weights: dict[str, in
 def test_moved_fraction_rejects_tables_of_different_size():
     with pytest.raises(ValueError):
         maglev.moved_fraction(("a",), ("a", "b"))
+
+
+# -- build_stable_table: health changes move only the buckets they must ---------------------------
+
+
+def _stable(count: int, out: set[str], weight: int = 1) -> tuple[str, ...]:
+    reference = dict.fromkeys(names(count), weight)
+    pool = {name: w for name, w in reference.items() if name not in out}
+    return maglev.build_stable_table(pool, reference, maglev.table_size_for(count))
+
+
+@pytest.mark.parametrize("count", [2, 3, 10, 200])
+def test_a_server_leaving_the_pool_moves_exactly_its_own_buckets(count: int):
+    leaving = names(count)[count // 2]
+    before = _stable(count, set())
+    after = _stable(count, {leaving})
+    moved = [i for i, (old, new) in enumerate(zip(before, after, strict=True)) if old != new]
+    assert moved == [i for i, owner in enumerate(before) if owner == leaving]
+    assert leaving not in after
+    assert maglev.moved_fraction(before, after) == pytest.approx(1 / count, rel=0.05)
+
+
+def test_a_server_returning_takes_back_exactly_what_it_had():
+    everyone = _stable(20, set())
+    assert _stable(20, {names(20)[3]}) != everyone
+    assert _stable(20, set()) == everyone
+
+
+def test_a_second_failure_moves_the_second_servers_buckets_and_what_it_inherited():
+    first, second = names(12)[1], names(12)[7]
+    one_out = _stable(12, {first})
+    two_out = _stable(12, {first, second})
+    for old, new in zip(one_out, two_out, strict=True):
+        assert (old == new) == (old != second)
+    assert set(two_out) == set(names(12)) - {first, second}
+
+
+def test_full_pool_gives_the_plain_maglev_table():
+    reference = dict.fromkeys(names(7), 2)
+    size = maglev.table_size_for(7)
+    assert maglev.build_stable_table(reference, reference, size) == maglev.build_lookup_table(
+        reference, size
+    )
+
+
+def test_orphaned_buckets_are_shared_by_weight():
+    reference = {"a:80": 1, "b:80": 1, "c:80": 3}
+    size = maglev.table_size_for(3000)  # many buckets so the shares are tight
+    table = maglev.build_stable_table({"b:80": 1, "c:80": 3}, reference, size)
+    shares = maglev.slot_shares(table)
+    assert shares["c:80"] / shares["b:80"] == pytest.approx(3, rel=0.1)
+
+
+def test_a_pool_member_outside_the_reference_takes_its_weighted_part():
+    # The sorry server is never a configured real server; with the pool down it gets every bucket.
+    reference = dict.fromkeys(names(4), 1)
+    assert set(maglev.build_stable_table({"sorry:80": 1}, reference, 563)) == {"sorry:80"}
+    mixed = maglev.build_stable_table({names(4)[0]: 1, "extra:80": 1}, reference, 563)
+    assert set(mixed) == {names(4)[0], "extra:80"}
+
+
+def test_an_empty_pool_gives_an_empty_table():
+    reference = dict.fromkeys(names(3), 1)
+    assert maglev.build_stable_table({}, reference, 251) == ()
+    assert maglev.build_stable_table(dict.fromkeys(names(3), 0), reference, 251) == ()
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.dictionaries(st.sampled_from(names(10)), st.integers(min_value=0, max_value=5), max_size=10),
+    st.dictionaries(st.sampled_from(names(10)), st.integers(min_value=0, max_value=5), max_size=10),
+)
+def test_stable_table_fills_every_bucket_from_the_pool_and_is_order_free(
+    pool: dict[str, int], reference: dict[str, int]
+):
+    table = maglev.build_stable_table(pool, reference, 251)
+    positive = {name for name, weight in pool.items() if weight > 0}
+    if not positive:
+        assert table == ()
+        return
+    assert len(table) == 251
+    assert set(table) <= positive
+    backwards = dict(reversed(list(reference.items())))
+    assert maglev.build_stable_table(dict(reversed(list(pool.items()))), backwards, 251) == table

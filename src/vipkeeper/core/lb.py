@@ -64,7 +64,10 @@ class VirtualService:
     sets it from the number of *configured* real servers (maglev.table_size_for), so health
     changes never resize the table; None falls back to the count passed to build_table().
     `hash_seed` seeds the kernel jhash; directors that share it choose the same real server for
-    the same flow.
+    the same flow. `configured_weights` is every configured real server (RealServer.name) with its
+    configured weight: the reference pool of maglev.build_stable_table, so a server that fails a
+    health check moves only its own buckets. Empty means the table is built from the current pool
+    alone.
     """
 
     address: str | None = None
@@ -77,6 +80,7 @@ class VirtualService:
     persistence_timeout: int = 0
     hash_seed: int = 0
     table_size: int | None = None
+    configured_weights: tuple[tuple[str, int], ...] = ()
 
     def __post_init__(self) -> None:
         if self.fwmark is None:
@@ -198,14 +202,17 @@ def build_table(
     """The Maglev lookup table: element i is the real server for flow-hash bucket i.
 
     `servers` are the candidates (weight-0 ones take no bucket). The size is `size`, else
-    `service.table_size`, else maglev.table_size_for(len(servers)).
+    `service.table_size`, else maglev.table_size_for(len(servers)). Buckets are kept stable
+    against `service.configured_weights` (see maglev.build_stable_table).
     An empty tuple means no server can take traffic.
     """
     by_name = {server.name: server for server in servers}
     if len(by_name) != len(servers):
         raise ValueError("duplicate real server passed to build_table")
     table_slots = size or service.table_size or maglev.table_size_for(len(servers))
-    names = maglev.build_lookup_table({s.name: s.weight for s in servers}, table_slots)
+    names = maglev.build_stable_table(
+        {s.name: s.weight for s in servers}, dict(service.configured_weights), table_slots
+    )
     return tuple(by_name[name] for name in names)
 
 
