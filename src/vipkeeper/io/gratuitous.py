@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import ipaddress
 import logging
 import socket
@@ -88,13 +89,59 @@ def interface_mac(interface: str) -> bytes:
         return bytes(sock.getsockname()[4])
 
 
+class PacketSockets:
+    """One bound AF_PACKET socket per interface, kept open between announcements.
+
+    Closing a packet socket waits for an RCU grace period in the kernel (about 10 ms here),
+    and that wait would stall the event loop once per announcement: 200 instances becoming
+    Master cost seconds. A socket is reopened when its interface was deleted and created again
+    (the index changed).
+    """
+
+    def __init__(self) -> None:
+        self._sockets: dict[str, tuple[int, socket.socket]] = {}
+
+    def get(self, interface: str) -> tuple[socket.socket, bytes]:
+        """The interface's socket and hardware address; OSError if the interface is missing."""
+        index = socket.if_nametoindex(interface)
+        cached = self._sockets.get(interface)
+        if cached is not None and cached[0] != index:
+            self.forget(interface)
+            cached = None
+        if cached is None:
+            sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+            try:
+                sock.setblocking(False)
+                sock.bind((interface, 0))
+            except BaseException:
+                sock.close()
+                raise
+            cached = self._sockets[interface] = (index, sock)
+        sock = cached[1]
+        return sock, bytes(sock.getsockname()[4])
+
+    def forget(self, interface: str) -> None:
+        cached = self._sockets.pop(interface, None)
+        if cached is not None:
+            cached[1].close()
+
+    def close(self) -> None:
+        for interface in list(self._sockets):
+            self.forget(interface)
+
+
 async def send_gratuitous(
-    addresses: Iterable[VirtualAddress], count: int, *, interval: float = 0.0
+    addresses: Iterable[VirtualAddress],
+    count: int,
+    *,
+    interval: float = 0.0,
+    sockets: PacketSockets | None = None,
 ) -> int:
     """Announce every address on its own interface, `count` rounds, `interval` seconds apart.
 
     Returns the number of frames sent. An interface that is missing or down is logged and
-    skipped; the other interfaces still get their announcements.
+    skipped; the other interfaces still get their announcements. `sockets` keeps the packet
+    sockets open for the next call; without it they are opened and closed here.
     """
     by_interface: dict[str, list[VirtualAddress]] = {}
     for vip in addresses:
@@ -102,16 +149,16 @@ async def send_gratuitous(
     loop = asyncio.get_running_loop()
     sent = 0
     with contextlib.ExitStack() as stack:
+        if sockets is None:
+            sockets = PacketSockets()
+            stack.callback(sockets.close)
         frames: list[tuple[socket.socket, bytes, tuple[str, int]]] = []
         for interface, vips in by_interface.items():
             try:
-                sock = stack.enter_context(socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0))
-                sock.setblocking(False)
-                sock.bind((interface, 0))
+                sock, mac = sockets.get(interface)
             except OSError as error:
                 log.warning("%s: cannot send gratuitous announcements: %s", interface, error)
                 continue
-            mac = bytes(sock.getsockname()[4])
             for vip in vips:
                 frame, ethertype = _frame_for(mac, vip.address)
                 # The link-layer address names the ethertype, so the kernel tags the frame
@@ -126,6 +173,8 @@ async def send_gratuitous(
                     sent += 1
                 except OSError as error:
                     log.warning("gratuitous announcement not sent: %s", error)
+                    if error.errno in (errno.ENODEV, errno.ENXIO):
+                        sockets.forget(link_address[0])
     return sent
 
 
@@ -133,14 +182,18 @@ class GratuitousSender:
     """The driver's gratuitous sender: `await announce(addresses, count)`.
 
     `interval` is the pause between rounds (keepalived's garp_interval / na_interval; 0: the
-    rounds go out back to back).
+    rounds go out back to back). Its packet sockets stay open until `close()`.
     """
 
     def __init__(self, *, interval: float = 0.0) -> None:
         self.interval = interval
+        self._sockets = PacketSockets()
 
     async def announce(self, addresses: tuple[VirtualAddress, ...], count: int) -> None:
-        await send_gratuitous(addresses, count, interval=self.interval)
+        await send_gratuitous(addresses, count, interval=self.interval, sockets=self._sockets)
+
+    def close(self) -> None:
+        self._sockets.close()
 
 
 def _frame_for(mac: bytes, address: str) -> tuple[bytes, int]:
