@@ -6,8 +6,14 @@ effects reach the kernel. It decides nothing about the protocol: every decision 
 machine's effects never overtaking another's.
 
 It must never block: sending an advertisement is a non-blocking sendto; netlink changes, gratuitous
-ARP bursts and notify scripts are awaited by one effect worker task so the receive path keeps
-running while they complete.
+ARP bursts and notify scripts are awaited by a worker task per machine, so the receive path keeps
+running while they complete and one machine's slow effects (a notify script, a burst of
+gratuitous ARPs, 200 VIPs being added) never delay another machine's advertisements.
+
+Time only moves forward: a packet may be handed over late (a lazily read socket, see
+`io.vrrp_socket`) with the time it arrived, and the driver feeds it at that time unless an event
+it has already fed was later; `before_timers` runs first in every timer wake-up, so packets that
+arrived before a deadline are heard before the deadline is acted on.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import logging
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
@@ -90,6 +96,8 @@ class Driver:
         notify: NotifyHook,
         route_packet: Callable[[str, int, int], tuple[str, str | None] | None],
         loop: asyncio.AbstractEventLoop | None = None,
+        before_timers: Callable[[], None] | None = None,
+        on_transition: Callable[[ReportTransition], None] | None = None,
     ) -> None:
         self.machines = dict(machines)
         self._sender = sender
@@ -97,21 +105,27 @@ class Driver:
         self._gratuitous = gratuitous
         self._notify = notify
         self._route_packet = route_packet
+        self._before_timers = before_timers
+        self._on_transition = on_transition
+        self._latest = float("-inf")  # the time of the latest event fed
+        self._in_timer = False
+        self._stale_check_pending = False
         self._loop = loop or asyncio.get_running_loop()
         self._heap: list[tuple[float, str]] = []
         self._pushed: dict[str, float] = {}
         self._armed: asyncio.TimerHandle | None = None
         self._armed_at: float | None = None
-        self._queue: asyncio.Queue[tuple[str, Effect] | None] = asyncio.Queue()
-        self._worker: asyncio.Task[None] | None = None
+        self._pending: dict[str, deque[Effect]] = {}  # per machine, oldest first
+        self._workers: dict[str, asyncio.Task[None]] = {}
+        self._idle = asyncio.Event()
+        self._idle.set()
         self.stats = DriverStats()
         self.transitions: list[ReportTransition] = []
 
     # -- inputs -------------------------------------------------------------------------------
 
     def start(self) -> None:
-        if self._worker is None:
-            self._worker = self._loop.create_task(self._run_effects(), name="vipkeeper-effects")
+        """Nothing to start: effect workers are created on demand (kept for callers)."""
 
     def feed(
         self, name: str, event: Event, *, member: str | None = None, now: float | None = None
@@ -124,6 +138,10 @@ class Driver:
         machine = self.machines[name]
         if now is None:
             now = self._loop.time()
+        if now < self._latest:
+            now = self._latest
+        else:
+            self._latest = now
         if member is None:
             effects = machine.handle(event, now)
         else:
@@ -144,8 +162,18 @@ class Driver:
         destination: str,
         ttl: int,
         payload: bytes,
+        received_at: float | None = None,
     ) -> None:
-        """Called by the socket adapter for every protocol-112 packet."""
+        """`receive` for callers that hold the packet's fields rather than a PacketReceived."""
+        packet = PacketReceived(source=source, destination=destination, ttl=ttl, payload=payload)
+        self.receive(interface, family, packet, received_at)
+
+    def receive(
+        self, interface: str, family: int, packet: PacketReceived, received_at: float | None
+    ) -> None:
+        """Called by the socket adapter for every protocol-112 packet (`received_at`: when it
+        arrived, on the loop's clock; None means now)."""
+        payload = packet.payload
         vrid = payload[1] if len(payload) > 1 else -1
         route = self._route_packet(interface, family, vrid)
         if route is None:
@@ -153,17 +181,26 @@ class Driver:
             self.stats.packets_unclaimed += 1
             return
         name, member = route
-        self.feed(
-            name,
-            PacketReceived(source=source, destination=destination, ttl=ttl, payload=payload),
-            member=member,
-        )
+        self.feed(name, packet, member=member, now=received_at)
+        if not self._in_timer and not self._stale_check_pending:
+            # Once per batch of packets, after it: see _drop_stale_timer.
+            self._stale_check_pending = True
+            self._loop.call_soon(self._drop_stale_timer)
 
     # -- timers -------------------------------------------------------------------------------
 
+    # The heap holds, for every machine with a deadline D, an entry at D or earlier;
+    # `_pushed[name]` is the newest entry's deadline. An entry that is not the machine's current
+    # deadline is stale: popping it re-pushes the current one if no newer entry exists. Packets
+    # read inside a timer wake-up therefore push nothing: a Backup restarting its timer
+    # there leaves its old entry to be popped, and re-pushed, in the same wake-up.
+
     def _schedule(self, name: str, machine: Machine) -> None:
         deadline = machine.next_deadline()
-        if deadline is None or self._pushed.get(name) == deadline:
+        if deadline is None:
+            return
+        pushed = self._pushed.get(name)
+        if pushed == deadline or (self._in_timer and pushed is not None and pushed < deadline):
             return
         self._pushed[name] = deadline
         heapq.heappush(self._heap, (deadline, name))
@@ -176,43 +213,90 @@ class Driver:
         self._armed_at = deadline
         self._armed = self._loop.call_at(deadline, self._on_timer)
 
-    def _is_current(self, deadline: float, name: str) -> bool:
-        # Heap entries are invalidated lazily: one counts only while it is still the machine's
-        # current deadline, so re-arming never has to search the heap.
-        return self.machines[name].next_deadline() == deadline
+    def _pop(self) -> tuple[float, str, bool]:
+        """Pop the earliest entry: (deadline, machine name, whether it is still current)."""
+        deadline, name = heapq.heappop(self._heap)
+        if self._pushed.get(name) == deadline:
+            del self._pushed[name]
+        machine = self.machines.get(name)  # None: removed by a reload
+        current = machine.next_deadline() if machine is not None else None
+        if current == deadline:
+            return deadline, name, True
+        if current is not None and name not in self._pushed:
+            self._pushed[name] = current
+            heapq.heappush(self._heap, (current, name))
+        return deadline, name, False
+
+    def _top_is_current(self) -> bool:
+        deadline, name = self._heap[0]
+        machine = self.machines.get(name)
+        return machine is not None and machine.next_deadline() == deadline
+
+    def _drop_stale_timer(self) -> None:
+        # A packet usually pushes a Backup's deadline later: rather than wake for nothing at the
+        # old one, re-arm at the earliest deadline that still counts. (Packets read inside a
+        # timer wake-up need none of this: _on_timer re-arms when it is done.)
+        self._stale_check_pending = False
+        if self._armed_at is None or not self._heap or self._top_is_current():
+            return
+        while self._heap and not self._top_is_current():
+            self._pop()
+        if not self._heap:
+            if self._armed is not None:
+                self._armed.cancel()
+            self._armed = None
+            self._armed_at = None
+        elif self._heap[0][0] != self._armed_at:
+            self._arm(self._heap[0][0])
 
     def _on_timer(self) -> None:
         self._armed = None
         self._armed_at = None
-        now = self._loop.time()
-        # Deadlines a hair in the future fire in this same wake-up, told the time they were
-        # due: hundreds of instances then cost one wake-up per advert round, not one each.
-        horizon = now + TIMER_SLACK
-        due: list[tuple[str, float]] = []
-        while self._heap and self._heap[0][0] <= horizon:
-            deadline, name = heapq.heappop(self._heap)
-            if self._pushed.get(name) == deadline:
-                del self._pushed[name]
-            if all(name != n for n, _ in due) and self._is_current(deadline, name):
-                due.append((name, deadline))
-        while self._heap and not self._is_current(*self._heap[0]):
-            deadline, name = heapq.heappop(self._heap)
-            if self._pushed.get(name) == deadline:
-                del self._pushed[name]
+        self._in_timer = True
+        try:
+            if self._before_timers is not None:
+                try:
+                    self._before_timers()
+                except Exception:  # reading packets must not stop the timers
+                    log.exception("reading packets before the timers failed")
+            now = self._loop.time()
+            # Deadlines a hair in the future fire in this same wake-up, told the time they were
+            # due: hundreds of instances then cost one wake-up per advert round, not one each.
+            horizon = now + TIMER_SLACK
+            due: dict[str, float] = {}
+            while self._heap and self._heap[0][0] <= horizon:
+                deadline, name, current = self._pop()
+                if current and name not in due:
+                    due[name] = deadline
+            while self._heap and not self._top_is_current():
+                self._pop()
+        finally:
+            self._in_timer = False
         if self._heap:
             self._arm(self._heap[0][0])
-        for name, deadline in due:
+        for name, deadline in due.items():
             self.feed(name, TimerFired(), now=max(now, deadline))
 
     # -- effects ------------------------------------------------------------------------------
 
     def _dispatch(self, name: str, effects: list[Effect]) -> None:
         for effect in effects:
-            if isinstance(effect, SendAdvert) and self._queue.empty():
-                # Fast path: nothing is pending ahead of it, so sending now keeps the order.
+            if isinstance(effect, ReportTransition) and self._on_transition is not None:
+                self._on_transition(effect)
+            pending = self._pending.get(name)
+            if isinstance(effect, SendAdvert) and not pending:
+                # Fast path: nothing of this machine's is pending ahead of it, so sending now
+                # keeps its order.
                 self._send(effect)
-            else:
-                self._queue.put_nowait((name, effect))
+                continue
+            if pending is None:
+                pending = self._pending[name] = deque()
+            pending.append(effect)
+            if name not in self._workers:
+                self._idle.clear()
+                self._workers[name] = self._loop.create_task(
+                    self._run_effects(name, pending), name=f"vipkeeper-effects-{name}"
+                )
 
     def _send(self, effect: SendAdvert) -> None:
         try:
@@ -226,20 +310,24 @@ class Driver:
             self.stats.effect_errors["send_advert"] += 1
             log.warning("sending advertisement to %s failed: %s", effect.destination, exc)
 
-    async def _run_effects(self) -> None:
-        while True:
-            item = await self._queue.get()
-            if item is None:
-                self._queue.task_done()
-                return
-            name, effect = item
-            try:
-                await self._execute(name, effect)
-            except Exception as exc:  # an effect failing must not stop the daemon
-                self.stats.effect_errors[type(effect).__name__] += 1
-                log.error("%s: %s failed: %s", name, type(effect).__name__, exc)
-            finally:
-                self._queue.task_done()
+    async def _run_effects(self, name: str, pending: deque[Effect]) -> None:
+        """Carry out one machine's effects in order until none is left."""
+        try:
+            while pending:
+                effect = pending[0]
+                try:
+                    await self._execute(name, effect)
+                except Exception as exc:  # an effect failing must not stop the daemon
+                    self.stats.effect_errors[type(effect).__name__] += 1
+                    log.error("%s: %s failed: %s", name, type(effect).__name__, exc)
+                finally:
+                    pending.popleft()
+        finally:
+            del self._workers[name]
+            if self._pending.get(name) is pending:
+                del self._pending[name]
+            if not self._workers:
+                self._idle.set()
 
     async def _execute(self, name: str, effect: Effect) -> None:
         if isinstance(effect, SendAdvert):
@@ -274,13 +362,10 @@ class Driver:
 
     async def drain(self) -> None:
         """Wait until every queued effect has been carried out."""
-        await self._queue.join()
+        await self._idle.wait()
 
     async def stop(self) -> None:
         if self._armed is not None:
             self._armed.cancel()
             self._armed = None
-        if self._worker is not None:
-            self._queue.put_nowait(None)
-            await self._worker
-            self._worker = None
+        await self.drain()
