@@ -21,8 +21,9 @@ from vipkeeper import pidfile
 from vipkeeper.assemble import Plan, plan
 from vipkeeper.config import model
 from vipkeeper.config.load import LoadResult, load_config
-from vipkeeper.core.effects import RunNotify, VirtualAddress
+from vipkeeper.core.effects import ReportTransition, RunNotify, VirtualAddress
 from vipkeeper.core.events import (
+    PacketReceived,
     ShutdownRequested,
     SourceAddressChanged,
     Started,
@@ -30,7 +31,7 @@ from vipkeeper.core.events import (
 )
 from vipkeeper.core.sync_group import SyncGroup
 from vipkeeper.core.track import ScriptTracker
-from vipkeeper.core.vrrp import InstanceSettings, VrrpInstance
+from vipkeeper.core.vrrp import InstanceSettings, State, VrrpInstance
 from vipkeeper.director import Director
 from vipkeeper.driver import Driver, Machine
 from vipkeeper.io.addresses import AddressManager
@@ -76,6 +77,7 @@ class Daemon:
         self._refresh_pending: set[tuple[str, int]] = set()
         self.runner = ScriptRunner()
         self.addresses = AddressManager()
+        self.gratuitous = GratuitousSender()
         self.sockets = VrrpSocketPool(self._on_packet)
         self.driver: Driver | None = None
         self.links: LinkMonitor | None = None
@@ -92,11 +94,14 @@ class Daemon:
             machines={},
             sender=self.sockets,
             addresses=self.addresses,
-            gratuitous=GratuitousSender(),
+            gratuitous=self.gratuitous,
             notify=self._notify,
             route_packet=self._route,
+            before_timers=self.sockets.drain,
+            on_transition=self._on_transition,
         )
         self.driver.start()
+        self.sockets.sink = self.driver.receive  # straight to the driver: no hop per packet
         try:
             await self._start(self.plan)
             await self.director.start()
@@ -141,6 +146,7 @@ class Daemon:
         await self._initial_facts(new.settings.values())
         self._start_track_scripts()
         self.driver.feed_all(Started(), started)
+        self._update_receive_modes()
 
     async def _initial_facts(self, settings: Iterable[InstanceSettings]) -> None:
         assert self.driver is not None
@@ -237,32 +243,36 @@ class Daemon:
         if self.driver is not None:
             await self.driver.stop()
         self.sockets.close()
+        self.gratuitous.close()
         self.addresses.close()
 
     # -- inputs -----------------------------------------------------------------------------
+
+    def _on_transition(self, _transition: ReportTransition) -> None:
+        self._update_receive_modes()
+
+    def _update_receive_modes(self) -> None:
+        """Read an interface's VRRP socket lazily while every instance on it is a Backup.
+
+        A Backup only needs its packets when its Master_Down_Timer is due (the driver drains
+        lazy sockets before every timer) or when a Master leaves with priority 0 (the socket's
+        doorbell); a Master, or an instance starting or in FAULT, reads every packet as it comes.
+        """
+        all_backup: dict[tuple[str, int], bool] = {}
+        for instance in self.instances.values():
+            key = (instance.settings.interface, instance.settings.family)
+            all_backup[key] = all_backup.get(key, True) and instance.state is State.BACKUP
+        for (interface, family), lazy in all_backup.items():
+            self.sockets.set_lazy(interface, _socket_family(family), lazy)
 
     def _route(self, interface: str, family: int, vrid: int) -> tuple[str, str | None] | None:
         return self.routes.get((interface, _family_number(family), vrid))
 
     def _on_packet(
-        self,
-        *,
-        interface: str,
-        family: int,
-        source: str,
-        destination: str,
-        ttl: int,
-        payload: bytes,
+        self, interface: str, family: int, packet: PacketReceived, received_at: float
     ) -> None:
         assert self.driver is not None
-        self.driver.packet_received(
-            interface=interface,
-            family=family,
-            source=source,
-            destination=destination,
-            ttl=ttl,
-            payload=payload,
-        )
+        self.driver.receive(interface, family, packet, received_at)
 
     def _on_link_event(self, event: LinkEvent) -> None:
         assert self.driver is not None

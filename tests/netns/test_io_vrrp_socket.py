@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import struct
+import time
 from pathlib import Path
 
 import pytest
@@ -222,9 +223,14 @@ from vipkeeper.io.vrrp_socket import VrrpSocketPool
 
 async def main(interface, out):
     log = open(out, "a")
-    def sink(**packet):
-        packet["payload"] = packet["payload"].hex()
-        log.write(json.dumps(packet) + "\\n")
+    loop = asyncio.get_running_loop()
+    def sink(interface, family, packet, received_at):
+        age = loop.time() - received_at
+        log.write(json.dumps({
+            "interface": interface, "family": family, "source": packet.source,
+            "destination": packet.destination, "ttl": packet.ttl,
+            "payload": packet.payload.hex(), "fresh": 0 <= age < 1,
+        }) + "\\n")
         log.flush()
     pool = VrrpSocketPool(sink)
     await pool.open(interface, socket.AF_INET)
@@ -240,7 +246,7 @@ import asyncio, sys
 from vipkeeper.io.vrrp_socket import VrrpSocketPool
 
 async def main(interface, source4, source6, payload):
-    pool = VrrpSocketPool(lambda **packet: None)
+    pool = VrrpSocketPool(lambda *packet: None)
     pool.send(interface=interface, source=source4, destination="224.0.0.18",
               payload=bytes.fromhex(payload))
     pool.send(interface=interface, source=source6, destination="ff02::12",
@@ -272,9 +278,72 @@ def test_socket_pool_opens_per_family_and_tags_packets_with_interface_and_family
         packets = sorted(received(out), key=lambda p: int(str(p["family"])))
         assert packets == [
             {"interface": "eth0", "family": 2, "source": "10.0.0.1",
-             "destination": "224.0.0.18", "ttl": 255, "payload": PAYLOAD.hex()},
+             "destination": "224.0.0.18", "ttl": 255, "payload": PAYLOAD.hex(), "fresh": True},
             {"interface": "eth0", "family": 10, "source": source6,
-             "destination": "ff02::12", "ttl": 255, "payload": PAYLOAD.hex()},
+             "destination": "ff02::12", "ttl": 255, "payload": PAYLOAD.hex(), "fresh": True},
         ]  # fmt: skip
 
     both_arrived()
+
+
+LAZY_RECEIVER = """
+import asyncio, json, socket, sys
+from vipkeeper.io.vrrp_socket import VrrpSocketPool
+
+async def main(interface, out):
+    log = open(out, "a")
+    loop = asyncio.get_running_loop()
+    def sink(interface, family, packet, received_at):
+        log.write(json.dumps({
+            "family": family, "priority": packet.payload[2],
+            "waited": loop.time() - received_at,
+        }) + "\\n")
+        log.flush()
+    pool = VrrpSocketPool(sink)
+    for family in (socket.AF_INET, socket.AF_INET6):
+        await pool.open(interface, family)
+        pool.set_lazy(interface, family, True)
+    open(out + ".ready", "w").close()
+    await asyncio.Event().wait()
+
+asyncio.run(main(*sys.argv[1:]))
+"""
+
+HELD_BACK = 0.3  # seconds the routine advertisements sit unread before the doorbell rings
+
+
+def test_a_lazy_socket_holds_routine_adverts_until_a_priority_zero_one_rings_the_doorbell(
+    lab: Lab, pair: tuple[Host, Host], tmp_path: Path
+) -> None:
+    a, b = pair
+    out = tmp_path / "b.jsonl"
+    lab.spawn_python(b, LAZY_RECEIVER, b.ifname, str(out))
+
+    @poll
+    def ready() -> None:
+        assert Path(f"{out}.ready").exists()
+
+    ready()
+    source6 = link_local(lab, a)
+    routine = PAYLOAD  # priority 100
+    leaving = PAYLOAD[:2] + b"\x00" + PAYLOAD[3:]  # priority 0: a Master leaving
+    lab.python(a, POOL_SENDER, a.ifname, "10.0.0.1", source6, routine.hex())
+    # A lazy socket must not hand routine adverts over by itself; nothing can be polled for
+    # the absence of a delivery, so give it a fixed time to (wrongly) deliver them.
+    time.sleep(HELD_BACK)
+    assert received(out) == []
+
+    lab.python(a, POOL_SENDER, a.ifname, "10.0.0.1", source6, leaving.hex())
+
+    @poll
+    def all_delivered() -> None:
+        packets = received(out)
+        assert len(packets) == 4
+        for family in (2, 10):
+            first, second = [p for p in packets if p["family"] == family]
+            # In arrival order, each stamped with when it arrived, not when it was read.
+            assert (first["priority"], second["priority"]) == (100, 0)
+            assert float(first["waited"]) >= HELD_BACK
+            assert 0 <= float(second["waited"]) < HELD_BACK
+
+    all_delivered()

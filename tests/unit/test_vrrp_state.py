@@ -749,3 +749,53 @@ def test_v2_fractional_interval_is_rounded_to_whole_seconds():
 def test_inconsistent_settings_are_refused(overrides):
     with pytest.raises(ValueError):
         make(**overrides)
+
+
+# -- a Master repeating itself: the Backup's shortcut must match the full receive path ----------
+
+
+def _backup_fed(adverts: list[tuple[PacketReceived | TrackChanged, float]]) -> VrrpInstance:
+    instance, _ = start(make(track_interfaces=(("eth1", -60),)))
+    for event, now in adverts:
+        instance.handle(event, now)
+    return instance
+
+
+def test_repeated_adverts_count_and_restart_the_master_down_timer_like_the_first():
+    advert = packet(priority=150, addresses=("172.16.9.99",))  # address list differs: counted
+    instance = _backup_fed([(advert, 1.0), (advert, 2.0), (advert, 3.0)])
+    assert instance.state is State.BACKUP
+    assert instance.stats.adverts_received == 3
+    assert instance.stats.address_list_mismatch == 3
+    assert instance.next_deadline() == pytest.approx(3.0 + master_down_interval(
+        version=2, priority=100, master_adver_interval=1.0
+    ))  # fmt: skip
+
+
+def test_a_repeated_advert_is_judged_afresh_after_any_other_event():
+    # Priority 90 against our 100 would be discarded (we preempt)... until a tracked interface
+    # goes down and takes 60 off our priority: then the same bytes are our Master's adverts.
+    advert = packet(priority=90)
+    instance = _backup_fed([(advert, 1.0), (advert, 1.5)])
+    assert instance.stats.lower_priority_discarded == 2
+    instance.handle(TrackChanged(name="eth1", up=False, kind="interface"), 1.6)
+    instance.handle(advert, 2.0)
+    instance.handle(advert, 2.5)
+    assert instance.stats.lower_priority_discarded == 2
+    deadline = instance.next_deadline()
+    assert deadline is not None and deadline > 2.5
+    # Back up: the same advert is a lower-priority one again and is discarded, timer untouched.
+    instance.handle(TrackChanged(name="eth1", up=True, kind="interface"), 2.6)
+    instance.handle(advert, 3.0)
+    assert instance.stats.lower_priority_discarded == 3
+    assert instance.next_deadline() == deadline
+
+
+def test_a_different_advert_from_the_master_is_decoded_again():
+    instance = _backup_fed([(packet(priority=150), 1.0), (packet(priority=0), 1.2)])
+    assert instance.stats.priority_zero_received == 1
+    skew = skew_time(version=2, priority=100, master_adver_interval=1.0)
+    assert instance.next_deadline() == pytest.approx(1.2 + skew)
+    bad = dataclasses.replace(packet(priority=150), ttl=254)
+    instance = _backup_fed([(packet(priority=150), 1.0), (bad, 1.1)])
+    assert instance.stats.adverts_received == 1

@@ -248,6 +248,9 @@ class VrrpInstance:
         self._garp_repeat = settings.garp_master_repeat  # size of the next delayed burst
         self._lower_prio_garp_at: float | None = None
         self._seen_addresses: tuple[tuple[str, ...], bool] = ((), True)
+        # The last advertisement a Backup accepted as its Master's, with the Master_Down_Interval
+        # it led to and whether its address list differed (see `handle`).
+        self._echo: tuple[Event, tuple[bytes, str, str, int], float, bool] | None = None
 
     # ---- public API -------------------------------------------------------------------
 
@@ -275,6 +278,27 @@ class VrrpInstance:
         return reasons
 
     def handle(self, event: Event, now: float) -> list[Effect]:
+        # The Master repeats itself: the same bytes from the same sender, with nothing else
+        # handled in between, pass the same checks and reach the same branch as last time, so
+        # only the counters and the Master_Down_Timer move (no decoding).
+        echo = self._echo
+        if (
+            echo is not None
+            and self.state is State.BACKUP
+            and (
+                event is echo[0]
+                or (
+                    isinstance(event, PacketReceived)
+                    and (event.payload, event.source, event.destination, event.ttl) == echo[1]
+                )
+            )
+        ):
+            self.stats.adverts_received += 1
+            if echo[3]:
+                self.stats.address_list_mismatch += 1
+            self._master_down_at = now + echo[2]
+            return []
+        self._echo = None
         handler = _TRANSITIONS.get((self.state, type(event)))
         if handler is None:
             raise ProtocolError(self.state, event)
@@ -541,12 +565,17 @@ class VrrpInstance:
             self._master_down_at = now + self._skew_time()
             return
         preempt = self.settings.preempt_enabled or self.priority == OWNER_PRIORITY
-        if not preempt or advert.priority >= self.priority or self._preemption_held(now):
+        accepted = not preempt or advert.priority >= self.priority
+        if accepted or self._preemption_held(now):
             if advert.version == 3:
                 # RFC 9568 §6.4.2: learn Master_Adver_Interval, recompute the timers.
                 self.master_adver_interval = advert.interval_seconds
             self.master_address = source
-            self._master_down_at = now + self._master_down_interval()
+            interval = self._master_down_interval()
+            self._master_down_at = now + interval
+            if accepted:  # not while preempt_delay holds: that depends on the time
+                key = (event.payload, event.source, event.destination, event.ttl)
+                self._echo = (event, key, interval, not self._seen_addresses[1])
             return
         # Lower priority and we preempt: discard, let the Master_Down_Timer run out.
         self.stats.lower_priority_discarded += 1

@@ -8,18 +8,31 @@ TTL / hop limit the kernel saw.
 
 Must never: encode, decode or judge VRRP messages (checksums included: the payload comes
 ready-made from `vipkeeper.core.vrrp_wire`, which covers the IPv6 pseudo-header itself), filter by
-VRID or TTL (RFC 9568 §7.1 checks are the core's), or block the loop (reads run from
-`loop.add_reader`, sends never wait).
+VRID or TTL (RFC 9568 §7.1 checks are the core's), or block the loop (reads never wait, sends
+never wait).
+
+Two ways to read. *Eager* (the default): a reader on the socket handles every datagram as it
+arrives. *Lazy* (`set_lazy(True)`, used while every instance on the interface is a Backup): nothing
+watches the socket; the driver calls `drain()` just before it fires any timer, and each datagram
+is handed over with the kernel's receive time (SO_TIMESTAMPNS), so a Backup's Master_Down_Timer is
+restarted from when the advertisement really arrived. A Backup then wakes once per
+Master_Down_Interval instead of once per advertisement. The one advertisement a Backup must act on
+at once -- priority 0, a Master leaving (RFC 9568 §6.4.2) -- rings a *doorbell*: a second socket on
+the same interface whose classic BPF filter admits only priority-0 VRRP messages; its reader
+drains the main socket. Datagrams the kernel dropped for want of buffer space are counted
+(SO_RXQ_OVFL).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import ipaddress
 import logging
 import socket
 import struct
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
@@ -40,24 +53,44 @@ _IPV6_MULTICAST_ALL = 29
 # The largest VRRP datagram: an IPv6 payload of 8 + 255 x 16 bytes (IPv4 with options is
 # smaller). A 64 KiB buffer per recv() cost more than the packet's whole processing.
 _RECEIVE_SIZE = 4200
-_ANCILLARY_SIZE = socket.CMSG_SPACE(4) + socket.CMSG_SPACE(20)
+_SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+_SO_RXQ_OVFL = getattr(socket, "SO_RXQ_OVFL", 40)
+_SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+_SO_ATTACH_FILTER = getattr(socket, "SO_ATTACH_FILTER", 26)
+_ANCILLARY_SIZE = (
+    socket.CMSG_SPACE(4) + socket.CMSG_SPACE(20) + socket.CMSG_SPACE(16) + socket.CMSG_SPACE(4)
+)
 _QUEUE_LIMIT = 1024
+# A lazy socket holds every advertisement between two drains; ask for room for thousands.
+RECEIVE_BUFFER = 4 * 1024 * 1024
+# Reads per eager wake-up, so a flood cannot starve the loop; a drain reads up to this many.
+_EAGER_BATCH = 64
+_DRAIN_LIMIT = 100_000
+# A kernel timestamp further back than this is not believed (the wall clock was stepped).
+_MAX_RECEIVE_AGE = 5.0
 
-PacketCallback = Callable[[PacketReceived], None]
+PacketCallback = Callable[[PacketReceived, float], None]
+"""Called with each packet and the loop time (`loop.time()` clock) at which it arrived."""
+
+
+def _priority_zero_filter(ip_header: bool) -> bytes:
+    """A classic BPF program admitting only VRRP messages whose priority byte (offset 2) is 0.
+
+    An IPv4 raw socket's filter sees the IP header first (its length is 4 x IHL); an IPv6 raw
+    socket's sees the VRRP message itself.
+    """
+    ld_b_abs, ldx_msh, ld_b_ind, jeq_k, ret_k = 0x30, 0xB1, 0x50, 0x15, 0x06
+    load = [(ldx_msh, 0, 0, 0), (ld_b_ind, 0, 0, 2)] if ip_header else [(ld_b_abs, 0, 0, 2)]
+    program = [*load, (jeq_k, 0, 1, 0), (ret_k, 0, 0, 0xFFFF), (ret_k, 0, 0, 0)]
+    return b"".join(struct.pack("=HBBI", *instruction) for instruction in program)
 
 
 class PacketSink(Protocol):
-    """What `VrrpSocketPool` hands every packet to (`Driver.packet_received` fits)."""
+    """What `VrrpSocketPool` hands every packet to (`Driver.receive` fits): the interface and
+    address family it arrived on, the packet, and when it arrived on the loop's clock."""
 
     def __call__(
-        self,
-        *,
-        interface: str,
-        family: int,
-        source: str,
-        destination: str,
-        ttl: int,
-        payload: bytes,
+        self, interface: str, family: int, packet: PacketReceived, received_at: float, /
     ) -> None: ...
 
 
@@ -87,6 +120,11 @@ class VrrpSocket:
         self._queue: asyncio.Queue[PacketReceived | None] = asyncio.Queue(_QUEUE_LIMIT)
         self._loop = asyncio.get_running_loop()
         self._closed = False
+        self._lazy = False
+        self._doorbell: socket.socket | None = None
+        self.kernel_drops = 0  # datagrams the kernel dropped: receive buffer full (SO_RXQ_OVFL)
+        self._last_datagram = b""
+        self._last_packet: PacketReceived | None = None
         self._loop.add_reader(sock.fileno(), self._readable)
 
     @classmethod
@@ -115,12 +153,13 @@ class VrrpSocket:
         ifindex = socket.if_nametoindex(interface)
         sock = socket.socket(family, socket.SOCK_RAW, VRRP_PROTOCOL)
         try:
-            sock.setblocking(False)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, interface.encode())
-            if family == socket.AF_INET:
-                _configure_ipv4(sock, ifindex)
-            else:
-                _configure_ipv6(sock, ifindex)
+            _configure(sock, interface, family, ifindex)
+            sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+            sock.setsockopt(socket.SOL_SOCKET, _SO_RXQ_OVFL, 1)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, RECEIVE_BUFFER)
+            except PermissionError:  # without CAP_NET_ADMIN: as much as rmem_max allows
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
         except BaseException:
             sock.close()
             raise
@@ -176,10 +215,53 @@ class VrrpSocket:
             except EOFError:
                 return
 
+    @property
+    def lazy(self) -> bool:
+        return self._lazy
+
+    def set_lazy(self, lazy: bool) -> None:
+        """Switch between eager and lazy reading (see the module docstring).
+
+        Lazy needs the caller to `drain()` before acting on any timer. If the doorbell socket
+        cannot be opened the socket stays eager (correct, only dearer).
+        """
+        if self._closed or lazy == self._lazy:
+            return
+        if lazy:
+            try:
+                doorbell = socket.socket(self.family, socket.SOCK_RAW, VRRP_PROTOCOL)
+            except OSError as error:
+                log.warning("%s: no doorbell socket, staying eager: %s", self.interface, error)
+                return
+            try:
+                _configure(doorbell, self.interface, self.family, self.ifindex)
+                program = _priority_zero_filter(self.family == socket.AF_INET)
+                code = ctypes.create_string_buffer(program, len(program))
+                fprog = struct.pack("HL", len(program) // 8, ctypes.addressof(code))
+                doorbell.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER, fprog)
+            except OSError as error:
+                doorbell.close()
+                log.warning("%s: no doorbell socket, staying eager: %s", self.interface, error)
+                return
+            self._doorbell = doorbell
+            self._loop.remove_reader(self._sock.fileno())
+            self._loop.add_reader(doorbell.fileno(), self._doorbell_rang)
+        else:
+            self._close_doorbell()
+            self._loop.add_reader(self._sock.fileno(), self._readable)
+        self._lazy = lazy
+
+    def drain(self) -> int:
+        """Handle every datagram waiting in the socket now; returns how many were read."""
+        if self._closed:
+            return 0
+        return self._read(_DRAIN_LIMIT)
+
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
+        self._close_doorbell()
         with contextlib.suppress(Exception):
             self._loop.remove_reader(self._sock.fileno())
         self._sock.close()
@@ -193,25 +275,52 @@ class VrrpSocket:
         self.close()
 
     def _readable(self) -> None:
-        # Drain what is there now, without starving the loop when a peer floods us.
-        for _ in range(64):
+        # Read what is there now, without starving the loop when a peer floods us.
+        self._read(_EAGER_BATCH)
+
+    def _doorbell_rang(self) -> None:
+        doorbell = self._doorbell
+        if doorbell is None:
+            return
+        with contextlib.suppress(OSError):
+            while doorbell.recv(_RECEIVE_SIZE):
+                pass  # only a signal: the main socket holds the same datagrams, in order
+        self._read(_DRAIN_LIMIT)
+
+    def _close_doorbell(self) -> None:
+        doorbell, self._doorbell = self._doorbell, None
+        if doorbell is not None:
+            with contextlib.suppress(Exception):
+                self._loop.remove_reader(doorbell.fileno())
+            doorbell.close()
+
+    def _read(self, limit: int) -> int:
+        # Kernel timestamps are wall-clock times; map them onto the loop's monotonic clock.
+        loop_now = self._loop.time()
+        offset = loop_now - time.time()
+        receive = self._receive_ipv4 if self.family == socket.AF_INET else self._receive_ipv6
+        count = 0
+        while count < limit:
             try:
-                if self.family == socket.AF_INET:
-                    packet = self._receive_ipv4()
-                else:
-                    packet = self._receive_ipv6()
+                packet, stamp = receive()
             except (BlockingIOError, InterruptedError):
-                return
+                break
             except OSError as error:
                 log.warning("%s: receive failed: %s", self.interface, error)
-                return
-            if packet is not None:
-                self._deliver(packet)
+                break
+            count += 1
+            if packet is None:
+                continue
+            arrived = loop_now if stamp is None else stamp + offset
+            if not loop_now - _MAX_RECEIVE_AGE <= arrived <= loop_now:
+                arrived = loop_now
+            self._deliver(packet, arrived)
+        return count
 
-    def _deliver(self, packet: PacketReceived) -> None:
+    def _deliver(self, packet: PacketReceived, arrived: float) -> None:
         if self._on_packet is not None:
             try:
-                self._on_packet(packet)
+                self._on_packet(packet, arrived)
             except Exception:
                 log.exception("%s: packet callback failed", self.interface)
             return
@@ -220,12 +329,47 @@ class VrrpSocket:
         except asyncio.QueueFull:
             log.warning("%s: receive queue full, VRRP packet dropped", self.interface)
 
-    def _receive_ipv4(self) -> PacketReceived | None:
-        datagram = self._sock.recv(_RECEIVE_SIZE)
-        return parse_ipv4_datagram(datagram)
+    def _socket_facts(self, ancillary: list[tuple[int, int, bytes]]) -> float | None:
+        """The receive timestamp (wall clock) from SOL_SOCKET messages; counts kernel drops."""
+        stamp: float | None = None
+        for level, kind, data in ancillary:
+            if level != socket.SOL_SOCKET:
+                continue
+            if kind == _SO_TIMESTAMPNS and len(data) >= 16:
+                seconds, nanoseconds = struct.unpack("=qq", data[:16])
+                stamp = seconds + nanoseconds / 1e9
+            elif kind == _SO_RXQ_OVFL and len(data) >= 4:
+                (total,) = struct.unpack("=I", data[:4])
+                if total > self.kernel_drops:
+                    log.warning(
+                        "%s: the kernel dropped %d VRRP packet(s): receive buffer full",
+                        self.interface,
+                        total - self.kernel_drops,
+                    )
+                    self.kernel_drops = total
+        return stamp
 
-    def _receive_ipv6(self) -> PacketReceived | None:
+    def _receive_ipv4(self) -> tuple[PacketReceived | None, float | None]:
+        datagram, ancillary, _flags, _address = self._sock.recvmsg(_RECEIVE_SIZE, _ANCILLARY_SIZE)
+        stamp = self._socket_facts(ancillary)
+        last = self._last_datagram
+        if (
+            datagram[0] == 0x45  # no IP options: the VRRP message starts at byte 20
+            and len(datagram) == len(last)
+            and datagram[20:] == last[20:]
+            and datagram[12:20] == last[12:20]  # source and destination
+            and datagram[8] == last[8]  # TTL
+        ):
+            # A Master repeating its advertisement (only the IP identification and header
+            # checksum differ): reuse the same immutable packet object.
+            return self._last_packet, stamp
+        packet = parse_ipv4_datagram(datagram)
+        self._last_datagram, self._last_packet = datagram, packet
+        return packet, stamp
+
+    def _receive_ipv6(self) -> tuple[PacketReceived | None, float | None]:
         payload, ancillary, _flags, address = self._sock.recvmsg(_RECEIVE_SIZE, _ANCILLARY_SIZE)
+        stamp = self._socket_facts(ancillary)
         hop_limit: int | None = None
         destination: str | None = None
         for level, kind, data in ancillary:
@@ -237,11 +381,12 @@ class VrrpSocket:
                 destination = socket.inet_ntop(socket.AF_INET6, data[:16])
         if hop_limit is None or destination is None:
             log.debug("%s: IPv6 packet without hop limit or pktinfo ignored", self.interface)
-            return None
+            return None, stamp
         source = str(address[0]).split("%", 1)[0]
-        return PacketReceived(
+        packet = PacketReceived(
             source=source, destination=destination, ttl=hop_limit, payload=payload
         )
+        return packet, stamp
 
 
 def parse_ipv4_datagram(datagram: bytes) -> PacketReceived | None:
@@ -263,6 +408,17 @@ def parse_ipv4_datagram(datagram: bytes) -> PacketReceived | None:
         ttl=datagram[8],
         payload=bytes(datagram[header_length:end]),
     )
+
+
+def _configure(
+    sock: socket.socket, interface: str, family: socket.AddressFamily, ifindex: int
+) -> None:
+    sock.setblocking(False)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, interface.encode())
+    if family == socket.AF_INET:
+        _configure_ipv4(sock, ifindex)
+    else:
+        _configure_ipv6(sock, ifindex)
 
 
 def _configure_ipv4(sock: socket.socket, ifindex: int) -> None:
@@ -299,7 +455,7 @@ class VrrpSocketPool:
     """
 
     def __init__(self, sink: PacketSink) -> None:
-        self._sink = sink
+        self.sink = sink  # sockets opened from now on deliver here
         self._sockets: dict[tuple[str, int], VrrpSocket] = {}
 
     async def open(self, interface: str, family: socket.AddressFamily | int) -> VrrpSocket:
@@ -309,6 +465,22 @@ class VrrpSocketPool:
         version = ipaddress.ip_address(destination).version
         family = socket.AF_INET if version == 4 else socket.AF_INET6
         self._socket(interface, family).send(source, destination, payload)
+
+    def set_lazy(self, interface: str, family: socket.AddressFamily | int, lazy: bool) -> None:
+        """Read the (interface, family) socket lazily or eagerly, if it is open."""
+        existing = self._sockets.get((interface, int(family)))
+        if existing is not None:
+            existing.set_lazy(lazy)
+
+    def drain(self) -> None:
+        """Handle every datagram waiting in the lazy sockets (call before acting on a timer)."""
+        for sock in list(self._sockets.values()):
+            if sock.lazy:
+                sock.drain()
+
+    @property
+    def kernel_drops(self) -> int:
+        return sum(sock.kernel_drops for sock in self._sockets.values())
 
     def reopen(self, interface: str) -> None:
         """Drop the interface's sockets (e.g. it was deleted and created again); the next
@@ -327,15 +499,10 @@ class VrrpSocketPool:
         if existing is not None:
             return existing
 
-        def deliver(packet: PacketReceived) -> None:
-            self._sink(
-                interface=interface,
-                family=int(family),
-                source=packet.source,
-                destination=packet.destination,
-                ttl=packet.ttl,
-                payload=packet.payload,
-            )
+        sink, family_number = self.sink, int(family)
+
+        def deliver(packet: PacketReceived, arrived: float) -> None:
+            sink(interface, family_number, packet, arrived)
 
         opened = VrrpSocket.open_now(interface, family, on_packet=deliver)
         self._sockets[key] = opened
