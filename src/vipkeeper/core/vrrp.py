@@ -244,7 +244,7 @@ class VrrpInstance:
         self._garp_refresh_at: float | None = None
         self._preempt_at: float | None = None
         self._out: list[Effect] = []
-        self._encoded: dict[tuple[int, str, str], bytes] = {}
+        self._sends: dict[tuple[int, str], tuple[SendAdvert, ...]] = {}
         self._garp_repeat = settings.garp_master_repeat  # size of the next delayed burst
         self._lower_prio_garp_at: float | None = None
         self._seen_addresses: tuple[tuple[str, ...], bool] = ((), True)
@@ -311,8 +311,11 @@ class VrrpInstance:
         if self.state is State.BACKUP:
             return self._master_down_at
         if self.state is State.MASTER:
-            timers = [self._adver_at, self._garp_at, self._garp_refresh_at]
-            return min((t for t in timers if t is not None), default=None)
+            earliest = self._adver_at
+            for timer in (self._garp_at, self._garp_refresh_at):
+                if timer is not None and (earliest is None or timer < earliest):
+                    earliest = timer
+            return earliest
         return None
 
     # ---- timers -----------------------------------------------------------------------
@@ -349,6 +352,17 @@ class VrrpInstance:
 
     def _send_advert(self, priority: int) -> None:
         assert self.source_address is not None  # Master is never entered without one
+        key = (priority, self.source_address)
+        sends = self._sends.get(key)
+        if sends is None:
+            # Settings never change for an instance, so the messages depend only on the key.
+            sends = self._sends[key] = self._build_sends(priority, self.source_address)
+        self._out.extend(sends)
+        self.stats.adverts_sent += len(sends)
+        if priority == 0:
+            self.stats.priority_zero_sent += len(sends)
+
+    def _build_sends(self, priority: int, source: str) -> tuple[SendAdvert, ...]:
         if self.settings.unicast_peers:
             destinations: tuple[str, ...] = self.settings.unicast_peers
         elif self.settings.mcast_group is not None:
@@ -368,26 +382,15 @@ class VrrpInstance:
             ),
             auth_data=self._password or b"",
         )
-        for destination in destinations:
-            key = (priority, self.source_address, destination)
-            payload = self._encoded.get(key)
-            if payload is None:
-                # Settings never change for an instance, so the bytes only depend on these.
-                payload = vrrp_wire.encode(
-                    advert, source=self.source_address, destination=destination
-                )
-                self._encoded[key] = payload
-            self._out.append(
-                SendAdvert(
-                    interface=self.settings.interface,
-                    source=self.source_address,
-                    destination=destination,
-                    payload=payload,
-                )
+        return tuple(
+            SendAdvert(
+                interface=self.settings.interface,
+                source=source,
+                destination=destination,
+                payload=vrrp_wire.encode(advert, source=source, destination=destination),
             )
-            self.stats.adverts_sent += 1
-            if priority == 0:
-                self.stats.priority_zero_sent += 1
+            for destination in destinations
+        )
 
     def _gratuitous(self, count: int) -> None:
         if self.settings.virtual_addresses and count > 0:

@@ -124,6 +124,8 @@ class VrrpSocket:
         self._doorbell: socket.socket | None = None
         self.kernel_drops = 0  # datagrams the kernel dropped: receive buffer full (SO_RXQ_OVFL)
         self._last_datagram = b""
+        self._pktinfo: dict[str, list[tuple[int, int, bytes]]] = {}
+        self._addresses: dict[str, tuple[str, int] | tuple[str, int, int, int]] = {}
         self._last_packet: PacketReceived | None = None
         self._loop.add_reader(sock.fileno(), self._readable)
 
@@ -176,29 +178,29 @@ class VrrpSocket:
         """
         if self._closed:
             raise OSError("VRRP socket is closed")
-        try:
+        ancillary = self._pktinfo.get(source)
+        if ancillary is None:
+            ancillary = self._pktinfo[source] = [self._source_pktinfo(source)]
+        address = self._addresses.get(destination)
+        if address is None:
             if self.family == socket.AF_INET:
-                pktinfo = struct.pack("=I4s4s", self.ifindex, socket.inet_aton(source), bytes(4))
-                self._sock.sendmsg(
-                    [payload],
-                    [(socket.IPPROTO_IP, _IP_PKTINFO, pktinfo)],
-                    0,
-                    (destination, 0),
-                )
+                address = self._addresses[destination] = (destination, 0)
             else:
-                pktinfo = struct.pack(
-                    "=16sI", socket.inet_pton(socket.AF_INET6, source), self.ifindex
-                )
-                self._sock.sendmsg(
-                    [payload],
-                    [(socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, pktinfo)],
-                    0,
-                    (destination, 0, 0, self.ifindex),
-                )
+                address = self._addresses[destination] = (destination, 0, 0, self.ifindex)
+        try:
+            self._sock.sendmsg([payload], ancillary, 0, address)
         except BlockingIOError:
             log.warning(
                 "%s: send buffer full, VRRP message to %s dropped", self.interface, destination
             )
+
+    def _source_pktinfo(self, source: str) -> tuple[int, int, bytes]:
+        """The IP_PKTINFO / IPV6_PKTINFO control message that sends from `source`."""
+        if self.family == socket.AF_INET:
+            data = struct.pack("=I4s4s", self.ifindex, socket.inet_aton(source), bytes(4))
+            return (socket.IPPROTO_IP, _IP_PKTINFO, data)
+        data = struct.pack("=16sI", socket.inet_pton(socket.AF_INET6, source), self.ifindex)
+        return (socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, data)
 
     async def receive(self) -> PacketReceived:
         """The next received packet (only when no `on_packet` callback was given)."""
@@ -456,14 +458,19 @@ class VrrpSocketPool:
 
     def __init__(self, sink: PacketSink) -> None:
         self.sink = sink  # sockets opened from now on deliver here
+        self._families: dict[str, socket.AddressFamily] = {}
         self._sockets: dict[tuple[str, int], VrrpSocket] = {}
 
     async def open(self, interface: str, family: socket.AddressFamily | int) -> VrrpSocket:
         return self._socket(interface, socket.AddressFamily(family))
 
     def send(self, *, interface: str, source: str, destination: str, payload: bytes) -> None:
-        version = ipaddress.ip_address(destination).version
-        family = socket.AF_INET if version == 4 else socket.AF_INET6
+        family = self._families.get(destination)
+        if family is None:
+            version = ipaddress.ip_address(destination).version
+            family = self._families[destination] = (
+                socket.AF_INET if version == 4 else socket.AF_INET6
+            )
         self._socket(interface, family).send(source, destination, payload)
 
     def set_lazy(self, interface: str, family: socket.AddressFamily | int, lazy: bool) -> None:
