@@ -10,7 +10,7 @@ what the benchmarks need on top of it:
     wait_until(predicate, timeout)  poll; raises TimeoutError with a description
     fail_hard(lab, host, pids)      freeze the host's processes, cut its link, kill them
     namespace_pids(ns) -> list[int] every process in a namespace (a daemon and its children)
-    cpu_ticks(pids), rss_kib(pids)  /proc/PID/stat utime+stime and /proc/PID/status VmRSS
+    cpu_seconds(pids), rss_kib(pids)  /proc/PID/schedstat run time and /proc/PID/status VmRSS
 
 Needs root, iproute2, /usr/sbin/keepalived and the project's venv (the `vipkeeper` script).
 Nothing here sends a packet outside the lab's namespaces.
@@ -38,7 +38,6 @@ from netlab import KEEPALIVED, DaemonProcess, Host, Lab  # noqa: E402
 
 VIPKEEPER = ROOT / ".venv" / "bin" / "vipkeeper"
 DAEMONS = ("keepalived", "vipkeeper")
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 __all__ = [
     "DAEMONS",
@@ -47,7 +46,7 @@ __all__ = [
     "Daemon",
     "Host",
     "Lab",
-    "cpu_ticks",
+    "cpu_seconds",
     "fail_hard",
     "keepalived_conf",
     "machine_summary",
@@ -228,18 +227,17 @@ def namespace_pids(ns: str) -> list[int]:
     return sorted(int(pid) for pid in out.split())
 
 
-def cpu_ticks(pids: Iterable[int]) -> int:
-    """utime + stime (clock ticks) summed over `pids`; a pid that vanished counts 0."""
+def cpu_seconds(pids: Iterable[int]) -> float:
+    """CPU time the scheduler ran `pids` (sum_exec_runtime of /proc/PID/schedstat, in ns, so
+    user + system time at nanosecond rather than clock-tick resolution); a vanished pid counts 0.
+    """
     total = 0
     for pid in pids:
         try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except (FileNotFoundError, ProcessLookupError):
+            total += int(Path(f"/proc/{pid}/schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
             continue
-        # Fields after the command name, which is in parentheses and may hold spaces.
-        fields = stat[stat.rindex(")") + 2 :].split()
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15 of stat)
-    return total
+    return total / 1e9
 
 
 def rss_kib(pids: Iterable[int]) -> int:

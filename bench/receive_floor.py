@@ -20,12 +20,19 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Iterable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _netns import Lab, keepalived_conf, namespace_pids, start_daemon, vips_on, wait_until
+from _netns import (
+    Lab,
+    cpu_seconds,
+    keepalived_conf,
+    namespace_pids,
+    start_daemon,
+    vips_on,
+    wait_until,
+)
 
 MINIMAL_RECEIVER = """
 import asyncio, socket, sys
@@ -47,21 +54,11 @@ asyncio.run(main())
 """
 
 
-def runtime_seconds(pids: Iterable[int]) -> float:
-    total = 0
-    for pid in pids:
-        try:
-            total += int(Path(f"/proc/{pid}/schedstat").read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            continue
-    return total / 1e9
-
-
 def measure(ns: str, window: float) -> float:
     pids = namespace_pids(ns)
-    before = runtime_seconds(pids)
+    before = cpu_seconds(pids)
     time.sleep(window)  # the measured window itself, not a wait for a condition
-    return (runtime_seconds(pids) - before) / window * 100
+    return (cpu_seconds(pids) - before) / window * 100
 
 
 def main() -> None:

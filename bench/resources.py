@@ -6,12 +6,13 @@ Scenarios (both routers start as BACKUP, r1 has priority 150 and becomes Master,
     200 instances VRRPv3, advert_int 0.1   (VRIDs 1..200, one VIP each)
 
 For each scenario and daemon a fresh lab is built; once r1 holds every VIP and r2 none, the
-benchmark waits `--settle` seconds, then reads utime + stime of every process in each router's
-namespace from /proc/PID/stat at the start and the end of a `--window` second window (keepalived:
-the parent and its VRRP child; vipkeeper: its one process). CPU is that time over the window, in
-% of one core. RSS is VmRSS from /proc/PID/status at the end of the window, summed over the same
-processes. Ratios are vipkeeper / keepalived. Targets (issue 2): vipkeeper's CPU within 3x
-keepalived's, RSS under 60 MB.
+benchmark waits `--settle` seconds, then reads the run time of every process in each router's
+namespace from /proc/PID/schedstat (nanoseconds; user + system) at the start and the end of a
+`--window` second window (keepalived: the parent and its VRRP child; vipkeeper: its one
+process). CPU is that time over the window, in % of one core. RSS is VmRSS from
+/proc/PID/status at the end of the window, summed over the same processes. Ratios are
+vipkeeper / keepalived. Targets (issue 2): vipkeeper's CPU within 3x keepalived's, RSS under
+60 MB.
 
     sudo .venv/bin/python bench/resources.py [--window 20] [--markdown] [--json FILE]
 
@@ -31,10 +32,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _netns import (
-    CLOCK_TICKS,
     DAEMONS,
     Lab,
-    cpu_ticks,
+    cpu_seconds,
     keepalived_conf,
     machine_summary,
     rss_kib,
@@ -131,10 +131,10 @@ def measure(
         pids = {role: d.pids() for role, d in daemons.items()}
         for d in daemons.values():
             d.profile_clear()
-        before = {role: cpu_ticks(p) for role, p in pids.items()}
+        before = {role: cpu_seconds(p) for role, p in pids.items()}
         started = time.monotonic()
         time.sleep(window)
-        after = {role: cpu_ticks(p) for role, p in pids.items()}
+        after = {role: cpu_seconds(p) for role, p in pids.items()}
         elapsed = time.monotonic() - started
         rss = {role: rss_kib(p) for role, p in pids.items()}
         if not note and not elected():
@@ -150,7 +150,7 @@ def measure(
                 daemon=daemon,
                 scenario=scenario.label,
                 role=role,
-                cpu_percent=100.0 * (after[role] - before[role]) / CLOCK_TICKS / elapsed,
+                cpu_percent=100.0 * (after[role] - before[role]) / elapsed,
                 rss_mb=rss[role] / 1024,
                 processes=len(pids[role]),
                 note=note,
