@@ -75,6 +75,7 @@ class Daemon:
         self._trackers: dict[str, ScriptTracker] = {}
         self._sources: dict[str, str | None] = {}
         self._refresh_pending: set[tuple[str, int]] = set()
+        self._modes_pending = False
         self.runner = ScriptRunner()
         self.addresses = AddressManager()
         self.gratuitous = GratuitousSender()
@@ -141,6 +142,7 @@ class Daemon:
             except OSError as exc:
                 # The interface may appear later; the instance stays in FAULT until it does.
                 log.error("%s: cannot listen on %s: %s", settings.name, settings.interface, exc)
+        self.gratuitous.prepare({v.dev for s in new.settings.values() for v in s.virtual_addresses})
         if self.links is None:
             self.links = await LinkMonitor.open(self._on_link_event)
         await self._initial_facts(new.settings.values())
@@ -249,7 +251,10 @@ class Daemon:
     # -- inputs -----------------------------------------------------------------------------
 
     def _on_transition(self, _transition: ReportTransition) -> None:
-        self._update_receive_modes()
+        # Not urgent, and not on a takeover's path: once per burst of transitions, just after.
+        if not self._modes_pending:
+            self._modes_pending = True
+            asyncio.get_running_loop().call_soon(self._update_receive_modes)
 
     def _update_receive_modes(self) -> None:
         """Read an interface's VRRP socket lazily while every instance on it is a Backup.
@@ -258,6 +263,7 @@ class Daemon:
         lazy sockets before every timer) or when a Master leaves with priority 0 (the socket's
         doorbell); a Master, or an instance starting or in FAULT, reads every packet as it comes.
         """
+        self._modes_pending = False
         all_backup: dict[tuple[str, int], bool] = {}
         for instance in self.instances.values():
             key = (instance.settings.interface, instance.settings.family)

@@ -37,6 +37,7 @@ from vipkeeper.core.effects import (
     VirtualAddress,
 )
 from vipkeeper.core.events import Event, PacketReceived, TimerFired
+from vipkeeper.io.timerfd import make_timer
 
 log = logging.getLogger("vipkeeper")
 
@@ -113,7 +114,7 @@ class Driver:
         self._loop = loop or asyncio.get_running_loop()
         self._heap: list[tuple[float, str]] = []
         self._pushed: dict[str, float] = {}
-        self._armed: asyncio.TimerHandle | None = None
+        self._timer = make_timer(self._loop, self._on_timer)
         self._armed_at: float | None = None
         self._pending: dict[str, deque[Effect]] = {}  # per machine, oldest first
         self._workers: dict[str, asyncio.Task[None]] = {}
@@ -208,10 +209,8 @@ class Driver:
             self._arm(deadline)
 
     def _arm(self, deadline: float) -> None:
-        if self._armed is not None:
-            self._armed.cancel()
         self._armed_at = deadline
-        self._armed = self._loop.call_at(deadline, self._on_timer)
+        self._timer.arm(deadline)
 
     def _pop(self) -> tuple[float, str, bool]:
         """Pop the earliest entry: (deadline, machine name, whether it is still current)."""
@@ -242,15 +241,12 @@ class Driver:
         while self._heap and not self._top_is_current():
             self._pop()
         if not self._heap:
-            if self._armed is not None:
-                self._armed.cancel()
-            self._armed = None
+            self._timer.cancel()
             self._armed_at = None
         elif self._heap[0][0] != self._armed_at:
             self._arm(self._heap[0][0])
 
     def _on_timer(self) -> None:
-        self._armed = None
         self._armed_at = None
         self._in_timer = True
         try:
@@ -280,23 +276,34 @@ class Driver:
     # -- effects ------------------------------------------------------------------------------
 
     def _dispatch(self, name: str, effects: list[Effect]) -> None:
+        reports: list[Effect] = []
         for effect in effects:
-            if isinstance(effect, ReportTransition) and self._on_transition is not None:
-                self._on_transition(effect)
-            pending = self._pending.get(name)
-            if isinstance(effect, SendAdvert) and not pending:
+            if isinstance(effect, ReportTransition):
+                if self._on_transition is not None:
+                    self._on_transition(effect)
+                # Logged after the batch's other effects: a takeover's addresses and
+                # gratuitous ARP must not wait for a log line to be formatted and written.
+                reports.append(effect)
+                continue
+            if isinstance(effect, SendAdvert) and not self._pending.get(name):
                 # Fast path: nothing of this machine's is pending ahead of it, so sending now
                 # keeps its order.
                 self._send(effect)
                 continue
-            if pending is None:
-                pending = self._pending[name] = deque()
-            pending.append(effect)
-            if name not in self._workers:
-                self._idle.clear()
-                self._workers[name] = self._loop.create_task(
-                    self._run_effects(name, pending), name=f"vipkeeper-effects-{name}"
-                )
+            self._enqueue(name, effect)
+        for report in reports:
+            self._enqueue(name, report)
+
+    def _enqueue(self, name: str, effect: Effect) -> None:
+        pending = self._pending.get(name)
+        if pending is None:
+            pending = self._pending[name] = deque()
+        pending.append(effect)
+        if name not in self._workers:
+            self._idle.clear()
+            self._workers[name] = self._loop.create_task(
+                self._run_effects(name, pending), name=f"vipkeeper-effects-{name}"
+            )
 
     def _send(self, effect: SendAdvert) -> None:
         try:
@@ -365,7 +372,6 @@ class Driver:
         await self._idle.wait()
 
     async def stop(self) -> None:
-        if self._armed is not None:
-            self._armed.cancel()
-            self._armed = None
+        self._timer.close()
+        self._armed_at = None
         await self.drain()

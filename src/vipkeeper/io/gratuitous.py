@@ -192,6 +192,12 @@ class GratuitousSender:
     async def announce(self, addresses: tuple[VirtualAddress, ...], count: int) -> None:
         await send_gratuitous(addresses, count, interval=self.interval, sockets=self._sockets)
 
+    def prepare(self, interfaces: Iterable[str]) -> None:
+        """Open the packet sockets ahead of the first takeover (a missing interface is fine)."""
+        for interface in interfaces:
+            with contextlib.suppress(OSError):
+                self._sockets.get(interface)
+
     def close(self) -> None:
         self._sockets.close()
 
