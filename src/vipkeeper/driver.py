@@ -37,12 +37,14 @@ from vipkeeper.core.effects import (
     VirtualAddress,
 )
 from vipkeeper.core.events import Event, PacketReceived, TimerFired
-from vipkeeper.io.timerfd import make_timer
+from vipkeeper.io.timerfd import LoopTimer, Timer, make_timer
 
 log = logging.getLogger("vipkeeper")
 
 # Seconds: timers due within this much of a wake-up are handled in it (see Driver._on_timer).
 TIMER_SLACK = 0.001
+# Seconds: a sleep longer than this uses the timerfd (see Driver._arm).
+LONG_SLEEP = 0.05
 
 
 class Machine(Protocol):
@@ -114,7 +116,10 @@ class Driver:
         self._loop = loop or asyncio.get_running_loop()
         self._heap: list[tuple[float, str]] = []
         self._pushed: dict[str, float] = {}
-        self._timer = make_timer(self._loop, self._on_timer)
+        # Short sleeps on the loop's own timer; long ones on a timerfd (see _arm).
+        self._short_timer = LoopTimer(self._loop, self._on_timer)
+        self._long_timer = make_timer(self._loop, self._on_timer)
+        self._timer: Timer = self._short_timer
         self._armed_at: float | None = None
         self._pending: dict[str, deque[Effect]] = {}  # per machine, oldest first
         self._workers: dict[str, asyncio.Task[None]] = {}
@@ -210,7 +215,14 @@ class Driver:
 
     def _arm(self, deadline: float) -> None:
         self._armed_at = deadline
-        self._timer.arm(deadline)
+        # epoll_wait may wake up to 0.1 % of its timeout late (the kernel's slack for sleeping
+        # tasks): 3.6 ms on a 3.6 s Master_Down_Interval. Beyond LONG_SLEEP a timerfd keeps the
+        # deadline; below it the slack is under 50 us and the loop's timer costs less.
+        timer = self._long_timer if deadline - self._loop.time() > LONG_SLEEP else self._short_timer
+        if timer is not self._timer:
+            self._timer.cancel()
+            self._timer = timer
+        timer.arm(deadline)
 
     def _pop(self) -> tuple[float, str, bool]:
         """Pop the earliest entry: (deadline, machine name, whether it is still current)."""
@@ -372,6 +384,7 @@ class Driver:
         await self._idle.wait()
 
     async def stop(self) -> None:
-        self._timer.close()
+        self._short_timer.close()
+        self._long_timer.close()
         self._armed_at = None
         await self.drain()

@@ -97,6 +97,7 @@ class PreciseTimer:
             raise OSError(error, f"timerfd_create: {os.strerror(error)}")
         self._fd: int | None = fd
         self._spec = _Itimerspec()
+        self._set_since_fired = False
         loop.add_reader(fd, self._readable)
 
     def arm(self, when: float) -> None:
@@ -120,6 +121,7 @@ class PreciseTimer:
         os.close(fd)
 
     def _set(self) -> None:
+        self._set_since_fired = True
         if self._fd is None:
             return
         if self._settime(self._fd, _TFD_TIMER_ABSTIME, ctypes.byref(self._spec), None) != 0:
@@ -127,13 +129,12 @@ class PreciseTimer:
             raise OSError(error, f"timerfd_settime: {os.strerror(error)}")
 
     def _readable(self) -> None:
-        if self._fd is None:
-            return
-        try:
-            os.read(self._fd, 8)  # the expiry count; reading it re-arms readiness
-        except BlockingIOError:
-            return  # re-armed or cancelled after it became readable
+        # Setting the timer clears the expiry count, so the fd needs no read() when the
+        # callback re-arms or cancels it (the driver always does); otherwise disarm it here.
+        self._set_since_fired = False
         self._callback()
+        if not self._set_since_fired:
+            self.cancel()
 
 
 def make_timer(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> Timer:
