@@ -37,7 +37,7 @@ from vipkeeper.core.effects import (
     VirtualAddress,
 )
 from vipkeeper.core.events import Event, PacketReceived, TimerFired
-from vipkeeper.io.timerfd import LoopTimer, Timer, make_timer
+from vipkeeper.io.timerfd import make_timer
 
 log = logging.getLogger("vipkeeper")
 
@@ -117,9 +117,9 @@ class Driver:
         self._heap: list[tuple[float, str]] = []
         self._pushed: dict[str, float] = {}
         # Short sleeps on the loop's own timer; long ones on a timerfd (see _arm).
-        self._short_timer = LoopTimer(self._loop, self._on_timer)
+        self._handle: asyncio.TimerHandle | None = None
         self._long_timer = make_timer(self._loop, self._on_timer)
-        self._timer: Timer = self._short_timer
+        self._long_armed = False
         self._armed_at: float | None = None
         self._pending: dict[str, deque[Effect]] = {}  # per machine, oldest first
         self._workers: dict[str, asyncio.Task[None]] = {}
@@ -218,11 +218,25 @@ class Driver:
         # epoll_wait may wake up to 0.1 % of its timeout late (the kernel's slack for sleeping
         # tasks): 3.6 ms on a 3.6 s Master_Down_Interval. Beyond LONG_SLEEP a timerfd keeps the
         # deadline; below it the slack is under 50 us and the loop's timer costs less.
-        timer = self._long_timer if deadline - self._loop.time() > LONG_SLEEP else self._short_timer
-        if timer is not self._timer:
-            self._timer.cancel()
-            self._timer = timer
-        timer.arm(deadline)
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        if deadline - self._loop.time() > LONG_SLEEP:
+            self._long_timer.arm(deadline)
+            self._long_armed = True
+            return
+        if self._long_armed:
+            self._long_timer.cancel()
+            self._long_armed = False
+        self._handle = self._loop.call_at(deadline, self._on_timer)
+
+    def _disarm(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        if self._long_armed:
+            self._long_timer.cancel()
+            self._long_armed = False
 
     def _pop(self) -> tuple[float, str, bool]:
         """Pop the earliest entry: (deadline, machine name, whether it is still current)."""
@@ -253,13 +267,15 @@ class Driver:
         while self._heap and not self._top_is_current():
             self._pop()
         if not self._heap:
-            self._timer.cancel()
+            self._disarm()
             self._armed_at = None
         elif self._heap[0][0] != self._armed_at:
             self._arm(self._heap[0][0])
 
     def _on_timer(self) -> None:
         self._armed_at = None
+        self._handle = None
+        self._long_armed = False
         self._in_timer = True
         try:
             if self._before_timers is not None:
@@ -384,7 +400,7 @@ class Driver:
         await self._idle.wait()
 
     async def stop(self) -> None:
-        self._short_timer.close()
+        self._disarm()
         self._long_timer.close()
         self._armed_at = None
         await self.drain()
