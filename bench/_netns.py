@@ -48,6 +48,7 @@ __all__ = [
     "Lab",
     "cpu_seconds",
     "fail_hard",
+    "failover_lab",
     "keepalived_conf",
     "machine_summary",
     "namespace_pids",
@@ -198,6 +199,40 @@ def wait_until(
         if time.monotonic() - start > timeout:
             raise TimeoutError(f"not within {timeout:g} s: {what}")
         time.sleep(interval)
+
+
+def failover_lab(
+    lab: Lab, daemon: str, *, version: int, advert_int: float, vip_cidr: str, vrid: int = 51
+) -> tuple[Host, Host, Host]:
+    """Routers r1 (priority 150) and r2 (priority 100) running `daemon` with one instance, and a
+    client, on one bridge (10.0.0.0/24); returns (r1, r2, client) once r1 holds the VIP."""
+    r1 = lab.add_host("r1", ["10.0.0.1/24"])
+    r2 = lab.add_host("r2", ["10.0.0.2/24"])
+    client = lab.add_host("client", ["10.0.0.100/24"])
+    daemons = [
+        start_daemon(
+            lab,
+            host,
+            daemon,
+            keepalived_conf(
+                router_id=host.name,
+                priority=priority,
+                version=version,
+                advert_int=advert_int,
+                vips=[(vrid, vip_cidr)],
+            ),
+        )
+        for host, priority in ((r1, 150), (r2, 100))
+    ]
+
+    def r1_is_master() -> bool:
+        for each in daemons:
+            if not each.running():
+                raise RuntimeError(f"{daemon} on {each.host.name} exited:\n{each.log()}")
+        return vip_cidr in vips_on(r1) and vip_cidr not in vips_on(r2)
+
+    wait_until(r1_is_master, 30, f"{daemon}: r1 holds {vip_cidr}, r2 does not")
+    return r1, r2, client
 
 
 def fail_hard(lab: Lab, host: Host, pids: Iterable[int]) -> None:

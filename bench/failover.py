@@ -41,10 +41,9 @@ from _netns import (
     DAEMONS,
     Lab,
     fail_hard,
-    keepalived_conf,
+    failover_lab,
     machine_summary,
     namespace_pids,
-    start_daemon,
     vips_on,
     wait_until,
 )
@@ -102,32 +101,14 @@ def longest_gap(times: list[float]) -> tuple[float, int]:
 
 def one_run(daemon: str, setting: Setting, run: int) -> Result:
     with Lab() as lab:
-        r1 = lab.add_host("r1", ["10.0.0.1/24"])
-        r2 = lab.add_host("r2", ["10.0.0.2/24"])
-        client = lab.add_host("client", ["10.0.0.100/24"])
-        daemons = [
-            start_daemon(
-                lab,
-                host,
-                daemon,
-                keepalived_conf(
-                    router_id=host.name,
-                    priority=priority,
-                    version=setting.version,
-                    advert_int=setting.advert_int,
-                    vips=[(VRID, VIP_CIDR)],
-                ),
-            )
-            for host, priority in ((r1, 150), (r2, 100))
-        ]
-
-        def r1_is_master() -> bool:
-            for d in daemons:
-                if not d.running():
-                    raise RuntimeError(f"{daemon} on {d.host.name} exited:\n{d.log()}")
-            return VIP_CIDR in vips_on(r1) and VIP_CIDR not in vips_on(r2)
-
-        wait_until(r1_is_master, 30, f"{daemon}: r1 holds {VIP_CIDR}, r2 does not")
+        r1, r2, client = failover_lab(
+            lab,
+            daemon,
+            version=setting.version,
+            advert_int=setting.advert_int,
+            vip_cidr=VIP_CIDR,
+            vrid=VRID,
+        )
         # Let r2 hear a few advertisements from the new Master (v3: learn its interval).
         time.sleep(max(0.5, 3 * setting.advert_int))
 

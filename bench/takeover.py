@@ -40,10 +40,9 @@ from _netns import (
     DAEMONS,
     Lab,
     fail_hard,
-    keepalived_conf,
+    failover_lab,
     machine_summary,
     namespace_pids,
-    start_daemon,
     vips_on,
     wait_until,
 )
@@ -61,22 +60,8 @@ def master_down_interval(advert_int: float) -> float:
 def one_run(daemon: str, version: int, advert_int: float) -> float:
     """Seconds from the Backup's Master_Down deadline to its first gratuitous ARP."""
     with Lab() as lab:
-        r1 = lab.add_host("r1", ["10.0.0.1/24"])
-        r2 = lab.add_host("r2", ["10.0.0.2/24"])
-        client = lab.add_host("client", ["10.0.0.100/24"])
-        for host, priority in ((r1, 150), (r2, BACKUP_PRIORITY)):
-            conf = keepalived_conf(
-                router_id=host.name,
-                priority=priority,
-                version=version,
-                advert_int=advert_int,
-                vips=[(51, VIP_CIDR)],
-            )
-            start_daemon(lab, host, daemon, conf)
-        wait_until(
-            lambda: VIP_CIDR in vips_on(r1) and VIP_CIDR not in vips_on(r2),
-            30,
-            f"{daemon}: r1 holds {VIP_CIDR}",
+        r1, r2, client = failover_lab(
+            lab, daemon, version=version, advert_int=advert_int, vip_cidr=VIP_CIDR
         )
         pcap = lab.workdir / "client.pcap"
         capture = lab.popen(

@@ -101,7 +101,6 @@ class Daemon:
             before_timers=self.sockets.drain,
             on_transition=self._on_transition,
         )
-        self.driver.start()
         self.sockets.sink = self.driver.receive  # straight to the driver: no hop per packet
         try:
             await self._start(self.plan)

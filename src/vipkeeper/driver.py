@@ -130,9 +130,6 @@ class Driver:
 
     # -- inputs -------------------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Nothing to start: effect workers are created on demand (kept for callers)."""
-
     def feed(
         self, name: str, event: Event, *, member: str | None = None, now: float | None = None
     ) -> None:
@@ -158,21 +155,6 @@ class Driver:
     def feed_all(self, event: Event, names: Iterable[str] | None = None) -> None:
         for name in list(self.machines if names is None else names):
             self.feed(name, event)
-
-    def packet_received(
-        self,
-        *,
-        interface: str,
-        family: int,
-        source: str,
-        destination: str,
-        ttl: int,
-        payload: bytes,
-        received_at: float | None = None,
-    ) -> None:
-        """`receive` for callers that hold the packet's fields rather than a PacketReceived."""
-        packet = PacketReceived(source=source, destination=destination, ttl=ttl, payload=payload)
-        self.receive(interface, family, packet, received_at)
 
     def receive(
         self, interface: str, family: int, packet: PacketReceived, received_at: float | None

@@ -97,7 +97,6 @@ async def test_effects_are_carried_out_in_the_order_the_core_returned_them() -> 
     )
     recorder = Recorder()
     driver = make_driver({"vi1": machine}, recorder)
-    driver.start()
     driver.feed("vi1", Started())
     await driver.drain()
     await driver.stop()
@@ -115,7 +114,7 @@ async def test_an_advert_with_nothing_queued_ahead_is_sent_at_once() -> None:
     advert = SendAdvert(interface="eth0", source="192.0.2.1", destination="224.0.0.18", payload=b"")
     recorder = Recorder()
     driver = make_driver({"vi1": ScriptedMachine(replies={Started: [advert]})}, recorder)
-    driver.feed("vi1", Started())  # the worker is not even running
+    driver.feed("vi1", Started())  # no effect worker exists yet
     assert recorder.log == ["send 224.0.0.18"]
 
 
@@ -151,10 +150,11 @@ async def test_timer_fires_each_machine_at_its_own_deadline() -> None:
 async def test_packets_go_to_the_machine_owning_the_vrid_and_others_are_counted() -> None:
     machine = ScriptedMachine()
     driver = make_driver({"vi1": machine}, Recorder())
-    common = {"interface": "eth0", "family": socket.AF_INET, "source": "192.0.2.2", "ttl": 255}
-    driver.packet_received(destination="224.0.0.18", payload=bytes([0x21, 51, 100]), **common)
-    driver.packet_received(destination="224.0.0.18", payload=bytes([0x21, 52, 100]), **common)
-    driver.packet_received(destination="224.0.0.18", payload=b"", **common)
+    for payload in (bytes([0x21, 51, 100]), bytes([0x21, 52, 100]), b""):
+        packet = PacketReceived(
+            source="192.0.2.2", destination="224.0.0.18", ttl=255, payload=payload
+        )
+        driver.receive("eth0", socket.AF_INET, packet, None)
     assert [type(e) for e in machine.seen] == [PacketReceived]
     assert driver.stats.packets_unclaimed == 2
 
@@ -165,7 +165,6 @@ async def test_a_failing_effect_is_counted_and_later_effects_still_run() -> None
         replies={Started: [AddVips(addresses=(VIP,)), SendGratuitous(addresses=(VIP,), count=1)]}
     )
     driver = make_driver({"vi1": machine}, recorder)
-    driver.start()
     driver.feed("vi1", Started())
     await driver.drain()
     await driver.stop()
