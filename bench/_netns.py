@@ -263,15 +263,18 @@ def namespace_pids(ns: str) -> list[int]:
 
 
 def cpu_seconds(pids: Iterable[int]) -> float:
-    """CPU time the scheduler ran `pids` (sum_exec_runtime of /proc/PID/schedstat, in ns, so
-    user + system time at nanosecond rather than clock-tick resolution); a vanished pid counts 0.
+    """CPU time the scheduler ran `pids`, every thread of each: the sum of sum_exec_runtime in
+    /proc/PID/task/TID/schedstat (ns, so user + system time at nanosecond rather than clock-tick
+    resolution). /proc/PID/schedstat alone covers only a process's main thread. A vanished pid
+    or thread counts 0.
     """
     total = 0
     for pid in pids:
-        try:
-            total += int(Path(f"/proc/{pid}/schedstat").read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            continue
+        for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+            try:
+                total += int(stat.read_text().split()[0])
+            except (OSError, ValueError, IndexError):
+                continue
     return total / 1e9
 
 

@@ -8,9 +8,9 @@ Two routers on a bridge (bench/_netns.py): r1 runs keepalived as Master (VRRPv3,
 - a minimal asyncio program that only joins 224.0.0.18 on a raw protocol-112 socket and reads
   every packet (no decoding, no state): the cost of one asyncio wake-up per advertisement.
 
-CPU is the sum_exec_runtime of /proc/PID/schedstat (nanoseconds, not ticks) over the window,
-as % of one core, summed over the namespace's processes. The minimal receiver bounds from below
-what any asyncio-based Backup can cost on this machine.
+CPU is the sum_exec_runtime of /proc/PID/task/*/schedstat (nanoseconds, not ticks, every
+thread) over the window, as % of one core, summed over the namespace's processes. The minimal
+receiver bounds from below what any asyncio-based Backup can cost on this machine.
 
     sudo .venv/bin/python bench/receive_floor.py [--advert-int 0.01] [--window 10]
 """

@@ -7,10 +7,11 @@ Scenarios (both routers start as BACKUP, r1 has priority 150 and becomes Master,
 
 For each scenario and daemon a fresh lab is built; once r1 holds every VIP and r2 none, the
 benchmark waits `--settle` seconds, then reads the run time of every process in each router's
-namespace from /proc/PID/schedstat (nanoseconds; user + system) at the start and the end of a
-`--window` second window (keepalived: the parent and its VRRP child; vipkeeper: its one
-process). CPU is that time over the window, in % of one core. RSS is VmRSS from
-/proc/PID/status at the end of the window, summed over the same processes. Ratios are
+namespace, every thread of each, from /proc/PID/task/TID/schedstat (nanoseconds; user +
+system) at the start and the end of a `--window` second window (keepalived: the parent and its
+VRRP child; vipkeeper: its one process, event loop and autopilot threads). CPU is that time
+over the window, in % of one core. RSS is VmRSS from /proc/PID/status at the end of the
+window, summed over the same processes. Ratios are
 vipkeeper / keepalived. Targets (issue 2): vipkeeper's CPU within 3x keepalived's, RSS under
 60 MB.
 

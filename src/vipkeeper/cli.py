@@ -31,6 +31,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--pidfile", default=None, metavar="FILE")
     run.add_argument("--log-format", choices=("text", "json"), default="text")
     run.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
+    run.add_argument(
+        "--no-autopilot",
+        dest="autopilot",
+        action="store_false",
+        help="keep steady Masters and Backups on the event loop instead of the autopilot thread",
+    )
     return parser
 
 

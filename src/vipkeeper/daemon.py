@@ -15,6 +15,7 @@ import contextlib
 import logging
 import signal
 import socket
+from collections import Counter
 from collections.abc import Coroutine, Iterable
 
 from vipkeeper import pidfile
@@ -35,6 +36,7 @@ from vipkeeper.core.vrrp import InstanceSettings, State, VrrpInstance
 from vipkeeper.director import Director
 from vipkeeper.driver import Driver, Machine
 from vipkeeper.io.addresses import AddressManager
+from vipkeeper.io.autopilot import Autopilot
 from vipkeeper.io.gratuitous import GratuitousSender
 from vipkeeper.io.links import AddressChanged, LinkChanged, LinkEvent, LinkMonitor, link_states
 from vipkeeper.io.scripts import ScriptRunner, TrackScriptPoller, notify_arguments
@@ -62,7 +64,7 @@ def _socket_family(family: int) -> socket.AddressFamily:
 
 
 class Daemon:
-    def __init__(self, config: model.Config, config_path: str) -> None:
+    def __init__(self, config: model.Config, config_path: str, *, autopilot: bool = True) -> None:
         self.config = config
         self.config_path = config_path
         self.plan: Plan = plan(config)
@@ -80,6 +82,7 @@ class Daemon:
         self.addresses = AddressManager()
         self.gratuitous = GratuitousSender()
         self.sockets = VrrpSocketPool(self._on_packet)
+        self.autopilot = Autopilot(self.sockets) if autopilot else None
         self.driver: Driver | None = None
         self.links: LinkMonitor | None = None
         self.director = Director(config, runner=self.runner)
@@ -100,6 +103,7 @@ class Daemon:
             route_packet=self._route,
             before_timers=self.sockets.drain,
             on_transition=self._on_transition,
+            pilot=self.autopilot,
         )
         self.sockets.sink = self.driver.receive  # straight to the driver: no hop per packet
         try:
@@ -146,6 +150,7 @@ class Daemon:
             self.links = await LinkMonitor.open(self._on_link_event)
         await self._initial_facts(new.settings.values())
         self._start_track_scripts()
+        self.driver.pilotable = self._pilotable() if self.autopilot is not None else set()
         self.driver.feed_all(Started(), started)
         self._update_receive_modes()
 
@@ -269,6 +274,17 @@ class Daemon:
             all_backup[key] = all_backup.get(key, True) and instance.state is State.BACKUP
         for (interface, family), lazy in all_backup.items():
             self.sockets.set_lazy(interface, _socket_family(family), lazy)
+
+    def _pilotable(self) -> set[str]:
+        """Instances the autopilot may carry: not in a sync group, and alone on their socket
+        (a Watch reads the socket by itself; several instances there stay with the loop, which
+        batches their wake-ups)."""
+        sharing = Counter((s.interface, s.family) for s in self.plan.settings.values())
+        return {
+            name
+            for name in self.plan.solo
+            if sharing[(self.plan.settings[name].interface, self.plan.settings[name].family)] == 1
+        }
 
     def _route(self, interface: str, family: int, vrid: int) -> tuple[str, str | None] | None:
         return self.routes.get((interface, _family_number(family), vrid))
@@ -449,7 +465,8 @@ def run_daemon(args: argparse.Namespace) -> int:
             log.error("%s", exc)
             return 1
     try:
-        return asyncio.run(Daemon(result.config, args.config_file).run())
+        daemon = Daemon(result.config, args.config_file, autopilot=args.autopilot)
+        return asyncio.run(daemon.run())
     finally:
         if args.pidfile:
             with contextlib.suppress(OSError):

@@ -36,7 +36,8 @@ from vipkeeper.core.effects import (
     SendGratuitous,
     VirtualAddress,
 )
-from vipkeeper.core.events import Event, PacketReceived, TimerFired
+from vipkeeper.core.events import Event, PacketReceived, SteadyReport, TimerFired
+from vipkeeper.core.steady import Steady
 from vipkeeper.io.timerfd import make_timer
 
 log = logging.getLogger("vipkeeper")
@@ -72,6 +73,26 @@ class GratuitousSender(Protocol):
 NotifyHook = Callable[[RunNotify], Awaitable[None]]
 
 
+class Recalled(Protocol):
+    @property
+    def report(self) -> SteadyReport: ...
+
+    @property
+    def held(self) -> tuple[str, int, PacketReceived, float] | None: ...
+
+
+class Pilot(Protocol):
+    """Carries machines through their steady states off the loop (`io.autopilot.Autopilot`)."""
+
+    def engage(
+        self, name: str, steady: Steady, on_return: Callable[[str, int], None]
+    ) -> int | None: ...
+
+    def recall(self, name: str, token: int | None = None) -> Recalled | None: ...
+
+    def close(self) -> None: ...
+
+
 @dataclass
 class DriverStats:
     """Counters the driver keeps itself (the core keeps the per-instance protocol counters)."""
@@ -101,6 +122,7 @@ class Driver:
         loop: asyncio.AbstractEventLoop | None = None,
         before_timers: Callable[[], None] | None = None,
         on_transition: Callable[[ReportTransition], None] | None = None,
+        pilot: Pilot | None = None,
     ) -> None:
         self.machines = dict(machines)
         self._sender = sender
@@ -125,6 +147,12 @@ class Driver:
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._idle = asyncio.Event()
         self._idle.set()
+        # Machines a pilot may carry in their steady state (the daemon names them), and those it
+        # carries now, with the token to recall them by. A carried machine has no timer here.
+        self._pilot = pilot
+        self.pilotable: set[str] = set()
+        self._piloted: dict[str, int] = {}
+        self._engage_pending: set[str] = set()
         self.stats = DriverStats()
         self.transitions: list[ReportTransition] = []
 
@@ -139,6 +167,8 @@ class Driver:
         tracked object of that instance); None gives it to the machine as a whole.
         """
         machine = self.machines[name]
+        if name in self._piloted:
+            self._take_back(name)
         if now is None:
             now = self._loop.time()
         if now < self._latest:
@@ -151,6 +181,8 @@ class Driver:
             effects = cast(Any, machine).handle(event, now, instance=member)
         self._dispatch(name, effects)
         self._schedule(name, machine)
+        if name in self.pilotable:
+            self._want_pilot(name)
 
     def feed_all(self, event: Event, names: Iterable[str] | None = None) -> None:
         for name in list(self.machines if names is None else names):
@@ -226,7 +258,8 @@ class Driver:
         if self._pushed.get(name) == deadline:
             del self._pushed[name]
         machine = self.machines.get(name)  # None: removed by a reload
-        current = machine.next_deadline() if machine is not None else None
+        carried = machine is None or name in self._piloted  # no timer here while piloted
+        current = None if carried else machine.next_deadline()  # type: ignore[union-attr]
         if current == deadline:
             return deadline, name, True
         if current is not None and name not in self._pushed:
@@ -237,7 +270,11 @@ class Driver:
     def _top_is_current(self) -> bool:
         deadline, name = self._heap[0]
         machine = self.machines.get(name)
-        return machine is not None and machine.next_deadline() == deadline
+        return (
+            machine is not None
+            and name not in self._piloted
+            and machine.next_deadline() == deadline
+        )
 
     def _drop_stale_timer(self) -> None:
         # A packet usually pushes a Backup's deadline later: rather than wake for nothing at the
@@ -282,6 +319,81 @@ class Driver:
             self._arm(self._heap[0][0])
         for name, deadline in due.items():
             self.feed(name, TimerFired(), now=max(now, deadline))
+
+    # -- the pilot ----------------------------------------------------------------------------
+
+    def _want_pilot(self, name: str) -> None:
+        # Once the current batch of events is handled: a machine is handed over only when
+        # nothing of its own is in flight.
+        if not self._engage_pending:
+            self._loop.call_soon(self._engage)
+        self._engage_pending.add(name)
+
+    def _engage(self) -> None:
+        names, self._engage_pending = self._engage_pending, set()
+        pilot = self._pilot
+        if pilot is None:
+            return
+        engaged = False
+        for name in names:
+            machine = self.machines.get(name)
+            if machine is None or name in self._piloted or self._pending.get(name):
+                continue
+            steady_of = getattr(machine, "steady", None)
+            steady = steady_of() if steady_of is not None else None
+            if steady is None:
+                continue
+            token = pilot.engage(name, steady, self._pilot_returned)
+            if token is None:
+                continue
+            self._piloted[name] = token
+            self._pushed.pop(name, None)  # its heap entries are stale from now on
+            engaged = True
+        if engaged and self._armed_at is not None:
+            # Wake for the machines still here, not for the ones handed over.
+            while self._heap and not self._top_is_current():
+                self._pop()
+            if not self._heap:
+                self._disarm()
+                self._armed_at = None
+            elif self._heap[0][0] != self._armed_at:
+                self._arm(self._heap[0][0])
+
+    def _take_back(self, name: str, token: int | None = None) -> bool:
+        """Recall `name` from the pilot and bring the machine up to date; False if the pilot
+        did not hold it (under that token)."""
+        assert self._pilot is not None
+        current = self._piloted.get(name)
+        if current is None or (token is not None and token != current):
+            return False
+        del self._piloted[name]
+        recalled = self._pilot.recall(name, current)
+        machine = self.machines.get(name)
+        if recalled is None or machine is None:
+            return False
+        now = self._loop.time()
+        if now < self._latest:
+            now = self._latest
+        else:
+            self._latest = now
+        self._dispatch(name, machine.handle(recalled.report, now))
+        self._schedule(name, machine)
+        if recalled.held is not None:
+            interface, family, packet, arrived = recalled.held
+            self.receive(interface, family, packet, arrived)
+        return True
+
+    def _pilot_returned(self, name: str, token: int) -> None:
+        """The pilot hands `name` back (a packet it cannot judge, a deadline, a failed send),
+        or a socket it held is being read by the loop."""
+        if not self._take_back(name, token):
+            return
+        machine = self.machines.get(name)
+        deadline = machine.next_deadline() if machine is not None else None
+        if deadline is not None and deadline <= self._loop.time() + TIMER_SLACK:
+            # Due already (a silent Master): act now rather than one more loop iteration later.
+            self._disarm()
+            self._on_timer()
 
     # -- effects ------------------------------------------------------------------------------
 
@@ -345,6 +457,8 @@ class Driver:
                 del self._pending[name]
             if not self._workers:
                 self._idle.set()
+            if name in self.pilotable:
+                self._want_pilot(name)
 
     async def _execute(self, name: str, effect: Effect) -> None:
         if isinstance(effect, SendAdvert):
@@ -382,6 +496,11 @@ class Driver:
         await self._idle.wait()
 
     async def stop(self) -> None:
+        for name in list(self._piloted):
+            self._take_back(name)
+        if self._pilot is not None:
+            self.pilotable.clear()
+            self._pilot.close()
         self._disarm()
         self._long_timer.close()
         self._armed_at = None

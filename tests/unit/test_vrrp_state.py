@@ -547,6 +547,7 @@ SAMPLE_EVENTS = {
     events.ShutdownRequested: ShutdownRequested(),
     events.PriorityChanged: PriorityChanged(priority=120),
     events.SyncGroupRequested: SyncGroupRequested(group="G", state="BACKUP", reason="test"),
+    events.SteadyReport: events.SteadyReport(count=0, last_at=0.0),
 }
 
 

@@ -81,6 +81,20 @@ class SyncGroupRequested:
     reason: str
 
 
+@dataclass(frozen=True, kw_only=True)
+class SteadyReport:
+    """An autopilot gives back an instance it carried in a steady state (`VrrpInstance.steady`).
+
+    While it held the instance, it repeated the steady action `count` times. As Master it sent
+    the advertisement each time it was due, and the next one is due one Advertisement_Interval
+    after `last_at`. As Backup it heard the Master's identical advertisement, the last one
+    arriving at `last_at`. `count` 0 changes nothing.
+    """
+
+    count: int
+    last_at: float
+
+
 Event = (
     Started
     | PacketReceived
@@ -90,4 +104,5 @@ Event = (
     | ShutdownRequested
     | PriorityChanged
     | SyncGroupRequested
+    | SteadyReport
 )

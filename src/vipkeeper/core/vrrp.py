@@ -43,10 +43,12 @@ from vipkeeper.core.events import (
     ShutdownRequested,
     SourceAddressChanged,
     Started,
+    SteadyReport,
     SyncGroupRequested,
     TimerFired,
     TrackChanged,
 )
+from vipkeeper.core.steady import Beacon, Steady, Watch
 from vipkeeper.core.track import TrackKind, TrackSet
 
 OWNER_PRIORITY = 255  # RFC 9568 §6.1: the address owner
@@ -298,7 +300,8 @@ class VrrpInstance:
                 self.stats.address_list_mismatch += 1
             self._master_down_at = now + echo[2]
             return []
-        self._echo = None
+        if type(event) is not SteadyReport:  # a report continues the repetition it describes
+            self._echo = None
         handler = _TRANSITIONS.get((self.state, type(event)))
         if handler is None:
             raise ProtocolError(self.state, event)
@@ -316,6 +319,38 @@ class VrrpInstance:
                 if timer is not None and (earliest is None or timer < earliest):
                     earliest = timer
             return earliest
+        return None
+
+    def steady(self) -> Steady | None:
+        """The repetition this instance is in, if nothing but it is due (`core.steady`).
+
+        A Master qualifies while its Adver_Timer is its only timer (no delayed or refresh
+        gratuitous ARP pending); a Backup once it has accepted an advertisement it can recognise
+        again byte for byte. The caller may carry the repetition out itself, and must then hand
+        over a `SteadyReport` before any other event.
+        """
+        if self.state is State.MASTER:
+            if self._garp_at is not None or self._garp_refresh_at is not None:
+                return None
+            if self._adver_at is None or self.source_address is None:
+                return None
+            sends = self._sends.get((self.priority, self.source_address))
+            if sends is None:
+                return None
+            return Beacon(
+                sends=sends, interval=self.settings.advert_interval, next_at=self._adver_at
+            )
+        if self.state is State.BACKUP:
+            echo = self._echo
+            if echo is None or self._master_down_at is None:
+                return None
+            return Watch(
+                interface=self.settings.interface,
+                family=self.settings.family,
+                echo=echo[1],
+                master_down_interval=echo[2],
+                deadline=self._master_down_at,
+            )
         return None
 
     # ---- timers -----------------------------------------------------------------------
@@ -652,6 +687,26 @@ class VrrpInstance:
             self._gratuitous(self.settings.garp_master_refresh_repeat)
             self._garp_refresh_at = now + self.settings.garp_master_refresh
 
+    def _on_steady_backup(self, event: SteadyReport, now: float) -> None:
+        echo = self._echo
+        if event.count <= 0 or echo is None:
+            return
+        self.stats.adverts_received += event.count
+        if echo[3]:
+            self.stats.address_list_mismatch += event.count
+        self._master_down_at = event.last_at + echo[2]
+
+    def _on_steady_master(self, event: SteadyReport, now: float) -> None:
+        if event.count <= 0 or self.source_address is None:
+            return
+        sends = self._sends.get((self.priority, self.source_address), ())
+        self.stats.adverts_sent += event.count * len(sends)
+        # As _on_timer_master left it after the last of those adverts.
+        self._adver_at = event.last_at + self.settings.advert_interval
+
+    def _on_steady_idle(self, event: SteadyReport, now: float) -> None:
+        """Initialize and Fault have no steady state; a report there has nothing to move."""
+
     def _on_timer_idle(self, event: TimerFired, now: float) -> None:
         """FAULT has no timers; a late TimerFired from an earlier state is harmless."""
 
@@ -719,6 +774,7 @@ _TRANSITIONS: dict[tuple[State, type], _Handler] = {
     (State.INITIALIZE, PriorityChanged): VrrpInstance._on_priority,
     (State.INITIALIZE, ShutdownRequested): VrrpInstance._on_shutdown_idle,
     (State.INITIALIZE, SyncGroupRequested): VrrpInstance._on_sync_group,
+    (State.INITIALIZE, SteadyReport): VrrpInstance._on_steady_idle,
     # Backup: RFC 9568 §6.4.2.
     (State.BACKUP, PacketReceived): VrrpInstance._on_packet_backup,
     (State.BACKUP, TimerFired): VrrpInstance._on_timer_backup,
@@ -727,6 +783,7 @@ _TRANSITIONS: dict[tuple[State, type], _Handler] = {
     (State.BACKUP, PriorityChanged): VrrpInstance._on_priority,
     (State.BACKUP, ShutdownRequested): VrrpInstance._on_shutdown,
     (State.BACKUP, SyncGroupRequested): VrrpInstance._on_sync_group,
+    (State.BACKUP, SteadyReport): VrrpInstance._on_steady_backup,
     # Master: RFC 9568 §6.4.3.
     (State.MASTER, PacketReceived): VrrpInstance._on_packet_master,
     (State.MASTER, TimerFired): VrrpInstance._on_timer_master,
@@ -735,6 +792,7 @@ _TRANSITIONS: dict[tuple[State, type], _Handler] = {
     (State.MASTER, PriorityChanged): VrrpInstance._on_priority,
     (State.MASTER, ShutdownRequested): VrrpInstance._on_shutdown,
     (State.MASTER, SyncGroupRequested): VrrpInstance._on_sync_group,
+    (State.MASTER, SteadyReport): VrrpInstance._on_steady_master,
     # Fault (keepalived): waits for its tracked objects and source address to come back.
     (State.FAULT, PacketReceived): VrrpInstance._on_packet_in_fault,
     (State.FAULT, TimerFired): VrrpInstance._on_timer_idle,
@@ -743,6 +801,7 @@ _TRANSITIONS: dict[tuple[State, type], _Handler] = {
     (State.FAULT, PriorityChanged): VrrpInstance._on_priority,
     (State.FAULT, ShutdownRequested): VrrpInstance._on_shutdown,
     (State.FAULT, SyncGroupRequested): VrrpInstance._on_sync_group,
+    (State.FAULT, SteadyReport): VrrpInstance._on_steady_idle,
 }
 """Every accepted (state, event type) pair. Missing on purpose: Started once running (the
 instance was started twice) and TimerFired in Initialize (no timer was ever armed)."""

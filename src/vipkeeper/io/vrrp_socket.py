@@ -66,6 +66,7 @@ RECEIVE_BUFFER = 4 * 1024 * 1024
 # Reads per eager wake-up, so a flood cannot starve the loop; a drain reads up to this many.
 _EAGER_BATCH = 64
 _DRAIN_LIMIT = 100_000
+_TIMESPEC = struct.Struct("=qq")
 # A kernel timestamp further back than this is not believed (the wall clock was stepped).
 _MAX_RECEIVE_AGE = 5.0
 
@@ -127,6 +128,9 @@ class VrrpSocket:
         self._pktinfo: dict[str, list[tuple[int, int, bytes]]] = {}
         self._addresses: dict[str, tuple[str, int] | tuple[str, int, int, int]] = {}
         self._last_packet: PacketReceived | None = None
+        # Set while the autopilot (`io.autopilot`) reads this socket: called, in the loop, before
+        # the loop reads or reconfigures the socket, to take it back.
+        self.pilot_hook: Callable[[], None] | None = None
         self._loop.add_reader(sock.fileno(), self._readable)
 
     @classmethod
@@ -229,6 +233,7 @@ class VrrpSocket:
         """
         if self._closed or lazy == self._lazy:
             return
+        self._release_pilot()
         if lazy:
             try:
                 doorbell = socket.socket(self.family, socket.SOCK_RAW, VRRP_PROTOCOL)
@@ -262,6 +267,7 @@ class VrrpSocket:
     def close(self) -> None:
         if self._closed:
             return
+        self._release_pilot()
         self._closed = True
         self._close_doorbell()
         with contextlib.suppress(Exception):
@@ -296,7 +302,100 @@ class VrrpSocket:
                 self._loop.remove_reader(doorbell.fileno())
             doorbell.close()
 
+    def _release_pilot(self) -> None:
+        hook = self.pilot_hook
+        if hook is not None:
+            self.pilot_hook = None
+            hook()
+
+    def read_repeats(
+        self, echo: tuple[bytes, str, str, int]
+    ) -> tuple[int, float, tuple[PacketReceived, float] | None]:
+        """For the autopilot, from its thread, while it holds the socket (no loop involved).
+
+        Reads the waiting datagrams that repeat `echo` (payload, source, destination, TTL) and
+        stops at the first one that does not. Returns how many repeats were read, the arrival
+        time of the last (`time.monotonic()` clock, the loop's), and the other packet with its
+        arrival time, or None when the socket ran dry first.
+        """
+        offset = time.monotonic() - time.time()
+        if self.family == socket.AF_INET:
+            count, last, other = self._read_repeats_ipv4(echo)
+            if other is None:
+                return count, last, None
+            datagram, ancillary = other
+            stamp = self._socket_facts(ancillary)
+            packet = parse_ipv4_datagram(datagram)
+            self._last_datagram, self._last_packet = datagram, packet
+            if packet is None:  # not VRRP over IPv4: dropped, as the loop would drop it
+                return count, last, None
+            return count, last, (packet, self._arrival(stamp, offset))
+        count, last = 0, 0.0
+        while True:
+            try:
+                packet6, stamp = self._receive_ipv6()
+            except (BlockingIOError, InterruptedError):
+                return count, last, None
+            except OSError as error:
+                log.warning("%s: receive failed: %s", self.interface, error)
+                return count, last, None
+            if packet6 is None:
+                continue
+            arrived = self._arrival(stamp, offset)
+            if (packet6.payload, packet6.source, packet6.destination, packet6.ttl) != echo:
+                return count, last, (packet6, arrived)
+            count += 1
+            last = arrived
+
+    def _read_repeats_ipv4(
+        self, echo: tuple[bytes, str, str, int]
+    ) -> tuple[int, float, tuple[bytes, list[tuple[int, int, bytes]]] | None]:
+        # The autopilot's quick path: compare raw datagrams, parse only the last timestamp.
+        payload, source, destination, ttl = echo
+        addresses = socket.inet_aton(source) + socket.inet_aton(destination)
+        size = 20 + len(payload)
+        recvmsg = self._sock.recvmsg
+        count = 0
+        stamp_data = b""
+        while True:
+            try:
+                datagram, ancillary, _flags, _address = recvmsg(_RECEIVE_SIZE, _ANCILLARY_SIZE)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as error:
+                log.warning("%s: receive failed: %s", self.interface, error)
+                break
+            if (
+                len(datagram) == size
+                and datagram[0] == 0x45
+                and len(ancillary) == 1  # only the timestamp: no drops to report
+                and datagram[20:] == payload
+                and datagram[12:20] == addresses
+                and datagram[8] == ttl
+            ):
+                count += 1
+                stamp_data = ancillary[0][2]
+                continue
+            return count, self._stamp_arrival(stamp_data), (datagram, ancillary)
+        return count, self._stamp_arrival(stamp_data), None
+
+    def _stamp_arrival(self, data: bytes) -> float:
+        if len(data) < 16:
+            return 0.0
+        seconds, nanoseconds = _TIMESPEC.unpack_from(data)
+        return self._arrival(seconds + nanoseconds / 1e9, time.monotonic() - time.time())
+
+    @staticmethod
+    def _arrival(stamp: float | None, offset: float) -> float:
+        now = time.monotonic()
+        arrived = now if stamp is None else stamp + offset
+        if not now - _MAX_RECEIVE_AGE <= arrived <= now:
+            arrived = now
+        return arrived
+
     def _read(self, limit: int) -> int:
+        if self.pilot_hook is not None:
+            self._release_pilot()
         # Kernel timestamps are wall-clock times; map them onto the loop's monotonic clock.
         loop_now = self._loop.time()
         offset = loop_now - time.time()
@@ -465,13 +564,7 @@ class VrrpSocketPool:
         return self._socket(interface, socket.AddressFamily(family))
 
     def send(self, *, interface: str, source: str, destination: str, payload: bytes) -> None:
-        family = self._families.get(destination)
-        if family is None:
-            version = ipaddress.ip_address(destination).version
-            family = self._families[destination] = (
-                socket.AF_INET if version == 4 else socket.AF_INET6
-            )
-        self._socket(interface, family).send(source, destination, payload)
+        self.for_destination(interface, destination).send(source, destination, payload)
 
     def set_lazy(self, interface: str, family: socket.AddressFamily | int, lazy: bool) -> None:
         """Read the (interface, family) socket lazily or eagerly, if it is open."""
@@ -480,10 +573,28 @@ class VrrpSocketPool:
             existing.set_lazy(lazy)
 
     def drain(self) -> None:
-        """Handle every datagram waiting in the lazy sockets (call before acting on a timer)."""
+        """Handle every datagram waiting in the lazy sockets (call before acting on a timer).
+
+        A socket the autopilot holds is left to it: its one instance has no timer in the loop.
+        """
         for sock in list(self._sockets.values()):
-            if sock.lazy:
+            if sock.lazy and sock.pilot_hook is None:
                 sock.drain()
+
+    def get(self, interface: str, family: int) -> VrrpSocket | None:
+        """The open socket for (interface, family 4 or 6), if any."""
+        key = (interface, int(socket.AF_INET6 if family == 6 else socket.AF_INET))
+        return self._sockets.get(key)
+
+    def for_destination(self, interface: str, destination: str) -> VrrpSocket:
+        """The socket `send` would use for `destination` on `interface` (opened if needed)."""
+        family = self._families.get(destination)
+        if family is None:
+            version = ipaddress.ip_address(destination).version
+            family = self._families[destination] = (
+                socket.AF_INET if version == 4 else socket.AF_INET6
+            )
+        return self._socket(interface, family)
 
     @property
     def kernel_drops(self) -> int:

@@ -1,0 +1,49 @@
+"""Steady states: what an instance does, over and over, while nothing happens.
+
+A Master with nothing else due sends the same advertisement every Advertisement_Interval; a
+Backup that accepted its Master's advertisement waits for the same bytes again and restarts its
+Master_Down_Timer each time they arrive. `VrrpInstance.steady()` describes that repetition as
+plain data, so an adapter can carry it out without waking the event loop (see
+`vipkeeper.io.autopilot`). The instance decides nothing differently: it is handed a
+`SteadyReport` before any other event and continues exactly as if it had seen every repeat.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vipkeeper.core.effects import SendAdvert
+
+
+@dataclass(frozen=True, kw_only=True)
+class Beacon:
+    """A Master whose only timer is the Adver_Timer.
+
+    Send every message of `sends` at `next_at`, then one `interval` after each previous due time
+    (RFC 9568 §6.4.3), keeping the cadence: after falling a whole interval behind, the next is
+    due one interval after the late send.
+    """
+
+    sends: tuple[SendAdvert, ...]
+    interval: float
+    next_at: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class Watch:
+    """A Backup whose Master repeats one advertisement.
+
+    Each arrival of a packet equal to `echo` (payload, IP source, IP destination, TTL / hop
+    limit) moves `deadline` to its arrival time plus `master_down_interval`. Anything else, and
+    the deadline passing, needs the instance itself. `interface` and `family` (4 or 6) name the
+    socket the advertisements come in on.
+    """
+
+    interface: str
+    family: int
+    echo: tuple[bytes, str, str, int]
+    master_down_interval: float
+    deadline: float
+
+
+Steady = Beacon | Watch
