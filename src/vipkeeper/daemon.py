@@ -150,7 +150,7 @@ class Daemon:
             self.links = await LinkMonitor.open(self._on_link_event)
         await self._initial_facts(new.settings.values())
         self._start_track_scripts()
-        self.driver.pilotable = self._pilotable() if self.autopilot is not None else set()
+        self.driver.pilotable = self._pilotable() if self.autopilot is not None else ()
         self.driver.feed_all(Started(), started)
         self._update_receive_modes()
 

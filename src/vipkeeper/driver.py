@@ -150,7 +150,7 @@ class Driver:
         # Machines a pilot may carry in their steady state (the daemon names them), and those it
         # carries now, with the token to recall them by. A carried machine has no timer here.
         self._pilot = pilot
-        self.pilotable: set[str] = set()
+        self._pilotable: frozenset[str] = frozenset()
         self._piloted: dict[str, int] = {}
         self._engage_pending: set[str] = set()
         self.stats = DriverStats()
@@ -181,7 +181,7 @@ class Driver:
             effects = cast(Any, machine).handle(event, now, instance=member)
         self._dispatch(name, effects)
         self._schedule(name, machine)
-        if name in self.pilotable:
+        if name in self._pilotable:
             self._want_pilot(name)
 
     def feed_all(self, event: Event, names: Iterable[str] | None = None) -> None:
@@ -322,6 +322,18 @@ class Driver:
 
     # -- the pilot ----------------------------------------------------------------------------
 
+    @property
+    def pilotable(self) -> frozenset[str]:
+        """The machines the pilot may carry; one dropped from the set is taken back at once
+        (a reload that puts a second instance on its socket)."""
+        return self._pilotable
+
+    @pilotable.setter
+    def pilotable(self, names: Iterable[str]) -> None:
+        self._pilotable = frozenset(names)
+        for name in [n for n in self._piloted if n not in self._pilotable]:
+            self._take_back(name)
+
     def _want_pilot(self, name: str) -> None:
         # Once the current batch of events is handled: a machine is handed over only when
         # nothing of its own is in flight.
@@ -338,6 +350,8 @@ class Driver:
         for name in names:
             machine = self.machines.get(name)
             if machine is None or name in self._piloted or self._pending.get(name):
+                continue
+            if name not in self._pilotable:  # dropped since it was queued
                 continue
             steady_of = getattr(machine, "steady", None)
             steady = steady_of() if steady_of is not None else None
@@ -371,11 +385,9 @@ class Driver:
         machine = self.machines.get(name)
         if recalled is None or machine is None:
             return False
-        now = self._loop.time()
-        if now < self._latest:
-            now = self._latest
-        else:
-            self._latest = now
+        # The report carries its own times; it does not move the clock, so a held packet is
+        # still fed at its arrival time.
+        now = max(self._loop.time(), self._latest)
         self._dispatch(name, machine.handle(recalled.report, now))
         self._schedule(name, machine)
         if recalled.held is not None:
@@ -457,7 +469,7 @@ class Driver:
                 del self._pending[name]
             if not self._workers:
                 self._idle.set()
-            if name in self.pilotable:
+            if name in self._pilotable:
                 self._want_pilot(name)
 
     async def _execute(self, name: str, effect: Effect) -> None:
@@ -499,7 +511,7 @@ class Driver:
         for name in list(self._piloted):
             self._take_back(name)
         if self._pilot is not None:
-            self.pilotable.clear()
+            self._pilotable = frozenset()
             self._pilot.close()
         self._disarm()
         self._long_timer.close()

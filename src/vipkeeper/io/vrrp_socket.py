@@ -131,6 +131,9 @@ class VrrpSocket:
         # Set while the autopilot (`io.autopilot`) reads this socket: called, in the loop, before
         # the loop reads or reconfigures the socket, to take it back.
         self.pilot_hook: Callable[[], None] | None = None
+        # Other VRIDs' advertisements the autopilot read and let go (it only holds a socket no
+        # other instance of ours uses, so the loop would only have counted them unclaimed).
+        self.foreign_skipped = 0
         self._loop.add_reader(sock.fileno(), self._readable)
 
     @classmethod
@@ -341,6 +344,9 @@ class VrrpSocket:
                 return count, last, None
             if packet6 is None:
                 continue
+            if len(packet6.payload) > 1 and packet6.payload[1] != echo[0][1]:
+                self.foreign_skipped += 1
+                continue
             arrived = self._arrival(stamp, offset)
             if (packet6.payload, packet6.source, packet6.destination, packet6.ttl) != echo:
                 return count, last, (packet6, arrived)
@@ -352,6 +358,7 @@ class VrrpSocket:
     ) -> tuple[int, float, tuple[bytes, list[tuple[int, int, bytes]]] | None]:
         # The autopilot's quick path: compare raw datagrams, parse only the last timestamp.
         payload, source, destination, ttl = echo
+        vrid = payload[1]
         addresses = socket.inet_aton(source) + socket.inet_aton(destination)
         size = 20 + len(payload)
         recvmsg = self._sock.recvmsg
@@ -375,6 +382,15 @@ class VrrpSocket:
             ):
                 count += 1
                 stamp_data = ancillary[0][2]
+                continue
+            if (
+                len(datagram) >= 22
+                and datagram[0] == 0x45
+                and datagram[9] == VRRP_PROTOCOL
+                and datagram[21] != vrid
+                and len(ancillary) == 1
+            ):
+                self.foreign_skipped += 1
                 continue
             return count, self._stamp_arrival(stamp_data), (datagram, ancillary)
         return count, self._stamp_arrival(stamp_data), None
