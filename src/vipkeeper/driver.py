@@ -410,13 +410,12 @@ class Driver:
     # -- effects ------------------------------------------------------------------------------
 
     def _dispatch(self, name: str, effects: list[Effect]) -> None:
-        reports: list[Effect] = []
+        reports: list[ReportTransition] = []
         for effect in effects:
             if isinstance(effect, ReportTransition):
-                if self._on_transition is not None:
-                    self._on_transition(effect)
-                # Logged after the batch's other effects: a takeover's addresses and
-                # gratuitous ARP must not wait for a log line to be formatted and written.
+                # Logged, and announced to on_transition, after the batch's other effects: a
+                # takeover's addresses and gratuitous ARP must not wait for a log line or for
+                # the receive modes to be switched (the worker started below runs first).
                 reports.append(effect)
                 continue
             if isinstance(effect, SendAdvert) and not self._pending.get(name):
@@ -426,6 +425,8 @@ class Driver:
                 continue
             self._enqueue(name, effect)
         for report in reports:
+            if self._on_transition is not None:
+                self._on_transition(report)
             self._enqueue(name, report)
 
     def _enqueue(self, name: str, effect: Effect) -> None:

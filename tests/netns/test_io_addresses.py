@@ -22,6 +22,15 @@ async def main(operation, vips):
     async with AddressManager() as manager:
         if operation == "add":
             result = [await manager.add_if_missing(v) for v in vips]
+        elif operation == "add_known_index":  # the quick rtnetlink path (index cached)
+            for v in vips:
+                await manager.ifindex(v.dev)
+            result = [await manager.add_if_missing(v) for v in vips]
+        elif operation == "add_through_pyroute2":  # index not cached: AsyncIPRoute.addr
+            result = []
+            for v in vips:
+                manager.forget(v.dev)
+                result.append(await manager.add_if_missing(v))
         elif operation == "remove":
             result = [await manager.delete_if_present(v) for v in vips]
         elif operation == "add_plain":
@@ -67,6 +76,21 @@ def test_vip_is_added_with_prefix_label_and_scope(lab: Lab, host: Host) -> None:
     assert present["10.0.0.100"]["label"] == "eth0:vip"
     assert present["10.0.0.100"].get("secondary") is True
     assert present["169.254.7.7"]["scope"] == "link"
+
+
+def test_the_quick_add_gives_the_kernel_what_pyroute2_gives_it(lab: Lab, host: Host) -> None:
+    vips = (
+        {"address": "10.0.0.100", "prefixlen": 24, "dev": "eth0", "label": "eth0:vip"},
+        {"address": "169.254.7.7", "prefixlen": 16, "dev": "eth0", "scope": "link"},
+        {"address": "2001:db8::100", "prefixlen": 64, "dev": "eth0"},
+    )
+    assert call(lab, host, "add_through_pyroute2", *vips) == [True, True, True]
+    through_pyroute2 = kernel_addresses(lab, host)
+    assert call(lab, host, "remove", *vips) == [True, True, True]
+
+    assert call(lab, host, "add_known_index", *vips) == [True, True, True]
+    assert kernel_addresses(lab, host) == through_pyroute2
+    assert call(lab, host, "add_known_index", *vips) == [False, False, False]
 
 
 def test_adding_a_present_vip_again_is_not_an_error(lab: Lab, host: Host) -> None:

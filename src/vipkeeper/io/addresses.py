@@ -7,6 +7,14 @@ RFC 9568 §5.1.2.1 requires as the IPv6 source).
 
 Must never: decide which addresses should be present (the core does), shell out to `ip`, or use
 pyroute2's synchronous classes (they run their own event loop).
+
+Adding a VIP is on a takeover's path, before the gratuitous ARP. pyroute2's request machinery
+spends about 0.7 ms on it (a loop iteration for the answer, and parsing); the kernel needs a few
+microseconds. So once the interface's index is known, `add` encodes the RTM_NEWADDR with
+pyroute2's own `ifaddrmsg`, exactly as `AsyncIPRoute.addr("add")` does, sends it on a second
+rtnetlink socket of the manager's, and reads the acknowledgement that rtnetlink queued while
+handling the send (awaiting it through the loop in the unlikely case it is not there yet).
+Everything else (dumps, deletes, index look-ups) goes through `AsyncIPRoute`.
 """
 
 from __future__ import annotations
@@ -15,13 +23,18 @@ import asyncio
 import errno
 import ipaddress
 import logging
+import os
 import socket
+import struct
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from pyroute2 import AsyncIPRoute
+from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, NLMSG_ERROR
 from pyroute2.netlink.exceptions import NetlinkError
+from pyroute2.netlink.rtnl import RTM_NEWADDR
+from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 
 from vipkeeper.core.effects import VirtualAddress
 
@@ -71,6 +84,8 @@ class AddressManager:
         # One request at a time: pyroute2 answers a second dump on the same socket with EBUSY.
         self._lock = asyncio.Lock()
         self._indices: dict[str, int] = {}
+        self._quick: socket.socket | None = None  # see the module docstring
+        self._sequence = 0
 
     async def __aenter__(self) -> AddressManager:
         return self
@@ -80,6 +95,9 @@ class AddressManager:
 
     def close(self) -> None:
         self._ipr.close()
+        if self._quick is not None:
+            self._quick.close()
+            self._quick = None
 
     async def ifindex(self, interface: str) -> int:
         """The interface's index, cached: a link dump per address change is what made a
@@ -128,6 +146,14 @@ class AddressManager:
         return await operation(vip)
 
     async def _add(self, vip: VirtualAddress) -> bool:
+        index = self._indices.get(vip.dev)
+        if index is not None:
+            added = await self._add_quickly(vip, index)
+            if added:
+                asyncio.get_running_loop().call_soon(
+                    log.info, "added %s/%d on %s", vip.address, vip.prefixlen, vip.dev
+                )
+            return added
         request = await self._request(vip)
         if request["family"] == socket.AF_INET:
             if vip.label is not None:
@@ -143,6 +169,54 @@ class AddressManager:
             raise
         log.info("added %s/%d on %s", vip.address, vip.prefixlen, vip.dev)
         return True
+
+    async def _add_quickly(self, vip: VirtualAddress, index: int) -> bool:
+        """RTM_NEWADDR on the manager's second rtnetlink socket (see the module docstring);
+        the same message `_add` sends through pyroute2. False when it was already there."""
+        address = ipaddress.ip_address(vip.address)
+        message = ifaddrmsg()
+        message["prefixlen"] = vip.prefixlen
+        message["flags"] = 0
+        message["scope"] = scope_number(vip.scope) if vip.scope is not None else 0
+        message["index"] = index
+        if address.version == 4:
+            message["family"] = socket.AF_INET
+            attrs: list[tuple[str, Any]] = [("IFA_ADDRESS", str(address))]
+            if vip.label is not None:
+                attrs.append(("IFA_LABEL", vip.label))
+            attrs.append(("IFA_LOCAL", str(address)))
+        else:
+            message["family"] = socket.AF_INET6
+            attrs = [("IFA_ADDRESS", str(address)), ("IFA_FLAGS", IFA_F_NODAD)]
+        message["attrs"] = attrs
+        self._sequence = sequence = (self._sequence % 0x7FFFFFFF) + 1
+        message["header"]["type"] = RTM_NEWADDR
+        message["header"]["flags"] = NLM_F_REQUEST | NLM_F_ACK | NLM_F_EXCL | NLM_F_CREATE
+        message["header"]["sequence_number"] = sequence
+        message.encode()
+        sock = self._quick_socket()
+        sock.send(bytes(message.data))
+        while True:
+            try:
+                answer = sock.recv(65536)
+            except BlockingIOError:
+                answer = await asyncio.get_running_loop().sock_recv(sock, 65536)
+            error = _acknowledgement(answer, sequence)
+            if error is None:
+                continue  # not the answer to this request (a late one to an earlier request)
+            if error == 0:
+                return True
+            if error == errno.EEXIST:
+                return False
+            raise NetlinkError(error, os.strerror(error))
+
+    def _quick_socket(self) -> socket.socket:
+        if self._quick is None:
+            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+            sock.setblocking(False)
+            sock.bind((0, 0))
+            self._quick = sock
+        return self._quick
 
     async def _delete(self, vip: VirtualAddress) -> bool:
         try:
@@ -250,6 +324,21 @@ class AddressManager:
         if vip.scope is not None:
             request["scope"] = scope_number(vip.scope)
         return request
+
+
+def _acknowledgement(answer: bytes, sequence: int) -> int | None:
+    """The errno (0: success) a netlink NLMSG_ERROR answer to request `sequence` carries; None
+    if `answer` holds no answer to it."""
+    offset = 0
+    while offset + 20 <= len(answer):
+        length, kind, _flags, number, _port = struct.unpack_from("=IHHII", answer, offset)
+        if length < 16:
+            return None
+        if kind == NLMSG_ERROR and number == sequence:
+            (error,) = struct.unpack_from("=i", answer, offset + 16)
+            return -int(error)
+        offset += (length + 3) & ~3
+    return None
 
 
 def scope_number(scope: str) -> int:
