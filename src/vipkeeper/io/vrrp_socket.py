@@ -134,6 +134,7 @@ class VrrpSocket:
         # Other VRIDs' advertisements the autopilot read and let go (it only holds a socket no
         # other instance of ours uses, so the loop would only have counted them unclaimed).
         self.foreign_skipped = 0
+        self._prepared_echo: tuple[tuple[bytes, str, str, int], bytes] | None = None
         self._loop.add_reader(sock.fileno(), self._readable)
 
     @classmethod
@@ -321,11 +322,11 @@ class VrrpSocket:
         time of the last (`time.monotonic()` clock, the loop's), and the other packet with its
         arrival time, or None when the socket ran dry first.
         """
-        offset = time.monotonic() - time.time()
         if self.family == socket.AF_INET:
             count, last, other = self._read_repeats_ipv4(echo)
             if other is None:
                 return count, last, None
+            offset = time.monotonic() - time.time()
             datagram, ancillary = other
             stamp = self._socket_facts(ancillary)
             packet = parse_ipv4_datagram(datagram)
@@ -334,6 +335,7 @@ class VrrpSocket:
                 return count, last, None
             return count, last, (packet, self._arrival(stamp, offset))
         count, last = 0, 0.0
+        offset = time.monotonic() - time.time()
         while True:
             try:
                 packet6, stamp = self._receive_ipv6()
@@ -357,9 +359,13 @@ class VrrpSocket:
         self, echo: tuple[bytes, str, str, int]
     ) -> tuple[int, float, tuple[bytes, list[tuple[int, int, bytes]]] | None]:
         # The autopilot's quick path: compare raw datagrams, parse only the last timestamp.
-        payload, source, destination, ttl = echo
+        prepared = self._prepared_echo
+        if prepared is None or prepared[0] != echo:
+            payload, source, destination, ttl = echo
+            addresses = socket.inet_aton(source) + socket.inet_aton(destination)
+            prepared = self._prepared_echo = (echo, addresses)
+        (payload, _source, _destination, ttl), addresses = prepared
         vrid = payload[1]
-        addresses = socket.inet_aton(source) + socket.inet_aton(destination)
         size = 20 + len(payload)
         recvmsg = self._sock.recvmsg
         count = 0
@@ -376,8 +382,8 @@ class VrrpSocket:
                 len(datagram) == size
                 and datagram[0] == 0x45
                 and len(ancillary) == 1  # only the timestamp: no drops to report
-                and datagram[20:] == payload
-                and datagram[12:20] == addresses
+                and datagram.endswith(payload)
+                and datagram.startswith(addresses, 12)
                 and datagram[8] == ttl
             ):
                 count += 1
@@ -395,11 +401,14 @@ class VrrpSocket:
             return count, self._stamp_arrival(stamp_data), (datagram, ancillary)
         return count, self._stamp_arrival(stamp_data), None
 
-    def _stamp_arrival(self, data: bytes) -> float:
+    @staticmethod
+    def _stamp_arrival(data: bytes) -> float:
         if len(data) < 16:
             return 0.0
         seconds, nanoseconds = _TIMESPEC.unpack_from(data)
-        return self._arrival(seconds + nanoseconds / 1e9, time.monotonic() - time.time())
+        now, wall = time.monotonic(), time.time()
+        arrived = seconds + nanoseconds / 1e9 + (now - wall)
+        return arrived if now - _MAX_RECEIVE_AGE <= arrived <= now else now
 
     @staticmethod
     def _arrival(stamp: float | None, offset: float) -> float:
