@@ -56,6 +56,7 @@ __all__ = [
     "start_daemon",
     "vips_on",
     "wait_until",
+    "wake_ups",
 ]
 
 
@@ -149,12 +150,19 @@ finally:
 
 
 def start_daemon(
-    lab: Lab, host: Host, kind: str, conf: str, *, profile: Path | None = None
+    lab: Lab,
+    host: Host,
+    kind: str,
+    conf: str,
+    *,
+    profile: Path | None = None,
+    extra_args: Sequence[str] = (),
 ) -> Daemon:
     """Start `kind` in `host`'s namespace with `conf` as its keepalived.conf.
 
     `profile` (vipkeeper only): run it under cProfile; `Daemon.profile_clear()` /
     `Daemon.profile_dump()` bracket a window, and the stats are written at exit as well.
+    `extra_args` (vipkeeper only): more `vipkeeper run` options, e.g. `--no-autopilot`.
     """
     if kind == "keepalived":
         started = lab.start_keepalived(host, conf)
@@ -165,7 +173,7 @@ def start_daemon(
         conf_path = directory / "keepalived.conf"
         conf_path.write_text(conf)
         log_path = directory / "vipkeeper.log"
-        argv = [str(VIPKEEPER), "run", "-f", str(conf_path)]
+        argv = [str(VIPKEEPER), "run", "-f", str(conf_path), *extra_args]
         if profile is not None:
             python = str(VIPKEEPER.parent / "python")
             argv = [python, "-c", _PROFILED_VIPKEEPER, str(profile), *argv[1:]]
@@ -276,6 +284,22 @@ def cpu_seconds(pids: Iterable[int]) -> float:
             except (OSError, ValueError, IndexError):
                 continue
     return total / 1e9
+
+
+def wake_ups(pids: Iterable[int]) -> int:
+    """Voluntary context switches so far (each is a sleep the thread woke from), summed over
+    every thread of `pids`."""
+    total = 0
+    for pid in pids:
+        for status in Path(f"/proc/{pid}/task").glob("*/status"):
+            try:
+                text = status.read_text()
+            except OSError:
+                continue
+            for line in text.splitlines():
+                if line.startswith("voluntary_ctxt_switches:"):
+                    total += int(line.split()[1])
+    return total
 
 
 def rss_kib(pids: Iterable[int]) -> int:

@@ -281,6 +281,10 @@ class Driver:
         # old one, re-arm at the earliest deadline that still counts. (Packets read inside a
         # timer wake-up need none of this: _on_timer re-arms when it is done.)
         self._stale_check_pending = False
+        self._rearm_for_current()
+
+    def _rearm_for_current(self) -> None:
+        """Drop stale entries off the top of the heap and re-arm at the first current one."""
         if self._armed_at is None or not self._heap or self._top_is_current():
             return
         while self._heap and not self._top_is_current():
@@ -363,15 +367,8 @@ class Driver:
             self._piloted[name] = token
             self._pushed.pop(name, None)  # its heap entries are stale from now on
             engaged = True
-        if engaged and self._armed_at is not None:
-            # Wake for the machines still here, not for the ones handed over.
-            while self._heap and not self._top_is_current():
-                self._pop()
-            if not self._heap:
-                self._disarm()
-                self._armed_at = None
-            elif self._heap[0][0] != self._armed_at:
-                self._arm(self._heap[0][0])
+        if engaged:  # wake for the machines still here, not for the ones handed over
+            self._rearm_for_current()
 
     def _take_back(self, name: str, token: int | None = None) -> bool:
         """Recall `name` from the pilot and bring the machine up to date; False if the pilot

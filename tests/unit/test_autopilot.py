@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_fixed
+from polling import wait_for
 
 from vipkeeper.core.effects import SendAdvert
 from vipkeeper.core.events import PacketReceived, SourceAddressChanged, Started, TimerFired
@@ -22,7 +22,6 @@ from vipkeeper.core.steady import Beacon, Watch
 from vipkeeper.core.vrrp import InstanceSettings, VrrpInstance
 from vipkeeper.io.autopilot import Autopilot, _BeaconJob, _WatchJob
 
-GUARD = 20.0  # only guards against a hung test; no assertion depends on it
 ME = "192.168.0.53"
 PEER = "192.168.0.57"
 PEERS = ("192.168.0.57", "192.168.0.58")
@@ -120,17 +119,6 @@ async def carried() -> AsyncIterator[tuple[FakePool, Autopilot]]:
         yield pool, pilot
     finally:
         pilot.close()
-
-
-async def wait_for(condition: Callable[[], bool]) -> None:
-    async for attempt in AsyncRetrying(
-        stop=stop_after_delay(GUARD),
-        wait=wait_fixed(0.005),
-        retry=retry_if_exception_type(AssertionError),
-        reraise=True,
-    ):
-        with attempt:
-            assert condition()
 
 
 def beacon_sends(*destinations: str) -> tuple[SendAdvert, ...]:

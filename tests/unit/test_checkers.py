@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import pytest
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_fixed
+from polling import GUARD, wait_for
 
 from vipkeeper.core.health import (
     CheckerId,
@@ -41,7 +41,6 @@ from vipkeeper.io.checkers import (
 from vipkeeper.io.scripts import ScriptRunner
 
 LOCALHOST = "127.0.0.1"
-GUARD = 20.0  # only guards against a hung test; no assertion depends on it
 
 
 def checker_id(port: int, index: int = 0) -> CheckerId:
@@ -315,17 +314,6 @@ def process_exists(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
-
-
-async def wait_for(condition: Callable[[], bool]) -> None:
-    async for attempt in AsyncRetrying(
-        stop=stop_after_delay(GUARD),
-        wait=wait_fixed(0.02),
-        retry=retry_if_exception_type(AssertionError),
-        reraise=True,
-    ):
-        with attempt:
-            assert condition()
 
 
 async def test_misc_check_past_its_timeout_is_killed_with_its_children(runner, tmp_path):

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_fixed
+from polling import GUARD, wait_for
 
 from vipkeeper.core.effects import Effect, RunNotify, VirtualAddress
 from vipkeeper.core.events import (
@@ -27,7 +27,6 @@ from vipkeeper.core.vrrp import InstanceSettings, State, VrrpInstance
 from vipkeeper.core.vrrp_wire import MULTICAST_V4, Advertisement, encode
 from vipkeeper.driver import Driver
 
-GUARD = 20.0  # only guards against a hung test; no assertion depends on it
 VIP = VirtualAddress(address="172.16.9.1", prefixlen=32, dev="eth0")
 ME = "192.168.0.53"
 PEER = "192.168.0.57"
@@ -184,17 +183,6 @@ def make_driver(
     )
     driver.pilotable = set(pilotable)
     return driver
-
-
-async def wait_for(condition: Callable[[], bool]) -> None:
-    async for attempt in AsyncRetrying(
-        stop=stop_after_delay(GUARD),
-        wait=wait_fixed(0.005),
-        retry=retry_if_exception_type(AssertionError),
-        reraise=True,
-    ):
-        with attempt:
-            assert condition()
 
 
 @dataclass

@@ -9,9 +9,10 @@ import typing
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from test_vrrp_state import ME, PEER, make  # the same instance settings as the state tests
 
 from vipkeeper.core import vrrp_wire
-from vipkeeper.core.effects import SendAdvert, VirtualAddress
+from vipkeeper.core.effects import SendAdvert
 from vipkeeper.core.events import (
     PacketReceived,
     PriorityChanged,
@@ -27,22 +28,7 @@ from vipkeeper.core.timing import master_down_interval
 from vipkeeper.core.vrrp import InstanceSettings, State, VrrpInstance
 from vipkeeper.core.vrrp_wire import MULTICAST_V4, Advertisement, encode
 
-VIP = VirtualAddress(address="172.16.9.1", prefixlen=32, dev="eth0")
-ME = "192.168.0.53"
-PEER = "192.168.0.57"
 PEERS = ("192.168.0.57", "192.168.0.58")
-
-
-def make(**overrides: typing.Any) -> InstanceSettings:
-    base: dict[str, typing.Any] = {
-        "name": "VI_1",
-        "interface": "eth0",
-        "vrid": 51,
-        "priority": 100,
-        "virtual_addresses": (VIP,),
-    }
-    base.update(overrides)
-    return InstanceSettings(**base)
 
 
 def start(settings: InstanceSettings, now: float = 0.0, address: str | None = ME) -> VrrpInstance:
