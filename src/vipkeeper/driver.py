@@ -258,8 +258,8 @@ class Driver:
         if self._pushed.get(name) == deadline:
             del self._pushed[name]
         machine = self.machines.get(name)  # None: removed by a reload
-        carried = machine is None or name in self._piloted  # no timer here while piloted
-        current = None if carried else machine.next_deadline()  # type: ignore[union-attr]
+        # A machine the pilot carries has no timer here.
+        current = None if machine is None or name in self._piloted else machine.next_deadline()
         if current == deadline:
             return deadline, name, True
         if current is not None and name not in self._pushed:

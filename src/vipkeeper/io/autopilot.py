@@ -69,6 +69,9 @@ class _Job:
     last_at: float = 0.0
     returned: bool = False
 
+    def report(self) -> SteadyReport:
+        return SteadyReport(count=self.count, last_at=self.last_at)
+
 
 @dataclass(eq=False)
 class _BeaconJob(_Job):
@@ -90,9 +93,6 @@ class _BeaconJob(_Job):
         self.due = following if following > now else now + self.interval
         self.last_at = self.due - self.interval
         return False
-
-    def report(self) -> SteadyReport:
-        return SteadyReport(count=self.count, last_at=self.last_at)
 
 
 @dataclass(eq=False)
@@ -116,9 +116,6 @@ class _WatchJob(_Job):
             self.held = other
             return True
         return self.due <= now
-
-    def report(self) -> SteadyReport:
-        return SteadyReport(count=self.count, last_at=self.last_at)
 
 
 @dataclass
