@@ -37,6 +37,16 @@ sys.path.insert(0, str(ROOT / "tests" / "netns"))
 from netlab import KEEPALIVED, DaemonProcess, Host, Lab  # noqa: E402
 
 VIPKEEPER = ROOT / ".venv" / "bin" / "vipkeeper"
+
+
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    # A benchmark stopped with kill/timeout unwinds like Ctrl-C: `with Lab()` and the atexit
+    # hook then kill the daemons and delete the namespaces instead of leaving them behind.
+    raise SystemExit(128 + signum)
+
+
+if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
 DAEMONS = ("keepalived", "vipkeeper")
 
 __all__ = [
