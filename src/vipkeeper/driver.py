@@ -150,6 +150,13 @@ class Driver:
         # Machines a pilot may carry in their steady state (the daemon names them), and those it
         # carries now, with the token to recall them by. A carried machine has no timer here.
         self._pilot = pilot
+        # Optional adapter methods that act without waiting (see _run_now).
+        self._add_now: Callable[[VirtualAddress], bool | None] | None = getattr(
+            addresses, "add_now", None
+        )
+        self._announce_now: Callable[[tuple[VirtualAddress, ...], int], bool] | None = getattr(
+            gratuitous, "announce_now", None
+        )
         self._pilotable: frozenset[str] = frozenset()
         self._piloted: dict[str, int] = {}
         self._engage_pending: set[str] = set()
@@ -408,6 +415,7 @@ class Driver:
 
     def _dispatch(self, name: str, effects: list[Effect]) -> None:
         reports: list[ReportTransition] = []
+        queued = bool(self._pending.get(name))
         for effect in effects:
             if isinstance(effect, ReportTransition):
                 # Logged, and announced to on_transition, after the batch's other effects: a
@@ -415,11 +423,12 @@ class Driver:
                 # the receive modes to be switched (the worker started below runs first).
                 reports.append(effect)
                 continue
-            if isinstance(effect, SendAdvert) and not self._pending.get(name):
-                # Fast path: nothing of this machine's is pending ahead of it, so sending now
-                # keeps its order.
-                self._send(effect)
+            # Fast path: while nothing of this machine's is queued ahead of it, an effect that
+            # can be carried out without waiting is done at once (order is kept); the first
+            # one that needs waiting sends it and everything after it to the worker.
+            if not queued and self._run_now(name, effect):
                 continue
+            queued = True
             self._enqueue(name, effect)
         for report in reports:
             if self._on_transition is not None:
@@ -436,6 +445,31 @@ class Driver:
             self._workers[name] = self._loop.create_task(
                 self._run_effects(name, pending), name=f"vipkeeper-effects-{name}"
             )
+
+    def _run_now(self, name: str, effect: Effect) -> bool:
+        """Carry `effect` out without waiting if it can be; False: it needs the worker.
+
+        An advert always can. On a takeover, the VIPs can too (the kernel adds an address
+        inside the netlink send) and so can the gratuitous ARP (packet sends that do not
+        block), when the adapters offer `add_now` / `announce_now`: the first ARP then leaves
+        in the same wake-up as the timer, not one loop iteration and a task later.
+        """
+        if isinstance(effect, SendAdvert):
+            self._send(effect)
+            return True
+        if isinstance(effect, AddVips) and self._add_now is not None:
+            for address in effect.addresses:
+                try:
+                    if self._add_now(address) is None:
+                        return False  # the worker adds them all (adding is idempotent)
+                except Exception as exc:  # as in the worker: the effect fails, the rest goes on
+                    self.stats.effect_errors["AddVips"] += 1
+                    log.error("%s: AddVips failed: %s", name, exc)
+                    return True
+            return True
+        if isinstance(effect, SendGratuitous) and self._announce_now is not None:
+            return self._announce_now(effect.addresses, effect.count)
+        return False
 
     def _send(self, effect: SendAdvert) -> None:
         try:

@@ -26,6 +26,10 @@ async def main(operation, vips):
             for v in vips:
                 await manager.ifindex(v.dev)
             result = [await manager.add_if_missing(v) for v in vips]
+        elif operation == "add_now":  # the takeover's no-wait add (index looked up first)
+            for v in vips:
+                await manager.ifindex(v.dev)
+            result = [manager.add_now(v) for v in vips]
         elif operation == "add_through_pyroute2":  # index not cached: AsyncIPRoute.addr
             result = []
             for v in vips:
@@ -91,6 +95,11 @@ def test_the_quick_add_gives_the_kernel_what_pyroute2_gives_it(lab: Lab, host: H
     assert call(lab, host, "add_known_index", *vips) == [True, True, True]
     assert kernel_addresses(lab, host) == through_pyroute2
     assert call(lab, host, "add_known_index", *vips) == [False, False, False]
+    assert call(lab, host, "remove", *vips) == [True, True, True]
+
+    assert call(lab, host, "add_now", *vips) == [True, True, True]
+    assert kernel_addresses(lab, host) == through_pyroute2
+    assert call(lab, host, "add_now", *vips) == [False, False, False]
 
 
 def test_adding_a_present_vip_again_is_not_an_error(lab: Lab, host: Host) -> None:

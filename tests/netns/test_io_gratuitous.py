@@ -27,6 +27,10 @@ from vipkeeper.io.gratuitous import GratuitousSender, send_gratuitous
 vips = [VirtualAddress(**v) for v in json.loads(sys.argv[1])]
 if sys.argv[3:] == ["class"]:
     print(asyncio.run(GratuitousSender(interval=0.01).announce(tuple(vips), int(sys.argv[2]))))
+elif sys.argv[3:] == ["now"]:
+    sender = GratuitousSender()
+    print(sender.announce_now(tuple(vips), int(sys.argv[2])))
+    sender.close()
 else:
     print(asyncio.run(send_gratuitous(vips, int(sys.argv[2]), interval=0.01)))
 """
@@ -65,14 +69,21 @@ def neighbour_mac(lab: Lab, host: Host, address: str) -> str | None:
 
 
 def announce(
-    lab: Lab, host: Host, address: str, prefixlen: int, count: int, via_class: bool = False
+    lab: Lab,
+    host: Host,
+    address: str,
+    prefixlen: int,
+    count: int,
+    via_class: bool = False,
+    at_once: bool = False,
 ) -> None:
     vip = {"address": address, "prefixlen": prefixlen, "dev": host.ifname}
     flag = ["nodad"] if ":" in address else []
     lab.run(host, "ip", "addr", "add", f"{address}/{prefixlen}", "dev", host.ifname, *flag)
-    extra = ["class"] if via_class else []
+    extra = ["now"] if at_once else ["class"] if via_class else []
     result = lab.python(host, SENDER, json.dumps([vip]), str(count), *extra)
-    assert result.stdout.strip() == ("None" if via_class else str(count))
+    expected = "True" if at_once else "None" if via_class else str(count)
+    assert result.stdout.strip() == expected
 
 
 @pytest.fixture
@@ -111,6 +122,28 @@ def test_gratuitous_arp_moves_the_peers_neighbour_entry_to_the_sender(
             assert frame[ARP].psrc == frame[ARP].pdst == "10.0.0.100"
 
     three_announcements()
+
+
+def test_announcing_at_once_sends_every_round_without_the_loop(
+    lab: Lab, pair: tuple[Host, Host], tmp_path: Path
+) -> None:
+    a, b = pair
+    lab.run(b, "ip", "neigh", "replace", "10.0.0.101", "lladdr", FAKE_MAC, "dev", b.ifname,
+            "nud", "stale")  # fmt: skip
+    pcap = tmp_path / "b.pcap"
+    start_capture(lab, b, pcap)
+
+    announce(lab, a, "10.0.0.101", 24, count=2, at_once=True)
+
+    @poll
+    def two_announcements_and_the_entry_moved() -> None:
+        arps = [frame for frame in captured(pcap) if ARP in frame]
+        assert len(arps) == 2
+        assert all(frame[ARP].psrc == frame[ARP].pdst == "10.0.0.101" for frame in arps)
+        assert all(frame[Ether].src == lab.mac(a) for frame in arps)
+        assert neighbour_mac(lab, b, "10.0.0.101") == lab.mac(a)
+
+    two_announcements_and_the_entry_moved()
 
 
 def test_unsolicited_neighbour_advertisement_overrides_the_peers_entry(

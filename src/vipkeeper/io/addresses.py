@@ -148,12 +148,7 @@ class AddressManager:
     async def _add(self, vip: VirtualAddress) -> bool:
         index = self._indices.get(vip.dev)
         if index is not None:
-            added = await self._add_quickly(vip, index)
-            if added:
-                asyncio.get_running_loop().call_soon(
-                    log.info, "added %s/%d on %s", vip.address, vip.prefixlen, vip.dev
-                )
-            return added
+            return await self._add_quickly(vip, index)
         request = await self._request(vip)
         if request["family"] == socket.AF_INET:
             if vip.label is not None:
@@ -170,9 +165,57 @@ class AddressManager:
         log.info("added %s/%d on %s", vip.address, vip.prefixlen, vip.dev)
         return True
 
+    def add_now(self, vip: VirtualAddress) -> bool | None:
+        """Put `vip` on its interface without waiting, for a takeover's first effects.
+
+        True: added; False: it was already there; None: this cannot be done without waiting
+        (the interface's index is not known yet, another request is in flight, or rtnetlink
+        did not answer within the send), so use `add`, which is idempotent. Other netlink
+        errors are raised as `NetlinkError`, as `add` raises them.
+        """
+        index = self._indices.get(vip.dev)
+        if index is None or self._lock.locked():
+            return None
+        sequence = self._send_new_address(vip, index)
+        sock = self._quick_socket()
+        while True:
+            try:
+                answer = sock.recv(65536)
+            except BlockingIOError:
+                return None
+            error = _acknowledgement(answer, sequence)
+            if error is None:
+                continue  # a late answer to an earlier request
+            if error in (errno.ENODEV, errno.EINVAL):
+                return None  # perhaps a stale index: `add` looks it up again
+            return self._added(vip, error)
+
     async def _add_quickly(self, vip: VirtualAddress, index: int) -> bool:
         """RTM_NEWADDR on the manager's second rtnetlink socket (see the module docstring);
         the same message `_add` sends through pyroute2. False when it was already there."""
+        sequence = self._send_new_address(vip, index)
+        sock = self._quick_socket()
+        while True:
+            try:
+                answer = sock.recv(65536)
+            except BlockingIOError:
+                answer = await asyncio.get_running_loop().sock_recv(sock, 65536)
+            error = _acknowledgement(answer, sequence)
+            if error is not None:
+                return self._added(vip, error)
+
+    def _added(self, vip: VirtualAddress, error: int) -> bool:
+        if error == 0:
+            asyncio.get_running_loop().call_soon(
+                log.info, "added %s/%d on %s", vip.address, vip.prefixlen, vip.dev
+            )
+            return True
+        if error == errno.EEXIST:
+            return False
+        raise NetlinkError(error, os.strerror(error))
+
+    def _send_new_address(self, vip: VirtualAddress, index: int) -> int:
+        """Send RTM_NEWADDR for `vip` on the quick socket; its sequence number."""
         address = ipaddress.ip_address(vip.address)
         message = ifaddrmsg()
         message["prefixlen"] = vip.prefixlen
@@ -194,21 +237,8 @@ class AddressManager:
         message["header"]["flags"] = NLM_F_REQUEST | NLM_F_ACK | NLM_F_EXCL | NLM_F_CREATE
         message["header"]["sequence_number"] = sequence
         message.encode()
-        sock = self._quick_socket()
-        sock.send(bytes(message.data))
-        while True:
-            try:
-                answer = sock.recv(65536)
-            except BlockingIOError:
-                answer = await asyncio.get_running_loop().sock_recv(sock, 65536)
-            error = _acknowledgement(answer, sequence)
-            if error is None:
-                continue  # not the answer to this request (a late one to an earlier request)
-            if error == 0:
-                return True
-            if error == errno.EEXIST:
-                return False
-            raise NetlinkError(error, os.strerror(error))
+        self._quick_socket().send(bytes(message.data))
+        return sequence
 
     def _quick_socket(self) -> socket.socket:
         if self._quick is None:

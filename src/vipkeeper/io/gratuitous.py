@@ -143,27 +143,13 @@ async def send_gratuitous(
     skipped; the other interfaces still get their announcements. `sockets` keeps the packet
     sockets open for the next call; without it they are opened and closed here.
     """
-    by_interface: dict[str, list[VirtualAddress]] = {}
-    for vip in addresses:
-        by_interface.setdefault(vip.dev, []).append(vip)
     loop = asyncio.get_running_loop()
     sent = 0
     with contextlib.ExitStack() as stack:
         if sockets is None:
             sockets = PacketSockets()
             stack.callback(sockets.close)
-        frames: list[tuple[socket.socket, bytes, tuple[str, int]]] = []
-        for interface, vips in by_interface.items():
-            try:
-                sock, mac = sockets.get(interface)
-            except OSError as error:
-                log.warning("%s: cannot send gratuitous announcements: %s", interface, error)
-                continue
-            for vip in vips:
-                frame, ethertype = _frame_for(mac, vip.address)
-                # The link-layer address names the ethertype, so the kernel tags the frame
-                # right although the socket (protocol 0) receives nothing.
-                frames.append((sock, frame, (interface, ethertype)))
+        frames = _frames(addresses, sockets)
         for round_number in range(count):
             if round_number and interval > 0:
                 await asyncio.sleep(interval)
@@ -172,10 +158,38 @@ async def send_gratuitous(
                     await loop.sock_sendto(sock, frame, link_address)
                     sent += 1
                 except OSError as error:
-                    log.warning("gratuitous announcement not sent: %s", error)
-                    if error.errno in (errno.ENODEV, errno.ENXIO):
-                        sockets.forget(link_address[0])
+                    _not_sent(error, link_address, sockets)
     return sent
+
+
+Frame = tuple[socket.socket, bytes, tuple[str, int]]
+
+
+def _frames(addresses: Iterable[VirtualAddress], sockets: PacketSockets) -> list[Frame]:
+    """One frame per address, with the packet socket and link address it goes out on; an
+    interface that is missing is logged and skipped."""
+    by_interface: dict[str, list[VirtualAddress]] = {}
+    for vip in addresses:
+        by_interface.setdefault(vip.dev, []).append(vip)
+    frames: list[Frame] = []
+    for interface, vips in by_interface.items():
+        try:
+            sock, mac = sockets.get(interface)
+        except OSError as error:
+            log.warning("%s: cannot send gratuitous announcements: %s", interface, error)
+            continue
+        for vip in vips:
+            frame, ethertype = _frame_for(mac, vip.address)
+            # The link-layer address names the ethertype, so the kernel tags the frame right
+            # although the socket (protocol 0) receives nothing.
+            frames.append((sock, frame, (interface, ethertype)))
+    return frames
+
+
+def _not_sent(error: OSError, link_address: tuple[str, int], sockets: PacketSockets) -> None:
+    log.warning("gratuitous announcement not sent: %s", error)
+    if error.errno in (errno.ENODEV, errno.ENXIO):
+        sockets.forget(link_address[0])
 
 
 class GratuitousSender:
@@ -191,6 +205,20 @@ class GratuitousSender:
 
     async def announce(self, addresses: tuple[VirtualAddress, ...], count: int) -> None:
         await send_gratuitous(addresses, count, interval=self.interval, sockets=self._sockets)
+
+    def announce_now(self, addresses: tuple[VirtualAddress, ...], count: int) -> bool:
+        """`announce` without waiting, for a takeover's first effects: False (nothing sent)
+        when the rounds must be spaced by an interval; `announce` does those."""
+        if count > 1 and self.interval > 0:
+            return False
+        frames = _frames(addresses, self._sockets)
+        for _round in range(count):
+            for sock, frame, link_address in frames:
+                try:
+                    sock.sendto(frame, link_address)
+                except OSError as error:  # a full socket buffer too: the next round follows
+                    _not_sent(error, link_address, self._sockets)
+        return True
 
     def prepare(self, interfaces: Iterable[str]) -> None:
         """Open the packet sockets ahead of the first takeover (a missing interface is fine)."""
