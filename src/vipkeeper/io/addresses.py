@@ -176,7 +176,22 @@ class AddressManager:
         index = self._indices.get(vip.dev)
         if index is None or self._lock.locked():
             return None
+        error = self._answer(self._send_new_address(vip, index))
+        if error is None or error in (errno.ENODEV, errno.EINVAL):
+            return None  # no answer yet, or perhaps a stale index: `add` looks it up again
+        return self._added(vip, error)
+
+    async def _add_quickly(self, vip: VirtualAddress, index: int) -> bool:
+        """RTM_NEWADDR on the manager's second rtnetlink socket (see the module docstring);
+        the same message `_add` sends through pyroute2. False when it was already there."""
         sequence = self._send_new_address(vip, index)
+        while (error := self._answer(sequence)) is None:
+            await _readable(self._quick_socket())
+        return self._added(vip, error)
+
+    def _answer(self, sequence: int) -> int | None:
+        """The errno rtnetlink answered request `sequence` with (0: done), if it has answered;
+        earlier answers still waiting in the socket are read and dropped."""
         sock = self._quick_socket()
         while True:
             try:
@@ -184,25 +199,8 @@ class AddressManager:
             except BlockingIOError:
                 return None
             error = _acknowledgement(answer, sequence)
-            if error is None:
-                continue  # a late answer to an earlier request
-            if error in (errno.ENODEV, errno.EINVAL):
-                return None  # perhaps a stale index: `add` looks it up again
-            return self._added(vip, error)
-
-    async def _add_quickly(self, vip: VirtualAddress, index: int) -> bool:
-        """RTM_NEWADDR on the manager's second rtnetlink socket (see the module docstring);
-        the same message `_add` sends through pyroute2. False when it was already there."""
-        sequence = self._send_new_address(vip, index)
-        sock = self._quick_socket()
-        while True:
-            try:
-                answer = sock.recv(65536)
-            except BlockingIOError:
-                answer = await asyncio.get_running_loop().sock_recv(sock, 65536)
-            error = _acknowledgement(answer, sequence)
             if error is not None:
-                return self._added(vip, error)
+                return error
 
     def _added(self, vip: VirtualAddress, error: int) -> bool:
         if error == 0:
@@ -354,6 +352,22 @@ class AddressManager:
         if vip.scope is not None:
             request["scope"] = scope_number(vip.scope)
         return request
+
+
+async def _readable(sock: socket.socket) -> None:
+    """Wait until `sock` has something to read."""
+    loop = asyncio.get_running_loop()
+    ready = loop.create_future()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_reader(sock.fileno(), wake)
+    try:
+        await ready
+    finally:
+        loop.remove_reader(sock.fileno())
 
 
 def _acknowledgement(answer: bytes, sequence: int) -> int | None:
