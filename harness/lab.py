@@ -12,6 +12,7 @@ import io
 import os
 import subprocess
 import tarfile
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ class LabError(RuntimeError):
 class ExecResult:
     exit_code: int
     output: str
+    refused_paused: bool = False  # not run: the container is paused (see Lab.exec)
 
     @property
     def ok(self) -> bool:
@@ -48,6 +50,12 @@ class Lab:
         self.project = project
         self.docker = client or docker.from_env()
         self._saved_addresses: dict[tuple[str, str], str] = {}
+        # `docker exec` and `docker pause` on one container never overlap: an exec whose process
+        # is created while the container freezes is frozen with it, and then the Docker daemon
+        # hangs on that container for good (seen once in CI: every later test timed out).
+        self._guards: dict[str, threading.Lock] = {}
+        self._guards_lock = threading.Lock()
+        self._paused: set[str] = set()
 
     # --- discovery ------------------------------------------------------------------------------
     def containers(self) -> dict[str, Container]:
@@ -93,14 +101,26 @@ class Lab:
         argv = ["sh", "-c", cmd] if isinstance(cmd, str) else list(cmd)
         if timeout is not None:
             argv = ["timeout", "-s", "KILL", f"{timeout:g}", *argv]
-        code, output = self.container(service).exec_run(argv, demux=False)
-        result = ExecResult(exit_code=int(code), output=(output or b"").decode(errors="replace"))
+        with self._guard(service):
+            if service in self._paused:
+                result = ExecResult(exit_code=-1, output="paused", refused_paused=True)
+            else:
+                code, output = self.container(service).exec_run(argv, demux=False)
+                result = ExecResult(
+                    exit_code=int(code), output=(output or b"").decode(errors="replace")
+                )
         if check and not result.ok:
             raise LabError(f"{service}: {argv!r} exited {result.exit_code}: {result.output}")
         return result
 
     def exec_detached(self, service: str, cmd: list[str]) -> None:
-        self.container(service).exec_run(cmd, detach=True)
+        with self._guard(service):
+            if service not in self._paused:
+                self.container(service).exec_run(cmd, detach=True)
+
+    def _guard(self, service: str) -> threading.Lock:
+        with self._guards_lock:
+            return self._guards.setdefault(service, threading.Lock())
 
     def put_file(self, service: str, path: str, data: bytes, mode: int = 0o644) -> None:
         """Write `data` to `path` in the container (its directory must exist)."""
@@ -192,10 +212,15 @@ class Lab:
         self.container(service).start()
 
     def pause(self, service: str) -> None:
-        self.container(service).pause()
+        """`docker pause`, once no exec into the container is under way (see `exec`)."""
+        with self._guard(service):
+            self.container(service).pause()
+            self._paused.add(service)
 
     def unpause(self, service: str) -> None:
-        self.container(service).unpause()
+        with self._guard(service):
+            self.container(service).unpause()
+            self._paused.discard(service)
 
     def network_name(self, network: str) -> str:
         return f"{self.project}_{network}"

@@ -38,6 +38,8 @@ def holds_vip(lab: Lab, director: str) -> bool | None:
     script = f"ip -o -4 addr show dev {FRONT_IF}"
     if state == "running":
         result = lab.exec(director, script, timeout=10)
+        if result.refused_paused:  # paused since the state was read
+            result = lab.netns_run(director, script)
     elif state == "paused":
         # A frozen container cannot run `docker exec`; its network namespace can still be read.
         result = lab.netns_run(director, script)
