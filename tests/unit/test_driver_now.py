@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from test_driver import VIP, Recorder, ScriptedMachine
+from test_driver import VIP, Recorder, ScriptedMachine, make_driver
 
 from vipkeeper.core.effects import (
     AddVips,
@@ -53,15 +53,7 @@ class ImmediateRecorder(Recorder):
 
 def make(recorder: Recorder) -> tuple[Driver, ScriptedMachine]:
     machine = ScriptedMachine(replies={Started: list(TAKEOVER)})
-    driver = Driver(
-        machines={"vi1": machine},
-        sender=recorder,
-        addresses=recorder,
-        gratuitous=recorder,
-        notify=recorder.notify,
-        route_packet=lambda interface, family, vrid: None,
-    )
-    return driver, machine
+    return make_driver({"vi1": machine}, recorder), machine
 
 
 async def test_addresses_advert_and_arp_go_out_inside_the_feed_call() -> None:

@@ -74,6 +74,16 @@ PacketCallback = Callable[[PacketReceived, float], None]
 """Called with each packet and the loop time (`loop.time()` clock) at which it arrived."""
 
 
+def _arrival_time(stamp: float | None, offset: float, now: float) -> float:
+    """A kernel receive time (wall clock) moved onto the monotonic clock by `offset`; `now`
+    when there is none or it is not believable (in the future, or older than a stepped clock
+    could explain)."""
+    if stamp is None:
+        return now
+    arrived = stamp + offset
+    return arrived if now - _MAX_RECEIVE_AGE <= arrived <= now else now
+
+
 def _priority_zero_filter(ip_header: bool) -> bytes:
     """A classic BPF program admitting only VRRP messages whose priority byte (offset 2) is 0.
 
@@ -333,7 +343,7 @@ class VrrpSocket:
             self._last_datagram, self._last_packet = datagram, packet
             if packet is None:  # not VRRP over IPv4: dropped, as the loop would drop it
                 return count, last, None
-            return count, last, (packet, self._arrival(stamp, offset))
+            return count, last, (packet, _arrival_time(stamp, offset, time.monotonic()))
         count, last = 0, 0.0
         offset = time.monotonic() - time.time()
         while True:
@@ -349,7 +359,7 @@ class VrrpSocket:
             if len(packet6.payload) > 1 and packet6.payload[1] != echo[0][1]:
                 self.foreign_skipped += 1
                 continue
-            arrived = self._arrival(stamp, offset)
+            arrived = _arrival_time(stamp, offset, time.monotonic())
             if (packet6.payload, packet6.source, packet6.destination, packet6.ttl) != echo:
                 return count, last, (packet6, arrived)
             count += 1
@@ -406,17 +416,8 @@ class VrrpSocket:
         if len(data) < 16:
             return 0.0
         seconds, nanoseconds = _TIMESPEC.unpack_from(data)
-        now, wall = time.monotonic(), time.time()
-        arrived = seconds + nanoseconds / 1e9 + (now - wall)
-        return arrived if now - _MAX_RECEIVE_AGE <= arrived <= now else now
-
-    @staticmethod
-    def _arrival(stamp: float | None, offset: float) -> float:
         now = time.monotonic()
-        arrived = now if stamp is None else stamp + offset
-        if not now - _MAX_RECEIVE_AGE <= arrived <= now:
-            arrived = now
-        return arrived
+        return _arrival_time(seconds + nanoseconds / 1e9, now - time.time(), now)
 
     def _read(self, limit: int) -> int:
         if self.pilot_hook is not None:
@@ -437,10 +438,7 @@ class VrrpSocket:
             count += 1
             if packet is None:
                 continue
-            arrived = loop_now if stamp is None else stamp + offset
-            if not loop_now - _MAX_RECEIVE_AGE <= arrived <= loop_now:
-                arrived = loop_now
-            self._deliver(packet, arrived)
+            self._deliver(packet, _arrival_time(stamp, offset, loop_now))
         return count
 
     def _deliver(self, packet: PacketReceived, arrived: float) -> None:
