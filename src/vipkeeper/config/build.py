@@ -44,6 +44,7 @@ from vipkeeper.config.model import (
     VrrpScript,
     VrrpState,
     VrrpSyncGroup,
+    instance_family,
 )
 from vipkeeper.config.parser import Statement
 from vipkeeper.config.values import (
@@ -704,8 +705,14 @@ class Builder:
             ok = False
         if "interface" not in fields or "virtual_router_id" not in fields:
             ok = False  # an invalid value was already reported where it was written
-        ok = self._check_vip_families(name, vips) and ok
-        family = vips[0].family if vips else (6 if fields.get("native_ipv6") else 4)
+        ok = (
+            self._check_vip_families(name, vips, native_ipv6=bool(fields.get("native_ipv6"))) and ok
+        )
+        family = instance_family(
+            (*vips, *excluded),
+            native_ipv6=bool(fields.get("native_ipv6")),
+            unicast_src_ip=fields.get("unicast_src_ip"),
+        )
         ok = self._resolve_version(name, fields, where, family) and ok
         ok = self._check_advert_int(fields, where) and ok
         ok = self._check_owner_rules(name, fields, where) and ok
@@ -717,11 +724,7 @@ class Builder:
                 "authentication: VRRPv3 (RFC 9568) has no authentication, ignored",
             )
             del fields["authentication"]
-        if not vips:
-            diagnostics.warning(
-                statement.location,
-                f"vrrp_instance {name}: no virtual_ipaddress, so no address will move",
-            )
+        ok = self._check_has_vips(name, statement, fields, vips, family) and ok
         if not ok:
             return
         global_defs = self.parts.global_defs
@@ -911,10 +914,19 @@ class Builder:
 
         return handle
 
-    def _check_vip_families(self, name: str, vips: list[VirtualIpAddress]) -> bool:
+    def _check_vip_families(
+        self, name: str, vips: list[VirtualIpAddress], *, native_ipv6: bool
+    ) -> bool:
         if not vips:
             return True
         first = vips[0].family
+        if native_ipv6 and first == 4:
+            self.diagnostics.error(
+                vips[0].location,
+                f"vrrp_instance {name}: native_ipv6 makes the instance IPv6, but {vips[0].address}"
+                " is IPv4; put IPv4 addresses in virtual_ipaddress_excluded or another instance",
+            )
+            return False
         for vip in vips[1:]:
             if vip.family != first:
                 self.diagnostics.error(
@@ -1015,6 +1027,31 @@ class Builder:
                 ok = False
                 break
         return ok
+
+    def _check_has_vips(
+        self,
+        name: str,
+        statement: Statement,
+        fields: Fields,
+        vips: list[VirtualIpAddress],
+        family: int,
+    ) -> bool:
+        """keepalived refuses an instance without virtual addresses when it speaks VRRPv3 or
+        IPv6 (strict mode has its own check) and only warns for VRRPv2 over IPv4."""
+        if vips or fields.get("strict_mode", self._global_fields.get("vrrp_strict", False)):
+            return True  # strict mode's own check reports a missing address
+        if family == 6 or fields.get("version") == 3:
+            self.diagnostics.error(
+                statement.location,
+                f"vrrp_instance {name}: no virtual_ipaddress; an IPv{family} VRRPv"
+                f"{fields.get('version')} instance needs at least one (as keepalived requires)",
+            )
+            return False
+        self.diagnostics.warning(
+            statement.location,
+            f"vrrp_instance {name}: no virtual_ipaddress, so no address will move",
+        )
+        return True
 
     def _check_strict(
         self,

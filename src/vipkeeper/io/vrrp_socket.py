@@ -37,13 +37,10 @@ from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
 from vipkeeper.core.events import PacketReceived
+from vipkeeper.core.vrrp_wire import MULTICAST_V4, MULTICAST_V6, VRRP_PROTOCOL, VRRP_TTL
 
 log = logging.getLogger(__name__)
 
-VRRP_PROTOCOL = 112  # RFC 9568 §5.1.1.4 / §5.1.2.4
-VRRP_TTL = 255  # RFC 9568 §5.1.1.3: a router must send with TTL / hop limit 255
-VRRP_GROUP_V4 = "224.0.0.18"  # RFC 9568 §5.1.1.2
-VRRP_GROUP_V6 = "ff02::12"  # RFC 9568 §5.1.2.2
 
 # Not exported by Python's socket module on every version (linux/in.h, linux/in6.h).
 _IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
@@ -551,7 +548,7 @@ def _configure_ipv4(sock: socket.socket, ifindex: int) -> None:
     sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 0)
     # Only the groups this socket joined, not every group some other socket joined.
     sock.setsockopt(socket.IPPROTO_IP, _IP_MULTICAST_ALL, 0)
-    mreqn = struct.pack("=4s4si", socket.inet_aton(VRRP_GROUP_V4), bytes(4), ifindex)
+    mreqn = struct.pack("=4s4si", socket.inet_aton(MULTICAST_V4), bytes(4), ifindex)
     sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, mreqn)
     sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreqn)
 
@@ -564,7 +561,7 @@ def _configure_ipv6(sock: socket.socket, ifindex: int) -> None:
     sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, ifindex)
     sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVHOPLIMIT, 1)
     sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
-    mreq = struct.pack("=16sI", socket.inet_pton(socket.AF_INET6, VRRP_GROUP_V6), ifindex)
+    mreq = struct.pack("=16sI", socket.inet_pton(socket.AF_INET6, MULTICAST_V6), ifindex)
     sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, mreq)
 
 
