@@ -56,13 +56,12 @@ from vipkeeper.config.values import (
     to_port,
     to_seconds,
 )
+from vipkeeper.core.timing import V2_MAX_SECONDS, advert_int_error
 
 Handler = Callable[[Statement], None]
 Fields = dict[str, Any]
 
 MAX_TIMER = 86400.0 * 365
-ADVERT_INT_V3_LIMIT = 40.96  # RFC 9568 §5.2.7: 12-bit centiseconds, at most 40.95 s
-ADVERT_INT_V2_MAX = 255  # RFC 3768 §5.3.7: 8-bit seconds
 AUTH_PASS_MAX = 8  # RFC 2338 §5.3.6: the 8-octet Authentication Data field
 TRACK_WEIGHT = 253
 
@@ -649,7 +648,7 @@ class Builder:
                 "advert_int": remember(
                     "advert_int",
                     self._set_seconds(
-                        fields, "advert_int", 0.0, ADVERT_INT_V2_MAX, allow_minimum=False
+                        fields, "advert_int", 0.0, V2_MAX_SECONDS, allow_minimum=False
                     ),
                 ),
                 "version": remember("version", self._set_int(fields, "version", 2, 3)),
@@ -959,31 +958,12 @@ class Builder:
     def _check_advert_int(self, fields: Fields, where: Mapping[str, Statement]) -> bool:
         if "advert_int" not in fields:
             return True
-        value: float = fields["advert_int"]
-        token = where["advert_int"].args[0]
-        if fields["version"] == 2:
-            if value != int(value) or value < 1:
-                self.diagnostics.error(
-                    token.location,
-                    f"advert_int: {token.value} is not valid for VRRPv2, which carries whole"
-                    f" seconds (RFC 3768 §5.3.7); valid: 1..{ADVERT_INT_V2_MAX}, or use"
-                    " version 3 for sub-second intervals",
-                )
-                return False
+        problem = advert_int_error(version=fields["version"], seconds=fields["advert_int"])
+        if problem is None:
             return True
-        centiseconds = value * 100
-        if value >= ADVERT_INT_V3_LIMIT or abs(centiseconds - round(centiseconds)) > 1e-6:
-            self.diagnostics.error(
-                token.location,
-                f"advert_int: {token.value} is not valid for VRRPv3, which carries"
-                " centiseconds in 12 bits (RFC 9568 §5.2.7); valid: 0.01..40.95 in steps"
-                " of 0.01",
-            )
-            return False
-        if round(centiseconds) < 1:
-            self.diagnostics.error(token.location, "advert_int: must be at least 0.01 seconds")
-            return False
-        return True
+        token = where["advert_int"].args[0]
+        self.diagnostics.error(token.location, f"advert_int: {problem}")
+        return False
 
     def _check_owner_rules(self, name: str, fields: Fields, where: Mapping[str, Statement]) -> bool:
         ok = True

@@ -175,13 +175,13 @@ class InstanceSettings:
         if self.version == 2:
             if self.family != 4:
                 raise ValueError("VRRPv2 is IPv4 only (RFC 3768); use version 3 for IPv6")
-            if not 0 < self.advert_int < 256:
-                raise ValueError(f"v2 advert_int {self.advert_int} is not 1..255 seconds")
-        else:
-            if not 0.01 <= self.advert_int <= timing.V3_MAX_CENTISECONDS / 100:
-                raise ValueError(f"v3 advert_int {self.advert_int} is not 0.01..40.95 seconds")
-            if self.auth_pass is not None:
-                raise ValueError("authentication exists only in VRRPv2 (RFC 9568 removed it)")
+        elif self.auth_pass is not None:
+            raise ValueError("authentication exists only in VRRPv2 (RFC 9568 removed it)")
+        problem = timing.advert_int_error(
+            version=self.version, seconds=self.advert_int, exact=False
+        )
+        if problem is not None:
+            raise ValueError(f"advert_int {problem}")
         for vip in self.virtual_addresses:
             if ipaddress.ip_address(vip.address).version != self.family:
                 raise ValueError(f"virtual address {vip.address} is not IPv{self.family}")
@@ -204,7 +204,7 @@ class InstanceSettings:
         v2 carries whole seconds only (RFC 3768 §5.3.7): a fractional advert_int is rounded.
         """
         if self.version == 2:
-            return max(1, min(255, round(self.advert_int)))
+            return max(1, min(timing.V2_MAX_SECONDS, round(self.advert_int)))
         return timing.seconds_to_centiseconds(self.advert_int)
 
     @property

@@ -16,6 +16,8 @@ import struct
 from dataclasses import dataclass
 from enum import IntEnum
 
+from vipkeeper.core.timing import V3_MAX_CENTISECONDS
+
 VRRP_PROTOCOL = 112  # IANA protocol number, RFC 3768 §5.2 / RFC 9568 §5.1.1.4
 VRRP_TTL = 255  # RFC 3768 §5.2.3, RFC 9568 §5.1.1.3 / §5.1.2.3: TTL / hop limit must be 255
 MULTICAST_V4 = "224.0.0.18"  # RFC 3768 §5.2.2, RFC 9568 §5.1.1.2
@@ -24,7 +26,6 @@ ADVERTISEMENT_TYPE = 1  # RFC 9568 §5.2.2: the only defined type
 
 _HEADER_LEN = 8
 _V2_AUTH_LEN = 8  # RFC 3768 §5.3.10: two 32-bit words of authentication data
-_V3_MAX_INTERVAL = 0x0FFF  # 12 bits of centiseconds, RFC 9568 §5.2.7
 PASSWORD_LEN = _V2_AUTH_LEN
 
 
@@ -168,7 +169,7 @@ def encode(
     elif advert.version == 3:
         if source is None or destination is None:
             raise ValueError("a v3 checksum needs the source and destination addresses")
-        if not 0 <= advert.advert_interval <= _V3_MAX_INTERVAL:
+        if not 0 <= advert.advert_interval <= V3_MAX_CENTISECONDS:
             raise ValueError(f"v3 interval {advert.advert_interval} cs does not fit in 12 bits")
         family = ipaddress.ip_address(source).version
         body = _pack_addresses(advert.addresses, family)
@@ -178,7 +179,7 @@ def encode(
             advert.vrid,
             advert.priority,
             len(advert.addresses),
-            advert.advert_interval & _V3_MAX_INTERVAL,  # 4 reserved bits sent as zero
+            advert.advert_interval & V3_MAX_CENTISECONDS,  # 4 reserved bits sent as zero
             0,
         )
         message = header + body
@@ -246,7 +247,7 @@ def decode(payload: bytes, *, source: str, destination: str) -> Advertisement:
             checksum=checksum,
         )
     # RFC 9568 §5.2.6: the 4 reserved bits are ignored on reception.
-    interval = ((word_hi << 8) | word_lo) & _V3_MAX_INTERVAL
+    interval = ((word_hi << 8) | word_lo) & V3_MAX_CENTISECONDS
     return Advertisement(
         version=3,
         vrid=vrid,
