@@ -47,3 +47,14 @@ class Watch:
 
 
 Steady = Beacon | Watch
+
+
+def next_advert_due(due: float, now: float, interval: float) -> float:
+    """When a Master's next advertisement is due, the one cadence for the core and the autopilot.
+
+    RFC 9568 §6.4.3 resets the Adver_Timer on every send. The next advert is due one interval
+    after this one was due, not after it was handled (a late wake-up would otherwise slow every
+    Master down); only after falling a whole interval behind does it restart from `now`.
+    """
+    following = due + interval
+    return following if following > now else now + interval

@@ -48,7 +48,7 @@ from vipkeeper.core.events import (
     TimerFired,
     TrackChanged,
 )
-from vipkeeper.core.steady import Beacon, Steady, Watch
+from vipkeeper.core.steady import Beacon, Steady, Watch, next_advert_due
 from vipkeeper.core.track import TrackKind, TrackSet
 
 OWNER_PRIORITY = 255  # RFC 9568 §6.1: the address owner
@@ -675,11 +675,7 @@ class VrrpInstance:
         if self._adver_at is not None and now >= self._adver_at:
             # RFC 9568 §6.4.3: send an ADVERTISEMENT, reset the Adver_Timer.
             self._send_advert(self.priority)
-            # Keep the cadence: the next advert is due one interval after this one was due,
-            # not after it was handled (a late wake-up would otherwise slow every Master down);
-            # only after falling a whole interval behind does it restart from now.
-            next_at = self._adver_at + self.settings.advert_interval
-            self._adver_at = next_at if next_at > now else now + self.settings.advert_interval
+            self._adver_at = next_advert_due(self._adver_at, now, self.settings.advert_interval)
         if self._garp_at is not None and now >= self._garp_at:
             self._garp_at = None
             self._gratuitous(self._garp_repeat)

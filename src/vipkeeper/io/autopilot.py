@@ -36,7 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from vipkeeper.core.events import PacketReceived, SteadyReport
-from vipkeeper.core.steady import Beacon, Steady, Watch
+from vipkeeper.core.steady import Beacon, Steady, Watch, next_advert_due
 from vipkeeper.io.vrrp_socket import VrrpSocket, VrrpSocketPool
 
 log = logging.getLogger(__name__)
@@ -87,10 +87,7 @@ class _BeaconJob(_Job):
                 log.debug("%s: autopilot send failed, handing back: %s", self.name, error)
                 return True
         self.count += 1
-        # The core's cadence (VrrpInstance._on_timer_master): one interval after the due time,
-        # unless that has already passed.
-        following = self.due + self.interval
-        self.due = following if following > now else now + self.interval
+        self.due = next_advert_due(self.due, now, self.interval)
         self.last_at = self.due - self.interval
         return False
 
