@@ -1,4 +1,4 @@
-"""Raw IP protocol 112 sockets for VRRP, IPv4 and IPv6, driven by the asyncio event loop.
+"""Raw IP protocol 112 sockets for VRRP, IPv4 and IPv6, read by the asyncio loop or the autopilot.
 
 Owns: one non-blocking raw socket per (interface, address family), its options (bound to the
 device, TTL / hop limit 255 on everything sent, membership of 224.0.0.18 / ff02::12 on that
@@ -7,11 +7,10 @@ turning each received datagram into a `PacketReceived` fact with the IP source, 
 TTL / hop limit the kernel saw.
 
 Must never: encode, decode or judge VRRP messages (checksums included: the payload comes
-ready-made from `vipkeeper.core.vrrp_wire`, which covers the IPv6 pseudo-header itself), filter by
-VRID or TTL (RFC 9568 §7.1 checks are the core's), or block the loop (reads never wait, sends
-never wait).
+ready-made from `vipkeeper.core.vrrp_wire`, which covers the IPv6 pseudo-header itself), apply
+RFC 9568 §7.1's checks (they are the core's), or block (reads and sends never wait).
 
-Two ways to read. *Eager* (the default): a reader on the socket handles every datagram as it
+Three ways to read. *Eager* (the default): a reader on the loop handles every datagram as it
 arrives. *Lazy* (`set_lazy(True)`, used while every instance on the interface is a Backup): nothing
 watches the socket; the driver calls `drain()` just before it fires any timer, and each datagram
 is handed over with the kernel's receive time (SO_TIMESTAMPNS), so a Backup's Master_Down_Timer is
@@ -19,8 +18,11 @@ restarted from when the advertisement really arrived. A Backup then wakes once p
 Master_Down_Interval instead of once per advertisement. The one advertisement a Backup must act on
 at once -- priority 0, a Master leaving (RFC 9568 §6.4.2) -- rings a *doorbell*: a second socket on
 the same interface whose classic BPF filter admits only priority-0 VRRP messages; its reader
-drains the main socket. Datagrams the kernel dropped for want of buffer space are counted
-(SO_RXQ_OVFL).
+drains the main socket. *Repeats* (`read_repeats`, from the autopilot's thread while it holds the
+socket and the loop does not read it): byte-for-byte copies of one expected advertisement are
+counted without decoding, other VRIDs' datagrams are skipped and counted (`foreign_skipped`), and
+the first other datagram is handed back for the loop. Datagrams the kernel dropped for want of
+buffer space are counted (SO_RXQ_OVFL).
 """
 
 from __future__ import annotations
