@@ -58,7 +58,7 @@ def packet(priority: int = 150, *, vrid: int = 51, version: int = 2) -> PacketRe
             vrid=vrid,
             priority=priority,
             addresses=(VIP.address,),
-            advert_interval=1,  # 1 s in v2, 1 cs in v3
+            wire_interval=1,  # 1 s in v2, 1 cs in v3
         ),
         source=PEER,
         destination=MULTICAST_V4,

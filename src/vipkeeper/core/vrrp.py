@@ -411,7 +411,7 @@ class VrrpInstance:
             vrid=self.settings.vrid,
             priority=priority,
             addresses=tuple(v.address for v in self.settings.virtual_addresses),
-            advert_interval=self.settings.wire_interval,
+            wire_interval=self.settings.wire_interval,
             auth_type=(
                 vrrp_wire.AuthType.PASS if self._password is not None else vrrp_wire.AuthType.NONE
             ),
@@ -560,11 +560,11 @@ class VrrpInstance:
             if self._password is not None and advert.auth_data != self._password:
                 self.stats.drop(DropReason.AUTH_MISMATCH)
                 return None
-            if advert.advert_interval != settings.wire_interval:
+            if advert.wire_interval != settings.wire_interval:
                 # RFC 3768 §7.1: MUST verify the Adver Interval matches the local one.
                 self.stats.drop(DropReason.INTERVAL_MISMATCH)
                 return None
-        elif advert.advert_interval == 0:
+        elif advert.wire_interval == 0:
             self.stats.drop(DropReason.INTERVAL_INVALID)
             return None
         # RFC 3768 §7.1 / RFC 9568 §7.1: the address-list check is a MAY; like keepalived we
