@@ -11,8 +11,19 @@ plain data, so an adapter can carry it out without waking the event loop (see
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from vipkeeper.core.effects import SendAdvert
+
+
+class Echo(NamedTuple):
+    """What makes a received advertisement a repeat of the accepted one: the same VRRP bytes
+    from the same sender to the same destination with the same TTL / hop limit."""
+
+    payload: bytes
+    source: str
+    destination: str
+    ttl: int
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -41,7 +52,7 @@ class Watch:
 
     interface: str
     family: int
-    echo: tuple[bytes, str, str, int]
+    echo: Echo
     master_down_interval: float
     deadline: float
 

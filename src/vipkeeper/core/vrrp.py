@@ -48,7 +48,7 @@ from vipkeeper.core.events import (
     TimerFired,
     TrackChanged,
 )
-from vipkeeper.core.steady import Beacon, Steady, Watch, next_advert_due
+from vipkeeper.core.steady import Beacon, Echo, Steady, Watch, next_advert_due
 from vipkeeper.core.track import TrackKind, TrackSet
 
 OWNER_PRIORITY = 255  # RFC 9568 §6.1: the address owner
@@ -218,6 +218,16 @@ class InstanceSettings:
 _Handler = Callable[["VrrpInstance", Any, float], None]
 
 
+@dataclass(frozen=True, kw_only=True)
+class _Accepted:
+    """A Backup's last accepted advertisement, so its repeats skip decoding."""
+
+    event: Event
+    echo: Echo
+    master_down_interval: float
+    address_mismatch: bool
+
+
 class VrrpInstance:
     """One vrrp_instance. Feed it events with `handle`; arm a timer at `next_deadline`."""
 
@@ -252,7 +262,7 @@ class VrrpInstance:
         self._seen_addresses: tuple[tuple[str, ...], bool] = ((), True)
         # The last advertisement a Backup accepted as its Master's, with the Master_Down_Interval
         # it led to and whether its address list differed (see `handle`).
-        self._echo: tuple[Event, tuple[bytes, str, str, int], float, bool] | None = None
+        self._echo: _Accepted | None = None
 
     # ---- public API -------------------------------------------------------------------
 
@@ -288,17 +298,17 @@ class VrrpInstance:
             echo is not None
             and self.state is State.BACKUP
             and (
-                event is echo[0]
+                event is echo.event
                 or (
                     isinstance(event, PacketReceived)
-                    and (event.payload, event.source, event.destination, event.ttl) == echo[1]
+                    and (event.payload, event.source, event.destination, event.ttl) == echo.echo
                 )
             )
         ):
             self.stats.adverts_received += 1
-            if echo[3]:
+            if echo.address_mismatch:
                 self.stats.address_list_mismatch += 1
-            self._master_down_at = now + echo[2]
+            self._master_down_at = now + echo.master_down_interval
             return []
         if type(event) is not SteadyReport:  # a report continues the repetition it describes
             self._echo = None
@@ -347,8 +357,8 @@ class VrrpInstance:
             return Watch(
                 interface=self.settings.interface,
                 family=self.settings.family,
-                echo=echo[1],
-                master_down_interval=echo[2],
+                echo=echo.echo,
+                master_down_interval=echo.master_down_interval,
                 deadline=self._master_down_at,
             )
         return None
@@ -612,8 +622,12 @@ class VrrpInstance:
             interval = self._master_down_interval()
             self._master_down_at = now + interval
             if accepted:  # not while preempt_delay holds: that depends on the time
-                key = (event.payload, event.source, event.destination, event.ttl)
-                self._echo = (event, key, interval, not self._seen_addresses[1])
+                self._echo = _Accepted(
+                    event=event,
+                    echo=Echo(event.payload, event.source, event.destination, event.ttl),
+                    master_down_interval=interval,
+                    address_mismatch=not self._seen_addresses[1],
+                )
             return
         # Lower priority and we preempt: discard, let the Master_Down_Timer run out.
         self.stats.lower_priority_discarded += 1
@@ -688,9 +702,9 @@ class VrrpInstance:
         if event.count <= 0 or echo is None:
             return
         self.stats.adverts_received += event.count
-        if echo[3]:
+        if echo.address_mismatch:
             self.stats.address_list_mismatch += event.count
-        self._master_down_at = event.last_at + echo[2]
+        self._master_down_at = event.last_at + echo.master_down_interval
 
     def _on_steady_master(self, event: SteadyReport, now: float) -> None:
         if event.count <= 0 or self.source_address is None:

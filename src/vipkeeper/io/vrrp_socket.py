@@ -39,6 +39,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
 from vipkeeper.core.events import PacketReceived
+from vipkeeper.core.steady import Echo
 from vipkeeper.core.vrrp_wire import MULTICAST_V4, MULTICAST_V6, VRRP_PROTOCOL, VRRP_TTL
 
 log = logging.getLogger(__name__)
@@ -143,7 +144,7 @@ class VrrpSocket:
         # Other VRIDs' advertisements the autopilot read and let go (it only holds a socket no
         # other instance of ours uses, so the loop would only have counted them unclaimed).
         self.foreign_skipped = 0
-        self._prepared_echo: tuple[tuple[bytes, str, str, int], bytes] | None = None
+        self._prepared_echo: tuple[Echo, bytes] | None = None
         self._loop.add_reader(sock.fileno(), self._readable)
 
     @classmethod
@@ -321,9 +322,7 @@ class VrrpSocket:
             self.pilot_hook = None
             hook()
 
-    def read_repeats(
-        self, echo: tuple[bytes, str, str, int]
-    ) -> tuple[int, float, tuple[PacketReceived, float] | None]:
+    def read_repeats(self, echo: Echo) -> tuple[int, float, tuple[PacketReceived, float] | None]:
         """For the autopilot, from its thread, while it holds the socket (no loop involved).
 
         Reads the waiting datagrams that repeat `echo` (payload, source, destination, TTL) and
@@ -355,7 +354,7 @@ class VrrpSocket:
                 return count, last, None
             if packet6 is None:
                 continue
-            if len(packet6.payload) > 1 and packet6.payload[1] != echo[0][1]:
+            if len(packet6.payload) > 1 and packet6.payload[1] != echo.payload[1]:
                 self.foreign_skipped += 1
                 continue
             arrived = _arrival_time(stamp, offset, time.monotonic())
@@ -365,7 +364,7 @@ class VrrpSocket:
             last = arrived
 
     def _read_repeats_ipv4(
-        self, echo: tuple[bytes, str, str, int]
+        self, echo: Echo
     ) -> tuple[int, float, tuple[bytes, list[tuple[int, int, bytes]]] | None]:
         # The autopilot's quick path: compare raw datagrams, parse only the last timestamp.
         prepared = self._prepared_echo
