@@ -123,7 +123,10 @@ def test_a_fresh_clone_gets_through_the_setup_step_and_a_second_run_changes_noth
     assert "deps: installing" not in second.stdout
     assert stamp.stat().st_mtime_ns == stamp_time
 
-    # A changed pyproject.toml makes the virtualenv out of date (make -q: 1 = something to do).
-    assert _make(clone, "-q", ".venv/.installed", env=env).returncode == 0
-    (clone / "pyproject.toml").touch()
-    assert _make(clone, "-q", ".venv/.installed", env=env).returncode == 1
+    # A changed pyproject.toml or constraints.txt makes the virtualenv out of date.
+    for changed in (clone / "pyproject.toml", clone / "constraints.txt"):
+        before = changed.stat()
+        assert "deps/venv.sh" not in _make(clone, "-n", "venv", env=env).stdout
+        os.utime(changed, ns=(stamp_time + 10**9, stamp_time + 10**9))
+        assert "deps/venv.sh" in _make(clone, "-n", "venv", env=env).stdout
+        os.utime(changed, ns=(before.st_atime_ns, before.st_mtime_ns))
