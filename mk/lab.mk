@@ -85,7 +85,7 @@ LAB_SRC := pyproject.toml $(shell find src -name '*.py' -o -name py.typed 2>/dev
 $(LAB_STAMP)/wheels: $(LAB_SRC) $(CONSTRAINTS) | deps
 	@mkdir -p $(@D)
 	rm -rf $(LAB_BUILD)/wheels
-	@$(LAB_STEP) "wheels" -- $(LAB_PIP) wheel -q --no-cache-dir --progress-bar off \
+	@$(LAB_STEP) "wheels" -- $(LAB_PIP) wheel -q --no-cache-dir --progress-bar off --no-build-isolation \
 	    -c $(CONSTRAINTS) . -w $(LAB_BUILD)/wheels
 	@touch $@
 
