@@ -310,6 +310,53 @@ class Director:
             except Exception as exc:
                 log.error("LVS: clearing the %s data plane failed: %s", self._backend.name, exc)
 
+    async def hand_over(self, config: model.Config) -> Director:
+        """A reload: the Director for `config`, which takes over this one's data plane (no
+        clear: the kernel keeps forwarding) and the health of every real server whose settings
+        did not change. This one stops without running shutdown (omega) scripts.
+
+        A change of `lvs_backend` is the exception: the old data plane is cleared and a new one
+        starts."""
+        same_plane = config.global_defs.lvs_backend == self.config.global_defs.lvs_backend
+        if not same_plane:
+            await self.stop()
+            successor = Director(config, runner=self._runner)
+            await successor.start()
+            return successor
+        successor = Director(config, runner=self._runner, backend=self._backend)
+        successor.check_observers = self.check_observers
+        if self.active:
+            await self._scheduler.stop(shutdown=False)
+            if self._applier is not None:
+                self._applier.cancel()
+                await asyncio.gather(self._applier, return_exceptions=True)
+        if self._backend is not None:
+            update = getattr(self._backend, "set_ingress_devices", None)
+            if update is not None:
+                update(ingress_devices(config))
+            if not successor.active:
+                await self._backend.clear()  # no virtual server left
+        before = {
+            (vs.key, endpoint): rs for vs in self.config.virtual_servers
+            for rs, endpoint in self.real_servers(vs)
+        }  # fmt: skip
+        after = {
+            (vs.key, endpoint): rs for vs in config.virtual_servers
+            for rs, endpoint in self.real_servers(vs)
+        }  # fmt: skip
+        successor.monitor.carry_over(
+            self.monitor,
+            asyncio.get_running_loop().time(),
+            unchanged=lambda vs, server: before.get((vs, server)) == after.get((vs, server)),
+        )
+        successor.last_checks = {
+            key: record
+            for key, record in self.last_checks.items()
+            if successor.monitor.has_server(*key)
+        }
+        await successor.start()
+        return successor
+
     def desired(self) -> tuple[lb.VirtualServer, ...]:
         result = []
         for name, service in self._services.items():
