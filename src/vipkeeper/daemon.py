@@ -20,7 +20,7 @@ import time
 from collections import Counter
 from collections.abc import Coroutine, Iterable
 
-from vipkeeper import pidfile, reload, status
+from vipkeeper import metrics, pidfile, reload, status
 from vipkeeper.assemble import Plan, plan
 from vipkeeper.config import model
 from vipkeeper.config.load import LoadResult, load_config
@@ -75,6 +75,7 @@ class Daemon:
         *,
         autopilot: bool = True,
         control_socket: str | None = None,
+        metrics_listen: tuple[str, int] | None = None,
     ) -> None:
         self.config = config
         self.config_path = config_path
@@ -112,6 +113,11 @@ class Daemon:
         self.driver: Driver | None = None
         self.links: LinkMonitor | None = None
         self.director = Director(config, runner=self.runner)
+        self.check_latency = metrics.CheckLatency()
+        self.director.check_observers.append(
+            lambda vs, server, record: self.check_latency.observe(vs, server, record.latency)
+        )
+        self.metrics = metrics.MetricsServer(*metrics_listen) if metrics_listen else None
 
     # -- life cycle -----------------------------------------------------------------------
 
@@ -136,11 +142,15 @@ class Daemon:
             await self._start(self.plan)
             await self.director.start()
             await self._open_control()
+            if self.metrics is not None:
+                self.metrics.start(self._metrics_snapshot)
             log.info("vipkeeper running with %d VRRP instance(s)", len(self.instances))
             await self._stop.wait()
             log.info("stopping: sending priority 0 and removing virtual addresses")
             await self._shutdown(list(self.driver.machines))
         finally:
+            if self.metrics is not None:
+                await self.metrics.stop()
             if self.control is not None:
                 await self.control.stop()
             await self.director.stop()
@@ -437,6 +447,29 @@ class Daemon:
             wall_offset=time.time() - loop.time(),
         )
 
+    async def _metrics_snapshot(self) -> metrics.Snapshot:
+        return metrics.Snapshot(
+            status=await self._status_request({}),
+            excluded_vips={
+                instance.name: [
+                    (str(ipaddress.ip_address(vip.address)), vip.device or instance.interface)
+                    for vip in instance.virtual_ipaddresses_excluded
+                ]
+                for instance in self.config.vrrp_instances
+            },
+            garp_delay={name: s.garp_master_delay for name, s in self.plan.settings.items()},
+            scripts=[
+                (name, self._trackers[name].up, poller.checking)
+                for name, poller in self._pollers.items()
+            ],
+            transitions=dict(self.journal.transitions),
+            reloads=dict(self.journal.reloads),
+            control_requests=self.control.served if self.control is not None else 0,
+            control_errors=dict(self.control.errors) if self.control is not None else {},
+            check_latency=self.check_latency.snapshot(),
+            data_plane_errors=self.director.apply_errors,
+        )
+
     async def _present_vips(self) -> frozenset[tuple[str, str]]:
         """(address, dev) of the configured VIPs found on their interfaces."""
         devices = {v.dev for s in self.plan.settings.values() for v in s.virtual_addresses}
@@ -559,7 +592,8 @@ def run_daemon(args: argparse.Namespace) -> int:
             result.config,
             args.config_file,
             autopilot=args.autopilot,
-            control_socket=args.control_socket,
+            control_socket=args.control_socket or None,
+            metrics_listen=args.metrics_listen,
         )
         return asyncio.run(daemon.run())
     finally:

@@ -227,7 +227,7 @@ class Director:
         # The last finished check of each real server, by (virtual server, real server).
         self.last_checks: dict[tuple[str, health.Endpoint], CheckRecord] = {}
         # Told of each finished check too (the metrics' latency histogram).
-        self.check_observers: list[Callable[[str, CheckRecord], None]] = []
+        self.check_observers: list[Callable[[str, health.Endpoint, CheckRecord], None]] = []
         self._pools: dict[str, tuple[health.PoolMember, ...]] = {}
         self._dirty = asyncio.Event()
         self._applier: asyncio.Task[None] | None = None
@@ -280,7 +280,7 @@ class Director:
         record = CheckRecord(finished_at=now, ok=ok, detail=detail, latency=latency)
         self.last_checks[(checker.virtual_server, checker.server)] = record
         for observer in self.check_observers:
-            observer(checker.virtual_server, record)
+            observer(checker.virtual_server, checker.server, record)
 
     async def start(self) -> None:
         if not self.active:
@@ -321,10 +321,12 @@ class Director:
         if not same_plane:
             await self.stop()
             successor = Director(config, runner=self._runner)
+            successor.check_observers = self.check_observers
             await successor.start()
             return successor
         successor = Director(config, runner=self._runner, backend=self._backend)
         successor.check_observers = self.check_observers
+        successor.apply_errors = self.apply_errors
         if self.active:
             await self._scheduler.stop(shutdown=False)
             if self._applier is not None:

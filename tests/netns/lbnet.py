@@ -287,26 +287,34 @@ class LbNet:
         self.add_vip(new)
         self.run("cli", "ip", "neigh", "flush", "to", VIP)
 
-    def start_vipkeeper(self, director: str, config: str) -> Vipkeeper:
+    def start_vipkeeper(
+        self,
+        director: str,
+        config: str,
+        *,
+        control_socket: Path | None = None,
+        extra_args: Sequence[str] = (),
+    ) -> Vipkeeper:
         """`vipkeeper run -f CONF --log-format json` in `director` with its own control socket
-        in the workdir, stderr to a log file."""
+        (in the workdir unless given), stderr to a log file."""
         directory = self.workdir / f"vipkeeper-{director}-{secrets.token_hex(2)}"
         directory.mkdir(parents=True)
         config_path = directory / "keepalived.conf"
         config_path.write_text(config)
         log_path = directory / "vipkeeper.log"
+        socket_path = control_socket or directory / "vipkeeper.sock"
         argv = [
             "ip", "netns", "exec", self.ns(director), str(VIPKEEPER), "run",
             "-f", str(config_path), "--log-format", "json",
             "--pidfile", str(directory / "vipkeeper.pid"),
-            "--control-socket", str(directory / "vipkeeper.sock"),
+            "--control-socket", str(socket_path), *extra_args,
         ]  # fmt: skip
         with log_path.open("w") as log:
             process = subprocess.Popen(
                 argv, stdout=subprocess.DEVNULL, stderr=log, text=True, start_new_session=True
             )
         self.processes.append(process)
-        return Vipkeeper(director, process, config_path, log_path, directory / "vipkeeper.sock")
+        return Vipkeeper(director, process, config_path, log_path, socket_path)
 
     def namespace_pids(self, role: str) -> list[int]:
         out = subprocess.run(
