@@ -2,7 +2,8 @@
 
 Owns the daemon's life: pidfile, signals (TERM/INT stop, HUP reload), start-up clean-up of
 addresses a crashed run left behind, link and address monitoring, track-script polling and
-notify scripts. Every protocol decision is the core's; every kernel call is an adapter's.
+notify scripts, and the service manager's notices (`service`). Every protocol decision is the
+core's; every kernel call is an adapter's.
 A configuration that does not load is refused with its located diagnostics, and on reload the
 running configuration stays in force.
 """
@@ -18,7 +19,7 @@ import socket
 from collections import Counter
 from collections.abc import Coroutine, Iterable
 
-from vipkeeper import pidfile
+from vipkeeper import pidfile, service
 from vipkeeper.assemble import Plan, plan
 from vipkeeper.config import model
 from vipkeeper.config.load import LoadResult, load_config
@@ -86,6 +87,7 @@ class Daemon:
         self.driver: Driver | None = None
         self.links: LinkMonitor | None = None
         self.director = Director(config, runner=self.runner)
+        self.notifier = service.Notifier.from_environment()
 
     # -- life cycle -----------------------------------------------------------------------
 
@@ -94,6 +96,7 @@ class Daemon:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._stop.set)
         loop.add_signal_handler(signal.SIGHUP, self._reload_soon)
+        self.notifier.start_watchdog(loop)
         self.driver = Driver(
             machines={},
             sender=self.sockets,
@@ -110,12 +113,15 @@ class Daemon:
             await self._start(self.plan)
             await self.director.start()
             log.info("vipkeeper running with %d VRRP instance(s)", len(self.instances))
+            self.notifier.ready(self._service_status())
             await self._stop.wait()
+            self.notifier.stopping()
             log.info("stopping: sending priority 0 and removing virtual addresses")
             await self._shutdown(list(self.driver.machines))
         finally:
             await self.director.stop()
             await self._close()
+            self.notifier.close()
         return 0
 
     async def _start(self, new: Plan, *, whole: Plan | None = None) -> None:
@@ -258,7 +264,14 @@ class Daemon:
         # Not urgent, and not on a takeover's path: once per burst of transitions, just after.
         if not self._modes_pending:
             self._modes_pending = True
-            asyncio.get_running_loop().call_soon(self._update_receive_modes)
+            asyncio.get_running_loop().call_soon(self._after_transitions)
+
+    def _after_transitions(self) -> None:
+        self._update_receive_modes()
+        self.notifier.status(self._service_status())
+
+    def _service_status(self) -> str:
+        return service.status_line(i.state.name for i in self.instances.values())
 
     def _update_receive_modes(self) -> None:
         """Read an interface's VRRP socket lazily while every instance on it is a Backup.
@@ -388,12 +401,14 @@ class Daemon:
         or removed ones stop gracefully (priority 0) and new ones start.
         """
         assert self.driver is not None
+        self.notifier.reloading()
         result = load_config(self.config_path)
         report(result)
         if result.config is None:
             log.error(
                 "reload refused: %s has errors; the running configuration stays", self.config_path
             )
+            self.notifier.reloaded(self._service_status())
             return False
         new = plan(result.config)
         unchanged = {
@@ -433,6 +448,7 @@ class Daemon:
             len(unchanged),
             len(fresh.settings),
         )
+        self.notifier.reloaded(self._service_status())
         return True
 
     @staticmethod
