@@ -287,15 +287,27 @@ class LbNet:
         self.add_vip(new)
         self.run("cli", "ip", "neigh", "flush", "to", VIP)
 
-    def start_vipkeeper(self, director: str, config: str) -> Vipkeeper:
-        """`vipkeeper run -f CONF --log-format json` in `director`, stderr to a log file."""
+    def start_vipkeeper(
+        self,
+        director: str,
+        config: str,
+        *,
+        command: Sequence[str] = (str(VIPKEEPER),),
+        owner: int | None = None,
+    ) -> Vipkeeper:
+        """`vipkeeper run -f CONF --log-format json` in `director`, stderr to a log file.
+
+        `command` replaces `vipkeeper` (e.g. behind setpriv, to drop privileges); `owner` (a
+        uid) gets the daemon's directory, where it writes its pidfile."""
         directory = self.workdir / f"vipkeeper-{director}-{secrets.token_hex(2)}"
         directory.mkdir(parents=True)
+        if owner is not None:
+            os.chown(directory, owner, owner)
         config_path = directory / "keepalived.conf"
         config_path.write_text(config)
         log_path = directory / "vipkeeper.log"
         argv = [
-            "ip", "netns", "exec", self.ns(director), str(VIPKEEPER), "run",
+            "ip", "netns", "exec", self.ns(director), *command, "run",
             "-f", str(config_path), "--log-format", "json",
             "--pidfile", str(directory / "vipkeeper.pid"),
         ]  # fmt: skip
