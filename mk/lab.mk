@@ -2,7 +2,7 @@
 #
 # Included from the top-level Makefile, or run alone:  make -f mk/lab.mk up
 #
-#   images     build the base, director, realserver and client images with no registry and no
+#   images     build the base image and one per role in LAB_ROLES with no registry and no
 #              network inside `docker build` (packages and wheels are fetched on the host first)
 #   up         images + start the lab + wait until the VIP answers HTTP + print a summary
 #   down       stop and remove the lab (containers, networks, volumes)
@@ -25,10 +25,11 @@ LOGS_ARGS    ?= --tail=200
 COMPOSE      := docker compose -f compose.yaml
 export DIRECTOR_DAEMON
 
-LAB_ROLES       := director realserver client
+LAB_ROLES       := director realserver client prometheus
 DIRECTOR_DEBS   := python3 python3-venv iproute2 nftables ipvsadm tcpdump procps keepalived iputils-ping
 REALSERVER_DEBS := apache2 iproute2 procps
 CLIENT_DEBS     := curl python3 python3-scapy arping iproute2 procps
+PROMETHEUS_DEBS := prometheus
 
 # A stamp is only as good as the image behind it: forget stamps of images that are gone
 # (`docker rmi`, a pruned engine), so the next build makes them again.
@@ -89,6 +90,7 @@ endef
 $(eval $(call lab_debs,director,$(DIRECTOR_DEBS)))
 $(eval $(call lab_debs,realserver,$(REALSERVER_DEBS)))
 $(eval $(call lab_debs,client,$(CLIENT_DEBS)))
+$(eval $(call lab_debs,prometheus,$(PROMETHEUS_DEBS)))
 
 # --- wheels (vipkeeper + its dependencies), built on the host -----------------------------------
 LAB_SRC := pyproject.toml $(shell find src -name '*.py' -o -name py.typed 2>/dev/null)
@@ -116,6 +118,7 @@ endef
 $(eval $(call lab_image,director,,$(LAB_STAMP)/wheels))
 $(eval $(call lab_image,realserver,,))
 $(eval $(call lab_image,client,,))
+$(eval $(call lab_image,prometheus,,))
 
 images: $(LAB_STAMP)/compose $(foreach r,$(LAB_ROLES),$(LAB_STAMP)/image-$(r))
 
