@@ -13,16 +13,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import signal
 import socket
+import time
 from collections import Counter
 from collections.abc import Coroutine, Iterable
 
-from vipkeeper import pidfile, service
+from vipkeeper import pidfile, service, status
 from vipkeeper.assemble import Plan, plan
 from vipkeeper.config import model
 from vipkeeper.config.load import LoadResult, load_config
+from vipkeeper.control import ControlServer
 from vipkeeper.core.effects import ReportTransition, RunNotify, VirtualAddress
 from vipkeeper.core.events import (
     PacketReceived,
@@ -65,9 +68,28 @@ def _socket_family(family: int) -> socket.AddressFamily:
 
 
 class Daemon:
-    def __init__(self, config: model.Config, config_path: str, *, autopilot: bool = True) -> None:
+    def __init__(
+        self,
+        config: model.Config,
+        config_path: str,
+        *,
+        autopilot: bool = True,
+        control_socket: str | None = None,
+    ) -> None:
         self.config = config
         self.config_path = config_path
+        started = time.time()
+        self.journal = status.Journal(
+            started_at=started,
+            config_file=config_path,
+            config_checksum=status.config_checksum(config.files),
+            config_loaded_at=started,
+        )
+        self.control = (
+            ControlServer(control_socket, {"status": self._status_request})
+            if control_socket
+            else None
+        )
         self.plan: Plan = plan(config)
         self._own_vips = self._vips_of(self.plan)
         self.instances: dict[str, VrrpInstance] = {}
@@ -112,6 +134,7 @@ class Daemon:
         try:
             await self._start(self.plan)
             await self.director.start()
+            await self._open_control()
             log.info("vipkeeper running with %d VRRP instance(s)", len(self.instances))
             self.notifier.ready(self._service_status())
             await self._stop.wait()
@@ -119,10 +142,22 @@ class Daemon:
             log.info("stopping: sending priority 0 and removing virtual addresses")
             await self._shutdown(list(self.driver.machines))
         finally:
+            if self.control is not None:
+                await self.control.stop()
             await self.director.stop()
             await self._close()
             self.notifier.close()
         return 0
+
+    async def _open_control(self) -> None:
+        if self.control is None:
+            return
+        try:
+            await self.control.start()
+        except OSError as exc:
+            # VRRP and the data plane matter more than the operator's socket: run on without it.
+            log.error("control socket %s not served: %s", self.control.path, exc)
+            self.control = None
 
     async def _start(self, new: Plan, *, whole: Plan | None = None) -> None:
         """Start the instances and groups of `new`; `whole` is the complete plan they join
@@ -260,7 +295,8 @@ class Daemon:
 
     # -- inputs -----------------------------------------------------------------------------
 
-    def _on_transition(self, _transition: ReportTransition) -> None:
+    def _on_transition(self, transition: ReportTransition) -> None:
+        self.journal.record_transition(transition, time.time())
         # Not urgent, and not on a takeover's path: once per burst of transitions, just after.
         if not self._modes_pending:
             self._modes_pending = True
@@ -389,6 +425,39 @@ class Daemon:
                 " (timed out)" if result.timed_out else "",
             )
 
+    # -- the control socket ---------------------------------------------------------------
+
+    async def _status_request(self, _arguments: object) -> dict[str, object]:
+        assert self.driver is not None
+        self.driver.catch_up()  # counters of instances on the autopilot, exact
+        loop = asyncio.get_running_loop()
+        return status.build_status(
+            plan=self.plan,
+            instances=self.instances,
+            groups={
+                name: machine
+                for name, machine in self.driver.machines.items()
+                if isinstance(machine, SyncGroup)
+            },
+            director=self.director,
+            journal=self.journal,
+            present_vips=await self._present_vips(),
+            now=time.time(),
+            wall_offset=time.time() - loop.time(),
+        )
+
+    async def _present_vips(self) -> frozenset[tuple[str, str]]:
+        """(address, dev) of the configured VIPs found on their interfaces."""
+        devices = {v.dev for s in self.plan.settings.values() for v in s.virtual_addresses}
+        present: set[tuple[str, str]] = set()
+        for dev in sorted(devices):
+            try:
+                found = await self.addresses.list_addresses(dev)
+            except Exception:  # a missing interface holds nothing
+                continue
+            present.update((str(ipaddress.ip_address(a.address)), dev) for a in found)
+        return frozenset(present)
+
     # -- reload -----------------------------------------------------------------------------
 
     def _reload_soon(self) -> None:
@@ -481,7 +550,12 @@ def run_daemon(args: argparse.Namespace) -> int:
             log.error("%s", exc)
             return 1
     try:
-        daemon = Daemon(result.config, args.config_file, autopilot=args.autopilot)
+        daemon = Daemon(
+            result.config,
+            args.config_file,
+            autopilot=args.autopilot,
+            control_socket=args.control_socket,
+        )
         return asyncio.run(daemon.run())
     finally:
         if args.pidfile:

@@ -295,10 +295,11 @@ class LbNet:
         command: Sequence[str] = (str(VIPKEEPER),),
         owner: int | None = None,
     ) -> Vipkeeper:
-        """`vipkeeper run -f CONF --log-format json` in `director`, stderr to a log file.
+        """`vipkeeper run -f CONF --log-format json` in `director` with its own control socket
+        in the workdir, stderr to a log file.
 
         `command` replaces `vipkeeper` (e.g. behind setpriv, to drop privileges); `owner` (a
-        uid) gets the daemon's directory, where it writes its pidfile."""
+        uid) gets the daemon's directory, where it writes its pidfile and control socket."""
         directory = self.workdir / f"vipkeeper-{director}-{secrets.token_hex(2)}"
         directory.mkdir(parents=True)
         if owner is not None:
@@ -310,13 +311,14 @@ class LbNet:
             "ip", "netns", "exec", self.ns(director), *command, "run",
             "-f", str(config_path), "--log-format", "json",
             "--pidfile", str(directory / "vipkeeper.pid"),
+            "--control-socket", str(directory / "vipkeeper.sock"),
         ]  # fmt: skip
         with log_path.open("w") as log:
             process = subprocess.Popen(
                 argv, stdout=subprocess.DEVNULL, stderr=log, text=True, start_new_session=True
             )
         self.processes.append(process)
-        return Vipkeeper(director, process, config_path, log_path)
+        return Vipkeeper(director, process, config_path, log_path, directory / "vipkeeper.sock")
 
     def namespace_pids(self, role: str) -> list[int]:
         out = subprocess.run(
@@ -353,11 +355,17 @@ class Vipkeeper(DaemonProcess):
     """A `vipkeeper run` process in a director."""
 
     def __init__(
-        self, director: str, process: subprocess.Popen[str], config_path: Path, log_path: Path
+        self,
+        director: str,
+        process: subprocess.Popen[str],
+        config_path: Path,
+        log_path: Path,
+        control_socket: Path,
     ) -> None:
         super().__init__(process, log_path)
         self.director = director
         self.config_path = config_path
+        self.control_socket = control_socket
 
     def __repr__(self) -> str:
         return f"<vipkeeper in {self.director} pid {self.process.pid}>"
