@@ -43,6 +43,7 @@ from vipkeeper.io.addresses import AddressManager
 from vipkeeper.io.autopilot import Autopilot
 from vipkeeper.io.gratuitous import GratuitousSender
 from vipkeeper.io.links import AddressChanged, LinkChanged, LinkEvent, LinkMonitor, link_states
+from vipkeeper.io.notify_fifo import NotifyFifos
 from vipkeeper.io.scripts import ScriptRunner, TrackScriptPoller, notify_arguments
 from vipkeeper.io.vrrp_socket import VrrpSocketPool
 from vipkeeper.logsetup import setup_logging
@@ -108,7 +109,8 @@ class Daemon:
         self.autopilot = Autopilot(self.sockets) if autopilot else None
         self.driver: Driver | None = None
         self.links: LinkMonitor | None = None
-        self.director = Director(config, runner=self.runner)
+        self.fifos = NotifyFifos(config.global_defs, self.runner)
+        self.director = Director(config, runner=self.runner, fifos=self.fifos)
         self.notifier = service.Notifier.from_environment()
 
     # -- life cycle -----------------------------------------------------------------------
@@ -132,6 +134,7 @@ class Daemon:
         )
         self.sockets.sink = self.driver.receive  # straight to the driver: no hop per packet
         try:
+            await self.fifos.open()
             await self._start(self.plan)
             await self.director.start()
             await self._open_control()
@@ -146,6 +149,7 @@ class Daemon:
                 await self.control.stop()
             await self.director.stop()
             await self._close()
+            await self.fifos.close()
             self.notifier.close()
         return 0
 
@@ -410,6 +414,9 @@ class Daemon:
         return commands
 
     async def _notify(self, order: RunNotify) -> None:
+        self.fifos.vrrp(
+            kind=order.kind, name=order.instance, state=order.state, priority=order.priority
+        )
         # Scripts run beside the effect queue, never in it: a slow notify_master must not
         # delay the next advertisement or address change.
         for command, args in self._notify_commands(order):
@@ -500,9 +507,10 @@ class Daemon:
         self._pollers.clear()
         if result.config.virtual_servers != self.config.virtual_servers:
             await self.director.stop()
-            self.director = Director(result.config, runner=self.runner)
+            self.director = Director(result.config, runner=self.runner, fifos=self.fifos)
             await self.director.start()
         self.config = result.config
+        await self.fifos.reconfigure(result.config.global_defs)
         fresh = Plan(
             settings={
                 n: s for n, s in new.settings.items() if new.machine_of(n)[0] not in keep_machines
