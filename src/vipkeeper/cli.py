@@ -17,6 +17,15 @@ from vipkeeper.control import DEFAULT_SOCKET
 DEFAULT_CONFIG = "/etc/keepalived/keepalived.conf"
 
 
+def _listen(text: str) -> tuple[str, int]:
+    from vipkeeper.metrics import parse_listen
+
+    try:
+        return parse_listen(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vipkeeper",
@@ -41,6 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--pidfile", default=None, metavar="FILE")
     run.add_argument("--log-format", choices=("text", "json"), default="text")
     run.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
+    run.add_argument(
+        "--metrics-listen",
+        type=_listen,
+        default=None,
+        metavar="ADDR:PORT",
+        help="serve Prometheus metrics at http://ADDR:PORT/metrics (off by default)",
+    )
     run.add_argument(
         "--no-autopilot",
         dest="autopilot",

@@ -21,7 +21,7 @@ import time
 from collections import Counter
 from collections.abc import Coroutine, Iterable
 
-from vipkeeper import pidfile, service, status
+from vipkeeper import metrics, pidfile, reload, service, status
 from vipkeeper.assemble import Plan, plan
 from vipkeeper.config import model
 from vipkeeper.config.load import LoadResult, load_config
@@ -29,6 +29,7 @@ from vipkeeper.control import ControlServer
 from vipkeeper.core.effects import ReportTransition, RunNotify, VirtualAddress
 from vipkeeper.core.events import (
     PacketReceived,
+    Reconfigured,
     ShutdownRequested,
     SourceAddressChanged,
     Started,
@@ -76,6 +77,7 @@ class Daemon:
         *,
         autopilot: bool = True,
         control_socket: str | None = None,
+        metrics_listen: tuple[str, int] | None = None,
     ) -> None:
         self.config = config
         self.config_path = config_path
@@ -87,7 +89,9 @@ class Daemon:
             config_loaded_at=started,
         )
         self.control = (
-            ControlServer(control_socket, {"status": self._status_request})
+            ControlServer(
+                control_socket, {"status": self._status_request, "reload": self._reload_request}
+            )
             if control_socket
             else None
         )
@@ -96,6 +100,7 @@ class Daemon:
         self.instances: dict[str, VrrpInstance] = {}
         self.routes: dict[tuple[str, int, int], tuple[str, str | None]] = {}
         self._stop = asyncio.Event()
+        self._reload_lock = asyncio.Lock()
         self._notify_tasks: set[asyncio.Task[object]] = set()
         self._pollers: dict[str, TrackScriptPoller] = {}
         self._trackers: dict[str, ScriptTracker] = {}
@@ -111,6 +116,11 @@ class Daemon:
         self.links: LinkMonitor | None = None
         self.fifos = NotifyFifos(config.global_defs, self.runner)
         self.director = Director(config, runner=self.runner, fifos=self.fifos)
+        self.check_latency = metrics.CheckLatency()
+        self.director.check_observers.append(
+            lambda vs, server, record: self.check_latency.observe(vs, server, record.latency)
+        )
+        self.metrics = metrics.MetricsServer(*metrics_listen) if metrics_listen else None
         self.notifier = service.Notifier.from_environment()
 
     # -- life cycle -----------------------------------------------------------------------
@@ -138,6 +148,8 @@ class Daemon:
             await self._start(self.plan)
             await self.director.start()
             await self._open_control()
+            if self.metrics is not None:
+                self.metrics.start(self._metrics_snapshot)
             log.info("vipkeeper running with %d VRRP instance(s)", len(self.instances))
             self.notifier.ready(self._service_status())
             await self._stop.wait()
@@ -145,6 +157,8 @@ class Daemon:
             log.info("stopping: sending priority 0 and removing virtual addresses")
             await self._shutdown(list(self.driver.machines))
         finally:
+            if self.metrics is not None:
+                await self.metrics.stop()
             if self.control is not None:
                 await self.control.stop()
             await self.director.stop()
@@ -453,6 +467,29 @@ class Daemon:
             wall_offset=time.time() - loop.time(),
         )
 
+    async def _metrics_snapshot(self) -> metrics.Snapshot:
+        return metrics.Snapshot(
+            status=await self._status_request({}),
+            excluded_vips={
+                instance.name: [
+                    (str(ipaddress.ip_address(vip.address)), vip.device or instance.interface)
+                    for vip in instance.virtual_ipaddresses_excluded
+                ]
+                for instance in self.config.vrrp_instances
+            },
+            garp_delay={name: s.garp_master_delay for name, s in self.plan.settings.items()},
+            scripts=[
+                (name, self._trackers[name].up, poller.checking)
+                for name, poller in self._pollers.items()
+            ],
+            transitions=dict(self.journal.transitions),
+            reloads=dict(self.journal.reloads),
+            control_requests=self.control.served if self.control is not None else 0,
+            control_errors=dict(self.control.errors) if self.control is not None else {},
+            check_latency=self.check_latency.snapshot(),
+            data_plane_errors=self.director.apply_errors,
+        )
+
     async def _present_vips(self) -> frozenset[tuple[str, str]]:
         """(address, dev) of the configured VIPs found on their interfaces."""
         devices = {v.dev for s in self.plan.settings.values() for v in s.virtual_addresses}
@@ -470,63 +507,81 @@ class Daemon:
     def _reload_soon(self) -> None:
         self._spawn(self.reload())
 
-    async def reload(self) -> bool:
-        """Load the configuration again; apply it only if it is valid. Returns True if applied.
+    async def _reload_request(self, _arguments: object) -> dict[str, object]:
+        record = await self.reload()
+        return {"result": record.result, "errors": list(record.errors), "changes": record.changes}
 
-        Instances whose settings did not change keep running untouched (no failover); changed
-        or removed ones stop gracefully (priority 0) and new ones start.
-        """
+    async def reload(self) -> status.ReloadRecord:
+        """Load the configuration again and apply the difference (see `vipkeeper.reload`); a
+        configuration with errors is refused and the running one stays in force."""
+        async with self._reload_lock:  # SIGHUP and the control socket may ask at once
+            self.notifier.reloading()
+            try:
+                record = await self._reload()
+            finally:
+                self.notifier.reloaded(self._service_status())
+        self.journal.record_reload(record)
+        return record
+
+    async def _reload(self) -> status.ReloadRecord:
         assert self.driver is not None
-        self.notifier.reloading()
         result = load_config(self.config_path)
         report(result)
         if result.config is None:
             log.error(
                 "reload refused: %s has errors; the running configuration stays", self.config_path
             )
-            self.notifier.reloaded(self._service_status())
-            return False
+            errors = tuple(d.format() for d in result.errors)
+            return status.ReloadRecord(time.time(), "refused", errors)
         new = plan(result.config)
-        unchanged = {
-            name
-            for name, settings in new.settings.items()
-            if self.plan.settings.get(name) == settings
-            and self.plan.machine_of(name) == new.machine_of(name)
-        }
-        old_machines = set(self.driver.machines)
-        keep_machines = {new.machine_of(name)[0] for name in unchanged}
-        keep_machines &= {m for m in old_machines if self._members(m) <= unchanged}
-        stopping = sorted(old_machines - keep_machines)
+        what = reload.changes(self.config, result.config, self.plan, new)
+        steps = reload.plan_instances(
+            self.plan, new, lambda name, settings: self.instances[name].can_reconfigure(settings)
+        )
+        stopping = sorted(steps.restarted_machines)
         await self._shutdown(stopping)
         for machine in stopping:
             for member in self._members(machine):
                 self.instances.pop(member, None)
             del self.driver.machines[machine]
-        for poller in self._pollers.values():
-            await poller.stop()
-        self._pollers.clear()
-        if result.config.virtual_servers != self.config.virtual_servers:
-            await self.director.stop()
-            self.director = Director(result.config, runner=self.runner, fifos=self.fifos)
-            await self.director.start()
+        for name, settings in steps.reconfigured.items():
+            owner, in_group = new.machine_of(name)
+            self.driver.feed(owner, Reconfigured(settings=settings), member=in_group)
+        self.gratuitous.prepare(
+            {v.dev for s in steps.reconfigured.values() for v in s.virtual_addresses}
+        )
+        await self._stop_changed_scripts(result.config)
+        if reload.lvs_differs(self.config, result.config):
+            self.director = await self.director.hand_over(result.config)
         self.config = result.config
         await self.fifos.reconfigure(result.config.global_defs)
         fresh = Plan(
             settings={
-                n: s for n, s in new.settings.items() if new.machine_of(n)[0] not in keep_machines
+                n: s
+                for n, s in new.settings.items()
+                if new.machine_of(n)[0] not in self.driver.machines
             },
-            groups={g: m for g, m in new.groups.items() if g not in keep_machines},
-            solo=tuple(n for n in new.solo if n not in keep_machines),
+            groups={g: m for g, m in new.groups.items() if g not in self.driver.machines},
+            solo=tuple(n for n in new.solo if n not in self.driver.machines),
         )
         await self._start(fresh, whole=new)
-        log.info(
-            "reloaded %s: %d instance(s) kept, %d started",
-            self.config_path,
-            len(unchanged),
-            len(fresh.settings),
+        self.journal.record_config(
+            self.config_path, status.config_checksum(result.config.files), time.time()
         )
-        self.notifier.reloaded(self._service_status())
-        return True
+        log.info("reloaded %s: %s", self.config_path, what.summary())
+        return status.ReloadRecord(time.time(), "applied", (), what.as_dict())
+
+    async def _stop_changed_scripts(self, config: model.Config) -> None:
+        """Stop the track-script pollers whose script changed or is no longer used; the others
+        keep running with their rise/fall counts (`_start_track_scripts` starts the new ones)."""
+        used = {
+            track.name for instance in config.vrrp_instances for track in instance.track_scripts
+        }
+        for name in list(self._pollers):
+            if name in used and config.vrrp_script(name) == self.config.vrrp_script(name):
+                continue
+            await self._pollers.pop(name).stop()
+            self._trackers.pop(name, None)
 
     @staticmethod
     def _vips_of(plan: Plan) -> frozenset[str]:
@@ -562,7 +617,8 @@ def run_daemon(args: argparse.Namespace) -> int:
             result.config,
             args.config_file,
             autopilot=args.autopilot,
-            control_socket=args.control_socket,
+            control_socket=args.control_socket or None,
+            metrics_listen=args.metrics_listen,
         )
         return asyncio.run(daemon.run())
     finally:

@@ -231,7 +231,7 @@ class Director:
         # The last finished check of each real server, by (virtual server, real server).
         self.last_checks: dict[tuple[str, health.Endpoint], CheckRecord] = {}
         # Told of each finished check too (the metrics' latency histogram).
-        self.check_observers: list[Callable[[str, CheckRecord], None]] = []
+        self.check_observers: list[Callable[[str, health.Endpoint, CheckRecord], None]] = []
         self._pools: dict[str, tuple[health.PoolMember, ...]] = {}
         self._dirty = asyncio.Event()
         self._applier: asyncio.Task[None] | None = None
@@ -284,7 +284,7 @@ class Director:
         record = CheckRecord(finished_at=now, ok=ok, detail=detail, latency=latency)
         self.last_checks[(checker.virtual_server, checker.server)] = record
         for observer in self.check_observers:
-            observer(checker.virtual_server, record)
+            observer(checker.virtual_server, checker.server, record)
 
     async def start(self) -> None:
         if not self.active:
@@ -313,6 +313,55 @@ class Director:
                 await self._backend.clear()
             except Exception as exc:
                 log.error("LVS: clearing the %s data plane failed: %s", self._backend.name, exc)
+
+    async def hand_over(self, config: model.Config) -> Director:
+        """A reload: the Director for `config`, which takes over this one's data plane (no
+        clear: the kernel keeps forwarding) and the health of every real server whose settings
+        did not change. This one stops without running shutdown (omega) scripts.
+
+        A change of `lvs_backend` is the exception: the old data plane is cleared and a new one
+        starts."""
+        same_plane = config.global_defs.lvs_backend == self.config.global_defs.lvs_backend
+        if not same_plane:
+            await self.stop()
+            successor = Director(config, runner=self._runner, fifos=self._fifos)
+            successor.check_observers = self.check_observers
+            await successor.start()
+            return successor
+        successor = Director(config, runner=self._runner, backend=self._backend, fifos=self._fifos)
+        successor.check_observers = self.check_observers
+        successor.apply_errors = self.apply_errors
+        if self.active:
+            await self._scheduler.stop(shutdown=False)
+            if self._applier is not None:
+                self._applier.cancel()
+                await asyncio.gather(self._applier, return_exceptions=True)
+        if self._backend is not None:
+            update = getattr(self._backend, "set_ingress_devices", None)
+            if update is not None:
+                update(ingress_devices(config))
+            if not successor.active:
+                await self._backend.clear()  # no virtual server left
+        before = {
+            (vs.key, endpoint): rs for vs in self.config.virtual_servers
+            for rs, endpoint in self.real_servers(vs)
+        }  # fmt: skip
+        after = {
+            (vs.key, endpoint): rs for vs in config.virtual_servers
+            for rs, endpoint in self.real_servers(vs)
+        }  # fmt: skip
+        successor.monitor.carry_over(
+            self.monitor,
+            asyncio.get_running_loop().time(),
+            unchanged=lambda vs, server: before.get((vs, server)) == after.get((vs, server)),
+        )
+        successor.last_checks = {
+            key: record
+            for key, record in self.last_checks.items()
+            if successor.monitor.has_server(*key)
+        }
+        await successor.start()
+        return successor
 
     def desired(self) -> tuple[lb.VirtualServer, ...]:
         result = []

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from vipkeeper.control import ControlError, request
@@ -53,7 +54,7 @@ def render_status(document: Mapping[str, Any], console: Console) -> None:
     if last is not None:
         console.print(f"last reload {_when(last['time'])}: {last['result']}")
         for error in last["errors"]:
-            console.print(f"  [red]{error}[/red]")
+            console.print(f"  [red]{escape(error)}[/red]")
 
     instances = Table(title="VRRP instances", title_justify="left")
     for column in ("instance", "state", "prio", "eff", "master", "advert", "VIPs", "since",
@@ -80,7 +81,7 @@ def render_status(document: Mapping[str, Any], console: Console) -> None:
             f"{item['master_advert_interval']:g}s",
             vips or "-",
             _ago(transition["time"], now),
-            transition["reason"],
+            escape(transition["reason"]),
             f"{item['adverts']['sent']}/{item['adverts']['received']}",
             str(errors),
         )
@@ -130,7 +131,7 @@ def render_status(document: Mapping[str, Any], console: Console) -> None:
 def render_changes(changes: Mapping[str, Any], console: Console) -> None:
     """What a reload changed: a line per added / removed / changed item, or 'nothing changed'."""
     lines = [
-        f"{verb} {what} {name}"
+        f"{verb} {what.replace('_', ' ')} {name}"
         for what in ("instance", "virtual_server", "real_server")
         for verb in ("added", "removed", "changed")
         for name in changes.get(f"{what}s_{verb}", ())
@@ -140,7 +141,7 @@ def render_changes(changes: Mapping[str, Any], console: Console) -> None:
         return
     console.print("configuration reloaded:")
     for line in lines:
-        console.print(f"  {line.replace('_', ' ', 1)}")
+        console.print(f"  {line}", markup=False)
 
 
 def _console(stream: TextIO) -> Console:

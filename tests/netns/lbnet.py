@@ -294,9 +294,11 @@ class LbNet:
         *,
         command: Sequence[str] = (str(VIPKEEPER),),
         owner: int | None = None,
+        control_socket: Path | None = None,
+        extra_args: Sequence[str] = (),
     ) -> Vipkeeper:
         """`vipkeeper run -f CONF --log-format json` in `director` with its own control socket
-        in the workdir, stderr to a log file.
+        (in the workdir unless given), stderr to a log file.
 
         `command` replaces `vipkeeper` (e.g. behind setpriv, to drop privileges); `owner` (a
         uid) gets the daemon's directory, where it writes its pidfile and control socket."""
@@ -307,18 +309,19 @@ class LbNet:
         config_path = directory / "keepalived.conf"
         config_path.write_text(config)
         log_path = directory / "vipkeeper.log"
+        socket_path = control_socket or directory / "vipkeeper.sock"
         argv = [
             "ip", "netns", "exec", self.ns(director), *command, "run",
             "-f", str(config_path), "--log-format", "json",
             "--pidfile", str(directory / "vipkeeper.pid"),
-            "--control-socket", str(directory / "vipkeeper.sock"),
+            "--control-socket", str(socket_path), *extra_args,
         ]  # fmt: skip
         with log_path.open("w") as log:
             process = subprocess.Popen(
                 argv, stdout=subprocess.DEVNULL, stderr=log, text=True, start_new_session=True
             )
         self.processes.append(process)
-        return Vipkeeper(director, process, config_path, log_path, directory / "vipkeeper.sock")
+        return Vipkeeper(director, process, config_path, log_path, socket_path)
 
     def namespace_pids(self, role: str) -> list[int]:
         out = subprocess.run(

@@ -764,8 +764,9 @@ class HealthScheduler:
         self._dispatch(self._monitor.start(self._loop.time()))
         self._arm()
 
-    async def stop(self) -> None:
-        """Cancel the timer and every running check; emit the monitor's shutdown orders."""
+    async def stop(self, *, shutdown: bool = True) -> None:
+        """Cancel the timer and every running check; emit the monitor's shutdown orders unless
+        `shutdown` is False (a reload hands the servers' health to a successor instead)."""
         self._stopped = True
         if self._timer is not None:
             self._timer.cancel()
@@ -782,7 +783,8 @@ class HealthScheduler:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        self._emit(self._monitor.shutdown())
+        if shutdown:
+            self._emit(self._monitor.shutdown())
 
     def _arm(self) -> None:
         if self._stopped:

@@ -186,7 +186,7 @@ class NotifyFifos:
         again, unchanged ones keep their reader."""
         specs = _specs(global_defs)
         for name in list(self._open):
-            if _settings(specs.get(name)) != _settings(self._open[name].spec):
+            if specs.get(name) != self._open[name].spec:  # locations are not compared
                 await self._open.pop(name).close()
         for name, spec in specs.items():
             if name not in self._open:
@@ -220,10 +220,3 @@ class NotifyFifos:
 def _specs(global_defs: model.GlobalDefs) -> dict[str, model.NotifyFifo]:
     found = {name: getattr(global_defs, name) for name in model.NOTIFY_FIFOS}
     return {name: spec for name, spec in found.items() if spec is not None}
-
-
-def _settings(spec: model.NotifyFifo | None) -> tuple[str, tuple[str, ...] | None] | None:
-    """What a FIFO does, without where the configuration says it."""
-    if spec is None:
-        return None
-    return spec.path, spec.script.argv if spec.script is not None else None

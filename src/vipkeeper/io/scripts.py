@@ -261,6 +261,7 @@ class TrackScriptPoller:
         self._interval = interval
         self._timeout = timeout
         self._on_result = on_result
+        self._checking = False
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -280,11 +281,20 @@ class TrackScriptPoller:
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
 
+    @property
+    def checking(self) -> bool:
+        """Whether the script is running at this moment (keepalived's "running" script state)."""
+        return self._checking
+
     async def _poll(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             started = loop.time()
-            result = await self._runner.run(self._command, timeout=self._timeout)
+            self._checking = True
+            try:
+                result = await self._runner.run(self._command, timeout=self._timeout)
+            finally:
+                self._checking = False
             try:
                 self._on_result(self.name, result.ok)
             except Exception:
