@@ -2,7 +2,7 @@
 #
 # Included from the top-level Makefile, or run alone:  make -f mk/lab.mk up
 #
-#   images     the set-up step (mk/deps.mk), then the base, director, realserver and client images,
+#   images     the set-up step (mk/deps.mk), then the base image and one per role in LAB_ROLES,
 #              with no registry and no network inside `docker build` (packages and wheels are
 #              fetched on the host first); each long step prints its progress (mk/step.sh)
 #   up         images + start the lab + wait until the VIP answers HTTP + print a summary
@@ -25,7 +25,7 @@ LOGS_ARGS    ?= --tail=200
 COMPOSE      := docker compose -f compose.yaml
 export DIRECTOR_DAEMON
 
-LAB_ROLES       := director realserver client
+LAB_ROLES       := director realserver client prometheus
 # What mk/step.sh shows of each long step (the full output goes to $(LAB_BUILD)/log/).
 BASE_PROGRESS   := ^(base:|I: (Retrieving Release|Retrieving Packages|Resolving|Found|Checking|Valid|Unpacking the base|Configuring the base|Base system)|E:|W:)
 DEBS_PROGRESS   := ^(debs:|Need to get|Fetched|Download complete|E:|W:)
@@ -33,6 +33,7 @@ BUILD_PROGRESS  := ^(Step [0-9]+/[0-9]+ :|\#[0-9]+ \[|Successfully (built|tagged
 DIRECTOR_DEBS   := python3 python3-venv iproute2 nftables ipvsadm tcpdump procps keepalived iputils-ping
 REALSERVER_DEBS := apache2 iproute2 procps
 CLIENT_DEBS     := curl python3 python3-scapy arping iproute2 procps
+PROMETHEUS_DEBS := prometheus
 
 # A stamp is only as good as the image behind it: forget stamps of images that are gone
 # (`docker rmi`, a pruned engine), so the next build makes them again.
@@ -79,6 +80,7 @@ endef
 $(eval $(call lab_debs,director,$(DIRECTOR_DEBS)))
 $(eval $(call lab_debs,realserver,$(REALSERVER_DEBS)))
 $(eval $(call lab_debs,client,$(CLIENT_DEBS)))
+$(eval $(call lab_debs,prometheus,$(PROMETHEUS_DEBS)))
 
 # --- wheels (vipkeeper + its dependencies), built on the host -----------------------------------
 LAB_SRC := pyproject.toml $(shell find src -name '*.py' -o -name py.typed 2>/dev/null)
@@ -108,6 +110,7 @@ endef
 $(eval $(call lab_image,director,,$(LAB_STAMP)/wheels))
 $(eval $(call lab_image,realserver,,))
 $(eval $(call lab_image,client,,))
+$(eval $(call lab_image,prometheus,,))
 
 images: deps $(foreach r,$(LAB_ROLES),$(LAB_STAMP)/image-$(r))
 

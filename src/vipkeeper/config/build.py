@@ -22,8 +22,10 @@ from vipkeeper.config import keywords
 from vipkeeper.config.diagnostics import Diagnostics, Location
 from vipkeeper.config.lexer import INCLUDE_WORDS, Token, TokenKind
 from vipkeeper.config.model import (
+    NOTIFY_FIFOS,
     Authentication,
     Checker,
+    Command,
     GlobalDefs,
     HttpGetCheck,
     HttpUrl,
@@ -31,6 +33,7 @@ from vipkeeper.config.model import (
     LvsMethod,
     LvsScheduler,
     MiscCheck,
+    NotifyFifo,
     Protocol,
     RealServer,
     SorryServer,
@@ -118,6 +121,8 @@ class Builder:
         self.parts = BuiltParts()
         self._global_fields: Fields = {}
         self._global_location: Location | None = None
+        self._fifo_paths: dict[str, tuple[str, Location]] = {}
+        self._fifo_scripts: dict[str, Command] = {}
         self._instance_statements: list[Statement] = []
 
     # ----------------------------------------------------------------- generic walking
@@ -359,6 +364,28 @@ class Builder:
                 fields["script_user"] = line.args[0].value
                 fields["script_group"] = line.args[1].value if len(line.args) > 1 else None
 
+        def fifo(line: Statement) -> None:
+            # keepalived's optional USER [GROUP] own the FIFO it creates; vipkeeper's FIFO is
+            # its own user's (changing the owner would need CAP_CHOWN).
+            if count_args(line, self.diagnostics, 1, 3, f"{line.name} PATH [USER [GROUP]]"):
+                path = line.args[0].value
+                if not path.startswith("/"):
+                    self.diagnostics.error(
+                        line.args[0].location, f"{line.name}: {path!r} is not an absolute path"
+                    )
+                    return
+                if len(line.args) > 1:
+                    self.diagnostics.warning(
+                        line.args[1].location,
+                        f"{line.name}: owner ignored, the FIFO belongs to vipkeeper's user",
+                    )
+                self._fifo_paths[line.name] = (path, line.location)
+
+        def fifo_script(line: Statement) -> None:
+            command = to_command(line, self.diagnostics, user_and_group=True)
+            if command is not None:
+                self._fifo_scripts[line.name.removesuffix("_script")] = command
+
         def hash_seed(line: Statement) -> None:
             if count_args(line, self.diagnostics, 1, 1, "lvs_hash_seed 0..4294967295"):
                 value = to_int(line.args[0], self.diagnostics, line.name, 0, 2**32 - 1)
@@ -401,11 +428,33 @@ class Builder:
                     fields, "lvs_backend", {backend.value: backend for backend in LvsBackend}
                 ),
                 "lvs_hash_seed": hash_seed,
+                **{name: fifo for name in NOTIFY_FIFOS},
+                **{f"{name}_script": fifo_script for name in NOTIFY_FIFOS},
             },
         )
 
     def _make_global_defs(self) -> GlobalDefs:
-        return GlobalDefs(location=self._global_location, **self._global_fields)
+        fifos: Fields = {}
+        for name, command in self._fifo_scripts.items():
+            if name not in self._fifo_paths:
+                self.diagnostics.warning(
+                    command.location, f"{name}_script: ignored, there is no {name} to read"
+                )
+        seen: dict[str, str] = {}
+        for name in NOTIFY_FIFOS:
+            if name not in self._fifo_paths:
+                continue
+            path, location = self._fifo_paths[name]
+            if path in seen:
+                self.diagnostics.error(
+                    location, f"{name}: {path} is also the {seen[path]}; each FIFO needs its own"
+                )
+                continue
+            seen[path] = name
+            fifos[name] = NotifyFifo(
+                path=path, script=self._fifo_scripts.get(name), location=location
+            )
+        return GlobalDefs(location=self._global_location, **self._global_fields, **fifos)
 
     # ----------------------------------------------------------------- vrrp_script
 

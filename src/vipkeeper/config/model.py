@@ -67,6 +67,22 @@ class Command:
     location: Location = field(compare=False)
 
 
+# The global_defs keywords naming notify FIFOs (each may have a `<name>_script`), in the
+# order GlobalDefs holds them.
+NOTIFY_FIFOS = ("notify_fifo", "vrrp_notify_fifo", "lvs_notify_fifo")
+
+
+@dataclass(frozen=True, kw_only=True)
+class NotifyFifo:
+    """`notify_fifo` / `vrrp_notify_fifo` / `lvs_notify_fifo PATH`: a FIFO that gets one line
+    per event in keepalived's format, and the `*_fifo_script` that reads it (started with the
+    FIFO's path as its last argument)."""
+
+    path: str
+    script: Command | None = None
+    location: Location = field(compare=False)
+
+
 @dataclass(frozen=True, kw_only=True)
 class GlobalDefs:
     router_id: str | None = None
@@ -88,6 +104,9 @@ class GlobalDefs:
     vrrp_mcast_group6: str = DEFAULT_MCAST_GROUP6
     lvs_backend: LvsBackend = LvsBackend.AUTO
     lvs_hash_seed: int | None = None
+    notify_fifo: NotifyFifo | None = None  # VRRP and LVS events
+    vrrp_notify_fifo: NotifyFifo | None = None  # VRRP events only
+    lvs_notify_fifo: NotifyFifo | None = None  # LVS events only
     location: Location | None = field(default=None, compare=False)
 
 
