@@ -86,6 +86,8 @@ def main() -> int:
     parser.add_argument("--daemons", default="vipkeeper,keepalived")
     parser.add_argument("--advert-int", type=float, default=0.2)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--keep", type=Path, default=Path("artifacts/soak"),
+                        help="daemon logs and client records go to KEEP/DAEMON-SEED")  # fmt: skip
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args()
     seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
@@ -94,10 +96,13 @@ def main() -> int:
     results = []
     failed = False
     for daemon in args.daemons.split(","):
-        soak = run_soak(daemon, seed=seed, duration=args.minutes * 60, advert_int=args.advert_int)
+        workdir = args.keep / f"{daemon}-{seed}"
+        soak = run_soak(daemon, seed=seed, duration=args.minutes * 60,
+                        advert_int=args.advert_int, workdir=workdir)  # fmt: skip
         print(soak.summary_line(), flush=True)
         if soak.violations:
             print(soak.replay_text(), flush=True)
+            print(f"logs and client records: {workdir}", flush=True)
             failed = failed or daemon == "vipkeeper"
         figures = soak.summary()
         figures["violation_list"] = [{"round": v.round, "what": v.what} for v in soak.violations]

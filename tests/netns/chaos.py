@@ -22,9 +22,10 @@ Invariants (a breach is a violation, listed with its time and round):
     priority (preemption on), within the round's bound: Master_Down_Interval + MARGIN, plus
     STARTUP_ALLOWANCE when a daemon was restarted and one script interval when a priority
     changed; and it stays so through the round's steady phase;
-  * a live router whose daemon is not Master holds no VIP for longer than STATE_GRACE (a
-    restarted daemon is allowed STARTUP_ALLOWANCE in INITIALIZE, where a stale VIP from the
-    killed run may still sit on its interface; once it is in the election the VIP is gone);
+  * a live router whose daemon is in the election and not Master (BACKUP, FAULT) holds no VIP
+    for longer than STATE_GRACE: a VIP the killed run left behind is gone before a restarted
+    daemon's election (until its daemon has started, it may sit there: that time is a figure,
+    `stale_vip_max`, and counts in the restart round's convergence bound);
   * the client's ping replies and HTTP answers stop only inside a round's window (from the
     fault to its convergence); reloads and duplicated adverts open no window;
   * no traceback, error-level line or crash in any daemon log;
@@ -211,6 +212,7 @@ class DaemonRun:
     trouble: list[str] = field(default_factory=list)
     killed: bool = False
     in_election: float | None = None  # when its first state change was seen
+    stale_seen: float | None = None  # last look (s after start) with the old VIP, not started
 
 
 class Router:
@@ -416,6 +418,7 @@ class Soak:
         self._wrong_since: dict[str, float] = {}
         self._reported: set[tuple[str, int]] = set()
         self._steady_expected: str | None = None
+        self.started = time.time()
 
     # -- set-up ---------------------------------------------------------------------------
 
@@ -432,6 +435,7 @@ class Soak:
         work = self.lab.workdir
         self.ping_log = work / "ping.log"
         self.http_log = work / "http.log"
+        self.http_log.unlink(missing_ok=True)  # the prober appends
         with self.ping_log.open("wb") as handle:
             self.lab.popen(self.client, "ping", "-D", "-n", "-i", f"{PING_INTERVAL:g}",
                            self.net.vip4, stdout=handle, stderr=subprocess.STDOUT)  # fmt: skip
@@ -453,6 +457,7 @@ class Soak:
             if key in self._reported:
                 return
             self._reported.add(key)
+        what = f"{what} (t+{time.time() - self.started:.1f} s)"
         self.violations.append(Violation(time.time(), self.round_number, what))
         self.out(f"  VIOLATION round {self.round_number}: {what}")
 
@@ -467,11 +472,16 @@ class Soak:
                 found.append(name)
             run = router.run
             if not router.alive() or not holds or run.state == "MASTER":
-                self._wrong_since.pop(name, None)
+                for state in ("BACKUP", "FAULT", "INITIALIZE"):
+                    self._wrong_since.pop(f"{name} {state}", None)
                 continue
-            grace = STARTUP_ALLOWANCE if run.state == "INITIALIZE" else STATE_GRACE
-            since = self._wrong_since.setdefault(name, now)
-            if now - since > grace:
+            if run.state == "INITIALIZE":
+                # A restarted daemon that has not started yet cannot act: the killed run's VIP
+                # may sit there until it removes it, before its election (its start-up time).
+                run.stale_seen = now - run.started
+                continue
+            since = self._wrong_since.setdefault(f"{name} {run.state}", now)
+            if now - since > STATE_GRACE:
                 self.violate(
                     f"{name} holds the VIP in state {run.state} for {now - since:.2f} s",
                     key=(name, int(since * 1000)),
@@ -664,6 +674,16 @@ class Soak:
 
     # -- the end --------------------------------------------------------------------------
 
+    def where(self, moment: float) -> str:
+        """`t+S s, round N (fault)` for a moment of the run."""
+        current = [r for r in self.rounds if r.applied <= moment]
+        text = f"t+{moment - self.started:.2f} s"
+        if current:
+            last = current[-1]
+            text += f", round {last.number} ({last.fault.kind} {last.fault.target}"
+            text += f", applied t+{last.applied - self.started:.2f} s)"
+        return text
+
     def in_window(self, start: float, end: float) -> bool:
         return any(
             start >= w.start - SLACK - PING_GAP and end <= w.end + SLACK for w in self.windows
@@ -678,12 +698,14 @@ class Soak:
         ping_outages = [(a, b) for a, b in itertools.pairwise(replies) if b - a > PING_GAP]
         for a, b in ping_outages:
             if not self.in_window(a, b):
-                self.violate(f"ping outage {b - a:.2f} s from {a:.2f} outside any fault window")
+                self.violate(
+                    f"ping outage {b - a:.2f} s at {self.where(a)} outside any fault window"
+                )
         http = [json.loads(line) for line in self.http_log.read_text().splitlines() if line]
         failed = [(s, e) for s, e, ok, _who in http if not ok and s >= self.probes_from]
         for start, end in failed:
             if not self.in_window(start, end):
-                self.violate(f"HTTP request at {start:.2f} failed outside any fault window")
+                self.violate(f"HTTP request at {self.where(start)} failed outside any fault window")
         if len(replies) < 2 or not http:
             self.violate("the client's probes recorded nothing")
         return {
@@ -738,6 +760,8 @@ class Soak:
         # exec to the first state change seen in the log (read every TICK), for restarts
         starts = [run.in_election - run.started for r in self.routers.values()
                   for run in r.runs[1:] if run.in_election is not None]  # fmt: skip
+        stale = [run.stale_seen for r in self.routers.values() for run in r.runs
+                 if run.stale_seen is not None]  # fmt: skip
         figures: dict[str, Any] = {
             "daemon": self.daemon,
             "seed": self.seed,
@@ -752,6 +776,7 @@ class Soak:
             "restarts": sum(len(r.runs) - 1 for r in self.routers.values()),
             "startup_median": statistics.median(starts) if starts else None,
             "startup_max": max(starts) if starts else None,
+            "stale_vip_max": max(stale) if stale else None,
             **self.client_figures,
             **self.resource_figures,
         }
@@ -778,7 +803,8 @@ class Soak:
     def replay_text(self) -> str:
         """What a failure prints: the seed and the faults played, so `make soak SEED=` replays."""
         lines = [f"seed {self.seed}: replay with `make soak SEED={self.seed}`"]
-        lines += [f"  {r.number}: {r.fault.describe()}" for r in self.rounds]
+        lines += [f"  {r.number} (t+{r.applied - self.started:.2f} s): {r.fault.describe()}"
+              for r in self.rounds]  # fmt: skip
         lines += [f"  violation at round {v.round}: {v.what}" for v in self.violations]
         return "\n".join(lines)
 
@@ -798,6 +824,9 @@ def run_soak(
     daemon: str, *, seed: int, duration: float, advert_int: float = 0.2, workdir: Path | None = None
 ) -> Soak:
     """Build a LAN, play the soak, tear the LAN down; the finished Soak (figures, violations).
+
+    `workdir` keeps every daemon's log and the client's ping and HTTP records after the run
+    (a temporary directory, removed, when None).
 
     vipkeeper's modules are compiled to bytecode first, so a restarted daemon starts as an
     installed one does (a wheel's install compiles them) even where PYTHONDONTWRITEBYTECODE is

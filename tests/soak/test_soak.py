@@ -16,10 +16,11 @@ from chaos import run_soak
 pytestmark = pytest.mark.netns
 
 
-def test_vipkeeper_keeps_every_invariant_under_random_faults() -> None:
+def test_vipkeeper_keeps_every_invariant_under_random_faults(tmp_path: Path) -> None:
     seed = int(os.environ.get("SOAK_SEED") or secrets.randbelow(2**31))
     seconds = float(os.environ.get("SOAK_SECONDS", "120"))
-    soak = run_soak("vipkeeper", seed=seed, duration=seconds)
+    # The logs and the client's records stay in tmp_path (pytest keeps the last runs').
+    soak = run_soak("vipkeeper", seed=seed, duration=seconds, workdir=tmp_path / "soak")
     print(soak.summary_line())
     assert soak.rounds, "the soak played no round"
     assert not soak.violations, soak.replay_text()
