@@ -1,7 +1,7 @@
 # vipkeeper: build, lab and test entry points.
 #   make up      build what is missing, start the Compose lab, wait for the VIP, print a summary
-#   make test    lint, type checks, unit tests, netns tests, then the lab tests (brings the lab up
-#                and down itself); JUnit XML and timelines land in artifacts/
+#   make test    lint, type checks, unit tests, netns tests, a 2-minute soak, then the lab tests
+#                (brings the lab up and down itself); JUnit XML and timelines land in artifacts/
 #   make down | logs | clean
 
 SHELL := /bin/bash
@@ -19,7 +19,7 @@ LINT_PATHS := src harness tests bench
 
 help:
 	@echo "make up     start the LVS-DR lab and show who holds the VIP"
-	@echo "make test   lint, types, unit, netns and lab tests (artifacts/ gets JUnit XML and plots)"
+	@echo "make test   lint, types, unit, netns, soak and lab tests (artifacts/ gets JUnit XML and plots)"
 	@echo "make down   stop the lab;  make logs: follow its logs;  make clean: images and artifacts too"
 
 # The virtualenv is rebuilt when pyproject.toml changes.
