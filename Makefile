@@ -1,7 +1,7 @@
 # vipkeeper: build, lab and test entry points.
 #   make up      set up, build what is missing, start the Compose lab, wait for the VIP, summarise
-#   make test    set up, lint, type checks, unit tests, netns tests, then the lab tests (brings the
-#                lab up and down itself); JUnit XML and timelines land in artifacts/
+#   make test    set up, lint, type checks, unit tests, netns tests, a 2-minute soak, then the lab
+#                tests (brings the lab up and down itself); JUnit XML and timelines land in artifacts/
 #   make deps    the set-up step alone (mk/deps.mk: Debian packages, .venv, Compose plugin); every
 #                suite target depends on it, and so must any target added in mk/<area>.mk
 #   make down | logs | clean
@@ -21,7 +21,7 @@ LINT_PATHS := src harness tests bench deps
 
 help:
 	@echo "make up     start the LVS-DR lab and show who holds the VIP"
-	@echo "make test   lint, types, unit, netns and lab tests (artifacts/ gets JUnit XML and plots)"
+	@echo "make test   lint, types, unit, netns, soak and lab tests (artifacts/ gets JUnit XML and plots)"
 	@echo "make down   stop the lab;  make logs: follow its logs;  make clean: images and artifacts too"
 
 include mk/deps.mk
@@ -46,9 +46,10 @@ netns: deps | $(ARTIFACTS)
 
 test-fast: lint typecheck unit
 
-test: lint typecheck unit netns test-setup test-lab
+test: lint typecheck unit netns test-setup soak-short test-lab
 
 include mk/lab.mk
+include mk/hardening.mk
 
 clean: clean-lab
 	rm -rf $(ARTIFACTS) images/.build

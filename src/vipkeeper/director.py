@@ -22,7 +22,6 @@ from vipkeeper.config import model
 from vipkeeper.core import health, lb, maglev
 from vipkeeper.io import checkers as io_checkers
 from vipkeeper.io.lb_backend import BackendKind, LoadBalancerBackend, select_backend
-from vipkeeper.io.lb_ipvs import IpvsBackend
 from vipkeeper.io.lb_nftables import NftablesBackend
 from vipkeeper.io.notify_fifo import NotifyFifos
 from vipkeeper.io.scripts import ScriptRunner
@@ -186,10 +185,18 @@ _BACKENDS: dict[model.LvsBackend, BackendKind] = {
 }
 
 
+def _ipvs_backend() -> LoadBalancerBackend:
+    # Imported here: IPVS support (pyroute2's generic netlink) is loaded only when IPVS is the
+    # data plane.
+    from vipkeeper.io.lb_ipvs import IpvsBackend
+
+    return IpvsBackend()
+
+
 def default_backend(config: model.Config) -> LoadBalancerBackend:
     return select_backend(
         _BACKENDS[config.global_defs.lvs_backend],
-        make_ipvs=IpvsBackend,
+        make_ipvs=_ipvs_backend,
         make_nftables=lambda: NftablesBackend(ingress_devices=ingress_devices(config)),
     )
 
