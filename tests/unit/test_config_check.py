@@ -15,17 +15,20 @@ from vipkeeper.cli import main
 from vipkeeper.config import parse_text
 from vipkeeper.config.check import run_check
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 DATA = Path(__file__).parent / "data" / "config"
 MESSAGE = re.compile(r"^(?P<file>[^\n]+?):(?P<line>\d+):(?P<col>\d+): (warning|error): \S")
 SUMMARY = re.compile(r"^.+: \d+ errors?, \d+ warnings?: (usable|not usable)$")
+
+
+# keepalived's own sample configurations, as the Debian package the set-up step installs ships them
+KEEPALIVED_SAMPLES = Path("/usr/share/doc/keepalived/samples")
 
 
 def samples_dir() -> Path:
     override = os.environ.get("VIPKEEPER_SAMPLES_DIR")
     if override:
         return Path(override)
-    return REPO_ROOT / ".." / "shared" / "keepalived-samples"
+    return KEEPALIVED_SAMPLES
 
 
 def sample_files() -> list[Path]:
