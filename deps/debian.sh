@@ -50,5 +50,5 @@ start=$(date +%s)
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -q
 # shellcheck disable=SC2086  # one word per package
-apt-get install -y -q --no-install-recommends $missing
+apt-get install -y -q -o Dpkg::Use-Pty=0 --no-install-recommends $missing
 echo "deps: Debian packages installed in $(($(date +%s) - start)) s"
