@@ -29,15 +29,11 @@ if ! command -v dpkg-query >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>
     exit 1
 fi
 
-missing=
-for pkg in $wanted; do
-    status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)
-    case $status in
-        *" ok installed") ;;
-        *) missing="$missing $pkg" ;;
-    esac
-done
-missing=${missing# }
+# shellcheck disable=SC2086  # one word per package
+installed=$(dpkg-query -W -f='${Package} ${Status}\n' $wanted 2>/dev/null \
+    | awk '/ ok installed$/ { print $1 }' || true)
+missing=$(printf '%s\n' $wanted | grep -vxF "$installed" | tr '\n' ' ' || true)
+missing=${missing% }
 [ -n "$missing" ] || exit 0
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -54,5 +50,5 @@ start=$(date +%s)
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -q
 # shellcheck disable=SC2086  # one word per package
-apt-get install -y -q --no-install-recommends $missing
+apt-get install -y -q -o Dpkg::Use-Pty=0 --no-install-recommends $missing
 echo "deps: Debian packages installed in $(($(date +%s) - start)) s"

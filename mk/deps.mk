@@ -1,7 +1,7 @@
 # mk/deps.mk - the one set-up step every entry point depends on: `make deps`.
 #
-#   deps     Debian packages, the virtualenv, the Docker Compose v2 plugin; idempotent, and a
-#            fraction of a second when everything is there
+#   deps     Debian packages, the virtualenv, the Docker Compose v2 plugin; idempotent, and
+#            about a second when everything is there (dpkg-query, a stamp, `docker compose version`)
 #   debs     only the Debian packages: deps/debian.sh installs what dpkg reports missing from
 #            deps/debian/*.txt (apt-get update only then); not root or not Debian-like: it
 #            prints the packages and exits 1

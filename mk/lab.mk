@@ -27,7 +27,7 @@ export DIRECTOR_DAEMON
 
 LAB_ROLES       := director realserver client prometheus
 # What mk/step.sh shows of each long step (the full output goes to $(LAB_BUILD)/log/).
-BASE_PROGRESS   := ^(base:|I: (Retrieving Release|Retrieving Packages|Resolving|Found|Checking|Valid|Unpacking the base|Configuring the base|Base system)|E:|W:)
+BASE_PROGRESS   := ^(base:|I: (Retrieving Release|Retrieving Packages|Resolving|Found|Checking|Valid Release|Unpacking the base|Configuring the base|Base system)|E:|W:)
 DEBS_PROGRESS   := ^(debs:|Need to get|Fetched|Download complete|E:|W:)
 BUILD_PROGRESS  := ^(Step [0-9]+/[0-9]+ :|\#[0-9]+ \[|Successfully (built|tagged)|ERROR)
 DIRECTOR_DEBS   := python3 python3-venv iproute2 nftables ipvsadm tcpdump procps keepalived iputils-ping

@@ -1,8 +1,8 @@
 """Seed inputs for the fuzz targets: real packets, real configurations, real responses.
 
     vrrp    VRRPv2 / v3 adverts built by scapy (IPv4 and IPv6), with each target control byte
-    config  keepalived's sample configurations (VIPKEEPER_SAMPLES_DIR, else ../shared/
-            keepalived-samples beside the repository, read in place) and the lab's own
+    config  keepalived's sample configurations (`vipkeeper.testing.corpus`, read in place) and
+            the lab's own
     http    responses recorded from Python's http.server on loopback (a page, a 404, a
             directory listing, HTTP/1.0 and 1.1)
 
@@ -14,17 +14,17 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import http.server
-import os
 import socket
 import threading
 from pathlib import Path
+
+from vipkeeper.testing.corpus import keepalived_samples_dir
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def samples_dir() -> Path:
-    override = os.environ.get("VIPKEEPER_SAMPLES_DIR")
-    return Path(override) if override else REPO / ".." / "shared" / "keepalived-samples"
+    return keepalived_samples_dir(REPO)
 
 
 def vrrp_seeds() -> list[bytes]:

@@ -14,18 +14,18 @@ from hypothesis import strategies as st
 from vipkeeper.cli import main
 from vipkeeper.config import parse_text
 from vipkeeper.config.check import run_check
+from vipkeeper.testing.corpus import keepalived_samples_dir
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 DATA = Path(__file__).parent / "data" / "config"
 MESSAGE = re.compile(r"^(?P<file>[^\n]+?):(?P<line>\d+):(?P<col>\d+): (warning|error): \S")
 SUMMARY = re.compile(r"^.+: \d+ errors?, \d+ warnings?: (usable|not usable)$")
 
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
 def samples_dir() -> Path:
-    override = os.environ.get("VIPKEEPER_SAMPLES_DIR")
-    if override:
-        return Path(override)
-    return REPO_ROOT / ".." / "shared" / "keepalived-samples"
+    return keepalived_samples_dir(REPO_ROOT)
 
 
 def sample_files() -> list[Path]:
