@@ -19,6 +19,7 @@ from typing import Any
 
 from vipkeeper import __version__
 from vipkeeper.assemble import Plan
+from vipkeeper.config import model
 from vipkeeper.core.effects import ReportTransition
 from vipkeeper.core.sync_group import SyncGroup
 from vipkeeper.core.vrrp import State, VrrpInstance
@@ -138,6 +139,14 @@ ERROR_KINDS: dict[str, tuple[str, ...]] = {
 }
 
 
+# A checker as keepalived.conf names it.
+CHECKER_KEYWORDS: dict[type, str] = {
+    model.HttpGetCheck: "HTTP_GET",
+    model.TcpCheck: "TCP_CHECK",
+    model.MiscCheck: "MISC_CHECK",
+}
+
+
 def _instance(
     instance: VrrpInstance,
     *,
@@ -236,9 +245,7 @@ def _virtual_servers(director: Director, wall_offset: float) -> list[dict[str, A
                     "effective_weight": director.monitor.server_weight(name, endpoint),
                     "health": "up" if director.monitor.server_is_up(name, endpoint) else "down",
                     "in_pool": member is not None and member.weight > 0,
-                    "checkers": [
-                        type(c).__name__.removesuffix("Check").upper() for c in rs.checkers
-                    ],
+                    "checkers": [CHECKER_KEYWORDS[type(c)] for c in rs.checkers],
                     "last_check": None
                     if check is None
                     else {

@@ -196,6 +196,7 @@ def test_virtual_servers_list_every_real_server_and_the_sorry_server() -> None:
         ("10.0.0.3", 1, "up"),
     ]
     assert all(rs["last_check"] is None for rs in vs["real_servers"])
+    assert [rs["checkers"] for rs in vs["real_servers"]] == [["TCP_CHECK"], ["TCP_CHECK"]]
     assert vs["sorry_server"] == {"address": "10.0.0.9", "port": 80, "active": False}
 
 
