@@ -549,6 +549,7 @@ class Daemon:
             solo=tuple(n for n in new.solo if n not in self.driver.machines),
         )
         await self._start(fresh, whole=new)
+        self.journal.forget(what.instances_removed)
         self.journal.record_config(
             self.config_path, status.config_checksum(result.config.files), time.time()
         )

@@ -99,6 +99,15 @@ class Journal:
         self.last_reload = record
         self.reloads[record.result] += 1
 
+    def forget(self, instances: Iterable[str]) -> None:
+        """Instances a reload removed: their records go (and their metrics series with them)."""
+        gone = set(instances)
+        for name in gone:
+            self.last_transitions.pop(name, None)
+            self.released_master.pop(name, None)
+        for key in [key for key in self.transitions if key[0] in gone]:
+            del self.transitions[key]
+
     def record_config(self, path: str, checksum: str, at: float) -> None:
         self.config_file, self.config_checksum, self.config_loaded_at = path, checksum, at
 
