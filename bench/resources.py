@@ -12,7 +12,7 @@ system) at the start and the end of a `--window` second window (keepalived: the 
 VRRP child; vipkeeper: its one process, event loop and autopilot threads). CPU is that time
 over the window, in % of one core. RSS is VmRSS from /proc/PID/status at the end of the
 window, summed over the same processes. Ratios are
-vipkeeper / keepalived. Targets (issue 2): vipkeeper's CPU within 3x keepalived's, RSS under
+vipkeeper / keepalived. Targets: vipkeeper's CPU within 3x keepalived's, RSS under
 60 MB.
 
     sudo .venv/bin/python bench/resources.py [--window 20] [--markdown] [--json FILE]

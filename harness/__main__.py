@@ -8,7 +8,7 @@ import sys
 
 from harness.lab import Lab
 from harness.probes import masters, servers_answering
-from harness.topology import CLIENT, FRONT_NET, VIP
+from harness.topology import CLIENT, DIRECTORS, FRONT_NET, PROMETHEUS_URL, SCRAPE_INTERVAL, VIP
 from harness.waits import LabTimeout, wait_until
 
 
@@ -44,6 +44,10 @@ def up_report(lab: Lab, timeout: float) -> int:
     print(
         "  real servers answering: "
         + ", ".join(f"{s} ({n}/10)" for s, n in sorted(answers.items()))
+    )
+    print(
+        f"  Prometheus: {PROMETHEUS_URL}/ (scrapes {', '.join(DIRECTORS)} every"
+        f" {SCRAPE_INTERVAL:g} s)"
     )
     print("\nTry next (from this directory):")
     print(

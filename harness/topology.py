@@ -79,3 +79,11 @@ def health_up_bound() -> float:
 # transaction) plus the harness seeing it (a `docker exec` poll every 0.1 s takes ~0.1-0.5 s on a
 # busy 2-core machine).
 REACTION_MARGIN = 2.0
+
+
+# The lab's Prometheus (compose.yaml, lab/prometheus/prometheus.yml): where its HTTP API
+# answers, the directors' --metrics-listen port it scrapes, and how often.
+PROMETHEUS = "prometheus"
+PROMETHEUS_URL = "http://172.16.0.90:9090"
+METRICS_PORT = 9165
+SCRAPE_INTERVAL = 1.0

@@ -6,8 +6,11 @@
 #   Exports BASE_IMAGE's filesystem to ROOT_DIR (once), then in a chroot of it runs
 #   `apt-get install --download-only` so the package set is resolved against exactly what the
 #   image already has.  The .deb files land in OUT_DIR.  chroot on the host is not docker build:
-#   the network is used here, never inside a build.
+#   the network is used here, never inside a build.  The chroot's apt uses the Debian mirror and
+#   the apt proxy of the host's own apt configuration (images/host-apt.sh) when the host has
+#   them, else the sources the base image carries.
 set -eu
+. "$(dirname "$0")/host-apt.sh"
 
 base=$1
 root=$2
@@ -25,12 +28,21 @@ if [ ! -x "$root/usr/bin/apt-get" ]; then
 fi
 
 cp /etc/resolv.conf "$root/etc/resolv.conf"
+host_apt_detect
+if [ -n "$apt_mirror" ]; then
+    suite=$(. "$root/etc/os-release" && echo "$VERSION_CODENAME")
+    host_apt_write_sources "$root" "$suite"
+    echo "debs: resolving against $apt_mirror ($suite)"
+fi
+proxy=$(host_apt_proxy_options)
 mkdir -p "$out"
 rm -f "$out"/*.deb
 mkdir -p "$root/tmp/debs/partial"
 rm -f "$root"/tmp/debs/*.deb
-chroot "$root" apt-get -q update
-chroot "$root" env DEBIAN_FRONTEND=noninteractive apt-get -q -y \
+# shellcheck disable=SC2086  # $proxy is a list of options
+chroot "$root" apt-get -q $proxy update
+# shellcheck disable=SC2086
+chroot "$root" env DEBIAN_FRONTEND=noninteractive apt-get -q -y $proxy \
     --no-install-recommends --download-only \
     -o Dir::Cache::archives=/tmp/debs install "$@"
 cp "$root"/tmp/debs/*.deb "$out"/

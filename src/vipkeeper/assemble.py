@@ -13,16 +13,7 @@ from dataclasses import dataclass
 from vipkeeper.config import model
 from vipkeeper.core.effects import VirtualAddress
 from vipkeeper.core.vrrp import InstanceSettings, State
-
-DEFAULT_GROUPS = {4: "224.0.0.18", 6: "ff02::12"}
-
-
-def _family(instance: model.VrrpInstance) -> int:
-    for address in (*instance.virtual_ipaddresses, *instance.virtual_ipaddresses_excluded):
-        return ipaddress.ip_address(address.address).version
-    if instance.unicast_src_ip:
-        return ipaddress.ip_address(instance.unicast_src_ip).version
-    return 4
+from vipkeeper.core.vrrp_wire import MULTICAST_V4, MULTICAST_V6
 
 
 def virtual_address(vip: model.VirtualIpAddress, interface: str) -> VirtualAddress:
@@ -37,7 +28,7 @@ def virtual_address(vip: model.VirtualIpAddress, interface: str) -> VirtualAddre
 
 def instance_settings(config: model.Config, instance: model.VrrpInstance) -> InstanceSettings:
     scripts = {script.name: script for script in config.vrrp_scripts}
-    family = _family(instance)
+    family = instance.family
     track_interfaces = {track.name: track.weight for track in instance.track_interfaces}
     if not instance.dont_track_primary:
         # keepalived tracks the instance's own interface: losing it is a FAULT.
@@ -64,7 +55,7 @@ def instance_settings(config: model.Config, instance: model.VrrpInstance) -> Ins
         auth_pass=instance.authentication.auth_pass if instance.authentication else None,
         unicast_src_ip=instance.unicast_src_ip,
         unicast_peers=tuple(peer.address for peer in instance.unicast_peers),
-        mcast_group=None if group in (None, DEFAULT_GROUPS[4], DEFAULT_GROUPS[6]) else group,
+        mcast_group=None if group in (None, MULTICAST_V4, MULTICAST_V6) else group,
         track_interfaces=track_interfaces,
         track_scripts=track_scripts,
         garp_master_delay=float(instance.garp_master_delay),

@@ -2,9 +2,10 @@
 
 Owns the daemon's life: pidfile, signals (TERM/INT stop, HUP reload), start-up clean-up of
 addresses a crashed run left behind, link and address monitoring, track-script polling and
-notify scripts; it wires in the operator's side, each from its own module: the control socket
-(`control`), the status document (`status`), what a reload changes (`reload`) and /metrics
-(`metrics`). Every protocol decision is the core's; every kernel call is an adapter's.
+notify scripts, and the service manager's notices (`service`); it wires in the operator's side,
+each from its own module: the control socket (`control`), the status document (`status`), what a
+reload changes (`reload`) and /metrics (`metrics`). Every protocol decision is the core's; every
+kernel call is an adapter's.
 A configuration that does not load is refused with its located diagnostics, and on reload the
 running configuration stays in force.
 """
@@ -22,7 +23,7 @@ import time
 from collections import Counter
 from collections.abc import Coroutine, Iterable
 
-from vipkeeper import metrics, pidfile, reload, status
+from vipkeeper import metrics, pidfile, reload, service, status
 from vipkeeper.assemble import Plan, plan
 from vipkeeper.config import model
 from vipkeeper.config.load import LoadResult, load_config
@@ -45,6 +46,7 @@ from vipkeeper.io.addresses import AddressManager
 from vipkeeper.io.autopilot import Autopilot
 from vipkeeper.io.gratuitous import GratuitousSender
 from vipkeeper.io.links import AddressChanged, LinkChanged, LinkEvent, LinkMonitor, link_states
+from vipkeeper.io.notify_fifo import NotifyFifos
 from vipkeeper.io.scripts import ScriptRunner, TrackScriptPoller, notify_arguments
 from vipkeeper.io.vrrp_socket import VrrpSocketPool
 from vipkeeper.logsetup import setup_logging
@@ -114,12 +116,14 @@ class Daemon:
         self.autopilot = Autopilot(self.sockets) if autopilot else None
         self.driver: Driver | None = None
         self.links: LinkMonitor | None = None
-        self.director = Director(config, runner=self.runner)
+        self.fifos = NotifyFifos(config.global_defs, self.runner)
+        self.director = Director(config, runner=self.runner, fifos=self.fifos)
         self.check_latency = metrics.CheckLatency()
         self.director.check_observers.append(
             lambda vs, server, record: self.check_latency.observe(vs, server, record.latency)
         )
         self.metrics = metrics.MetricsServer(*metrics_listen) if metrics_listen else None
+        self.notifier = service.Notifier.from_environment()
 
     # -- life cycle -----------------------------------------------------------------------
 
@@ -128,6 +132,7 @@ class Daemon:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._stop.set)
         loop.add_signal_handler(signal.SIGHUP, self._reload_soon)
+        self.notifier.start_watchdog(loop)
         self.driver = Driver(
             machines={},
             sender=self.sockets,
@@ -141,13 +146,16 @@ class Daemon:
         )
         self.sockets.sink = self.driver.receive  # straight to the driver: no hop per packet
         try:
+            await self.fifos.open()
             await self._start(self.plan)
             await self.director.start()
             await self._open_control()
             if self.metrics is not None:
                 self.metrics.start(self._metrics_snapshot)
             log.info("vipkeeper running with %d VRRP instance(s)", len(self.instances))
+            self.notifier.ready(self._service_status())
             await self._stop.wait()
+            self.notifier.stopping()
             log.info("stopping: sending priority 0 and removing virtual addresses")
             await self._shutdown(list(self.driver.machines))
         finally:
@@ -157,6 +165,8 @@ class Daemon:
                 await self.control.stop()
             await self.director.stop()
             await self._close()
+            await self.fifos.close()
+            self.notifier.close()
         return 0
 
     async def _open_control(self) -> None:
@@ -310,7 +320,14 @@ class Daemon:
         # Not urgent, and not on a takeover's path: once per burst of transitions, just after.
         if not self._modes_pending:
             self._modes_pending = True
-            asyncio.get_running_loop().call_soon(self._update_receive_modes)
+            asyncio.get_running_loop().call_soon(self._after_transitions)
+
+    def _after_transitions(self) -> None:
+        self._update_receive_modes()
+        self.notifier.status(self._service_status())
+
+    def _service_status(self) -> str:
+        return service.status_line(i.state.name for i in self.instances.values())
 
     def _update_receive_modes(self) -> None:
         """Read an interface's VRRP socket lazily while every instance on it is a Backup.
@@ -413,6 +430,9 @@ class Daemon:
         return commands
 
     async def _notify(self, order: RunNotify) -> None:
+        self.fifos.vrrp(
+            kind=order.kind, name=order.instance, state=order.state, priority=order.priority
+        )
         # Scripts run beside the effect queue, never in it: a slow notify_master must not
         # delay the next advertisement or address change.
         for command, args in self._notify_commands(order):
@@ -504,7 +524,11 @@ class Daemon:
         """Load the configuration again and apply the difference (see `vipkeeper.reload`); a
         configuration with errors is refused and the running one stays in force."""
         async with self._reload_lock:  # SIGHUP and the control socket may ask at once
-            record = await self._reload()
+            self.notifier.reloading()
+            try:
+                record = await self._reload()
+            finally:
+                self.notifier.reloaded(self._service_status())
         self.journal.record_reload(record)
         return record
 
@@ -539,6 +563,7 @@ class Daemon:
         if reload.lvs_differs(self.config, result.config):
             self.director = await self.director.hand_over(result.config)
         self.config = result.config
+        await self.fifos.reconfigure(result.config.global_defs)
         fresh = Plan(
             settings={
                 n: s

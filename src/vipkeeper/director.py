@@ -22,8 +22,8 @@ from vipkeeper.config import model
 from vipkeeper.core import health, lb, maglev
 from vipkeeper.io import checkers as io_checkers
 from vipkeeper.io.lb_backend import BackendKind, LoadBalancerBackend, select_backend
-from vipkeeper.io.lb_ipvs import IpvsBackend
 from vipkeeper.io.lb_nftables import NftablesBackend
+from vipkeeper.io.notify_fifo import NotifyFifos
 from vipkeeper.io.scripts import ScriptRunner
 
 log = logging.getLogger("vipkeeper.lvs")
@@ -185,10 +185,18 @@ _BACKENDS: dict[model.LvsBackend, BackendKind] = {
 }
 
 
+def _ipvs_backend() -> LoadBalancerBackend:
+    # Imported here: IPVS support (pyroute2's generic netlink) is loaded only when IPVS is the
+    # data plane.
+    from vipkeeper.io.lb_ipvs import IpvsBackend
+
+    return IpvsBackend()
+
+
 def default_backend(config: model.Config) -> LoadBalancerBackend:
     return select_backend(
         _BACKENDS[config.global_defs.lvs_backend],
-        make_ipvs=IpvsBackend,
+        make_ipvs=_ipvs_backend,
         make_nftables=lambda: NftablesBackend(ingress_devices=ingress_devices(config)),
     )
 
@@ -203,9 +211,12 @@ class Director:
         runner: ScriptRunner,
         backend: LoadBalancerBackend | None = None,
         rng: random.Random | None = None,
+        fifos: NotifyFifos | None = None,
     ) -> None:
         rng = rng or random.Random()
         self.config = config
+        self._fifos = fifos
+        self._models = {vs.key: vs for vs in config.virtual_servers}
         self._runner = runner
         self._backend = backend
         self._services = {vs.key: virtual_service(config, vs) for vs in config.virtual_servers}
@@ -339,11 +350,11 @@ class Director:
         same_plane = config.global_defs.lvs_backend == self.config.global_defs.lvs_backend
         if not same_plane:
             await self.stop()
-            successor = Director(config, runner=self._runner)
+            successor = Director(config, runner=self._runner, fifos=self._fifos)
             successor.check_observers = self.check_observers
             await successor.start()
             return successor
-        successor = Director(config, runner=self._runner, backend=self._backend)
+        successor = Director(config, runner=self._runner, backend=self._backend, fifos=self._fifos)
         successor.check_observers = self.check_observers
         successor.apply_errors = self.apply_errors
         if self.active:
@@ -412,6 +423,10 @@ class Director:
                 self._dirty.set()
             elif isinstance(effect, health.ServerUp | health.ServerDown):
                 state = "up" if isinstance(effect, health.ServerUp) else "down"
+                if self._fifos is not None:
+                    vs = self._models[effect.virtual_server]
+                    server = effect.server
+                    self._fifos.real_server(vs, server.address, server.port, up=state == "up")
                 log.info(
                     "LVS %s: real server %s is %s (%s)",
                     effect.virtual_server,
@@ -425,6 +440,9 @@ class Director:
                 )
             elif isinstance(effect, health.QuorumLost | health.QuorumGained):
                 state = "gained" if isinstance(effect, health.QuorumGained) else "lost"
+                if self._fifos is not None:
+                    vs = self._models[effect.virtual_server]
+                    self._fifos.virtual_server(vs, up=state == "gained")
                 log.warning(
                     "LVS %s: quorum %s (live weight %d)",
                     effect.virtual_server,

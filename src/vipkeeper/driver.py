@@ -38,6 +38,7 @@ from vipkeeper.core.effects import (
 )
 from vipkeeper.core.events import Event, PacketReceived, SteadyReport, TimerFired
 from vipkeeper.core.steady import Steady
+from vipkeeper.io.autopilot import HeldPacket
 from vipkeeper.io.timerfd import make_timer
 
 log = logging.getLogger("vipkeeper")
@@ -78,7 +79,7 @@ class Recalled(Protocol):
     def report(self) -> SteadyReport: ...
 
     @property
-    def held(self) -> tuple[str, int, PacketReceived, float] | None: ...
+    def held(self) -> HeldPacket | None: ...
 
 
 class Pilot(Protocol):
@@ -395,8 +396,8 @@ class Driver:
         self._dispatch(name, machine.handle(recalled.report, now))
         self._schedule(name, machine)
         if recalled.held is not None:
-            interface, family, packet, arrived = recalled.held
-            self.receive(interface, family, packet, arrived)
+            held = recalled.held
+            self.receive(held.interface, held.family, held.packet, held.arrived)
         return True
 
     def catch_up(self) -> None:

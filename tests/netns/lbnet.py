@@ -292,19 +292,26 @@ class LbNet:
         director: str,
         config: str,
         *,
+        command: Sequence[str] = (str(VIPKEEPER),),
+        owner: int | None = None,
         control_socket: Path | None = None,
         extra_args: Sequence[str] = (),
     ) -> Vipkeeper:
         """`vipkeeper run -f CONF --log-format json` in `director` with its own control socket
-        (in the workdir unless given), stderr to a log file."""
+        (in the workdir unless given), stderr to a log file.
+
+        `command` replaces `vipkeeper` (e.g. behind setpriv, to drop privileges); `owner` (a
+        uid) gets the daemon's directory, where it writes its pidfile and control socket."""
         directory = self.workdir / f"vipkeeper-{director}-{secrets.token_hex(2)}"
         directory.mkdir(parents=True)
+        if owner is not None:
+            os.chown(directory, owner, owner)
         config_path = directory / "keepalived.conf"
         config_path.write_text(config)
         log_path = directory / "vipkeeper.log"
         socket_path = control_socket or directory / "vipkeeper.sock"
         argv = [
-            "ip", "netns", "exec", self.ns(director), str(VIPKEEPER), "run",
+            "ip", "netns", "exec", self.ns(director), *command, "run",
             "-f", str(config_path), "--log-format", "json",
             "--pidfile", str(directory / "vipkeeper.pid"),
             "--control-socket", str(socket_path), *extra_args,

@@ -107,3 +107,51 @@ def test_sync_group_members_route_through_their_group() -> None:
     assert routes[("eth0", 4, 51)] == ("PAIR", "WEB")
     assert routes[("eth1", 4, 52)] == ("PAIR", "DB")
     assert routes[("eth0", 6, 53)] == ("V6", None)
+
+
+def _family_case(body: str) -> tuple[int | None, list[str]]:
+    """(the family the core is handed, or None if refused; the diagnostics' texts)."""
+    result = parse_text(f"vrrp_instance X {{\n interface eth0\n virtual_router_id 9\n{body}}}\n")
+    messages = [d.format() for d in result.diagnostics]
+    if result.config is None:
+        return None, messages
+    return plan(result.config).settings["X"].family, messages
+
+
+def test_native_ipv6_makes_the_instance_ipv6_in_the_model_and_the_core_alike() -> None:
+    result = parse_text(
+        "vrrp_instance X {\n interface eth0\n virtual_router_id 9\n native_ipv6\n"
+        " virtual_ipaddress {\n  fd00::1/64\n }\n virtual_ipaddress_excluded {\n  10.0.0.1\n }\n}\n"
+    )
+    assert result.config is not None, result.diagnostics
+    (instance,) = result.config.vrrp_instances
+    settings = plan(result.config).settings["X"]
+    assert instance.family == settings.family == 6
+    assert settings.version == 3
+
+
+def test_instance_without_virtual_address_is_refused_when_ipv6_or_vrrpv3() -> None:
+    family, messages = _family_case(" native_ipv6\n")
+    assert family is None
+    assert any(":1:" in m and "needs at least one" in m for m in messages), messages
+    family, messages = _family_case(" version 3\n")
+    assert family is None, messages
+
+
+def test_vrrpv2_ipv4_instance_without_virtual_address_is_kept_with_a_warning() -> None:
+    family, messages = _family_case("")
+    assert family == 4
+    assert any("no virtual_ipaddress" in m for m in messages), messages
+
+
+def test_native_ipv6_with_an_ipv4_virtual_address_is_refused_where_the_address_is() -> None:
+    family, messages = _family_case(" native_ipv6\n virtual_ipaddress {\n  10.0.0.1\n }\n")
+    assert family is None
+    assert any(":6:3:" in m and "native_ipv6" in m for m in messages), messages
+
+
+def test_unicast_source_decides_the_family_when_nothing_else_does() -> None:
+    family, _ = _family_case(" unicast_src_ip fd00::5\n unicast_peer {\n  fd00::6\n }\n")
+    assert family is None  # IPv6 without a virtual address: refused like keepalived
+    family, _ = _family_case(" unicast_src_ip 10.0.0.5\n unicast_peer {\n  10.0.0.6\n }\n")
+    assert family == 4

@@ -20,7 +20,7 @@ from vipkeeper.core.effects import SendAdvert
 from vipkeeper.core.events import PacketReceived, SourceAddressChanged, Started, TimerFired
 from vipkeeper.core.steady import Beacon, Watch
 from vipkeeper.core.vrrp import InstanceSettings, VrrpInstance
-from vipkeeper.io.autopilot import Autopilot, _BeaconJob, _WatchJob
+from vipkeeper.io.autopilot import Autopilot, HeldPacket, _BeaconJob, _WatchJob
 
 ME = "192.168.0.53"
 PEER = "192.168.0.57"
@@ -337,7 +337,7 @@ async def test_a_watch_hands_back_another_packet_with_the_repeats_before_it(
     recalled = pilot.recall("VI_1", token)
     assert recalled is not None
     assert (recalled.report.count, recalled.report.last_at) == (2, now - 0.2)
-    assert recalled.held == (interface, family, other, now - 0.1)
+    assert recalled.held == HeldPacket(interface, family, other, now - 0.1)
     assert sock.waiting() == 1
 
 

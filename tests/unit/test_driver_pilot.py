@@ -26,6 +26,7 @@ from vipkeeper.core.timing import skew_time
 from vipkeeper.core.vrrp import InstanceSettings, State, VrrpInstance
 from vipkeeper.core.vrrp_wire import MULTICAST_V4, Advertisement, encode
 from vipkeeper.driver import Driver
+from vipkeeper.io.autopilot import HeldPacket
 
 VIP = VirtualAddress(address="172.16.9.1", prefixlen=32, dev="eth0")
 ME = "192.168.0.53"
@@ -58,7 +59,7 @@ def packet(priority: int = 150, *, vrid: int = 51, version: int = 2) -> PacketRe
             vrid=vrid,
             priority=priority,
             addresses=(VIP.address,),
-            advert_interval=1,  # 1 s in v2, 1 cs in v3
+            wire_interval=1,  # 1 s in v2, 1 cs in v3
         ),
         source=PEER,
         destination=MULTICAST_V4,
@@ -84,7 +85,7 @@ class Recording(VrrpInstance):
 @dataclass
 class Recalled:
     report: SteadyReport
-    held: tuple[str, int, PacketReceived, float] | None = None
+    held: HeldPacket | None = None
 
 
 @dataclass
@@ -376,7 +377,9 @@ async def test_a_report_given_back_with_a_held_packet_and_an_event_keeps_their_o
     loop = asyncio.get_running_loop()
     report = SteadyReport(count=2, last_at=loop.time())
     leaving = packet(0)
-    pilot.answers["VI_1"] = Recalled(report=report, held=("eth51", 4, leaving, loop.time()))
+    pilot.answers["VI_1"] = Recalled(
+        report=report, held=HeldPacket("eth51", 4, leaving, loop.time())
+    )
     seen = len(backup.seen)
     change = TrackChanged(name="nothing", up=True)
 
@@ -417,7 +420,7 @@ async def test_a_packet_the_pilot_held_is_fed_after_the_report():
     arrived = loop.time()
     report = SteadyReport(count=4, last_at=arrived - 0.5)
     leaving = packet(0)
-    pilot.answers["VI_1"] = Recalled(report=report, held=("eth51", 4, leaving, arrived))
+    pilot.answers["VI_1"] = Recalled(report=report, held=HeldPacket("eth51", 4, leaving, arrived))
     seen = len(backup.seen)
 
     pilot.hand_back("VI_1")

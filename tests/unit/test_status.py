@@ -91,7 +91,7 @@ def _advert(priority: int) -> PacketReceived:
             version=2,
             vrid=51,
             priority=priority,
-            advert_interval=1,
+            wire_interval=1,
             addresses=("10.0.0.100", "10.0.0.101"),
         )
     )

@@ -55,7 +55,7 @@ def packet(
             vrid=51,
             priority=priority,
             addresses=addresses,
-            advert_interval=interval,
+            wire_interval=interval,
         ),
         source=source,
         destination=MULTICAST_V4,

@@ -43,7 +43,7 @@ def advert(vrid: int, priority: int) -> PacketReceived:
             vrid=vrid,
             priority=priority,
             addresses=(f"172.16.9.{vrid}",),
-            advert_interval=1,
+            wire_interval=1,
         )
     )
     return PacketReceived(source=PEER, destination=MULTICAST_V4, ttl=255, payload=payload)

@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from vipkeeper.core.timing import (
+    advert_int_error,
     centiseconds_to_seconds,
     master_down_interval,
     seconds_to_centiseconds,
@@ -56,3 +57,26 @@ def test_seconds_convert_to_twelve_bit_centiseconds(seconds, wire):
 def test_invalid_version_or_priority_is_refused(version, priority):
     with pytest.raises(ValueError):
         skew_time(version=version, priority=priority, master_adver_interval=1)
+
+
+@pytest.mark.parametrize(
+    ("version", "seconds", "exact", "valid"),
+    [
+        (2, 1, True, True),
+        (2, 255, True, True),
+        (2, 256, True, False),
+        (2, 1.5, True, False),  # keepalived.conf must give whole seconds
+        (2, 1.5, False, True),  # the core rounds it on the wire
+        (2, 0, False, False),
+        (3, 0.01, True, True),
+        (3, 40.95, True, True),
+        (3, 40.96, True, False),
+        (3, 0.015, True, False),
+        (3, 0.004, False, False),  # rounds to 0 centiseconds
+    ],
+)
+def test_advert_int_limits_are_one_rule_for_config_and_core(
+    version: int, seconds: float, exact: bool, valid: bool
+) -> None:
+    problem = advert_int_error(version=version, seconds=seconds, exact=exact)
+    assert (problem is None) == valid, problem

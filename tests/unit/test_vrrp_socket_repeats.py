@@ -20,7 +20,7 @@ SOURCE, GROUP = "192.0.2.1", "224.0.0.18"
 
 def advert(vrid: int = 51, priority: int = 150) -> bytes:
     message = Advertisement(
-        version=3, vrid=vrid, priority=priority, addresses=("192.0.2.50",), advert_interval=1
+        version=3, vrid=vrid, priority=priority, addresses=("192.0.2.50",), wire_interval=1
     )
     return encode(message, source=SOURCE, destination=GROUP)
 

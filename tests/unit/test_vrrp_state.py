@@ -97,7 +97,7 @@ def packet(
             vrid=vrid,
             priority=priority,
             addresses=addresses,
-            advert_interval=interval,
+            wire_interval=interval,
             auth_type=auth_type,
             auth_data=auth_data,
         ),

@@ -43,9 +43,7 @@ def scapy_v3_ipv6(src: str, dst: str, **fields: object) -> bytes:
 
 def test_v2_without_authentication_matches_scapy_byte_for_byte():
     ours = encode(
-        Advertisement(
-            version=2, vrid=51, priority=100, addresses=("172.16.9.1",), advert_interval=1
-        )
+        Advertisement(version=2, vrid=51, priority=100, addresses=("172.16.9.1",), wire_interval=1)
     )
     theirs = scapy_v2(vrid=51, priority=100, addrlist=["172.16.9.1"], adv=1, authtype=0)
     assert ours == theirs
@@ -59,7 +57,7 @@ def test_v2_simple_password_matches_scapy_byte_for_byte():
             vrid=7,
             priority=254,
             addresses=("10.0.0.1", "10.0.0.2"),
-            advert_interval=3,
+            wire_interval=3,
             auth_type=AuthType.PASS,
             auth_data=password,
         )
@@ -78,7 +76,7 @@ def test_v2_simple_password_matches_scapy_byte_for_byte():
 
 def test_v3_ipv4_matches_scapy_including_pseudo_header_checksum():
     advert = Advertisement(
-        version=3, vrid=51, priority=150, addresses=("172.16.9.1",), advert_interval=100
+        version=3, vrid=51, priority=150, addresses=("172.16.9.1",), wire_interval=100
     )
     ours = encode(advert, source=SRC4, destination=MULTICAST_V4)
     theirs = scapy_v3_ipv4(
@@ -93,7 +91,7 @@ def test_v3_ipv6_matches_scapy_including_pseudo_header_checksum():
         vrid=9,
         priority=200,
         addresses=("2001:db8::1", "2001:db8::2"),
-        advert_interval=50,
+        wire_interval=50,
     )
     ours = encode(advert, source=SRC6, destination=MULTICAST_V6)
     theirs = scapy_v3_ipv6(
@@ -104,7 +102,7 @@ def test_v3_ipv6_matches_scapy_including_pseudo_header_checksum():
 
 def test_v3_unicast_checksum_depends_on_destination():
     advert = Advertisement(
-        version=3, vrid=1, priority=100, addresses=("10.1.1.1",), advert_interval=100
+        version=3, vrid=1, priority=100, addresses=("10.1.1.1",), wire_interval=100
     )
     to_a = encode(advert, source=SRC4, destination="192.168.0.57")
     to_b = encode(advert, source=SRC4, destination="192.168.0.58")
@@ -128,7 +126,7 @@ def test_decoder_reads_scapy_v2_packet():
     advert = decode(raw, source=SRC4, destination=MULTICAST_V4)
     assert (advert.version, advert.vrid, advert.priority) == (2, 200, 1)
     assert advert.addresses == ("1.2.3.4",)
-    assert advert.advert_interval == 5
+    assert advert.wire_interval == 5
     assert advert.interval_seconds == 5.0
     assert advert.auth_type == AuthType.PASS
     assert advert.auth_data == password
@@ -140,14 +138,14 @@ def test_decoder_reads_scapy_v3_ipv4_and_ipv6_packets():
         source=SRC4,
         destination=MULTICAST_V4,
     )
-    assert (v4.version, v4.vrid, v4.priority, v4.advert_interval) == (3, 3, 0, 4095)
+    assert (v4.version, v4.vrid, v4.priority, v4.wire_interval) == (3, 3, 0, 4095)
     assert v4.interval_seconds == pytest.approx(40.95)
     v6 = decode(
         scapy_v3_ipv6(SRC6, MULTICAST_V6, vrid=4, priority=99, adv=1, addrlist=["2001:db8::9"]),
         source=SRC6,
         destination=MULTICAST_V6,
     )
-    assert (v6.version, v6.vrid, v6.priority, v6.advert_interval) == (3, 4, 99, 1)
+    assert (v6.version, v6.vrid, v6.priority, v6.wire_interval) == (3, 4, 99, 1)
     assert v6.addresses == ("2001:db8::9",)
 
 
@@ -158,12 +156,12 @@ def test_v3_reserved_bits_are_ignored_on_reception():
         )
     )
     advert = decode(bytes(raw), source=SRC4, destination=MULTICAST_V4)
-    assert advert.advert_interval == 100
+    assert advert.wire_interval == 100
 
 
 def test_internet_checksum_of_message_with_its_checksum_is_zero():
     raw = encode(
-        Advertisement(version=2, vrid=1, priority=1, addresses=("1.1.1.1",), advert_interval=1)
+        Advertisement(version=2, vrid=1, priority=1, addresses=("1.1.1.1",), wire_interval=1)
     )
     assert internet_checksum(raw) == 0
     assert internet_checksum(b"\x00\x01\xf2") == (~(0x0001 + 0xF200) & 0xFFFF)
@@ -191,7 +189,7 @@ def test_decoder_rejects_malformed_messages_with_a_reason(payload, source, reaso
 
 def test_v3_checksum_fails_when_pseudo_header_differs():
     raw = encode(
-        Advertisement(version=3, vrid=1, priority=1, addresses=("1.1.1.1",), advert_interval=100),
+        Advertisement(version=3, vrid=1, priority=1, addresses=("1.1.1.1",), wire_interval=100),
         source=SRC4,
         destination=MULTICAST_V4,
     )
@@ -203,9 +201,7 @@ def test_v3_checksum_fails_when_pseudo_header_differs():
 def test_corrupted_byte_fails_the_checksum():
     raw = bytearray(
         encode(
-            Advertisement(
-                version=2, vrid=1, priority=100, addresses=("1.1.1.1",), advert_interval=1
-            )
+            Advertisement(version=2, vrid=1, priority=100, addresses=("1.1.1.1",), wire_interval=1)
         )
     )
     raw[2] ^= 0x01  # priority 100 -> 101
@@ -217,14 +213,14 @@ def test_corrupted_byte_fails_the_checksum():
 @pytest.mark.parametrize(
     "advert",
     [
-        Advertisement(version=2, vrid=256, priority=1, addresses=("1.1.1.1",), advert_interval=1),
-        Advertisement(version=2, vrid=1, priority=1, addresses=("::1",), advert_interval=1),
-        Advertisement(version=2, vrid=1, priority=1, addresses=(), advert_interval=256),
+        Advertisement(version=2, vrid=256, priority=1, addresses=("1.1.1.1",), wire_interval=1),
+        Advertisement(version=2, vrid=1, priority=1, addresses=("::1",), wire_interval=1),
+        Advertisement(version=2, vrid=1, priority=1, addresses=(), wire_interval=256),
         Advertisement(
-            version=2, vrid=1, priority=1, addresses=(), advert_interval=1, auth_data=bytes(9)
+            version=2, vrid=1, priority=1, addresses=(), wire_interval=1, auth_data=bytes(9)
         ),
-        Advertisement(version=3, vrid=1, priority=1, addresses=("1.1.1.1",), advert_interval=4096),
-        Advertisement(version=4, vrid=1, priority=1, addresses=("1.1.1.1",), advert_interval=1),
+        Advertisement(version=3, vrid=1, priority=1, addresses=("1.1.1.1",), wire_interval=4096),
+        Advertisement(version=4, vrid=1, priority=1, addresses=("1.1.1.1",), wire_interval=1),
     ],
 )
 def test_encoder_refuses_fields_that_do_not_fit(advert):
@@ -235,7 +231,7 @@ def test_encoder_refuses_fields_that_do_not_fit(advert):
 def test_v3_encoder_needs_addresses_for_the_checksum():
     with pytest.raises(ValueError):
         encode(
-            Advertisement(version=3, vrid=1, priority=1, addresses=("1.1.1.1",), advert_interval=1)
+            Advertisement(version=3, vrid=1, priority=1, addresses=("1.1.1.1",), wire_interval=1)
         )
 
 
@@ -262,13 +258,13 @@ def adverts(draw: st.DrawFn) -> tuple[Advertisement, str, str]:
     if version == 2:
         advert = Advertisement(
             version=2,
-            advert_interval=draw(st.integers(0, 255)),
+            wire_interval=draw(st.integers(0, 255)),
             auth_type=draw(st.integers(0, 255)),
             auth_data=draw(st.binary(min_size=8, max_size=8)),
             **common,  # type: ignore[arg-type]
         )
     else:
-        advert = Advertisement(version=3, advert_interval=draw(st.integers(0, 4095)), **common)  # type: ignore[arg-type]
+        advert = Advertisement(version=3, wire_interval=draw(st.integers(0, 4095)), **common)  # type: ignore[arg-type]
     return advert, draw(addr), draw(addr)
 
 
@@ -278,10 +274,10 @@ def test_encode_then_decode_returns_the_same_advertisement(case):
     raw = encode(advert, source=source, destination=destination)
     back = decode(raw, source=source, destination=destination)
     assert back.version == advert.version
-    assert (back.vrid, back.priority, back.advert_interval) == (
+    assert (back.vrid, back.priority, back.wire_interval) == (
         advert.vrid,
         advert.priority,
-        advert.advert_interval,
+        advert.wire_interval,
     )
     assert back.addresses == tuple(str(ipaddress.ip_address(a)) for a in advert.addresses)
     if advert.version == 2:

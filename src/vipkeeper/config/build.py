@@ -22,8 +22,10 @@ from vipkeeper.config import keywords
 from vipkeeper.config.diagnostics import Diagnostics, Location
 from vipkeeper.config.lexer import INCLUDE_WORDS, Token, TokenKind
 from vipkeeper.config.model import (
+    NOTIFY_FIFOS,
     Authentication,
     Checker,
+    Command,
     GlobalDefs,
     HttpGetCheck,
     HttpUrl,
@@ -31,6 +33,7 @@ from vipkeeper.config.model import (
     LvsMethod,
     LvsScheduler,
     MiscCheck,
+    NotifyFifo,
     Protocol,
     RealServer,
     SorryServer,
@@ -44,6 +47,7 @@ from vipkeeper.config.model import (
     VrrpScript,
     VrrpState,
     VrrpSyncGroup,
+    instance_family,
 )
 from vipkeeper.config.parser import Statement
 from vipkeeper.config.values import (
@@ -55,13 +59,12 @@ from vipkeeper.config.values import (
     to_port,
     to_seconds,
 )
+from vipkeeper.core.timing import V2_MAX_SECONDS, advert_int_error
 
 Handler = Callable[[Statement], None]
 Fields = dict[str, Any]
 
 MAX_TIMER = 86400.0 * 365
-ADVERT_INT_V3_LIMIT = 40.96  # RFC 9568 §5.2.7: 12-bit centiseconds, at most 40.95 s
-ADVERT_INT_V2_MAX = 255  # RFC 3768 §5.3.7: 8-bit seconds
 AUTH_PASS_MAX = 8  # RFC 2338 §5.3.6: the 8-octet Authentication Data field
 TRACK_WEIGHT = 253
 
@@ -118,6 +121,8 @@ class Builder:
         self.parts = BuiltParts()
         self._global_fields: Fields = {}
         self._global_location: Location | None = None
+        self._fifo_paths: dict[str, tuple[str, Location]] = {}
+        self._fifo_scripts: dict[str, Command] = {}
         self._instance_statements: list[Statement] = []
 
     # ----------------------------------------------------------------- generic walking
@@ -359,6 +364,28 @@ class Builder:
                 fields["script_user"] = line.args[0].value
                 fields["script_group"] = line.args[1].value if len(line.args) > 1 else None
 
+        def fifo(line: Statement) -> None:
+            # keepalived's optional USER [GROUP] own the FIFO it creates; vipkeeper's FIFO is
+            # its own user's (changing the owner would need CAP_CHOWN).
+            if count_args(line, self.diagnostics, 1, 3, f"{line.name} PATH [USER [GROUP]]"):
+                path = line.args[0].value
+                if not path.startswith("/"):
+                    self.diagnostics.error(
+                        line.args[0].location, f"{line.name}: {path!r} is not an absolute path"
+                    )
+                    return
+                if len(line.args) > 1:
+                    self.diagnostics.warning(
+                        line.args[1].location,
+                        f"{line.name}: owner ignored, the FIFO belongs to vipkeeper's user",
+                    )
+                self._fifo_paths[line.name] = (path, line.location)
+
+        def fifo_script(line: Statement) -> None:
+            command = to_command(line, self.diagnostics, user_and_group=True)
+            if command is not None:
+                self._fifo_scripts[line.name.removesuffix("_script")] = command
+
         def hash_seed(line: Statement) -> None:
             if count_args(line, self.diagnostics, 1, 1, "lvs_hash_seed 0..4294967295"):
                 value = to_int(line.args[0], self.diagnostics, line.name, 0, 2**32 - 1)
@@ -401,11 +428,33 @@ class Builder:
                     fields, "lvs_backend", {backend.value: backend for backend in LvsBackend}
                 ),
                 "lvs_hash_seed": hash_seed,
+                **{name: fifo for name in NOTIFY_FIFOS},
+                **{f"{name}_script": fifo_script for name in NOTIFY_FIFOS},
             },
         )
 
     def _make_global_defs(self) -> GlobalDefs:
-        return GlobalDefs(location=self._global_location, **self._global_fields)
+        fifos: Fields = {}
+        for name, command in self._fifo_scripts.items():
+            if name not in self._fifo_paths:
+                self.diagnostics.warning(
+                    command.location, f"{name}_script: ignored, there is no {name} to read"
+                )
+        seen: dict[str, str] = {}
+        for name in NOTIFY_FIFOS:
+            if name not in self._fifo_paths:
+                continue
+            path, location = self._fifo_paths[name]
+            if path in seen:
+                self.diagnostics.error(
+                    location, f"{name}: {path} is also the {seen[path]}; each FIFO needs its own"
+                )
+                continue
+            seen[path] = name
+            fifos[name] = NotifyFifo(
+                path=path, script=self._fifo_scripts.get(name), location=location
+            )
+        return GlobalDefs(location=self._global_location, **self._global_fields, **fifos)
 
     # ----------------------------------------------------------------- vrrp_script
 
@@ -648,7 +697,7 @@ class Builder:
                 "advert_int": remember(
                     "advert_int",
                     self._set_seconds(
-                        fields, "advert_int", 0.0, ADVERT_INT_V2_MAX, allow_minimum=False
+                        fields, "advert_int", 0.0, V2_MAX_SECONDS, allow_minimum=False
                     ),
                 ),
                 "version": remember("version", self._set_int(fields, "version", 2, 3)),
@@ -704,8 +753,14 @@ class Builder:
             ok = False
         if "interface" not in fields or "virtual_router_id" not in fields:
             ok = False  # an invalid value was already reported where it was written
-        ok = self._check_vip_families(name, vips) and ok
-        family = vips[0].family if vips else (6 if fields.get("native_ipv6") else 4)
+        ok = (
+            self._check_vip_families(name, vips, native_ipv6=bool(fields.get("native_ipv6"))) and ok
+        )
+        family = instance_family(
+            (*vips, *excluded),
+            native_ipv6=bool(fields.get("native_ipv6")),
+            unicast_src_ip=fields.get("unicast_src_ip"),
+        )
         ok = self._resolve_version(name, fields, where, family) and ok
         ok = self._check_advert_int(fields, where) and ok
         ok = self._check_owner_rules(name, fields, where) and ok
@@ -717,11 +772,7 @@ class Builder:
                 "authentication: VRRPv3 (RFC 9568) has no authentication, ignored",
             )
             del fields["authentication"]
-        if not vips:
-            diagnostics.warning(
-                statement.location,
-                f"vrrp_instance {name}: no virtual_ipaddress, so no address will move",
-            )
+        ok = self._check_has_vips(name, statement, fields, vips, family) and ok
         if not ok:
             return
         global_defs = self.parts.global_defs
@@ -911,10 +962,19 @@ class Builder:
 
         return handle
 
-    def _check_vip_families(self, name: str, vips: list[VirtualIpAddress]) -> bool:
+    def _check_vip_families(
+        self, name: str, vips: list[VirtualIpAddress], *, native_ipv6: bool
+    ) -> bool:
         if not vips:
             return True
         first = vips[0].family
+        if native_ipv6 and first == 4:
+            self.diagnostics.error(
+                vips[0].location,
+                f"vrrp_instance {name}: native_ipv6 makes the instance IPv6, but {vips[0].address}"
+                " is IPv4; put IPv4 addresses in virtual_ipaddress_excluded or another instance",
+            )
+            return False
         for vip in vips[1:]:
             if vip.family != first:
                 self.diagnostics.error(
@@ -947,31 +1007,12 @@ class Builder:
     def _check_advert_int(self, fields: Fields, where: Mapping[str, Statement]) -> bool:
         if "advert_int" not in fields:
             return True
-        value: float = fields["advert_int"]
-        token = where["advert_int"].args[0]
-        if fields["version"] == 2:
-            if value != int(value) or value < 1:
-                self.diagnostics.error(
-                    token.location,
-                    f"advert_int: {token.value} is not valid for VRRPv2, which carries whole"
-                    f" seconds (RFC 3768 §5.3.7); valid: 1..{ADVERT_INT_V2_MAX}, or use"
-                    " version 3 for sub-second intervals",
-                )
-                return False
+        problem = advert_int_error(version=fields["version"], seconds=fields["advert_int"])
+        if problem is None:
             return True
-        centiseconds = value * 100
-        if value >= ADVERT_INT_V3_LIMIT or abs(centiseconds - round(centiseconds)) > 1e-6:
-            self.diagnostics.error(
-                token.location,
-                f"advert_int: {token.value} is not valid for VRRPv3, which carries"
-                " centiseconds in 12 bits (RFC 9568 §5.2.7); valid: 0.01..40.95 in steps"
-                " of 0.01",
-            )
-            return False
-        if round(centiseconds) < 1:
-            self.diagnostics.error(token.location, "advert_int: must be at least 0.01 seconds")
-            return False
-        return True
+        token = where["advert_int"].args[0]
+        self.diagnostics.error(token.location, f"advert_int: {problem}")
+        return False
 
     def _check_owner_rules(self, name: str, fields: Fields, where: Mapping[str, Statement]) -> bool:
         ok = True
@@ -1015,6 +1056,31 @@ class Builder:
                 ok = False
                 break
         return ok
+
+    def _check_has_vips(
+        self,
+        name: str,
+        statement: Statement,
+        fields: Fields,
+        vips: list[VirtualIpAddress],
+        family: int,
+    ) -> bool:
+        """keepalived refuses an instance without virtual addresses when it speaks VRRPv3 or
+        IPv6 (strict mode has its own check) and only warns for VRRPv2 over IPv4."""
+        if vips or fields.get("strict_mode", self._global_fields.get("vrrp_strict", False)):
+            return True  # strict mode's own check reports a missing address
+        if family == 6 or fields.get("version") == 3:
+            self.diagnostics.error(
+                statement.location,
+                f"vrrp_instance {name}: no virtual_ipaddress; an IPv{family} VRRPv"
+                f"{fields.get('version')} instance needs at least one (as keepalived requires)",
+            )
+            return False
+        self.diagnostics.warning(
+            statement.location,
+            f"vrrp_instance {name}: no virtual_ipaddress, so no address will move",
+        )
+        return True
 
     def _check_strict(
         self,

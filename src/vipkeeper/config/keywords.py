@@ -292,9 +292,8 @@ UNSUPPORTED_REASONS: dict[str, str] = {
         "nftables_ipvs_priority nftables_ipvs_start_fwmark vrrp_iptables vrrp_ipsets",
     ),
     **_reasons(
-        "notify FIFOs are not supported (use notify scripts)",
-        "notify_fifo notify_fifo_script vrrp_notify_fifo vrrp_notify_fifo_script "
-        "lvs_notify_fifo lvs_notify_fifo_script fifo_write_vrrp_states_on_reload",
+        "states are not written to the notify FIFOs again on reload",
+        "fifo_write_vrrp_states_on_reload",
     ),
     **_reasons(
         "virtual MAC (macvlan) interfaces are not supported (the interface's own MAC is used)",

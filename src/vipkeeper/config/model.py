@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import enum
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from vipkeeper.config.diagnostics import Location
+from vipkeeper.core.vrrp_wire import MULTICAST_V4, MULTICAST_V6
 
-DEFAULT_MCAST_GROUP4 = "224.0.0.18"  # RFC 3768 §5.2.2 / RFC 9568 §5.1.1.2
-DEFAULT_MCAST_GROUP6 = "ff02::12"  # RFC 9568 §5.1.2.2
+DEFAULT_MCAST_GROUP4 = MULTICAST_V4
+DEFAULT_MCAST_GROUP6 = MULTICAST_V6
 
 
 class VrrpState(enum.Enum):
@@ -65,6 +67,22 @@ class Command:
     location: Location = field(compare=False)
 
 
+# The global_defs keywords naming notify FIFOs (each may have a `<name>_script`), in the
+# order GlobalDefs holds them.
+NOTIFY_FIFOS = ("notify_fifo", "vrrp_notify_fifo", "lvs_notify_fifo")
+
+
+@dataclass(frozen=True, kw_only=True)
+class NotifyFifo:
+    """`notify_fifo` / `vrrp_notify_fifo` / `lvs_notify_fifo PATH`: a FIFO that gets one line
+    per event in keepalived's format, and the `*_fifo_script` that reads it (started with the
+    FIFO's path as its last argument)."""
+
+    path: str
+    script: Command | None = None
+    location: Location = field(compare=False)
+
+
 @dataclass(frozen=True, kw_only=True)
 class GlobalDefs:
     router_id: str | None = None
@@ -86,6 +104,9 @@ class GlobalDefs:
     vrrp_mcast_group6: str = DEFAULT_MCAST_GROUP6
     lvs_backend: LvsBackend = LvsBackend.AUTO
     lvs_hash_seed: int | None = None
+    notify_fifo: NotifyFifo | None = None  # VRRP and LVS events
+    vrrp_notify_fifo: NotifyFifo | None = None  # VRRP events only
+    lvs_notify_fifo: NotifyFifo | None = None  # LVS events only
     location: Location | None = field(default=None, compare=False)
 
 
@@ -156,6 +177,21 @@ class Authentication:
     location: Location = field(compare=False)
 
 
+def instance_family(
+    addresses: Sequence[VirtualIpAddress], *, native_ipv6: bool, unicast_src_ip: str | None
+) -> int:
+    """The one rule for a VRRP instance's address family (4 or 6), as keepalived decides it:
+    `native_ipv6` forces IPv6, else the first virtual address (excluded ones count), else the
+    family of `unicast_src_ip`, else IPv4."""
+    if native_ipv6:
+        return 6
+    if addresses:
+        return addresses[0].family
+    if unicast_src_ip:
+        return ipaddress.ip_address(unicast_src_ip).version
+    return 4
+
+
 @dataclass(frozen=True, kw_only=True)
 class VrrpInstance:
     """A `vrrp_instance` block, with global defaults already folded in."""
@@ -202,9 +238,11 @@ class VrrpInstance:
     @property
     def family(self) -> int:
         """4 or 6: the address family of the virtual addresses (and so of the adverts)."""
-        if self.virtual_ipaddresses:
-            return self.virtual_ipaddresses[0].family
-        return 6 if self.native_ipv6 else 4
+        return instance_family(
+            (*self.virtual_ipaddresses, *self.virtual_ipaddresses_excluded),
+            native_ipv6=self.native_ipv6,
+            unicast_src_ip=self.unicast_src_ip,
+        )
 
     @property
     def is_address_owner(self) -> bool:

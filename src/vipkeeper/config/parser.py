@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import glob
 import os
+import stat
 from dataclasses import dataclass, field
 
 from vipkeeper.config.diagnostics import Diagnostics, Location
@@ -25,6 +26,7 @@ INCLUDE_KEYWORDS = INCLUDE_WORDS
 INCLUDE_MAY_MATCH_NOTHING = frozenset({"includer"})
 MAX_INCLUDE_DEPTH = 32
 MAX_BRACE_EXPANSIONS = 1024
+MAX_SOURCE_BYTES = 64 * 2**20  # one configuration file; keepalived's samples are a few KiB
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -67,11 +69,27 @@ class ParseContext:
 
 
 def read_source(path: str, diagnostics: Diagnostics, where: Location | None) -> str | None:
-    """Read a configuration file as text; report and return None when it cannot be read."""
+    """Read a configuration file as text; report and return None when it cannot be read.
+
+    Only regular files of at most MAX_SOURCE_BYTES are read: `include /dev/zero` or a FIFO
+    would otherwise never end, and a runaway generated file would fill memory.
+    """
     at = where if where is not None else Location(file=path, line=0, column=0)
     try:
-        with open(path, "rb") as handle:
-            raw = handle.read()
+        # O_NONBLOCK: opening a FIFO with no writer must not wait; nothing is read from one.
+        with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as handle:
+            status = os.fstat(handle.fileno())
+            if stat.S_ISDIR(status.st_mode):
+                raise IsADirectoryError(path)
+            if not stat.S_ISREG(status.st_mode):
+                diagnostics.error(at, f"cannot read {path}: not a regular file")
+                return None
+            raw = handle.read(MAX_SOURCE_BYTES + 1)
+        if len(raw) > MAX_SOURCE_BYTES:
+            diagnostics.error(
+                at, f"cannot read {path}: larger than {MAX_SOURCE_BYTES // 2**20} MiB"
+            )
+            return None
     except IsADirectoryError:
         diagnostics.error(at, f"cannot read {path}: it is a directory, not a configuration file")
         return None

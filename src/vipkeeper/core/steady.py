@@ -11,8 +11,19 @@ plain data, so an adapter can carry it out without waking the event loop (see
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from vipkeeper.core.effects import SendAdvert
+
+
+class Echo(NamedTuple):
+    """What makes a received advertisement a repeat of the accepted one: the same VRRP bytes
+    from the same sender to the same destination with the same TTL / hop limit."""
+
+    payload: bytes
+    source: str
+    destination: str
+    ttl: int
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -41,9 +52,20 @@ class Watch:
 
     interface: str
     family: int
-    echo: tuple[bytes, str, str, int]
+    echo: Echo
     master_down_interval: float
     deadline: float
 
 
 Steady = Beacon | Watch
+
+
+def next_advert_due(due: float, now: float, interval: float) -> float:
+    """When a Master's next advertisement is due, the one cadence for the core and the autopilot.
+
+    RFC 9568 §6.4.3 resets the Adver_Timer on every send. The next advert is due one interval
+    after this one was due, not after it was handled (a late wake-up would otherwise slow every
+    Master down); only after falling a whole interval behind does it restart from `now`.
+    """
+    following = due + interval
+    return following if following > now else now + interval

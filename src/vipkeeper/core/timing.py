@@ -8,7 +8,34 @@ which is what the state machine's `now` is measured in.
 
 from __future__ import annotations
 
-V3_MAX_CENTISECONDS = 0x0FFF  # 12-bit field, RFC 9568 §5.2.7
+V2_MAX_SECONDS = 255  # 8-bit field of whole seconds, RFC 3768 §5.3.7
+V3_MAX_CENTISECONDS = 0x0FFF  # 12-bit field of centiseconds, RFC 9568 §5.2.7
+
+
+def advert_int_error(*, version: int, seconds: float, exact: bool = True) -> str | None:
+    """Why `seconds` cannot be a version-`version` advertisement interval, or None if it can.
+
+    The one statement of the limits, used by the configuration checks and the core alike.
+    `exact` also asks that the value be a whole number of the wire's unit (as keepalived.conf
+    must be); without it a value within range is rounded on the wire (`wire_interval`).
+    """
+    if version == 2:
+        whole = seconds == int(seconds)
+        if not 0 < seconds < V2_MAX_SECONDS + 1 or (exact and (not whole or seconds < 1)):
+            return (
+                f"{seconds:g} is not valid for VRRPv2, which carries whole seconds"
+                f" (RFC 3768 §5.3.7); valid: 1..{V2_MAX_SECONDS}, or use version 3 for"
+                " sub-second intervals"
+            )
+        return None
+    centiseconds = seconds * 100
+    whole = abs(centiseconds - round(centiseconds)) <= 1e-6
+    if not 1 <= round(centiseconds) <= V3_MAX_CENTISECONDS or (exact and not whole):
+        return (
+            f"{seconds:g} is not valid for VRRPv3, which carries centiseconds in 12 bits"
+            f" (RFC 9568 §5.2.7); valid: 0.01..{V3_MAX_CENTISECONDS / 100:.2f} in steps of 0.01"
+        )
+    return None
 
 
 def skew_time(*, version: int, priority: int, master_adver_interval: float) -> float:

@@ -49,7 +49,7 @@ from vipkeeper.core.events import (
     TimerFired,
     TrackChanged,
 )
-from vipkeeper.core.steady import Beacon, Steady, Watch
+from vipkeeper.core.steady import Beacon, Echo, Steady, Watch, next_advert_due
 from vipkeeper.core.track import TrackKind, TrackSet
 
 OWNER_PRIORITY = 255  # RFC 9568 §6.1: the address owner
@@ -176,13 +176,13 @@ class InstanceSettings:
         if self.version == 2:
             if self.family != 4:
                 raise ValueError("VRRPv2 is IPv4 only (RFC 3768); use version 3 for IPv6")
-            if not 0 < self.advert_int < 256:
-                raise ValueError(f"v2 advert_int {self.advert_int} is not 1..255 seconds")
-        else:
-            if not 0.01 <= self.advert_int <= timing.V3_MAX_CENTISECONDS / 100:
-                raise ValueError(f"v3 advert_int {self.advert_int} is not 0.01..40.95 seconds")
-            if self.auth_pass is not None:
-                raise ValueError("authentication exists only in VRRPv2 (RFC 9568 removed it)")
+        elif self.auth_pass is not None:
+            raise ValueError("authentication exists only in VRRPv2 (RFC 9568 removed it)")
+        problem = timing.advert_int_error(
+            version=self.version, seconds=self.advert_int, exact=False
+        )
+        if problem is not None:
+            raise ValueError(f"advert_int {problem}")
         for vip in self.virtual_addresses:
             if ipaddress.ip_address(vip.address).version != self.family:
                 raise ValueError(f"virtual address {vip.address} is not IPv{self.family}")
@@ -205,7 +205,7 @@ class InstanceSettings:
         v2 carries whole seconds only (RFC 3768 §5.3.7): a fractional advert_int is rounded.
         """
         if self.version == 2:
-            return max(1, min(255, round(self.advert_int)))
+            return max(1, min(timing.V2_MAX_SECONDS, round(self.advert_int)))
         return timing.seconds_to_centiseconds(self.advert_int)
 
     @property
@@ -217,6 +217,16 @@ class InstanceSettings:
 
 
 _Handler = Callable[["VrrpInstance", Any, float], None]
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Accepted:
+    """A Backup's last accepted advertisement, so its repeats skip decoding."""
+
+    event: Event
+    echo: Echo
+    master_down_interval: float
+    address_mismatch: bool
 
 
 class VrrpInstance:
@@ -253,7 +263,7 @@ class VrrpInstance:
         self._seen_addresses: tuple[tuple[str, ...], bool] = ((), True)
         # The last advertisement a Backup accepted as its Master's, with the Master_Down_Interval
         # it led to and whether its address list differed (see `handle`).
-        self._echo: tuple[Event, tuple[bytes, str, str, int], float, bool] | None = None
+        self._echo: _Accepted | None = None
 
     # ---- public API -------------------------------------------------------------------
 
@@ -289,17 +299,17 @@ class VrrpInstance:
             echo is not None
             and self.state is State.BACKUP
             and (
-                event is echo[0]
+                event is echo.event
                 or (
                     isinstance(event, PacketReceived)
-                    and (event.payload, event.source, event.destination, event.ttl) == echo[1]
+                    and (event.payload, event.source, event.destination, event.ttl) == echo.echo
                 )
             )
         ):
             self.stats.adverts_received += 1
-            if echo[3]:
+            if echo.address_mismatch:
                 self.stats.address_list_mismatch += 1
-            self._master_down_at = now + echo[2]
+            self._master_down_at = now + echo.master_down_interval
             return []
         if type(event) is not SteadyReport:  # a report continues the repetition it describes
             self._echo = None
@@ -348,8 +358,8 @@ class VrrpInstance:
             return Watch(
                 interface=self.settings.interface,
                 family=self.settings.family,
-                echo=echo[1],
-                master_down_interval=echo[2],
+                echo=echo.echo,
+                master_down_interval=echo.master_down_interval,
                 deadline=self._master_down_at,
             )
         return None
@@ -412,7 +422,7 @@ class VrrpInstance:
             vrid=self.settings.vrid,
             priority=priority,
             addresses=tuple(v.address for v in self.settings.virtual_addresses),
-            advert_interval=self.settings.wire_interval,
+            wire_interval=self.settings.wire_interval,
             auth_type=(
                 vrrp_wire.AuthType.PASS if self._password is not None else vrrp_wire.AuthType.NONE
             ),
@@ -561,11 +571,11 @@ class VrrpInstance:
             if self._password is not None and advert.auth_data != self._password:
                 self.stats.drop(DropReason.AUTH_MISMATCH)
                 return None
-            if advert.advert_interval != settings.wire_interval:
+            if advert.wire_interval != settings.wire_interval:
                 # RFC 3768 §7.1: MUST verify the Adver Interval matches the local one.
                 self.stats.drop(DropReason.INTERVAL_MISMATCH)
                 return None
-        elif advert.advert_interval == 0:
+        elif advert.wire_interval == 0:
             self.stats.drop(DropReason.INTERVAL_INVALID)
             return None
         # RFC 3768 §7.1 / RFC 9568 §7.1: the address-list check is a MAY; like keepalived we
@@ -613,8 +623,12 @@ class VrrpInstance:
             interval = self._master_down_interval()
             self._master_down_at = now + interval
             if accepted:  # not while preempt_delay holds: that depends on the time
-                key = (event.payload, event.source, event.destination, event.ttl)
-                self._echo = (event, key, interval, not self._seen_addresses[1])
+                self._echo = _Accepted(
+                    event=event,
+                    echo=Echo(event.payload, event.source, event.destination, event.ttl),
+                    master_down_interval=interval,
+                    address_mismatch=not self._seen_addresses[1],
+                )
             return
         # Lower priority and we preempt: discard, let the Master_Down_Timer run out.
         self.stats.lower_priority_discarded += 1
@@ -676,11 +690,7 @@ class VrrpInstance:
         if self._adver_at is not None and now >= self._adver_at:
             # RFC 9568 §6.4.3: send an ADVERTISEMENT, reset the Adver_Timer.
             self._send_advert(self.priority)
-            # Keep the cadence: the next advert is due one interval after this one was due,
-            # not after it was handled (a late wake-up would otherwise slow every Master down);
-            # only after falling a whole interval behind does it restart from now.
-            next_at = self._adver_at + self.settings.advert_interval
-            self._adver_at = next_at if next_at > now else now + self.settings.advert_interval
+            self._adver_at = next_advert_due(self._adver_at, now, self.settings.advert_interval)
         if self._garp_at is not None and now >= self._garp_at:
             self._garp_at = None
             self._gratuitous(self._garp_repeat)
@@ -693,9 +703,9 @@ class VrrpInstance:
         if event.count <= 0 or echo is None:
             return
         self.stats.adverts_received += event.count
-        if echo[3]:
+        if echo.address_mismatch:
             self.stats.address_list_mismatch += event.count
-        self._master_down_at = event.last_at + echo[2]
+        self._master_down_at = event.last_at + echo.master_down_interval
 
     def _on_steady_master(self, event: SteadyReport, now: float) -> None:
         if event.count <= 0 or self.source_address is None:

@@ -16,6 +16,8 @@ import struct
 from dataclasses import dataclass
 from enum import IntEnum
 
+from vipkeeper.core.timing import V3_MAX_CENTISECONDS, centiseconds_to_seconds
+
 VRRP_PROTOCOL = 112  # IANA protocol number, RFC 3768 §5.2 / RFC 9568 §5.1.1.4
 VRRP_TTL = 255  # RFC 3768 §5.2.3, RFC 9568 §5.1.1.3 / §5.1.2.3: TTL / hop limit must be 255
 MULTICAST_V4 = "224.0.0.18"  # RFC 3768 §5.2.2, RFC 9568 §5.1.1.2
@@ -24,7 +26,6 @@ ADVERTISEMENT_TYPE = 1  # RFC 9568 §5.2.2: the only defined type
 
 _HEADER_LEN = 8
 _V2_AUTH_LEN = 8  # RFC 3768 §5.3.10: two 32-bit words of authentication data
-_V3_MAX_INTERVAL = 0x0FFF  # 12 bits of centiseconds, RFC 9568 §5.2.7
 PASSWORD_LEN = _V2_AUTH_LEN
 
 
@@ -52,7 +53,7 @@ class WireError(ValueError):
 class Advertisement:
     """One VRRP ADVERTISEMENT as it appears on the wire.
 
-    `advert_interval` is the raw wire value: whole seconds for version 2 (RFC 3768 §5.3.7),
+    `wire_interval` is the raw wire value: whole seconds for version 2 (RFC 3768 §5.3.7),
     centiseconds (12 bits) for version 3 (RFC 9568 §5.2.7). `auth_type` and `auth_data` exist
     only in version 2; `auth_data` is the raw 8-byte field (shorter is zero padded on encode).
     `checksum` is the value read from the wire (0 when built locally and not yet encoded).
@@ -62,7 +63,7 @@ class Advertisement:
     vrid: int
     priority: int
     addresses: tuple[str, ...]
-    advert_interval: int
+    wire_interval: int
     auth_type: int = AuthType.NONE
     auth_data: bytes = b""
     checksum: int = 0
@@ -71,8 +72,8 @@ class Advertisement:
     def interval_seconds(self) -> float:
         """The advertisement interval in seconds, whatever the version."""
         if self.version == 2:
-            return float(self.advert_interval)
-        return self.advert_interval / 100.0
+            return float(self.wire_interval)
+        return centiseconds_to_seconds(self.wire_interval)
 
 
 def internet_checksum(data: bytes) -> int:
@@ -149,7 +150,7 @@ def encode(
         # RFC 3768 §5.1: Version/Type, VRID, Priority, Count, Auth Type, Adver Int, Checksum,
         # addresses, 8 bytes of authentication data.
         _check_byte("auth_type", advert.auth_type)
-        _check_byte("advert_interval", advert.advert_interval)
+        _check_byte("wire_interval", advert.wire_interval)
         if len(advert.auth_data) > _V2_AUTH_LEN:
             raise ValueError("v2 authentication data is at most 8 bytes")
         body = _pack_addresses(advert.addresses, 4) + advert.auth_data.ljust(_V2_AUTH_LEN, b"\x00")
@@ -160,7 +161,7 @@ def encode(
             advert.priority,
             len(advert.addresses),
             advert.auth_type,
-            advert.advert_interval,
+            advert.wire_interval,
             0,
         )
         message = header + body
@@ -168,8 +169,8 @@ def encode(
     elif advert.version == 3:
         if source is None or destination is None:
             raise ValueError("a v3 checksum needs the source and destination addresses")
-        if not 0 <= advert.advert_interval <= _V3_MAX_INTERVAL:
-            raise ValueError(f"v3 interval {advert.advert_interval} cs does not fit in 12 bits")
+        if not 0 <= advert.wire_interval <= V3_MAX_CENTISECONDS:
+            raise ValueError(f"v3 interval {advert.wire_interval} cs does not fit in 12 bits")
         family = ipaddress.ip_address(source).version
         body = _pack_addresses(advert.addresses, family)
         header = struct.pack(
@@ -178,7 +179,7 @@ def encode(
             advert.vrid,
             advert.priority,
             len(advert.addresses),
-            advert.advert_interval & _V3_MAX_INTERVAL,  # 4 reserved bits sent as zero
+            advert.wire_interval & V3_MAX_CENTISECONDS,  # 4 reserved bits sent as zero
             0,
         )
         message = header + body
@@ -240,19 +241,19 @@ def decode(payload: bytes, *, source: str, destination: str) -> Advertisement:
             vrid=vrid,
             priority=priority,
             addresses=addresses,
-            advert_interval=word_lo,
+            wire_interval=word_lo,
             auth_type=word_hi,
             auth_data=bytes(payload[expected - _V2_AUTH_LEN : expected]),
             checksum=checksum,
         )
     # RFC 9568 §5.2.6: the 4 reserved bits are ignored on reception.
-    interval = ((word_hi << 8) | word_lo) & _V3_MAX_INTERVAL
+    interval = ((word_hi << 8) | word_lo) & V3_MAX_CENTISECONDS
     return Advertisement(
         version=3,
         vrid=vrid,
         priority=priority,
         addresses=addresses,
-        advert_interval=interval,
+        wire_interval=interval,
         auth_type=AuthType.NONE,
         auth_data=b"",
         checksum=checksum,

@@ -36,7 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from vipkeeper.core.events import PacketReceived, SteadyReport
-from vipkeeper.core.steady import Beacon, Steady, Watch
+from vipkeeper.core.steady import Beacon, Echo, Steady, Watch, next_advert_due
 from vipkeeper.io.vrrp_socket import VrrpSocket, VrrpSocketPool
 
 log = logging.getLogger(__name__)
@@ -50,13 +50,22 @@ ReturnCallback = Callable[[str, int], None]
 """Called in the loop with the instance name and the token `engage` returned."""
 
 
+@dataclass(frozen=True)
+class HeldPacket:
+    """A packet the autopilot read that was not a repeat: the loop must feed it."""
+
+    interface: str
+    family: int  # 4 or 6
+    packet: PacketReceived
+    arrived: float  # the loop's clock
+
+
 @dataclass
 class Recalled:
-    """What `recall` gives back: the report for the core, and a packet the autopilot read that
-    was not a repeat (with the socket's interface and family 4 / 6, and its arrival time)."""
+    """What `recall` gives back: the report for the core, and the packet it held, if any."""
 
     report: SteadyReport
-    held: tuple[str, int, PacketReceived, float] | None = None
+    held: HeldPacket | None = None
 
 
 @dataclass(eq=False)
@@ -87,10 +96,7 @@ class _BeaconJob(_Job):
                 log.debug("%s: autopilot send failed, handing back: %s", self.name, error)
                 return True
         self.count += 1
-        # The core's cadence (VrrpInstance._on_timer_master): one interval after the due time,
-        # unless that has already passed.
-        following = self.due + self.interval
-        self.due = following if following > now else now + self.interval
+        self.due = next_advert_due(self.due, now, self.interval)
         self.last_at = self.due - self.interval
         return False
 
@@ -100,7 +106,7 @@ class _WatchJob(_Job):
     sock: VrrpSocket | None = None
     interface: str = ""
     family: int = 4
-    echo: tuple[bytes, str, str, int] = (b"", "", "", 0)
+    echo: Echo = field(default_factory=lambda: Echo(b"", "", "", 0))
     master_down_interval: float = 1.0
     held: tuple[PacketReceived, float] | None = None
 
@@ -215,7 +221,7 @@ class Autopilot:
                 job.sock.pilot_hook = None
             if job.held is not None:
                 packet, arrived = job.held
-                held = (job.interface, job.family, packet, arrived)
+                held = HeldPacket(job.interface, job.family, packet, arrived)
         return Recalled(report=job.report(), held=held)
 
     def holds(self, name: str) -> bool:

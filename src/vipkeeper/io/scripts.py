@@ -148,6 +148,35 @@ class ScriptRunner:
             argv=argv, exit_code=process.returncode, timed_out=timed_out, output=output
         )
 
+    async def start_helper(
+        self, command: str | Sequence[str], *, args: Sequence[str] = ()
+    ) -> asyncio.subprocess.Process | None:
+        """Start a program that runs as long as the daemon (a notify FIFO's reader): its own
+        process group, no timeout, outside the concurrency limit. None if it cannot start."""
+        argv = split_command(command, args)
+        try:
+            return await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                start_new_session=True,
+                env=self._env,
+            )
+        except (OSError, ValueError) as error:
+            log.warning("cannot run %s: %s", shlex.join(argv), error)
+            return None
+
+    @staticmethod
+    async def stop_helper(process: asyncio.subprocess.Process, grace: float) -> None:
+        """SIGTERM to the helper's process group; SIGKILL if it is still there after `grace`."""
+        if process.returncode is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), grace)
+            except TimeoutError:
+                _kill_group(process.pid)
+                await process.wait()
+
 
 async def _read_limited(stream: asyncio.StreamReader | None) -> bytes:
     if stream is None:

@@ -1,4 +1,4 @@
-"""Raw IP protocol 112 sockets for VRRP, IPv4 and IPv6, driven by the asyncio event loop.
+"""Raw IP protocol 112 sockets for VRRP, IPv4 and IPv6, read by the asyncio loop or the autopilot.
 
 Owns: one non-blocking raw socket per (interface, address family), its options (bound to the
 device, TTL / hop limit 255 on everything sent, membership of 224.0.0.18 / ff02::12 on that
@@ -7,11 +7,10 @@ turning each received datagram into a `PacketReceived` fact with the IP source, 
 TTL / hop limit the kernel saw.
 
 Must never: encode, decode or judge VRRP messages (checksums included: the payload comes
-ready-made from `vipkeeper.core.vrrp_wire`, which covers the IPv6 pseudo-header itself), filter by
-VRID or TTL (RFC 9568 §7.1 checks are the core's), or block the loop (reads never wait, sends
-never wait).
+ready-made from `vipkeeper.core.vrrp_wire`, which covers the IPv6 pseudo-header itself), apply
+RFC 9568 §7.1's checks (they are the core's), or block (reads and sends never wait).
 
-Two ways to read. *Eager* (the default): a reader on the socket handles every datagram as it
+Three ways to read. *Eager* (the default): a reader on the loop handles every datagram as it
 arrives. *Lazy* (`set_lazy(True)`, used while every instance on the interface is a Backup): nothing
 watches the socket; the driver calls `drain()` just before it fires any timer, and each datagram
 is handed over with the kernel's receive time (SO_TIMESTAMPNS), so a Backup's Master_Down_Timer is
@@ -19,8 +18,11 @@ restarted from when the advertisement really arrived. A Backup then wakes once p
 Master_Down_Interval instead of once per advertisement. The one advertisement a Backup must act on
 at once -- priority 0, a Master leaving (RFC 9568 §6.4.2) -- rings a *doorbell*: a second socket on
 the same interface whose classic BPF filter admits only priority-0 VRRP messages; its reader
-drains the main socket. Datagrams the kernel dropped for want of buffer space are counted
-(SO_RXQ_OVFL).
+drains the main socket. *Repeats* (`read_repeats`, from the autopilot's thread while it holds the
+socket and the loop does not read it): byte-for-byte copies of one expected advertisement are
+counted without decoding, other VRIDs' datagrams are skipped and counted (`foreign_skipped`), and
+the first other datagram is handed back for the loop. Datagrams the kernel dropped for want of
+buffer space are counted (SO_RXQ_OVFL).
 """
 
 from __future__ import annotations
@@ -37,13 +39,11 @@ from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
 from vipkeeper.core.events import PacketReceived
+from vipkeeper.core.steady import Echo
+from vipkeeper.core.vrrp_wire import MULTICAST_V4, MULTICAST_V6, VRRP_PROTOCOL, VRRP_TTL
 
 log = logging.getLogger(__name__)
 
-VRRP_PROTOCOL = 112  # RFC 9568 §5.1.1.4 / §5.1.2.4
-VRRP_TTL = 255  # RFC 9568 §5.1.1.3: a router must send with TTL / hop limit 255
-VRRP_GROUP_V4 = "224.0.0.18"  # RFC 9568 §5.1.1.2
-VRRP_GROUP_V6 = "ff02::12"  # RFC 9568 §5.1.2.2
 
 # Not exported by Python's socket module on every version (linux/in.h, linux/in6.h).
 _IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
@@ -144,7 +144,7 @@ class VrrpSocket:
         # Other VRIDs' advertisements the autopilot read and let go (it only holds a socket no
         # other instance of ours uses, so the loop would only have counted them unclaimed).
         self.foreign_skipped = 0
-        self._prepared_echo: tuple[tuple[bytes, str, str, int], bytes] | None = None
+        self._prepared_echo: tuple[Echo, bytes] | None = None
         self._loop.add_reader(sock.fileno(), self._readable)
 
     @classmethod
@@ -322,9 +322,7 @@ class VrrpSocket:
             self.pilot_hook = None
             hook()
 
-    def read_repeats(
-        self, echo: tuple[bytes, str, str, int]
-    ) -> tuple[int, float, tuple[PacketReceived, float] | None]:
+    def read_repeats(self, echo: Echo) -> tuple[int, float, tuple[PacketReceived, float] | None]:
         """For the autopilot, from its thread, while it holds the socket (no loop involved).
 
         Reads the waiting datagrams that repeat `echo` (payload, source, destination, TTL) and
@@ -356,7 +354,7 @@ class VrrpSocket:
                 return count, last, None
             if packet6 is None:
                 continue
-            if len(packet6.payload) > 1 and packet6.payload[1] != echo[0][1]:
+            if len(packet6.payload) > 1 and packet6.payload[1] != echo.payload[1]:
                 self.foreign_skipped += 1
                 continue
             arrived = _arrival_time(stamp, offset, time.monotonic())
@@ -366,7 +364,7 @@ class VrrpSocket:
             last = arrived
 
     def _read_repeats_ipv4(
-        self, echo: tuple[bytes, str, str, int]
+        self, echo: Echo
     ) -> tuple[int, float, tuple[bytes, list[tuple[int, int, bytes]]] | None]:
         # The autopilot's quick path: compare raw datagrams, parse only the last timestamp.
         prepared = self._prepared_echo
@@ -551,7 +549,7 @@ def _configure_ipv4(sock: socket.socket, ifindex: int) -> None:
     sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 0)
     # Only the groups this socket joined, not every group some other socket joined.
     sock.setsockopt(socket.IPPROTO_IP, _IP_MULTICAST_ALL, 0)
-    mreqn = struct.pack("=4s4si", socket.inet_aton(VRRP_GROUP_V4), bytes(4), ifindex)
+    mreqn = struct.pack("=4s4si", socket.inet_aton(MULTICAST_V4), bytes(4), ifindex)
     sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, mreqn)
     sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreqn)
 
@@ -564,7 +562,7 @@ def _configure_ipv6(sock: socket.socket, ifindex: int) -> None:
     sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, ifindex)
     sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVHOPLIMIT, 1)
     sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
-    mreq = struct.pack("=16sI", socket.inet_pton(socket.AF_INET6, VRRP_GROUP_V6), ifindex)
+    mreq = struct.pack("=16sI", socket.inet_pton(socket.AF_INET6, MULTICAST_V6), ifindex)
     sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, mreq)
 
 

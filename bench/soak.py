@@ -1,0 +1,119 @@
+"""Chaos soak, vipkeeper and keepalived side by side on the same LAN with the same faults.
+
+Each daemon gets a fresh lab built the same way (tests/netns/chaos.py: routers r1, r2, r3 at
+priorities 150, 120, 100 with a weight -60 track script, a client pinging the VIP and asking it
+for HTTP) and plays the same seeded fault sequence for the same time. The invariants and the
+figures are chaos.py's; this script runs the daemons one after the other and prints one summary
+line per daemon, then a table of both.
+
+    sudo .venv/bin/python bench/soak.py --minutes 10 [--seed N] [--daemons vipkeeper,keepalived]
+                                        [--advert-int 0.2] [--json FILE] [--markdown]
+
+Exit status 1 when vipkeeper broke an invariant (its seed and fault sequence are printed, and
+`make soak SEED=<seed>` replays it); keepalived's violations are reported, not failed on.
+Root only; all traffic stays inside the lab's namespaces, which are removed after each run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import secrets
+import sys
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(HERE.parent / "tests" / "netns")]
+
+from chaos import run_soak  # noqa: E402
+
+from _netns import machine_summary  # noqa: E402
+
+ROWS = (
+    ("rounds", "rounds"),
+    ("rounds that hit the Master", "hit_rounds"),
+    ("violations", "violations"),
+    ("convergence median, Master hit (s)", "convergence_median"),
+    ("convergence p95 (s)", "convergence_p95"),
+    ("convergence max (s)", "convergence_max"),
+    ("restarts", "restarts"),
+    ("restart to first state, median (s)", "startup_median"),
+    ("restart to first state, max (s)", "startup_max"),
+    ("ping replies / outages", ("ping_replies", "ping_outages")),
+    ("HTTP requests / failed", ("http_requests", "http_failed")),
+    ("r3 RSS KiB, first / last quarter", "rss_kib"),
+    ("r3 open fds, first / last quarter", "fds"),
+)
+
+
+def cell(figures: dict[str, Any], key: str | tuple[str, str]) -> str:
+    if isinstance(key, tuple):
+        return " / ".join(str(figures.get(k, "-")) for k in key)
+    value = figures.get(key)
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    if isinstance(value, list):
+        return " / ".join(f"{v:g}" for v in value)
+    return str(value)
+
+
+def table(results: list[dict[str, Any]], markdown: bool) -> str:
+    names = [r["daemon"] for r in results]
+    rows = [(label, [cell(r, key) for r in results]) for label, key in ROWS]
+    kinds = sorted({k for r in results for k in r["median_by_fault"]})
+    for kind in kinds:
+        values = [r["median_by_fault"].get(kind) for r in results]
+        shown = ["-" if v is None else f"{v:.2f}" for v in values]
+        rows.append((f"convergence median after {kind} (s)", shown))
+    if markdown:
+        lines = ["| | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+        lines += [f"| {label} | " + " | ".join(values) + " |" for label, values in rows]
+    else:
+        width = max(len(label) for label, _ in rows)
+        lines = [" " * width + "  " + "  ".join(f"{n:>12}" for n in names)]
+        lines += [f"{label:<{width}}  " + "  ".join(f"{v:>12}" for v in values)
+                  for label, values in rows]  # fmt: skip
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=10.0, help="per daemon")
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--daemons", default="vipkeeper,keepalived")
+    parser.add_argument("--advert-int", type=float, default=0.2)
+    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--keep", type=Path, default=Path("artifacts/soak"),
+                        help="daemon logs and client records go to KEEP/DAEMON-SEED")  # fmt: skip
+    parser.add_argument("--markdown", action="store_true")
+    args = parser.parse_args()
+    seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
+    print(f"# {machine_summary()}")
+    print(f"# seed {seed}, {args.minutes:g} min per daemon, advert_int {args.advert_int:g}")
+    results = []
+    failed = False
+    for daemon in args.daemons.split(","):
+        workdir = args.keep / f"{daemon}-{seed}"
+        soak = run_soak(daemon, seed=seed, duration=args.minutes * 60,
+                        advert_int=args.advert_int, workdir=workdir)  # fmt: skip
+        print(soak.summary_line(), flush=True)
+        if soak.violations:
+            print(soak.replay_text(), flush=True)
+            print(f"logs and client records: {workdir}", flush=True)
+            failed = failed or daemon == "vipkeeper"
+        figures = soak.summary()
+        figures["violation_list"] = [{"round": v.round, "what": v.what} for v in soak.violations]
+        results.append(figures)
+    print(table(results, args.markdown))
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"seed": seed, "minutes": args.minutes,
+                                         "results": results}, indent=2))  # fmt: skip
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

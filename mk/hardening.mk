@@ -1,0 +1,47 @@
+# mk/hardening.mk - the chaos soak (and, with it, what hardens the daemon against the unexpected).
+#
+# Included from the top-level Makefile.
+#
+#   soak        vipkeeper and keepalived side by side under the same seeded random faults,
+#               DURATION minutes each (default 10); SEED=<n> replays a sequence;
+#               figures to $(ARTIFACTS)/soak.json
+#   fuzz        coverage-guided fuzzing of every parser, FUZZ_SECONDS each (see below)
+#   soak-short  the soak suite (tests/soak): vipkeeper alone for SOAK_SECONDS (120), part of
+#               `make test`; SOAK_SEED=<n> replays
+#
+# soak and soak-short need root, iproute2 and nftables (soak also keepalived); fuzz needs atheris,
+# installed into the virtualenv on first use (the `fuzz` extra).
+
+DURATION ?= 10
+SEED ?=
+SOAK_SECONDS ?= 120
+SOAK_SEED ?=
+export SOAK_SECONDS SOAK_SEED
+
+.PHONY: soak soak-short
+
+soak: venv | $(ARTIFACTS)
+	$(PY) bench/soak.py --minutes $(DURATION) $(if $(SEED),--seed $(SEED)) \
+	    --json $(ARTIFACTS)/soak.json
+
+soak-short: venv | $(ARTIFACTS)
+	$(PYTEST) tests/soak -s --junitxml=$(ARTIFACTS)/junit-soak.xml $(PYTEST_FLAGS)
+
+# --- fuzzing -------------------------------------------------------------------------------------
+#   fuzz        coverage-guided fuzzing (atheris) of every target in tests/fuzz/targets.py,
+#               FUZZ_SECONDS (60) each; corpus in $(ARTIFACTS)/fuzz/TARGET, a failing input in
+#               $(ARTIFACTS)/fuzz/crashes; prints the executions per target
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= vrrp config http
+
+.PHONY: fuzz
+fuzz: venv | $(ARTIFACTS)
+	@$(PY) -c 'import atheris' 2>/dev/null || $(VENV)/bin/pip install --quiet -e '.[fuzz]'
+	@rc=0; summary=""; for target in $(FUZZ_TARGETS); do \
+	    $(PY) tests/fuzz/run.py $$target $(FUZZ_SECONDS) $(ARTIFACTS)/fuzz/$$target \
+	        $(ARTIFACTS)/fuzz/crashes >$(ARTIFACTS)/fuzz-$$target.log 2>&1 || rc=1; \
+	    runs=$$(sed -n 's/^Done \([0-9]*\) runs.*/\1/p' $(ARTIFACTS)/fuzz-$$target.log); \
+	    summary="$$summary $$target=$${runs:-failed}"; \
+	done; \
+	echo "fuzz executions:$$summary; crashes: $$(ls $(ARTIFACTS)/fuzz/crashes | wc -l)" \
+	    "(logs: $(ARTIFACTS)/fuzz-TARGET.log)"; exit $$rc
