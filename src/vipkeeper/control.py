@@ -264,7 +264,9 @@ def request(
         sock.settimeout(timeout)
         try:
             sock.connect(path)
-            sock.sendall(encode_request(command, **arguments))
+            # A stranger is refused before its request is read: the answer is still queued.
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                sock.sendall(encode_request(command, **arguments))
             chunks: list[bytes] = []
             size = 0
             while True:

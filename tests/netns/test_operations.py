@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import shutil
 import socket
 import subprocess
@@ -145,7 +146,8 @@ def test_status_and_metrics_before_and_after_a_failover(
     assert master["master_address"] == "172.16.0.53" == backup["master_address"]
     assert master["last_transition"]["to"] == "MASTER"
     assert backup["adverts"]["received"] > 0
-    assert backup["became_master"] == 0
+    # (d2 may have been Master for a moment if d1's process started late on a loaded machine.)
+    became_before = backup["became_master"]
     shown = cli("status", "--control-socket", str(d1.control_socket))
     assert shown.returncode == 0, shown.stderr
     assert "VI_LB" in shown.stdout and "MASTER" in shown.stdout
@@ -163,7 +165,14 @@ def test_status_and_metrics_before_and_after_a_failover(
     ]
     assert len(forwarded) == 2 and sum(forwarded) >= 4, forwarded
     assert metric(before, "keepalived_vrrp_state", iname="VI_LB", ip_address=VIP) == 2
-    assert metric(scrape(net, "d2"), "keepalived_vrrp_state", ip_address=VIP) == 1
+    backup_samples = scrape(net, "d2")
+    assert metric(backup_samples, "keepalived_vrrp_state", ip_address=VIP) == 1
+    transition = {"iname": "VI_LB", "state": "MASTER", "cause": "master_down"}
+    taken_over_before = sum(
+        value
+        for (name, labels), value in backup_samples.items()
+        if name == "vipkeeper_vrrp_transitions_total" and set(transition.items()) <= labels
+    )
     rs = {"local_address": VIP, "local_port": "80", "proto": "TCP",
           "remote_address": "192.168.0.55", "remote_port": "80"}  # fmt: skip
     assert metric(before, "vipkeeper_real_server_up", **rs) == 1
@@ -173,7 +182,7 @@ def test_status_and_metrics_before_and_after_a_failover(
     assert d1.stop() == 0, d1.log()
     poll(ELECTION, lambda: _assert(instance(status(d2))["state"] == "MASTER"), [d2])
     after = instance(status(d2))
-    assert after["became_master"] == 1
+    assert after["became_master"] == became_before + 1
     assert after["adverts"]["priority_zero_received"] >= 1
     assert after["vips"][0]["present"] is True
     assert after["last_transition"]["from"] == "BACKUP"
@@ -181,18 +190,10 @@ def test_status_and_metrics_before_and_after_a_failover(
     assert after["last_transition"]["time"] >= stopped_at
     samples = scrape(net, "d2")
     assert metric(samples, "keepalived_vrrp_state", ip_address=VIP) == 2
-    assert metric(samples, "keepalived_become_master_total", iname="VI_LB") == 1
+    assert metric(samples, "keepalived_become_master_total", iname="VI_LB") == became_before + 1
     assert metric(samples, "keepalived_priority_zero_received_total", iname="VI_LB") >= 1
-    assert (
-        metric(
-            samples,
-            "vipkeeper_vrrp_transitions_total",
-            iname="VI_LB",
-            state="MASTER",
-            cause="master_down",
-        )
-        == 1
-    )
+    taken_over = metric(samples, "vipkeeper_vrrp_transitions_total", **transition)
+    assert taken_over == taken_over_before + 1
 
 
 def _assert(condition: bool) -> None:
@@ -247,10 +248,11 @@ def test_bad_requests_and_strangers_never_stall_the_daemon(
         stalled.settimeout(15)
         stalled.connect(str(sock))
         stalled.sendall(b'{"version": 1, "comm')
-        started = time.monotonic()
+        jsonschema.validate(control.read_status(str(sock), timeout=10), SCHEMA)
+        # ... served while the stalled request still waits for its deadline (2 s).
+        assert select.select([stalled], [], [], 0)[0] == [], "the stalled client was answered first"
         shown = cli("status", "--json", "--control-socket", str(sock))
         assert shown.returncode == 0, shown.stderr
-        assert time.monotonic() - started < control.READ_DEADLINE + 5
         jsonschema.validate(json.loads(shown.stdout), SCHEMA)
         late = json.loads(stalled.makefile("rb").readline())
         stalled.close()
