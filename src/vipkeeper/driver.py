@@ -41,6 +41,8 @@ from vipkeeper.core.steady import Steady
 from vipkeeper.io.autopilot import HeldPacket
 from vipkeeper.io.timerfd import make_timer
 
+TRANSITIONS_KEPT = 64  # Driver.transitions keeps this many of the latest
+
 log = logging.getLogger("vipkeeper")
 
 # Seconds: timers due within this much of a wake-up are handled in it (see Driver._on_timer).
@@ -162,7 +164,9 @@ class Driver:
         self._piloted: dict[str, int] = {}
         self._engage_pending: set[str] = set()
         self.stats = DriverStats()
-        self.transitions: list[ReportTransition] = []
+        # The latest transitions, for tests and debugging; bounded so a flapping router cannot
+        # grow the daemon's memory.
+        self.transitions: deque[ReportTransition] = deque(maxlen=TRANSITIONS_KEPT)
 
     # -- inputs -------------------------------------------------------------------------------
 

@@ -107,7 +107,7 @@ async def test_effects_are_carried_out_in_the_order_the_core_returned_them() -> 
         "notify MASTER",
         "del 192.0.2.10",
     ]
-    assert driver.transitions == [transition]
+    assert list(driver.transitions) == [transition]
 
 
 async def test_an_advert_with_nothing_queued_ahead_is_sent_at_once() -> None:
