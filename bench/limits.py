@@ -97,7 +97,7 @@ def measure(argv: list[str]) -> tuple[float, int | None, int, str]:
     lines = [
         line
         for line in (result.stdout + result.stderr).splitlines()
-        if line and "peak_rss_kib" not in line
+        if line and "peak_rss_kib" not in line and not line.startswith("Command exited")
     ]
     return wall, int(found.group(1)) if found else None, result.returncode, (lines or [""])[-1]
 
