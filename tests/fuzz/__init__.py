@@ -1,0 +1,1 @@
+"""Fuzz targets, their seeds and the coverage-guided runner (see targets.py)."""

@@ -19,8 +19,10 @@ There is no ARP or neighbour-advertisement decoder: vipkeeper only sends those.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
+import shutil
 import struct
 import tempfile
 from collections.abc import Callable
@@ -61,6 +63,7 @@ def vrrp(data: bytes) -> None:
 # -- config -----------------------------------------------------------------------------------
 
 _SANDBOX = Path(tempfile.mkdtemp(prefix="vipkeeper-fuzz-"))
+atexit.register(shutil.rmtree, _SANDBOX, ignore_errors=True)
 (_SANDBOX / "conf.d").mkdir()
 (_SANDBOX / "conf.d" / "a.conf").write_text("vrrp_script chk {\n    script /bin/true\n}\n")
 (_SANDBOX / "conf.d" / "b.conf").write_text("global_defs {\n    router_id fuzz\n}\n")

@@ -14,8 +14,10 @@ The LAN (netlab): routers r1, r2, r3 (priorities 150, 120, 100; a track script `
 -60, fails while the router's flag file exists) and a client, on one bridge. One VRRP instance,
 v3, one VIP. Every router runs a small HTTP server on port 80 that answers with its name, so the
 client's HTTP requests to the VIP reach whichever router holds it. The client pings the VIP
-every 50 ms and makes an HTTP request every 100 ms. r3, the lowest router, is never killed: its
-daemon lives for the whole run and carries the memory and file-descriptor trend.
+every 50 ms, makes an HTTP request every 100 ms and records every advert it hears (adverts.log
+in the work directory, beside ping.log, http.log and each daemon's log: what explains a
+violation). r3, the lowest router, is never killed: its daemon lives for the whole run and
+carries the memory and file-descriptor trend.
 
 Invariants (a breach is a violation, listed with its time and round):
   * after every heal, exactly one router holds the VIP, the live one with the highest effective
@@ -188,6 +190,28 @@ with open(out, "a", buffering=1) as log:
             pass
         log.write(json.dumps([start, time.time(), ok, who]) + "\n")
         time.sleep(max(0.0, interval - (time.time() - start)))
+"""
+
+# Every VRRP packet the client hears, one line each: kernel receive time, source, priority.
+# Not checked: it is there to explain a violation (who advertised what, when).
+ADVERT_RECORDER = r"""
+import socket, struct, sys
+SO_TIMESTAMPNS = 35  # Linux; the socket module does not name it
+sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, 112)
+sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
+                socket.inet_aton("224.0.0.18") + socket.inet_aton(sys.argv[1]))
+with open(sys.argv[2], "a", buffering=1) as out:
+    while True:
+        data, ancillary, _flags, (source, _port) = sock.recvmsg(2048, 256)
+        stamp = 0.0
+        for level, kind, value in ancillary:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+                seconds, nanoseconds = struct.unpack("qq", value[:16])
+                stamp = seconds + nanoseconds / 1e9
+        header = (data[0] & 0x0F) * 4
+        priority = data[header + 2] if len(data) > header + 2 else -1
+        out.write(f"{stamp:.6f} {source} {priority}\n")
 """
 
 _KEEPALIVED_STATE = re.compile(r"\((\S+)\) Entering (\w+) STATE")
@@ -441,6 +465,9 @@ class Soak:
                            self.net.vip4, stdout=handle, stderr=subprocess.STDOUT)  # fmt: skip
         self.lab.spawn_python(self.client, HTTP_PROBER, self.net.vip4, str(self.http_log),
                               f"{HTTP_INTERVAL:g}", f"{HTTP_TIMEOUT:g}")  # fmt: skip
+        (work / "adverts.log").unlink(missing_ok=True)
+        self.lab.spawn_python(self.client, ADVERT_RECORDER, self.net.v4(CLIENT_HOST),
+                              str(work / "adverts.log"))  # fmt: skip
         self.probes_from = time.time() + 1.0  # the probers' first answers
         self.watch(1.0, expected=top)
 

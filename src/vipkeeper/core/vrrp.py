@@ -421,7 +421,11 @@ class VrrpInstance:
             version=self.settings.version,
             vrid=self.settings.vrid,
             priority=priority,
-            addresses=tuple(v.address for v in self.settings.virtual_addresses),
+            # Past the one-byte count the rest stay out of the advert, as keepalived does
+            # (they are still added and removed with the others).
+            addresses=tuple(
+                v.address for v in self.settings.virtual_addresses[: vrrp_wire.MAX_ADDRESSES]
+            ),
             wire_interval=self.settings.wire_interval,
             auth_type=(
                 vrrp_wire.AuthType.PASS if self._password is not None else vrrp_wire.AuthType.NONE

@@ -26,6 +26,7 @@ ADVERTISEMENT_TYPE = 1  # RFC 9568 §5.2.2: the only defined type
 
 _HEADER_LEN = 8
 _V2_AUTH_LEN = 8  # RFC 3768 §5.3.10: two 32-bit words of authentication data
+MAX_ADDRESSES = 0xFF  # the Count IPvX Addr field is one byte, RFC 9568 §5.2.5
 PASSWORD_LEN = _V2_AUTH_LEN
 
 
@@ -144,8 +145,8 @@ def encode(
     _check_byte("priority", advert.priority)
     # RFC 9568 §5.2.5 sets the minimum count to 1, but keepalived (non-strict) sends 0 for an
     # instance without addresses; both directions accept 0 to interoperate.
-    if len(advert.addresses) > 0xFF:
-        raise ValueError("an advertisement carries at most 255 addresses")
+    if len(advert.addresses) > MAX_ADDRESSES:
+        raise ValueError(f"an advertisement carries at most {MAX_ADDRESSES} addresses")
     if advert.version == 2:
         # RFC 3768 §5.1: Version/Type, VRID, Priority, Count, Auth Type, Adver Int, Checksum,
         # addresses, 8 bytes of authentication data.
