@@ -50,9 +50,10 @@ netns: venv | $(ARTIFACTS)
 
 test-fast: lint typecheck unit
 
-test: lint typecheck unit netns test-lab
+test: lint typecheck unit netns test-lab test-workshop
 
 include mk/lab.mk
+include mk/workshop.mk
 
 clean: clean-lab
 	rm -rf $(ARTIFACTS) images/.build

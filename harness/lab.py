@@ -22,7 +22,7 @@ from typing import Any
 import docker
 from docker.models.containers import Container
 
-from harness.topology import COMPOSE_FILE, DIRECTORS, PROJECT, ROOT
+from harness.topology import Topology, lab_topology
 
 PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"
@@ -46,8 +46,14 @@ class ExecResult:
 class Lab:
     """One Compose project's containers, by service name."""
 
-    def __init__(self, project: str = PROJECT, client: docker.DockerClient | None = None) -> None:
-        self.project = project
+    def __init__(
+        self,
+        project: str | None = None,
+        client: docker.DockerClient | None = None,
+        topology: Topology | None = None,
+    ) -> None:
+        self.topology = topology or lab_topology()
+        self.project = project or self.topology.project
         self.docker = client or docker.from_env()
         self._saved_addresses: dict[tuple[str, str], str] = {}
         # `docker exec` and `docker pause` on one container never overlap: an exec whose process
@@ -170,10 +176,18 @@ class Lab:
         pairs = self.container(service).attrs["Config"].get("Env") or []
         return dict(p.split("=", 1) for p in pairs if "=" in p)
 
+    def mount_source(self, service: str, target: str) -> str | None:
+        """The host path the service's container has mounted at `target`."""
+        for mount in self.container(service).attrs.get("Mounts") or []:
+            if mount.get("Destination") == target:
+                return str(mount.get("Source"))
+        return None
+
     def director_daemon(self) -> str:
         """Which daemon the directors run: compose.yaml's DIRECTOR_DAEMON as the first
         director's container received it ("vipkeeper" or "keepalived")."""
-        return self.environment(DIRECTORS[0]).get("DIRECTOR_DAEMON") or "vipkeeper"
+        first = self.topology.director_names[0]
+        return self.environment(first).get("DIRECTOR_DAEMON") or "vipkeeper"
 
     def logs(self, service: str, *, since: float | None = None) -> str:
         """The service's container log (stdout and stderr), from `since` (wall clock) on."""
@@ -189,10 +203,10 @@ class Lab:
         """`docker compose up -d --no-deps SERVICES` with `env` added to the environment
         (compose.yaml reads e.g. LAB_DIR1_CONF from it): Compose recreates a service whose
         configuration changed and leaves the others alone."""
-        compose = ["docker", "compose", "-f", str(COMPOSE_FILE), "-p", self.project]
+        compose = ["docker", "compose", "-f", str(self.topology.compose_file), "-p", self.project]
         result = subprocess.run(
             [*compose, "up", "-d", "--no-deps", *services],
-            cwd=ROOT,
+            cwd=self.topology.root,
             env={**os.environ, **(env or {})},
             capture_output=True,
             text=True,
