@@ -1,7 +1,8 @@
-"""Command line: `vipkeeper check`, `vipkeeper run`.
+"""Command line: `vipkeeper check`, `vipkeeper run`, `vipkeeper status`, `vipkeeper reload`.
 
 This module only parses arguments and dispatches; each command lives with the code it drives
-(`vipkeeper.config.check` for `check`, `vipkeeper.daemon` for `run`).
+(`vipkeeper.config.check` for `check`, `vipkeeper.daemon` for `run`, `vipkeeper.status_view`
+for `status` and `reload`, which talk to the daemon through `vipkeeper.control`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from vipkeeper import __version__
+from vipkeeper.control import DEFAULT_SOCKET
 
 DEFAULT_CONFIG = "/etc/keepalived/keepalived.conf"
 
@@ -26,7 +28,15 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="validate a keepalived.conf; exit 0 if usable, 1 if not")
     check.add_argument("-f", "--config-file", default=DEFAULT_CONFIG, metavar="FILE")
 
-    run = sub.add_parser("run", help="run the director in the foreground")
+    control = argparse.ArgumentParser(add_help=False)
+    control.add_argument(
+        "--control-socket",
+        default=DEFAULT_SOCKET,
+        metavar="PATH",
+        help=f"the daemon's control socket (default {DEFAULT_SOCKET}; on run, '' serves none)",
+    )
+
+    run = sub.add_parser("run", parents=[control], help="run the director in the foreground")
     run.add_argument("-f", "--config-file", default=DEFAULT_CONFIG, metavar="FILE")
     run.add_argument("--pidfile", default=None, metavar="FILE")
     run.add_argument("--log-format", choices=("text", "json"), default="text")
@@ -36,6 +46,19 @@ def build_parser() -> argparse.ArgumentParser:
         dest="autopilot",
         action="store_false",
         help="keep steady Masters and Backups on the event loop instead of the autopilot thread",
+    )
+
+    status = sub.add_parser(
+        "status", parents=[control], help="show the running daemon's instances and servers"
+    )
+    status.add_argument(
+        "--json", action="store_true", help="print the status document (docs/status.schema.json)"
+    )
+
+    sub.add_parser(
+        "reload",
+        parents=[control],
+        help="reload the running daemon's configuration; exit 0 if applied, 1 if refused",
     )
     return parser
 
@@ -50,4 +73,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from vipkeeper.daemon import run_daemon
 
         return run_daemon(args)
+    if args.command == "status":
+        from vipkeeper.status_view import run_status
+
+        return run_status(args.control_socket, as_json=args.json)
+    if args.command == "reload":
+        from vipkeeper.status_view import run_reload
+
+        return run_reload(args.control_socket)
     raise AssertionError(f"unhandled command {args.command!r}")

@@ -12,19 +12,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import signal
 import socket
+import time
 from collections import Counter
 from collections.abc import Coroutine, Iterable
 
-from vipkeeper import pidfile
+from vipkeeper import pidfile, reload, status
 from vipkeeper.assemble import Plan, plan
 from vipkeeper.config import model
 from vipkeeper.config.load import LoadResult, load_config
+from vipkeeper.control import ControlServer
 from vipkeeper.core.effects import ReportTransition, RunNotify, VirtualAddress
 from vipkeeper.core.events import (
     PacketReceived,
+    Reconfigured,
     ShutdownRequested,
     SourceAddressChanged,
     Started,
@@ -64,14 +68,36 @@ def _socket_family(family: int) -> socket.AddressFamily:
 
 
 class Daemon:
-    def __init__(self, config: model.Config, config_path: str, *, autopilot: bool = True) -> None:
+    def __init__(
+        self,
+        config: model.Config,
+        config_path: str,
+        *,
+        autopilot: bool = True,
+        control_socket: str | None = None,
+    ) -> None:
         self.config = config
         self.config_path = config_path
+        started = time.time()
+        self.journal = status.Journal(
+            started_at=started,
+            config_file=config_path,
+            config_checksum=status.config_checksum(config.files),
+            config_loaded_at=started,
+        )
+        self.control = (
+            ControlServer(
+                control_socket, {"status": self._status_request, "reload": self._reload_request}
+            )
+            if control_socket
+            else None
+        )
         self.plan: Plan = plan(config)
         self._own_vips = self._vips_of(self.plan)
         self.instances: dict[str, VrrpInstance] = {}
         self.routes: dict[tuple[str, int, int], tuple[str, str | None]] = {}
         self._stop = asyncio.Event()
+        self._reload_lock = asyncio.Lock()
         self._notify_tasks: set[asyncio.Task[object]] = set()
         self._pollers: dict[str, TrackScriptPoller] = {}
         self._trackers: dict[str, ScriptTracker] = {}
@@ -109,14 +135,27 @@ class Daemon:
         try:
             await self._start(self.plan)
             await self.director.start()
+            await self._open_control()
             log.info("vipkeeper running with %d VRRP instance(s)", len(self.instances))
             await self._stop.wait()
             log.info("stopping: sending priority 0 and removing virtual addresses")
             await self._shutdown(list(self.driver.machines))
         finally:
+            if self.control is not None:
+                await self.control.stop()
             await self.director.stop()
             await self._close()
         return 0
+
+    async def _open_control(self) -> None:
+        if self.control is None:
+            return
+        try:
+            await self.control.start()
+        except OSError as exc:
+            # VRRP and the data plane matter more than the operator's socket: run on without it.
+            log.error("control socket %s not served: %s", self.control.path, exc)
+            self.control = None
 
     async def _start(self, new: Plan, *, whole: Plan | None = None) -> None:
         """Start the instances and groups of `new`; `whole` is the complete plan they join
@@ -254,7 +293,8 @@ class Daemon:
 
     # -- inputs -----------------------------------------------------------------------------
 
-    def _on_transition(self, _transition: ReportTransition) -> None:
+    def _on_transition(self, transition: ReportTransition) -> None:
+        self.journal.record_transition(transition, time.time())
         # Not urgent, and not on a takeover's path: once per burst of transitions, just after.
         if not self._modes_pending:
             self._modes_pending = True
@@ -376,17 +416,57 @@ class Daemon:
                 " (timed out)" if result.timed_out else "",
             )
 
+    # -- the control socket ---------------------------------------------------------------
+
+    async def _status_request(self, _arguments: object) -> dict[str, object]:
+        assert self.driver is not None
+        self.driver.catch_up()  # counters of instances on the autopilot, exact
+        loop = asyncio.get_running_loop()
+        return status.build_status(
+            plan=self.plan,
+            instances=self.instances,
+            groups={
+                name: machine
+                for name, machine in self.driver.machines.items()
+                if isinstance(machine, SyncGroup)
+            },
+            director=self.director,
+            journal=self.journal,
+            present_vips=await self._present_vips(),
+            now=time.time(),
+            wall_offset=time.time() - loop.time(),
+        )
+
+    async def _present_vips(self) -> frozenset[tuple[str, str]]:
+        """(address, dev) of the configured VIPs found on their interfaces."""
+        devices = {v.dev for s in self.plan.settings.values() for v in s.virtual_addresses}
+        present: set[tuple[str, str]] = set()
+        for dev in sorted(devices):
+            try:
+                found = await self.addresses.list_addresses(dev)
+            except Exception:  # a missing interface holds nothing
+                continue
+            present.update((str(ipaddress.ip_address(a.address)), dev) for a in found)
+        return frozenset(present)
+
     # -- reload -----------------------------------------------------------------------------
 
     def _reload_soon(self) -> None:
         self._spawn(self.reload())
 
-    async def reload(self) -> bool:
-        """Load the configuration again; apply it only if it is valid. Returns True if applied.
+    async def _reload_request(self, _arguments: object) -> dict[str, object]:
+        record = await self.reload()
+        return {"result": record.result, "errors": list(record.errors), "changes": record.changes}
 
-        Instances whose settings did not change keep running untouched (no failover); changed
-        or removed ones stop gracefully (priority 0) and new ones start.
-        """
+    async def reload(self) -> status.ReloadRecord:
+        """Load the configuration again and apply the difference (see `vipkeeper.reload`); a
+        configuration with errors is refused and the running one stays in force."""
+        async with self._reload_lock:  # SIGHUP and the control socket may ask at once
+            record = await self._reload()
+        self.journal.record_reload(record)
+        return record
+
+    async def _reload(self) -> status.ReloadRecord:
         assert self.driver is not None
         result = load_config(self.config_path)
         report(result)
@@ -394,46 +474,56 @@ class Daemon:
             log.error(
                 "reload refused: %s has errors; the running configuration stays", self.config_path
             )
-            return False
+            errors = tuple(d.format() for d in result.errors)
+            return status.ReloadRecord(time.time(), "refused", errors)
         new = plan(result.config)
-        unchanged = {
-            name
-            for name, settings in new.settings.items()
-            if self.plan.settings.get(name) == settings
-            and self.plan.machine_of(name) == new.machine_of(name)
-        }
-        old_machines = set(self.driver.machines)
-        keep_machines = {new.machine_of(name)[0] for name in unchanged}
-        keep_machines &= {m for m in old_machines if self._members(m) <= unchanged}
-        stopping = sorted(old_machines - keep_machines)
+        what = reload.changes(self.config, result.config, self.plan, new)
+        steps = reload.plan_instances(
+            self.plan, new, lambda name, settings: self.instances[name].can_reconfigure(settings)
+        )
+        stopping = sorted(steps.restarted_machines)
         await self._shutdown(stopping)
         for machine in stopping:
             for member in self._members(machine):
                 self.instances.pop(member, None)
             del self.driver.machines[machine]
-        for poller in self._pollers.values():
-            await poller.stop()
-        self._pollers.clear()
-        if result.config.virtual_servers != self.config.virtual_servers:
-            await self.director.stop()
-            self.director = Director(result.config, runner=self.runner)
-            await self.director.start()
+        for name, settings in steps.reconfigured.items():
+            owner, in_group = new.machine_of(name)
+            self.driver.feed(owner, Reconfigured(settings=settings), member=in_group)
+        self.gratuitous.prepare(
+            {v.dev for s in steps.reconfigured.values() for v in s.virtual_addresses}
+        )
+        await self._stop_changed_scripts(result.config)
+        if reload.lvs_differs(self.config, result.config):
+            self.director = await self.director.hand_over(result.config)
         self.config = result.config
         fresh = Plan(
             settings={
-                n: s for n, s in new.settings.items() if new.machine_of(n)[0] not in keep_machines
+                n: s
+                for n, s in new.settings.items()
+                if new.machine_of(n)[0] not in self.driver.machines
             },
-            groups={g: m for g, m in new.groups.items() if g not in keep_machines},
-            solo=tuple(n for n in new.solo if n not in keep_machines),
+            groups={g: m for g, m in new.groups.items() if g not in self.driver.machines},
+            solo=tuple(n for n in new.solo if n not in self.driver.machines),
         )
         await self._start(fresh, whole=new)
-        log.info(
-            "reloaded %s: %d instance(s) kept, %d started",
-            self.config_path,
-            len(unchanged),
-            len(fresh.settings),
+        self.journal.record_config(
+            self.config_path, status.config_checksum(result.config.files), time.time()
         )
-        return True
+        log.info("reloaded %s: %s", self.config_path, what.summary())
+        return status.ReloadRecord(time.time(), "applied", (), what.as_dict())
+
+    async def _stop_changed_scripts(self, config: model.Config) -> None:
+        """Stop the track-script pollers whose script changed or is no longer used; the others
+        keep running with their rise/fall counts (`_start_track_scripts` starts the new ones)."""
+        used = {
+            track.name for instance in config.vrrp_instances for track in instance.track_scripts
+        }
+        for name in list(self._pollers):
+            if name in used and config.vrrp_script(name) == self.config.vrrp_script(name):
+                continue
+            await self._pollers.pop(name).stop()
+            self._trackers.pop(name, None)
 
     @staticmethod
     def _vips_of(plan: Plan) -> frozenset[str]:
@@ -465,7 +555,12 @@ def run_daemon(args: argparse.Namespace) -> int:
             log.error("%s", exc)
             return 1
     try:
-        daemon = Daemon(result.config, args.config_file, autopilot=args.autopilot)
+        daemon = Daemon(
+            result.config,
+            args.config_file,
+            autopilot=args.autopilot,
+            control_socket=args.control_socket,
+        )
         return asyncio.run(daemon.run())
     finally:
         if args.pidfile:

@@ -15,7 +15,8 @@ import logging
 import random
 import shlex
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from vipkeeper.config import model
 from vipkeeper.core import health, lb, maglev
@@ -41,6 +42,16 @@ _METHODS = {
     model.LvsMethod.NAT: lb.ForwardingMethod.NAT,
 }
 _PROTOCOLS = {model.Protocol.TCP: lb.Protocol.TCP, model.Protocol.UDP: lb.Protocol.UDP}
+
+
+@dataclass(frozen=True)
+class CheckRecord:
+    """One finished health check: when (loop time), whether it passed, why, how long it took."""
+
+    finished_at: float
+    ok: bool
+    detail: str
+    latency: float  # seconds from start to result
 
 
 def _script(command: model.Command | None) -> str | None:
@@ -200,6 +211,7 @@ class Director:
         self._services = {vs.key: virtual_service(config, vs) for vs in config.virtual_servers}
         self.monitor = health.HealthMonitor(health_spec(vs, rng) for vs in config.virtual_servers)
         checkers: dict[health.CheckerId, io_checkers.Checker] = {}
+        self._misc_dynamic: dict[health.CheckerId, bool] = {}
         for vs in config.virtual_servers:
             for rs in vs.real_servers:
                 endpoint = health.Endpoint(address=rs.address, port=_port(vs, rs.port))
@@ -208,7 +220,14 @@ class Director:
                         virtual_server=vs.key, server=endpoint, index=index
                     )
                     checkers[checker_id] = make_checker(vs, rs, checker, runner)
+                    if isinstance(checker, model.MiscCheck):
+                        self._misc_dynamic[checker_id] = checker.misc_dynamic
         self._scheduler = io_checkers.HealthScheduler(self.monitor, checkers, self._emit)
+        self._scheduler.on_check = self._on_check
+        # The last finished check of each real server, by (virtual server, real server).
+        self.last_checks: dict[tuple[str, health.Endpoint], CheckRecord] = {}
+        # Told of each finished check too (the metrics' latency histogram).
+        self.check_observers: list[Callable[[str, CheckRecord], None]] = []
         self._pools: dict[str, tuple[health.PoolMember, ...]] = {}
         self._dirty = asyncio.Event()
         self._applier: asyncio.Task[None] | None = None
@@ -219,6 +238,49 @@ class Director:
     @property
     def active(self) -> bool:
         return bool(self._services)
+
+    # -- read-only views for status and metrics -------------------------------------------------
+
+    @property
+    def backend_name(self) -> str | None:
+        """The data plane in use ("nftables", "ipvs"), None before start or with no service."""
+        return self._backend.name if self._backend is not None else None
+
+    def service(self, name: str) -> lb.VirtualService:
+        return self._services[name]
+
+    def pool(self, name: str) -> tuple[health.PoolMember, ...]:
+        """The members the data plane is told to forward to (sorry server included)."""
+        return self._pools.get(name, ())
+
+    @staticmethod
+    def real_servers(vs: model.VirtualServer) -> list[tuple[model.RealServer, health.Endpoint]]:
+        return [
+            (rs, health.Endpoint(address=rs.address, port=_port(vs, rs.port)))
+            for rs in vs.real_servers
+        ]
+
+    @staticmethod
+    def sorry_server(vs: model.VirtualServer) -> health.Endpoint | None:
+        sorry = vs.sorry_server
+        return health.Endpoint(address=sorry.address, port=_port(vs, sorry.port)) if sorry else None
+
+    def _on_check(
+        self, checker: health.CheckerId, event: health.HealthEvent, now: float, latency: float
+    ) -> None:
+        if isinstance(event, health.CheckSucceeded):
+            ok, detail = True, "check succeeded"
+        elif isinstance(event, health.CheckFailed):
+            ok, detail = False, event.reason
+        else:
+            dynamic = self._misc_dynamic.get(checker, False)
+            outcome, _ = health.misc_outcome(event.exit_code, dynamic=dynamic)
+            ok = outcome is health.Outcome.PASSED
+            detail = f"script exited {event.exit_code}"
+        record = CheckRecord(finished_at=now, ok=ok, detail=detail, latency=latency)
+        self.last_checks[(checker.virtual_server, checker.server)] = record
+        for observer in self.check_observers:
+            observer(checker.virtual_server, record)
 
     async def start(self) -> None:
         if not self.active:
@@ -247,6 +309,53 @@ class Director:
                 await self._backend.clear()
             except Exception as exc:
                 log.error("LVS: clearing the %s data plane failed: %s", self._backend.name, exc)
+
+    async def hand_over(self, config: model.Config) -> Director:
+        """A reload: the Director for `config`, which takes over this one's data plane (no
+        clear: the kernel keeps forwarding) and the health of every real server whose settings
+        did not change. This one stops without running shutdown (omega) scripts.
+
+        A change of `lvs_backend` is the exception: the old data plane is cleared and a new one
+        starts."""
+        same_plane = config.global_defs.lvs_backend == self.config.global_defs.lvs_backend
+        if not same_plane:
+            await self.stop()
+            successor = Director(config, runner=self._runner)
+            await successor.start()
+            return successor
+        successor = Director(config, runner=self._runner, backend=self._backend)
+        successor.check_observers = self.check_observers
+        if self.active:
+            await self._scheduler.stop(shutdown=False)
+            if self._applier is not None:
+                self._applier.cancel()
+                await asyncio.gather(self._applier, return_exceptions=True)
+        if self._backend is not None:
+            update = getattr(self._backend, "set_ingress_devices", None)
+            if update is not None:
+                update(ingress_devices(config))
+            if not successor.active:
+                await self._backend.clear()  # no virtual server left
+        before = {
+            (vs.key, endpoint): rs for vs in self.config.virtual_servers
+            for rs, endpoint in self.real_servers(vs)
+        }  # fmt: skip
+        after = {
+            (vs.key, endpoint): rs for vs in config.virtual_servers
+            for rs, endpoint in self.real_servers(vs)
+        }  # fmt: skip
+        successor.monitor.carry_over(
+            self.monitor,
+            asyncio.get_running_loop().time(),
+            unchanged=lambda vs, server: before.get((vs, server)) == after.get((vs, server)),
+        )
+        successor.last_checks = {
+            key: record
+            for key, record in self.last_checks.items()
+            if successor.monitor.has_server(*key)
+        }
+        await successor.start()
+        return successor
 
     def desired(self) -> tuple[lb.VirtualServer, ...]:
         result = []

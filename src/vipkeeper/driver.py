@@ -399,6 +399,13 @@ class Driver:
             self.receive(interface, family, packet, arrived)
         return True
 
+    def catch_up(self) -> None:
+        """Bring every machine the pilot carries up to date (counters, timers) for a reader such
+        as the status document; each goes back to the pilot once it is idle again."""
+        for name in list(self._piloted):
+            if self._take_back(name) and name in self._pilotable:
+                self._want_pilot(name)
+
     def _pilot_returned(self, name: str, token: int) -> None:
         """The pilot hands `name` back (a packet it cannot judge, a deadline, a failed send),
         or a socket it held is being read by the loop."""

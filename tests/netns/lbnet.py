@@ -288,7 +288,8 @@ class LbNet:
         self.run("cli", "ip", "neigh", "flush", "to", VIP)
 
     def start_vipkeeper(self, director: str, config: str) -> Vipkeeper:
-        """`vipkeeper run -f CONF --log-format json` in `director`, stderr to a log file."""
+        """`vipkeeper run -f CONF --log-format json` in `director` with its own control socket
+        in the workdir, stderr to a log file."""
         directory = self.workdir / f"vipkeeper-{director}-{secrets.token_hex(2)}"
         directory.mkdir(parents=True)
         config_path = directory / "keepalived.conf"
@@ -298,13 +299,14 @@ class LbNet:
             "ip", "netns", "exec", self.ns(director), str(VIPKEEPER), "run",
             "-f", str(config_path), "--log-format", "json",
             "--pidfile", str(directory / "vipkeeper.pid"),
+            "--control-socket", str(directory / "vipkeeper.sock"),
         ]  # fmt: skip
         with log_path.open("w") as log:
             process = subprocess.Popen(
                 argv, stdout=subprocess.DEVNULL, stderr=log, text=True, start_new_session=True
             )
         self.processes.append(process)
-        return Vipkeeper(director, process, config_path, log_path)
+        return Vipkeeper(director, process, config_path, log_path, directory / "vipkeeper.sock")
 
     def namespace_pids(self, role: str) -> list[int]:
         out = subprocess.run(
@@ -341,11 +343,17 @@ class Vipkeeper(DaemonProcess):
     """A `vipkeeper run` process in a director."""
 
     def __init__(
-        self, director: str, process: subprocess.Popen[str], config_path: Path, log_path: Path
+        self,
+        director: str,
+        process: subprocess.Popen[str],
+        config_path: Path,
+        log_path: Path,
+        control_socket: Path,
     ) -> None:
         super().__init__(process, log_path)
         self.director = director
         self.config_path = config_path
+        self.control_socket = control_socket
 
     def __repr__(self) -> str:
         return f"<vipkeeper in {self.director} pid {self.process.pid}>"

@@ -205,12 +205,14 @@ class Vipkeeper(DaemonProcess):
         config_path: Path,
         log_path: Path,
         pid_path: Path,
+        control_socket: Path,
     ) -> None:
         super().__init__(process, log_path)
         self.lab = lab
         self.host = host
         self.config_path = config_path
         self.pid_path = pid_path
+        self.control_socket = control_socket
 
     def __repr__(self) -> str:
         return f"<vipkeeper in {self.host.name} pid {self.process.pid}>"
@@ -244,18 +246,21 @@ class Vipkeeper(DaemonProcess):
 def start_vipkeeper(
     lab: Lab, host: Host, config: str, *, extra_args: Sequence[str] = ()
 ) -> Vipkeeper:
-    """`vipkeeper run -f CONF --log-format json --pidfile PID` in `host`; stderr to a file."""
+    """`vipkeeper run -f CONF --log-format json --pidfile PID --control-socket SOCK` in
+    `host` (its own control socket in the lab's workdir); stderr to a file."""
     directory = lab.workdir / f"vipkeeper-{host.name}-{secrets.token_hex(2)}"
     directory.mkdir(parents=True)
     config_path = directory / "keepalived.conf"
     log_path = directory / "vipkeeper.log"
     pid_path = directory / "vipkeeper.pid"
+    control_socket = directory / "vipkeeper.sock"
     config_path.write_text(config)
     argv = [*vipkeeper_argv(), "run", "-f", str(config_path), "--log-format", "json",
-            "--pidfile", str(pid_path), *extra_args]  # fmt: skip
+            "--pidfile", str(pid_path), "--control-socket", str(control_socket),
+            *extra_args]  # fmt: skip
     with log_path.open("wb") as log:
         process = lab.popen(host, *argv, stdout=log, stderr=subprocess.STDOUT)
-    return Vipkeeper(lab, host, process, config_path, log_path, pid_path)
+    return Vipkeeper(lab, host, process, config_path, log_path, pid_path, control_socket)
 
 
 Daemon = Vipkeeper | Keepalived

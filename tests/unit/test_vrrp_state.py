@@ -548,7 +548,14 @@ SAMPLE_EVENTS = {
     events.PriorityChanged: PriorityChanged(priority=120),
     events.SyncGroupRequested: SyncGroupRequested(group="G", state="BACKUP", reason="test"),
     events.SteadyReport: events.SteadyReport(count=0, last_at=0.0),
+    events.Reconfigured: events.Reconfigured(settings=make(priority=120)),  # see _sample
 }
+
+
+def _sample(instance: VrrpInstance, event_type: type) -> object:
+    if event_type is events.Reconfigured:  # a change this very instance can take in place
+        return events.Reconfigured(settings=dataclasses.replace(instance.settings, priority=120))
+    return SAMPLE_EVENTS[event_type]
 
 
 def instance_in(state: State) -> VrrpInstance:
@@ -572,7 +579,7 @@ def test_every_event_type_has_a_sample():
 def test_each_state_event_pair_is_in_the_table_or_a_protocol_error(state, event_type):
     instance = instance_in(state)
     assert instance.state is state
-    event = SAMPLE_EVENTS[event_type]
+    event = _sample(instance, event_type)
     if (state, event_type) in transitions():
         assert isinstance(instance.handle(event, 1.0), list)
     else:

@@ -4,7 +4,8 @@ Owns the frozen, keyword-only dataclasses the daemon maps to runtime objects. Va
 converted (ints, floats in seconds, booleans, IP addresses as validated text) and defaults are
 already resolved (global GARP settings folded into each instance, virtual/real server checker
 settings folded into each checker), so the daemon never needs to look back at keepalived rules.
-Every object keeps the `Location` of the keyword that defined it, so later errors (an interface
+Every object keeps the `Location` of the keyword that defined it (left out of comparisons: a
+reload compares what a setting is, not where it is written), so later errors (an interface
 that does not exist, a failed bind) can point at the configuration line.
 
 It must never hold anything vipkeeper ignores: unsupported keywords stop at the builder.
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import enum
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from vipkeeper.config.diagnostics import Location
 
@@ -61,7 +62,7 @@ class Command:
     argv: tuple[str, ...]
     user: str | None = None
     group: str | None = None
-    location: Location
+    location: Location = field(compare=False)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -85,7 +86,7 @@ class GlobalDefs:
     vrrp_mcast_group6: str = DEFAULT_MCAST_GROUP6
     lvs_backend: LvsBackend = LvsBackend.AUTO
     lvs_hash_seed: int | None = None
-    location: Location | None = None
+    location: Location | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -100,7 +101,7 @@ class VrrpScript:
     weight_reverse: bool = False
     rise: int = 1
     fall: int = 1
-    location: Location
+    location: Location = field(compare=False)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -113,7 +114,7 @@ class VirtualIpAddress:
     device: str | None = None
     scope: str | None = None
     label: str | None = None
-    location: Location
+    location: Location = field(compare=False)
 
     @property
     def family(self) -> int:
@@ -129,7 +130,7 @@ class TrackedInterface:
     name: str
     weight: int = 0  # 0: interface down puts the instance in FAULT
     reverse: bool = False
-    location: Location
+    location: Location = field(compare=False)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -137,13 +138,13 @@ class TrackedScript:
     name: str
     weight: int | None = None  # None: the vrrp_script's own weight applies
     reverse: bool | None = None  # None: the vrrp_script's own setting applies
-    location: Location
+    location: Location = field(compare=False)
 
 
 @dataclass(frozen=True, kw_only=True)
 class UnicastPeer:
     address: str
-    location: Location
+    location: Location = field(compare=False)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -152,7 +153,7 @@ class Authentication:
 
     auth_type: str  # always "PASS"
     auth_pass: str
-    location: Location
+    location: Location = field(compare=False)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -196,7 +197,7 @@ class VrrpInstance:
     skip_check_adv_addr: bool = False
     strict_mode: bool = False
     mcast_group: str = DEFAULT_MCAST_GROUP4  # from global_defs, for the instance's family
-    location: Location
+    location: Location = field(compare=False)
 
     @property
     def family(self) -> int:
@@ -225,7 +226,7 @@ class VrrpSyncGroup:
     notify_fault: Command | None = None
     notify_stop: Command | None = None
     notify: Command | None = None
-    location: Location
+    location: Location = field(compare=False)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -236,7 +237,7 @@ class HttpUrl:
     status_codes: tuple[tuple[int, int], ...] = ((200, 299),)  # inclusive ranges
     digest: str | None = None  # lower-case hex MD5 of the body
     virtualhost: str | None = None  # resolved: url, checker, real server, virtual server
-    location: Location
+    location: Location = field(compare=False)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -248,7 +249,7 @@ class HttpGetCheck:
     retry: int = 1
     delay_before_retry: float = 3.0
     delay_loop: float = 60.0
-    location: Location
+    location: Location = field(compare=False)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -259,7 +260,7 @@ class TcpCheck:
     retry: int = 1
     delay_before_retry: float = 1.0
     delay_loop: float = 60.0
-    location: Location
+    location: Location = field(compare=False)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -272,7 +273,7 @@ class MiscCheck:
     retry: int = 0
     delay_before_retry: float = 1.0
     delay_loop: float = 60.0
-    location: Location
+    location: Location = field(compare=False)
 
 
 Checker = HttpGetCheck | TcpCheck | MiscCheck
@@ -287,14 +288,14 @@ class RealServer:
     notify_up: Command | None = None
     notify_down: Command | None = None
     checkers: tuple[Checker, ...] = ()
-    location: Location
+    location: Location = field(compare=False)
 
 
 @dataclass(frozen=True, kw_only=True)
 class SorryServer:
     address: str
     port: int | None
-    location: Location
+    location: Location = field(compare=False)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -322,7 +323,7 @@ class VirtualServer:
     inhibit_on_failure: bool = False
     virtualhost: str | None = None
     real_servers: tuple[RealServer, ...] = ()
-    location: Location
+    location: Location = field(compare=False)
 
     @property
     def family(self) -> int:

@@ -8,6 +8,10 @@ sockets, netlink and script results; nothing here knows how.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the settings type lives with the state machine, which imports this module
+    from vipkeeper.core.vrrp import InstanceSettings
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -69,6 +73,14 @@ class PriorityChanged:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Reconfigured:
+    """A reload changed only what an instance can take without a restart: its priority and its
+    virtual addresses (`VrrpInstance.can_reconfigure` says which settings those are)."""
+
+    settings: InstanceSettings
+
+
+@dataclass(frozen=True, kw_only=True)
 class SyncGroupRequested:
     """A vrrp_sync_group asked this member to follow another member.
 
@@ -103,6 +115,7 @@ Event = (
     | SourceAddressChanged
     | ShutdownRequested
     | PriorityChanged
+    | Reconfigured
     | SyncGroupRequested
     | SteadyReport
 )

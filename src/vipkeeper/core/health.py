@@ -27,6 +27,7 @@ Semantics follow keepalived.conf(5), "LVS CONFIGURATION":
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -237,8 +238,8 @@ class Outcome(Enum):
 
 
 class _Checker:
-    __slots__ = ("deadline", "failures", "generation", "id", "in_flight", "spec", "state",
-                 "weight_delta")  # fmt: skip
+    __slots__ = ("carried_due", "deadline", "failures", "generation", "id", "in_flight", "spec",
+                 "state", "weight_delta")  # fmt: skip
 
     def __init__(self, checker_id: CheckerId, spec: CheckerSpec) -> None:
         self.id = checker_id
@@ -249,6 +250,7 @@ class _Checker:
         self.deadline: float | None = None
         self.generation = 0  # invalidates stale heap entries
         self.weight_delta = 0  # misc_dynamic: exit status - 2 - configured weight
+        self.carried_due: float | None = None  # the first check's time, carried over a reload
 
 
 # Each handler updates the checker and returns (next state, delay until the next check).
@@ -339,6 +341,14 @@ class _VirtualServer:
         return tuple(members)
 
 
+def _settings_of(spec: RealServerSpec) -> RealServerSpec:
+    """A real server's settings with the warm-up draw left out (it differs on every load)."""
+    return dataclasses.replace(
+        spec,
+        checkers=tuple(dataclasses.replace(c, initial_delay=0.0) for c in spec.checkers),
+    )
+
+
 def misc_outcome(exit_code: int | None, *, dynamic: bool) -> tuple[Outcome, int | None]:
     """Map a MISC_CHECK exit status to (outcome, new dynamic weight or None: unchanged).
 
@@ -394,6 +404,10 @@ class HealthMonitor:
     def desired_pool(self, virtual_server: str) -> tuple[PoolMember, ...]:
         return self._vs(virtual_server).pool
 
+    def has_server(self, virtual_server: str, server: Endpoint) -> bool:
+        vs = self._virtual_servers.get(virtual_server)
+        return vs is not None and server in vs.servers
+
     def server_is_up(self, virtual_server: str, server: Endpoint) -> bool:
         return self._rs(virtual_server, server).up
 
@@ -417,6 +431,54 @@ class HealthMonitor:
             heapq.heappop(heap)
         return None
 
+    def carry_over(
+        self,
+        previous: HealthMonitor,
+        now: float,
+        *,
+        unchanged: Callable[[str, Endpoint], bool] = lambda _vs, _server: True,
+    ) -> list[tuple[str, Endpoint]]:
+        """Before `start`, on a reload: take the health of every real server whose settings are
+        unchanged in `previous` (its checkers' states, failure counts, dynamic weights and next
+        check time; a check that was running is made again at once), and the quorum state of
+        every virtual server whose quorum settings are unchanged. `unchanged(virtual server,
+        server)` lets the caller rule out servers whose checks changed in ways the specs here
+        do not hold (a checker's address or timeout). Returns the real servers carried over,
+        as (virtual server, server)."""
+        if self._started:
+            raise HealthProtocolError("carry_over comes before start")
+        carried: list[tuple[str, Endpoint]] = []
+        for name, vs in self._virtual_servers.items():
+            old_vs = previous._virtual_servers.get(name)
+            if old_vs is None:
+                continue
+            for endpoint, rs in vs.servers.items():
+                old_rs = old_vs.servers.get(endpoint)
+                if old_rs is None or _settings_of(old_rs.spec) != _settings_of(rs.spec):
+                    continue
+                if not unchanged(name, endpoint):
+                    continue
+                for checker, old in zip(rs.checkers, old_rs.checkers, strict=True):
+                    checker.state = old.state
+                    checker.failures = old.failures
+                    checker.weight_delta = old.weight_delta
+                    checker.carried_due = (
+                        now if old.in_flight or old.deadline is None else old.deadline
+                    )
+                rs.up = old_rs.up
+                carried.append((name, endpoint))
+            same_quorum = (old_vs.spec.quorum, old_vs.spec.hysteresis) == (
+                vs.spec.quorum,
+                vs.spec.hysteresis,
+            )
+            if same_quorum:
+                vs.quorum_up = old_vs.quorum_up
+            else:
+                live = vs.live_weight()
+                vs.quorum_up = live > 0 and live >= vs.spec.quorum
+            vs.pool = vs.compute_pool()
+        return carried
+
     # -- inputs -------------------------------------------------------------------------------
 
     def start(self, now: float) -> list[HealthEffect]:
@@ -425,7 +487,8 @@ class HealthMonitor:
             raise HealthProtocolError("health monitor already started")
         self._started = True
         for checker in self._checkers.values():
-            self._schedule(checker, now + checker.spec.initial_delay)
+            due = checker.carried_due
+            self._schedule(checker, now + checker.spec.initial_delay if due is None else due)
         return [
             PoolChanged(virtual_server=name, members=vs.pool)
             for name, vs in self._virtual_servers.items()

@@ -40,6 +40,7 @@ from vipkeeper.core.events import (
     Event,
     PacketReceived,
     PriorityChanged,
+    Reconfigured,
     ShutdownRequested,
     SourceAddressChanged,
     Started,
@@ -732,6 +733,47 @@ class VrrpInstance:
         # Takes effect with the next advertisement sent or received (RFC 9568 §6.4.2 recomputes
         # Skew_Time and Master_Down_Interval when an ADVERTISEMENT arrives).
 
+    # Settings a running instance takes in place on a reload (`Reconfigured`); any other change
+    # needs a new instance.
+    RECONFIGURABLE = frozenset({"priority", "virtual_addresses"})
+
+    def can_reconfigure(self, settings: InstanceSettings) -> bool:
+        """Whether `settings` differ from the current ones only in RECONFIGURABLE fields."""
+        if settings.name != self.settings.name:
+            return False
+        unchanged = {
+            name: getattr(self.settings, name) for name in self.settings.__dataclass_fields__
+        }
+        return all(
+            getattr(settings, name) == value
+            for name, value in unchanged.items()
+            if name not in self.RECONFIGURABLE
+        )
+
+    def _on_reconfigured(self, event: Reconfigured, now: float) -> None:
+        new = event.settings
+        if not self.can_reconfigure(new):
+            raise ValueError(f"{self.name}: only {sorted(self.RECONFIGURABLE)} change in place")
+        old = self.settings
+        self.settings = new
+        # A new base priority takes effect with the next advertisement sent or received, as a
+        # PriorityChanged does (RFC 9568 §6.4.2).
+        self.base_priority = new.priority
+        self._vip_set = frozenset(_normalise(v.address) for v in new.virtual_addresses)
+        self._sends.clear()  # the adverts carry the address list
+        self._seen_addresses = ((), True)
+        self._echo = None
+        if self.state is not State.MASTER:
+            return
+        removed = tuple(v for v in old.virtual_addresses if v not in new.virtual_addresses)
+        added = tuple(v for v in new.virtual_addresses if v not in old.virtual_addresses)
+        if removed:
+            self._out.append(DelVips(addresses=removed))
+        if added:
+            self._out.append(AddVips(addresses=added))
+            if new.garp_master_repeat > 0:
+                self._out.append(SendGratuitous(addresses=added, count=new.garp_master_repeat))
+
     def _on_shutdown(self, event: ShutdownRequested, now: float) -> None:
         if self.state is State.MASTER:
             # RFC 9568 §6.4.3 Shutdown: send an ADVERTISEMENT with Priority 0.
@@ -772,6 +814,7 @@ _TRANSITIONS: dict[tuple[State, type], _Handler] = {
     (State.INITIALIZE, TrackChanged): VrrpInstance._on_track,
     (State.INITIALIZE, SourceAddressChanged): VrrpInstance._on_source_address,
     (State.INITIALIZE, PriorityChanged): VrrpInstance._on_priority,
+    (State.INITIALIZE, Reconfigured): VrrpInstance._on_reconfigured,
     (State.INITIALIZE, ShutdownRequested): VrrpInstance._on_shutdown_idle,
     (State.INITIALIZE, SyncGroupRequested): VrrpInstance._on_sync_group,
     (State.INITIALIZE, SteadyReport): VrrpInstance._on_steady_idle,
@@ -781,6 +824,7 @@ _TRANSITIONS: dict[tuple[State, type], _Handler] = {
     (State.BACKUP, TrackChanged): VrrpInstance._on_track,
     (State.BACKUP, SourceAddressChanged): VrrpInstance._on_source_address,
     (State.BACKUP, PriorityChanged): VrrpInstance._on_priority,
+    (State.BACKUP, Reconfigured): VrrpInstance._on_reconfigured,
     (State.BACKUP, ShutdownRequested): VrrpInstance._on_shutdown,
     (State.BACKUP, SyncGroupRequested): VrrpInstance._on_sync_group,
     (State.BACKUP, SteadyReport): VrrpInstance._on_steady_backup,
@@ -790,6 +834,7 @@ _TRANSITIONS: dict[tuple[State, type], _Handler] = {
     (State.MASTER, TrackChanged): VrrpInstance._on_track,
     (State.MASTER, SourceAddressChanged): VrrpInstance._on_source_address,
     (State.MASTER, PriorityChanged): VrrpInstance._on_priority,
+    (State.MASTER, Reconfigured): VrrpInstance._on_reconfigured,
     (State.MASTER, ShutdownRequested): VrrpInstance._on_shutdown,
     (State.MASTER, SyncGroupRequested): VrrpInstance._on_sync_group,
     (State.MASTER, SteadyReport): VrrpInstance._on_steady_master,
@@ -799,6 +844,7 @@ _TRANSITIONS: dict[tuple[State, type], _Handler] = {
     (State.FAULT, TrackChanged): VrrpInstance._on_track,
     (State.FAULT, SourceAddressChanged): VrrpInstance._on_source_address,
     (State.FAULT, PriorityChanged): VrrpInstance._on_priority,
+    (State.FAULT, Reconfigured): VrrpInstance._on_reconfigured,
     (State.FAULT, ShutdownRequested): VrrpInstance._on_shutdown,
     (State.FAULT, SyncGroupRequested): VrrpInstance._on_sync_group,
     (State.FAULT, SteadyReport): VrrpInstance._on_steady_idle,

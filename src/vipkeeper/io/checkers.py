@@ -748,6 +748,9 @@ class HealthScheduler:
         self._running: dict[CheckerId, CheckInFlight] = {}
         self._poller: SocketPoller | None = None
         self._stopped = False
+        self._begun: dict[CheckerId, float] = {}  # loop time each running check started
+        # Told of every finished check: (checker, result, loop time it finished, seconds taken).
+        self.on_check: Callable[[CheckerId, HealthEvent, float, float], None] | None = None
 
     @property
     def checks_running(self) -> int:
@@ -761,8 +764,9 @@ class HealthScheduler:
         self._dispatch(self._monitor.start(self._loop.time()))
         self._arm()
 
-    async def stop(self) -> None:
-        """Cancel the timer and every running check; emit the monitor's shutdown orders."""
+    async def stop(self, *, shutdown: bool = True) -> None:
+        """Cancel the timer and every running check; emit the monitor's shutdown orders unless
+        `shutdown` is False (a reload hands the servers' health to a successor instead)."""
         self._stopped = True
         if self._timer is not None:
             self._timer.cancel()
@@ -779,7 +783,8 @@ class HealthScheduler:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        self._emit(self._monitor.shutdown())
+        if shutdown:
+            self._emit(self._monitor.shutdown())
 
     def _arm(self) -> None:
         if self._stopped:
@@ -816,6 +821,7 @@ class HealthScheduler:
 
     def _start_check(self, checker_id: CheckerId) -> None:
         assert self._loop is not None
+        self._begun[checker_id] = self._loop.time()
         start = self._starters.get(checker_id)
         if start is None:
             task = self._loop.create_task(self._check(checker_id))
@@ -835,8 +841,16 @@ class HealthScheduler:
         self._running.pop(event.checker, None)
         if self._stopped:
             return
+        self._observe(event)
         self._dispatch(self._monitor.handle(event, self._loop.time()))
         self._arm()
+
+    def _observe(self, event: HealthEvent) -> None:
+        assert self._loop is not None
+        now = self._loop.time()
+        begun = self._begun.pop(event.checker, now)
+        if self.on_check is not None:
+            self.on_check(event.checker, event, now, now - begun)
 
     async def _check(self, checker_id: CheckerId) -> None:
         assert self._loop is not None
@@ -849,5 +863,6 @@ class HealthScheduler:
             event = CheckFailed(checker=checker_id, reason=f"checker error: {error!r}")
         if self._stopped:
             return
+        self._observe(event)
         self._dispatch(self._monitor.handle(event, self._loop.time()))
         self._arm()

@@ -394,6 +394,10 @@ class NftablesBackend:
         self.applied_script: str | None = None
         self.unresolved: tuple[RealServer, ...] = ()
 
+    def set_ingress_devices(self, ingress_devices: Mapping[str, str]) -> None:
+        """A reload moved or added VIPs: the next apply uses these interfaces."""
+        self._ingress_devices = dict(ingress_devices)
+
     async def plan(
         self, desired: Sequence[VirtualServer]
     ) -> tuple[list[DrServicePlan], list[NatServicePlan]]:
