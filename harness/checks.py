@@ -81,10 +81,9 @@ def real_server_health(status: dict[str, Any] | None, lab: Lab) -> dict[str, boo
 
 
 def healthy(real_server: dict[str, Any]) -> bool | None:
-    value = real_server.get("healthy", real_server.get("health", real_server.get("state")))
-    if isinstance(value, bool) or value is None:
-        return value
-    return str(value).lower() in ("up", "alive", "healthy", "ok")
+    """A real server's entry in the status document: its checker says "up" or "down"."""
+    health = real_server.get("health")
+    return None if health is None else health == "up"
 
 
 # --- steps --------------------------------------------------------------------------------------

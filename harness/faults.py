@@ -316,7 +316,7 @@ def httpd_running(lab: Lab, real_server: str) -> bool:
 
 
 class Priority(Fault):
-    """Change a director's VRRP priority and reload it (no restart).  The director must mount
+    """Change a director's VRRP priority and reload it (no restart: `vipkeeper reload`).  The director must mount
     a copy of its configuration, kept under the state directory: the first time, it is
     recreated with `LAB_DIRn_CONF` naming the copy (from a BACKUP, no failover); after that the
     copy is edited in place (the bind mount follows the file) and the daemon is reloaded."""
@@ -400,8 +400,19 @@ def reload_ready(lab: Lab, director: str) -> bool:
 
 
 def reload_director(lab: Lab, director: str) -> None:
-    """Make the director's daemon reload its configuration: SIGHUP (through the container's
-    init, which forwards it), once the daemon has its handler installed."""
+    """Make the director's daemon reload its configuration: `vipkeeper reload` (through its
+    control socket, once it answers; refused changes raise), or for keepalived SIGHUP through
+    the container's init, once the daemon has its handler installed."""
+    from harness.probes import director_status
+
+    if lab.director_daemon() == "vipkeeper":
+        wait_until(
+            lambda: director_status(lab, director) is not None,
+            timeout=RUN_TIMEOUT,
+            what=f"{director}'s daemon to answer on its control socket",
+        )
+        lab.exec(director, ["vipkeeper", "reload"], timeout=30, check=True)
+        return
     wait_until(
         lambda: reload_ready(lab, director),
         timeout=RUN_TIMEOUT,

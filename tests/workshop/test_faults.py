@@ -1,0 +1,102 @@
+"""Every instructor fault applied through the command line (`python -m harness fault`, what
+`make fault` runs), its effect seen in the lab, then `make heal`: the lab passes every
+start-state check again and the state file is empty.  Healing undoes faults newest first."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+
+import pytest
+from harness import Lab, arp_answers, masters, servers_answering, wait_until
+from harness.checks import instance_of, real_server_health, run, start_state
+from harness.faults import FAULTS, applied
+from harness.probes import director_status
+from harness.topology import REACTION_MARGIN, lab_topology
+
+TOPO = lab_topology()
+MASTER = TOPO.preferred_master.name
+(BACKUP, *_) = TOPO.others(MASTER)
+RS1, RS2 = TOPO.real_server_names[:2]
+BOUND = max(d.master_down_interval for d in TOPO.directors) + REACTION_MARGIN
+
+
+def harness(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "harness", *args],
+        cwd=TOPO.root,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+
+
+def _effective_priority(lab: Lab, director: str) -> object:
+    return (instance_of(director_status(lab, director)) or {}).get("effective_priority")
+
+
+# fault -> (arguments, what must hold once it is applied)
+EFFECTS: dict[str, tuple[tuple[str, ...], Callable[[Lab], bool]]] = {
+    "kill": ((), lambda lab: lab.state(MASTER) == "exited" and masters(lab) == {BACKUP}),
+    "pause": ((), lambda lab: lab.state(MASTER) == "paused" and masters(lab) == {MASTER, BACKUP}),
+    "partition": ((), lambda lab: masters(lab) == {MASTER, BACKUP}),
+    "isolate": (
+        (),
+        lambda lab: (
+            "state DOWN" in lab.exec(MASTER, ["ip", "-o", "link", "show", "dev", "eth0"]).output
+            and BACKUP in masters(lab)
+        ),
+    ),
+    "arp-leak": ((RS1,), lambda lab: RS1 in {a.service for a in arp_answers(lab)}),
+    "httpd-stop": (
+        (RS1,),
+        lambda lab: (
+            real_server_health(director_status(lab, MASTER), lab).get(RS1) is False
+            and set(servers_answering(lab, requests=10)) == {RS2}
+        ),
+    ),
+    "priority": (
+        (BACKUP, "PRIORITY=200"),
+        lambda lab: masters(lab) == {BACKUP} and _effective_priority(lab, BACKUP) == 200,
+    ),
+}
+
+
+def test_every_fault_has_a_lab_test() -> None:
+    assert set(EFFECTS) == set(FAULTS)
+
+
+@pytest.mark.parametrize("name", list(FAULTS))
+def test_fault_applies_and_heal_returns_the_start_state(name: str, healed_after: Lab) -> None:
+    lab = healed_after
+    args, effect = EFFECTS[name]
+    applying = harness("fault", name, *args)
+    assert applying.returncode == 0, applying.stderr
+    assert applying.stdout.startswith("applied: "), applying.stdout
+    assert [r["fault"] for r in applied(lab)] == [name]
+    wait_until(lambda: effect(lab), timeout=BOUND + 5, what=f"the {name} fault to show")
+
+    healing = harness("heal")
+    assert healing.returncode == 0, healing.stdout + healing.stderr
+    assert f"undo {name}" in healing.stdout
+    assert applied(lab) == []
+    outcomes = run(lab, start_state())
+    assert [o for o in outcomes if not o.ok] == []
+
+
+def test_heal_undoes_faults_newest_first(healed_after: Lab) -> None:
+    for args in (("arp-leak", RS2), ("httpd-stop", RS1)):
+        assert harness("fault", *args).returncode == 0
+    healing = harness("heal")
+    assert healing.returncode == 0, healing.stdout + healing.stderr
+    lines = [line for line in healing.stdout.splitlines() if line.startswith("undo ")]
+    assert lines[:2] == [f"undo httpd-stop {RS1}: done", f"undo arp-leak {RS2}: done"]
+
+
+def test_a_fault_on_the_wrong_kind_of_node_is_refused(lab: Lab) -> None:
+    result = harness("fault", "httpd-stop", MASTER)
+    assert result.returncode == 2
+    assert "applies to: realserver" in result.stderr
+    assert applied(lab) == []
