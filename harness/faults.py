@@ -316,10 +316,11 @@ def httpd_running(lab: Lab, real_server: str) -> bool:
 
 
 class Priority(Fault):
-    """Change a director's VRRP priority and reload it (no restart: `vipkeeper reload`).  The director must mount
-    a copy of its configuration, kept under the state directory: the first time, it is
-    recreated with `LAB_DIRn_CONF` naming the copy (from a BACKUP, no failover); after that the
-    copy is edited in place (the bind mount follows the file) and the daemon is reloaded."""
+    """Change a director's VRRP priority and reload it (`vipkeeper reload`, no restart).  The
+    director must mount a copy of its configuration, kept under the state directory: the first
+    time, it is recreated with `LAB_DIRn_CONF` naming the copy (from a BACKUP, no failover);
+    after that the copy is edited in place (the bind mount follows the file) and the daemon is
+    reloaded."""
 
     name = "priority"
     summary = "set a director's priority (default: the BACKUP to MASTER's + 50) and reload it"

@@ -61,7 +61,7 @@ def summarize(timeline: Timeline, applied_at: float, label: str) -> str:
     if failed:
         first, last = min(r.start for r in failed), max(r.start for r in failed)
         lines.append(
-            f"  failures between +{first - applied_at:.1f} s and +{last - applied_at:.1f} s "
-            "after the fault"
+            f"  failures started between {first - applied_at:+.1f} s and "
+            f"{last - applied_at:+.1f} s from the fault"
         )
     return "\n".join(lines)

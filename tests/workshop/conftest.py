@@ -22,11 +22,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture
 def healed_after(lab: Lab) -> Iterator[Lab]:  # noqa: F811
-    """The start state before; every recorded or present fault undone after, even on failure."""
+    """The start state before; every recorded or present fault undone after, even on failure
+    (the next test's start waits for the start state)."""
     restore(lab)
     try:
         yield lab
     finally:
         for _ in heal_all(lab):
             pass
-        restore(lab)

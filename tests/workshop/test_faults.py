@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import pytest
 from harness import Lab, arp_answers, masters, servers_answering, wait_until
-from harness.checks import instance_of, real_server_health, run, start_state
+from harness.checks import instance_of, real_server_health, start_state
 from harness.faults import FAULTS, applied
 from harness.probes import director_status
 from harness.topology import REACTION_MARGIN, lab_topology
@@ -78,12 +78,13 @@ def test_fault_applies_and_heal_returns_the_start_state(name: str, healed_after:
     assert [r["fault"] for r in applied(lab)] == [name]
     wait_until(lambda: effect(lab), timeout=BOUND + 5, what=f"the {name} fault to show")
 
+    # `heal` grades the start state itself and exits 0 only if every step passed.
     healing = harness("heal")
     assert healing.returncode == 0, healing.stdout + healing.stderr
     assert f"undo {name}" in healing.stdout
+    steps = len(start_state())
+    assert f"{steps}/{steps} steps passed" in healing.stdout, healing.stdout
     assert applied(lab) == []
-    outcomes = run(lab, start_state())
-    assert [o for o in outcomes if not o.ok] == []
 
 
 def test_heal_undoes_faults_newest_first(healed_after: Lab) -> None:
