@@ -22,7 +22,7 @@ from harness.waits import wait_until
 PROBE_DIR = "/tmp/harness"
 
 
-def _install_script(lab: Lab, name: str) -> str:
+def install_script(lab: Lab, name: str) -> str:
     """Copy harness/incontainer/NAME into the client; return its path there."""
     source = resources.files("harness.incontainer").joinpath(name).read_bytes()
     client = lab.topology.client.name
@@ -90,7 +90,7 @@ class ArpAnswer:
 
 def arp_answers(lab: Lab, *, timeout: float = 1.0) -> list[ArpAnswer]:
     """Every MAC that answers one broadcast ARP request for the VIP sent by the client."""
-    path = _install_script(lab, "arp_probe.py")
+    path = install_script(lab, "arp_probe.py")
     topo = lab.topology
     argv = ["python3", path, topo.vip, topo.front_if(topo.client.name), str(timeout)]
     result = lab.exec(topo.client.name, argv, timeout=timeout + 30, check=True)
@@ -195,7 +195,7 @@ class HttpProber:
         self.client = lab.topology.client.name
 
     def start(self) -> HttpProber:
-        path = _install_script(self.lab, "http_prober.py")
+        path = install_script(self.lab, "http_prober.py")
         self.lab.exec_detached(
             self.client,
             [

@@ -19,7 +19,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Protocol
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
@@ -28,7 +28,7 @@ from rich.text import Text
 
 from harness.checks import healthy, instance_of
 from harness.lab import Lab
-from harness.probes import PROBE_DIR, Request, _install_script, client_vip_mac, vip_url
+from harness.probes import PROBE_DIR, Request, client_vip_mac, install_script, vip_url
 
 POLL_INTERVAL = 0.2  # s between two reads of one source
 HTTP_WINDOW = 5.0  # s of requests the HTTP figures are computed over
@@ -166,7 +166,7 @@ class LabHttp:
 
     def _stream(self) -> Iterator[bytes]:
         client = self.lab.topology.client.name
-        path = _install_script(self.lab, "http_prober.py")
+        path = install_script(self.lab, "http_prober.py")
         argv = [
             "python3",
             "-u",
@@ -440,6 +440,3 @@ def run_watch(lab: Lab, *, refresh: float = 4.0, seconds: float | None = None) -
     finally:
         watch.stop()
     return 0
-
-
-__all__: list[Any] = ["Snapshot", "Watch", "lab_watch", "render", "render_text", "run_watch"]
