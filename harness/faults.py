@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from harness.lab import Lab, LabError
+from harness.probes import director_status, masters
 from harness.timeline import Timeline
 from harness.topology import DIRECTOR_CONF, REACTION_MARGIN
 from harness.waits import wait_until
@@ -68,8 +69,6 @@ class Fault(ABC):
     @classmethod
     def default_node(cls, lab: Lab) -> str:
         """The node the fault hits when none is named."""
-        from harness.probes import masters
-
         if "director" in cls.roles:
             holders = sorted(masters(lab))
             return holders[0] if holders else lab.topology.preferred_master.name
@@ -404,8 +403,6 @@ def reload_director(lab: Lab, director: str) -> None:
     """Make the director's daemon reload its configuration: `vipkeeper reload` (through its
     control socket, once it answers; refused changes raise), or for keepalived SIGHUP through
     the container's init, once the daemon has its handler installed."""
-    from harness.probes import director_status
-
     if lab.director_daemon() == "vipkeeper":
         wait_until(
             lambda: director_status(lab, director) is not None,
