@@ -8,15 +8,18 @@ inside a container), or touch containers outside its Compose project.
 
 from __future__ import annotations
 
+import fcntl
 import io
 import os
 import subprocess
 import tarfile
+import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import docker
@@ -59,6 +62,9 @@ class Lab:
         # `docker exec` and `docker pause` on one container never overlap: an exec whose process
         # is created while the container freezes is frozen with it, and then the Docker daemon
         # hangs on that container for good (seen once in CI: every later test timed out).
+        # Within a process a lock per service; across processes (`make watch` while
+        # `make fault NAME=pause` runs) a host lock file per service, shared by execs and
+        # exclusive for pause/unpause (`_host_lock`).
         self._guards: dict[str, threading.Lock] = {}
         self._guards_lock = threading.Lock()
         self._paused: set[str] = set()
@@ -107,11 +113,12 @@ class Lab:
         argv = ["sh", "-c", cmd] if isinstance(cmd, str) else list(cmd)
         if timeout is not None:
             argv = ["timeout", "-s", "KILL", f"{timeout:g}", *argv]
-        with self._guard(service):
-            if service in self._paused:
+        with self._guard(service), self._host_lock(service, exclusive=False):
+            container = self.container(service)
+            if service in self._paused or container.status == "paused":
                 result = ExecResult(exit_code=-1, output="paused", refused_paused=True)
             else:
-                code, output = self.container(service).exec_run(argv, demux=False)
+                code, output = container.exec_run(argv, demux=False)
                 result = ExecResult(
                     exit_code=int(code), output=(output or b"").decode(errors="replace")
                 )
@@ -120,13 +127,24 @@ class Lab:
         return result
 
     def exec_detached(self, service: str, cmd: list[str]) -> None:
-        with self._guard(service):
-            if service not in self._paused:
-                self.container(service).exec_run(cmd, detach=True)
+        with self._guard(service), self._host_lock(service, exclusive=False):
+            container = self.container(service)
+            if service not in self._paused and container.status != "paused":
+                container.exec_run(cmd, detach=True)
 
     def _guard(self, service: str) -> threading.Lock:
         with self._guards_lock:
             return self._guards.setdefault(service, threading.Lock())
+
+    @contextmanager
+    def _host_lock(self, service: str, *, exclusive: bool) -> Iterator[None]:
+        path = Path(tempfile.gettempdir()) / f"vipkeeper-harness.{self.project}.{service}.lock"
+        with path.open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def put_file(self, service: str, path: str, data: bytes, mode: int = 0o644) -> None:
         """Write `data` to `path` in the container (its directory must exist)."""
@@ -227,12 +245,12 @@ class Lab:
 
     def pause(self, service: str) -> None:
         """`docker pause`, once no exec into the container is under way (see `exec`)."""
-        with self._guard(service):
+        with self._guard(service), self._host_lock(service, exclusive=True):
             self.container(service).pause()
             self._paused.add(service)
 
     def unpause(self, service: str) -> None:
-        with self._guard(service):
+        with self._guard(service), self._host_lock(service, exclusive=True):
             self.container(service).unpause()
             self._paused.discard(service)
 
