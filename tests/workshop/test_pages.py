@@ -75,7 +75,11 @@ def problem(argv: list[str]) -> str | None:
     if "-m" in argv and "harness" in argv:
         return _harness_command_exists(argv[argv.index("harness") + 1])
     if argv[:3] == ["docker", "compose", "exec"]:
-        service = argv[3]
+        rest = argv[3:]
+        while rest and rest[0].startswith("-"):  # options; these take a value
+            takes_value = rest[0] in ("-e", "--env", "-u", "--user", "-w", "--workdir")
+            rest = rest[2:] if takes_value else rest[1:]
+        service = rest[0] if rest else ""
         return None if service in topo.services else f"no lab service {service!r}"
     if program == "docker":
         return None if len(argv) > 1 and argv[1] in ("run", "ps", "logs") else f"{argv}"
@@ -96,6 +100,8 @@ def test_the_command_check_catches_what_does_not_exist() -> None:
     assert problem(["make", "no-such-target"]) is not None
     assert problem([".venv/bin/python", "-m", "harness", "no-such-command"]) is not None
     assert problem(["docker", "compose", "exec", "dir9", "true"]) is not None
+    assert problem(["docker", "compose", "exec", "-e", "COLUMNS=9", "dir9", "true"]) is not None
+    assert problem(["docker", "compose", "exec", "-e", "COLUMNS=9", "dir1", "true"]) is None
     assert problem(["no-such-program-here"]) is not None
     assert problem(["make", "check", "EX=1"]) is None
 
