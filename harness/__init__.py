@@ -1,12 +1,13 @@
 """harness: drive the vipkeeper Compose lab from tests.
 
-`Lab` finds the running Compose project's containers; `probes` measure it from inside its
-containers (the host never sends lab traffic); `faults` break it on purpose with timestamps;
+`topology` reads the lab from compose.yaml and the directors' keepalived.conf; `Lab` finds the
+running Compose project's containers; `probes` measure it from inside its containers (the host
+never sends lab traffic); `faults` break it on purpose, each fault an object with apply/undo;
 `waits.wait_until` polls with a stated bound; `timeline` writes JSON + PNG artifacts;
 `restore.restore` puts the lab back in its starting state.
 """
 
-from harness.faults import Faults
+from harness.faults import FAULTS, Fault, make
 from harness.lab import ExecResult, Lab, LabError
 from harness.probes import (
     ArpAnswer,
@@ -22,12 +23,14 @@ from harness.probes import (
     vip_holders,
 )
 from harness.timeline import Mark, Timeline
+from harness.topology import Topology, lab_topology
 from harness.waits import LabTimeout, wait_until
 
 __all__ = [
+    "FAULTS",
     "ArpAnswer",
     "ExecResult",
-    "Faults",
+    "Fault",
     "HttpProber",
     "Lab",
     "LabError",
@@ -35,11 +38,14 @@ __all__ = [
     "Mark",
     "Request",
     "Timeline",
+    "Topology",
     "VipWatcher",
     "arp_answers",
     "client_vip_mac",
     "holds_vip",
     "http_get",
+    "lab_topology",
+    "make",
     "masters",
     "servers_answering",
     "vip_holders",

@@ -8,21 +8,24 @@ inside a container), or touch containers outside its Compose project.
 
 from __future__ import annotations
 
+import fcntl
 import io
 import os
 import subprocess
 import tarfile
+import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import docker
 from docker.models.containers import Container
 
-from harness.topology import COMPOSE_FILE, DIRECTORS, PROJECT, ROOT
+from harness.topology import Topology, lab_topology
 
 PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"
@@ -46,13 +49,22 @@ class ExecResult:
 class Lab:
     """One Compose project's containers, by service name."""
 
-    def __init__(self, project: str = PROJECT, client: docker.DockerClient | None = None) -> None:
-        self.project = project
+    def __init__(
+        self,
+        project: str | None = None,
+        client: docker.DockerClient | None = None,
+        topology: Topology | None = None,
+    ) -> None:
+        self.topology = topology or lab_topology()
+        self.project = project or self.topology.project
         self.docker = client or docker.from_env()
         self._saved_addresses: dict[tuple[str, str], str] = {}
         # `docker exec` and `docker pause` on one container never overlap: an exec whose process
         # is created while the container freezes is frozen with it, and then the Docker daemon
         # hangs on that container for good (seen once in CI: every later test timed out).
+        # Within a process a lock per service; across processes (`make watch` while
+        # `make fault NAME=pause` runs) a host lock file per service, shared by execs and
+        # exclusive for pause/unpause (`_host_lock`).
         self._guards: dict[str, threading.Lock] = {}
         self._guards_lock = threading.Lock()
         self._paused: set[str] = set()
@@ -101,11 +113,12 @@ class Lab:
         argv = ["sh", "-c", cmd] if isinstance(cmd, str) else list(cmd)
         if timeout is not None:
             argv = ["timeout", "-s", "KILL", f"{timeout:g}", *argv]
-        with self._guard(service):
-            if service in self._paused:
+        with self._guard(service), self._host_lock(service, exclusive=False):
+            container = self.container(service)
+            if service in self._paused or container.status == "paused":
                 result = ExecResult(exit_code=-1, output="paused", refused_paused=True)
             else:
-                code, output = self.container(service).exec_run(argv, demux=False)
+                code, output = container.exec_run(argv, demux=False)
                 result = ExecResult(
                     exit_code=int(code), output=(output or b"").decode(errors="replace")
                 )
@@ -114,13 +127,24 @@ class Lab:
         return result
 
     def exec_detached(self, service: str, cmd: list[str]) -> None:
-        with self._guard(service):
-            if service not in self._paused:
-                self.container(service).exec_run(cmd, detach=True)
+        with self._guard(service), self._host_lock(service, exclusive=False):
+            container = self.container(service)
+            if service not in self._paused and container.status != "paused":
+                container.exec_run(cmd, detach=True)
 
     def _guard(self, service: str) -> threading.Lock:
         with self._guards_lock:
             return self._guards.setdefault(service, threading.Lock())
+
+    @contextmanager
+    def _host_lock(self, service: str, *, exclusive: bool) -> Iterator[None]:
+        path = Path(tempfile.gettempdir()) / f"vipkeeper-harness.{self.project}.{service}.lock"
+        with path.open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def put_file(self, service: str, path: str, data: bytes, mode: int = 0o644) -> None:
         """Write `data` to `path` in the container (its directory must exist)."""
@@ -170,10 +194,18 @@ class Lab:
         pairs = self.container(service).attrs["Config"].get("Env") or []
         return dict(p.split("=", 1) for p in pairs if "=" in p)
 
+    def mount_source(self, service: str, target: str) -> str | None:
+        """The host path the service's container has mounted at `target`."""
+        for mount in self.container(service).attrs.get("Mounts") or []:
+            if mount.get("Destination") == target:
+                return str(mount.get("Source"))
+        return None
+
     def director_daemon(self) -> str:
         """Which daemon the directors run: compose.yaml's DIRECTOR_DAEMON as the first
         director's container received it ("vipkeeper" or "keepalived")."""
-        return self.environment(DIRECTORS[0]).get("DIRECTOR_DAEMON") or "vipkeeper"
+        first = self.topology.director_names[0]
+        return self.environment(first).get("DIRECTOR_DAEMON") or "vipkeeper"
 
     def logs(self, service: str, *, since: float | None = None) -> str:
         """The service's container log (stdout and stderr), from `since` (wall clock) on."""
@@ -189,10 +221,10 @@ class Lab:
         """`docker compose up -d --no-deps SERVICES` with `env` added to the environment
         (compose.yaml reads e.g. LAB_DIR1_CONF from it): Compose recreates a service whose
         configuration changed and leaves the others alone."""
-        compose = ["docker", "compose", "-f", str(COMPOSE_FILE), "-p", self.project]
+        compose = ["docker", "compose", "-f", str(self.topology.compose_file), "-p", self.project]
         result = subprocess.run(
             [*compose, "up", "-d", "--no-deps", *services],
-            cwd=ROOT,
+            cwd=self.topology.root,
             env={**os.environ, **(env or {})},
             capture_output=True,
             text=True,
@@ -213,12 +245,12 @@ class Lab:
 
     def pause(self, service: str) -> None:
         """`docker pause`, once no exec into the container is under way (see `exec`)."""
-        with self._guard(service):
+        with self._guard(service), self._host_lock(service, exclusive=True):
             self.container(service).pause()
             self._paused.add(service)
 
     def unpause(self, service: str) -> None:
-        with self._guard(service):
+        with self._guard(service), self._host_lock(service, exclusive=True):
             self.container(service).unpause()
             self._paused.discard(service)
 

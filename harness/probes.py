@@ -14,28 +14,33 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
+from typing import Any
 
 from harness.lab import Lab, LabError
-from harness.topology import CLIENT, DIRECTORS, FRONT_IF, VIP, VIP_PORT
 from harness.waits import wait_until
 
 PROBE_DIR = "/tmp/harness"
 
 
-def _install_script(lab: Lab, name: str) -> str:
+def install_script(lab: Lab, name: str) -> str:
     """Copy harness/incontainer/NAME into the client; return its path there."""
     source = resources.files("harness.incontainer").joinpath(name).read_bytes()
-    lab.exec(CLIENT, ["mkdir", "-p", PROBE_DIR], check=True)
+    client = lab.topology.client.name
+    lab.exec(client, ["mkdir", "-p", PROBE_DIR], check=True)
     path = f"{PROBE_DIR}/{name}"
-    lab.put_file(CLIENT, path, source)
+    lab.put_file(client, path, source)
     return path
+
+
+def vip_url(lab: Lab) -> str:
+    return f"http://{lab.topology.vip}:{lab.topology.vip_port}/"
 
 
 # --- VIP ownership ------------------------------------------------------------------------------
 def holds_vip(lab: Lab, director: str) -> bool | None:
     """True/False when known; None when the director cannot be asked (not running nor paused)."""
     state = lab.state(director)
-    script = f"ip -o -4 addr show dev {FRONT_IF}"
+    script = f"ip -o -4 addr show dev {lab.topology.front_if(director)}"
     if state == "running":
         result = lab.exec(director, script, timeout=10)
         if result.refused_paused:  # paused since the state was read
@@ -47,16 +52,33 @@ def holds_vip(lab: Lab, director: str) -> bool | None:
         return False if state in ("exited", "created", "dead") else None
     if not result.ok:
         return None
-    return f" {VIP}/" in result.output
+    return f" {lab.topology.vip}/" in result.output
 
 
 def vip_holders(lab: Lab) -> dict[str, bool | None]:
-    return {d: holds_vip(lab, d) for d in DIRECTORS}
+    return {d: holds_vip(lab, d) for d in lab.topology.director_names}
 
 
 def masters(lab: Lab) -> set[str]:
     """The directors that hold the VIP now."""
     return {d for d, held in vip_holders(lab).items() if held}
+
+
+# --- the directors' own view -------------------------------------------------------------------
+STATUS_COMMAND = ("vipkeeper", "status", "--json")
+
+
+def director_status(lab: Lab, director: str, *, timeout: float = 5.0) -> dict[str, Any] | None:
+    """What `vipkeeper status --json` in the director says (instances, virtual servers), or
+    None when it cannot answer (container down or frozen, daemon not up, no such command)."""
+    result = lab.exec(director, list(STATUS_COMMAND), timeout=timeout)
+    if not result.ok:
+        return None
+    try:
+        doc = json.loads(result.output)
+    except ValueError:
+        return None
+    return doc if isinstance(doc, dict) else None
 
 
 # --- ARP ----------------------------------------------------------------------------------------
@@ -68,10 +90,10 @@ class ArpAnswer:
 
 def arp_answers(lab: Lab, *, timeout: float = 1.0) -> list[ArpAnswer]:
     """Every MAC that answers one broadcast ARP request for the VIP sent by the client."""
-    path = _install_script(lab, "arp_probe.py")
-    result = lab.exec(
-        CLIENT, ["python3", path, VIP, FRONT_IF, str(timeout)], timeout=timeout + 30, check=True
-    )
+    path = install_script(lab, "arp_probe.py")
+    topo = lab.topology
+    argv = ["python3", path, topo.vip, topo.front_if(topo.client.name), str(timeout)]
+    result = lab.exec(topo.client.name, argv, timeout=timeout + 30, check=True)
     macs = json.loads(result.output.strip().splitlines()[-1])
     return [ArpAnswer(mac=m, service=lab.service_of_mac(m)) for m in macs]
 
@@ -79,7 +101,10 @@ def arp_answers(lab: Lab, *, timeout: float = 1.0) -> list[ArpAnswer]:
 def client_vip_mac(lab: Lab) -> str | None:
     """The MAC the client's kernel sends VIP traffic to now (its neighbour entry for the VIP),
     or None when it has no usable entry.  This is what gratuitous ARP updates."""
-    result = lab.exec(CLIENT, ["ip", "-j", "neigh", "show", VIP, "dev", FRONT_IF], timeout=10)
+    topo = lab.topology
+    client = topo.client.name
+    argv = ["ip", "-j", "neigh", "show", topo.vip, "dev", topo.front_if(client)]
+    result = lab.exec(client, argv, timeout=10)
     if not result.ok:
         return None
     for entry in json.loads(result.output or "[]"):
@@ -94,8 +119,8 @@ def http_get(lab: Lab, *, timeout: float = 2.0) -> str | None:
     """One request to the VIP from the client over a new connection; the answering real
     server's name (first word of the page) or None on failure."""
     result = lab.exec(
-        CLIENT,
-        ["curl", "-sS", "-m", f"{timeout:g}", f"http://{VIP}:{VIP_PORT}/"],
+        lab.topology.client.name,
+        ["curl", "-sS", "-m", f"{timeout:g}", vip_url(lab)],
         timeout=timeout + 10,
     )
     words = result.output.split()
@@ -111,14 +136,17 @@ def servers_answering(lab: Lab, *, requests: int = 20, timeout: float = 2.0) -> 
         "c=collections.Counter()\n"
         f"for _ in range({requests}):\n"
         "    try:\n"
-        f"        b=urllib.request.urlopen('http://{VIP}:{VIP_PORT}/',timeout={timeout}).read()\n"
+        f"        b=urllib.request.urlopen('{vip_url(lab)}',timeout={timeout}).read()\n"
         "        c[b.decode().split()[0]]+=1\n"
         "    except Exception:\n"
         "        c['']+=1\n"
         "print(json.dumps(c))\n"
     )
     result = lab.exec(
-        CLIENT, ["python3", "-c", script], timeout=requests * timeout + 10, check=True
+        lab.topology.client.name,
+        ["python3", "-c", script],
+        timeout=requests * timeout + 10,
+        check=True,
     )
     return dict(json.loads(result.output.strip().splitlines()[-1]))
 
@@ -164,15 +192,16 @@ class HttpProber:
         self.out = f"{PROBE_DIR}/prober-{tag}.jsonl"
         self.stop_file = f"{PROBE_DIR}/prober-{tag}.stop"
         self.requests: list[Request] = []
+        self.client = lab.topology.client.name
 
     def start(self) -> HttpProber:
-        path = _install_script(self.lab, "http_prober.py")
+        path = install_script(self.lab, "http_prober.py")
         self.lab.exec_detached(
-            CLIENT,
+            self.client,
             [
                 "python3",
                 path,
-                f"http://{VIP}:{VIP_PORT}/",
+                vip_url(self.lab),
                 self.out,
                 self.stop_file,
                 str(self.interval),
@@ -192,7 +221,7 @@ class HttpProber:
         return self._read(final=False)
 
     def _read(self, *, final: bool) -> list[Request]:
-        result = self.lab.exec(CLIENT, ["cat", self.out], timeout=10)
+        result = self.lab.exec(self.client, ["cat", self.out], timeout=10)
         if not result.ok:
             return []
         rows = [json.loads(line) for line in result.output.splitlines() if line.strip()]
@@ -201,14 +230,14 @@ class HttpProber:
         return [Request(**r) for r in rows if not r.get("done")]
 
     def stop(self) -> list[Request]:
-        self.lab.exec(CLIENT, ["touch", self.stop_file], check=True)
+        self.lab.exec(self.client, ["touch", self.stop_file], check=True)
         self.requests = wait_until(
             lambda: self._read(final=True),
             timeout=self.keepalive_timeout + 10,
             ignore=(LabError,),
             what="the HTTP prober to finish",
         )
-        self.lab.exec(CLIENT, ["rm", "-f", self.out, self.stop_file])
+        self.lab.exec(self.client, ["rm", "-f", self.out, self.stop_file])
         return self.requests
 
     def streams(self) -> dict[int, list[Request]]:

@@ -1,52 +1,64 @@
 """Putting the lab back in its starting state after a test, whatever the test did.
 
 Owns: the definition of "the starting state" (every container running, VRRP unpartitioned,
-ARP suppression and httpd on, the preferred master holding the VIP alone, both real servers
-answering) and undoing every fault `Faults` can make.  Must never: recreate containers or
-change the configuration (a test that does so restores it itself).
+every frontend link up, ARP suppression and httpd on, the preferred master holding the VIP
+alone, every real server answering, the client's VIP entry resolved afresh) and the undo of
+every fault present in the lab.  Must never: recreate containers or change the configuration
+(a test that does so restores it itself).
 """
 
 from __future__ import annotations
 
-from harness.faults import Faults
+from harness.faults import FAULTS, Kill, Pause, flush_client_vip
 from harness.lab import Lab
-from harness.probes import masters, servers_answering
-from harness.topology import CLIENT, DIRECTORS, FRONT_IF, PREFERRED_MASTER, REAL_SERVERS, VIP
-from harness.waits import wait_until
+from harness.probes import client_vip_mac, masters, servers_answering
+from harness.topology import REACTION_MARGIN
+from harness.waits import LabTimeout, wait_until
 
-SERVICES = (*DIRECTORS, *REAL_SERVERS, CLIENT)
 UP_TIMEOUT = 60.0  # s: containers started -> one master and HTTP through the VIP
 
 
-def restore(lab: Lab, *, timeout: float = UP_TIMEOUT) -> None:
+def restore(lab: Lab, *, timeout: float = UP_TIMEOUT, flush_client: bool = True) -> None:
     """Undo whatever a test may have done, then wait (up to `timeout` per step) for the
-    starting state."""
-    faults = Faults(lab)
-    for service in SERVICES:
-        state = lab.state(service)
-        if state == "paused":
-            lab.unpause(service)
-        elif state != "running":
-            lab.start(service)
-    wait_until(lambda: lab.is_running(SERVICES), timeout=30, what="all lab containers running")
-    faults.heal_vrrp()
-    for rs in REAL_SERVERS:
-        if not lab.exec(rs, ["vipset.sh", "status"]).ok:
-            faults.arp_suppression(rs, on=True)
-        if not lab.exec(rs, ["sh", "-c", "apache2ctl status >/dev/null 2>&1 || pgrep apache2"]).ok:
-            faults.httpd_up(rs)
+    starting state.  With `flush_client` False the client's ARP entry for the VIP is left to
+    the protocol (gratuitous ARP from the MASTER) for one Master_Down_Interval, and flushed
+    only if it still names another node then."""
+    topo = lab.topology
+    for cls in (Pause, Kill):  # containers first: the other faults are read inside them
+        for fault in cls.present(lab):
+            fault.undo()
+    wait_until(lambda: lab.is_running(topo.services), timeout=30, what="all lab containers running")
+    for cls in FAULTS.values():
+        for fault in cls.present(lab):
+            fault.undo()
+    preferred = topo.preferred_master.name
     wait_until(
-        lambda: masters(lab) == {PREFERRED_MASTER},
+        lambda: masters(lab) == {preferred},
         timeout=timeout,
         interval=0.3,
-        what=f"{PREFERRED_MASTER} alone to hold the VIP",
+        what=f"{preferred} alone to hold the VIP",
     )
     # The client resolves the VIP afresh: a neighbour entry left by an earlier test could still
     # point at the other director.
-    lab.exec(CLIENT, ["ip", "neigh", "flush", "to", VIP, "dev", FRONT_IF], check=True)
+    if flush_client or not _client_follows(lab, preferred):
+        flush_client_vip(lab)
     wait_until(
-        lambda: set(servers_answering(lab, requests=10)) == set(REAL_SERVERS),
+        lambda: set(servers_answering(lab, requests=10)) == set(topo.real_server_names),
         timeout=timeout,
         interval=0.5,
-        what="both real servers answering, no failures",
+        what="every real server answering, no failures",
     )
+
+
+def _client_follows(lab: Lab, director: str) -> bool:
+    """The client's VIP entry names `director` (or is gone) within its Master_Down_Interval."""
+    mac = lab.mac(director, lab.topology.front_net)
+    try:
+        wait_until(
+            lambda: client_vip_mac(lab) in (mac, None),
+            timeout=lab.topology.director(director).master_down_interval + REACTION_MARGIN,
+            what=f"the client's VIP entry to name {director}",
+        )
+    except LabTimeout:
+        return False
+    return True

@@ -37,7 +37,7 @@ PROMETHEUS_DEBS := prometheus
 
 # A stamp is only as good as the image behind it: forget stamps of images that are gone
 # (`docker rmi`, a pruned engine), so the next build makes them again.
-LAB_CHECK_GOALS := images up test-lab test all
+LAB_CHECK_GOALS := images up test-lab test-workshop test all
 ifneq ($(if $(MAKECMDGOALS),$(filter $(LAB_CHECK_GOALS),$(MAKECMDGOALS)),default),)
 $(foreach i,base $(LAB_ROLES),$(if $(shell docker image inspect \
     $(if $(filter base,$(i)),$(BASE_IMAGE),vipkeeper/$(i):$(LAB_TAG)) >/dev/null 2>&1 && echo y),,\

@@ -23,7 +23,7 @@ if str(ROOT) not in sys.path:  # the harness package lives at the repository roo
     sys.path.insert(0, str(ROOT))
 
 from harness import Lab, Timeline  # noqa: E402
-from harness.restore import SERVICES, restore  # noqa: E402
+from harness.restore import restore  # noqa: E402
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -54,7 +54,8 @@ def lab() -> Iterator[Lab]:
     client = _docker_or_skip()
     lab = Lab(client=client)
     brought_up = False
-    if set(lab.containers()) != set(SERVICES):  # not there (stopped ones `restore` restarts)
+    # Not there (stopped ones `restore` restarts).
+    if set(lab.containers()) != set(lab.topology.services):
         _make("up")
         brought_up = True
     try:

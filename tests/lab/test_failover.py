@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import time
 
-from harness import Faults, HttpProber, Lab, Timeline, VipWatcher, masters, wait_until
-from harness.topology import ADVERT_INT, DIRECTORS, PREFERRED_MASTER, PRIORITY, master_down_interval
+from harness import HttpProber, Lab, Timeline, VipWatcher, lab_topology, masters, wait_until
+from harness.faults import Kill
+
+TOPO = lab_topology()
+PREFERRED = TOPO.preferred_master
 
 FAILOVER_MARGIN = 2.0  # s: daemon reaction + docker exec polling of `ip addr`
 PROBE_TIMEOUT = 1.0  # s: the HTTP prober's per-request timeout
@@ -17,12 +20,12 @@ def test_vip_moves_to_the_backup_within_master_down_interval_after_kill(
     healthy_lab: Lab, timeline: Timeline
 ) -> None:
     (old,) = masters(healthy_lab)
-    (new,) = set(DIRECTORS) - {old}
-    bound = master_down_interval(PRIORITY[new], ADVERT_INT) + FAILOVER_MARGIN
+    (new,) = TOPO.others(old)
+    bound = TOPO.director(new).master_down_interval + FAILOVER_MARGIN
     prober = HttpProber(healthy_lab, interval=0.1, timeout=PROBE_TIMEOUT)
     with VipWatcher(healthy_lab, timeline.vip_changed) as watcher, prober:
         wait_until(lambda: watcher.history, timeout=10, what="the VIP watcher's first answer")
-        killed_at = Faults(healthy_lab, timeline).kill(old)
+        killed_at = Kill(healthy_lab, old, timeline=timeline).apply()
         moved_at = wait_until(
             lambda: next((t for t, h in watcher.history if t > killed_at and h == {new}), 0.0),
             timeout=bound + 5,
@@ -53,25 +56,25 @@ def test_vip_moves_to_the_backup_within_master_down_interval_after_kill(
 def test_restarted_preferred_master_takes_the_vip_back(
     healthy_lab: Lab, timeline: Timeline
 ) -> None:
-    faults = Faults(healthy_lab, timeline)
-    (backup,) = set(DIRECTORS) - {PREFERRED_MASTER}
-    faults.kill(PREFERRED_MASTER)
+    kill = Kill(healthy_lab, PREFERRED.name, timeline=timeline)
+    (backup,) = TOPO.others(PREFERRED.name)
+    kill.apply()
     with VipWatcher(healthy_lab, timeline.vip_changed) as watcher:
         wait_until(
             lambda: masters(healthy_lab) == {backup}, timeout=15, what=f"{backup} to take the VIP"
         )
-        restarted_at = faults.start(PREFERRED_MASTER)
+        restarted_at = kill.undo()
         settled_at = wait_until(
-            lambda: watcher.history[-1][1] == {PREFERRED_MASTER} and watcher.history[-1][0],
+            lambda: watcher.history[-1][1] == {PREFERRED.name} and watcher.history[-1][0],
             timeout=30,
-            what=f"{PREFERRED_MASTER} (priority {PRIORITY[PREFERRED_MASTER]}) to preempt",
+            what=f"{PREFERRED.name} (priority {PREFERRED.priority}) to preempt",
         )
         # One master at all times after the takeover: watch for 3 advert intervals.
         wait_until(
-            lambda: time.time() > settled_at + 3 * ADVERT_INT,
+            lambda: time.time() > settled_at + 3 * PREFERRED.advert_int,
             timeout=10,
             what="three advert intervals to pass",
         )
     after = [holders for t, holders in watcher.history if t >= settled_at]
-    assert after == [frozenset({PREFERRED_MASTER})], after
+    assert after == [frozenset({PREFERRED.name})], after
     assert restarted_at < settled_at

@@ -14,8 +14,11 @@ Writes a timeline (JSON + PNG) to artifacts/lab/.
 
 from __future__ import annotations
 
-from harness import Faults, HttpProber, Lab, Timeline, VipWatcher, masters, wait_until
-from harness.topology import DIRECTORS, PRIORITY, REACTION_MARGIN, master_down_interval
+from harness import HttpProber, Lab, Timeline, VipWatcher, lab_topology, masters, wait_until
+from harness.faults import Kill
+from harness.topology import REACTION_MARGIN
+
+TOPO = lab_topology()
 
 PROBE_TIMEOUT = 1.0  # s: a new connection's request timeout
 # A keep-alive request sent just before the kill is retransmitted by the client's TCP with
@@ -31,8 +34,8 @@ def test_keepalive_connections_survive_a_master_kill_and_new_ones_fail_only_in_t
 ) -> None:
     lab = healthy_lab
     (old,) = masters(lab)
-    (new,) = set(DIRECTORS) - {old}
-    bound = master_down_interval(PRIORITY[new]) + REACTION_MARGIN
+    (new,) = TOPO.others(old)
+    bound = TOPO.director(new).master_down_interval + REACTION_MARGIN
     prober = HttpProber(
         lab,
         interval=0.1,
@@ -52,7 +55,7 @@ def test_keepalive_connections_survive_a_master_kill_and_new_ones_fail_only_in_t
             timeout=15,
             what="every keep-alive stream answered once, and the VIP watcher's first answer",
         )
-        killed_at = Faults(lab, timeline).kill(old)
+        killed_at = Kill(lab, old, timeline=timeline).apply()
         moved_at = wait_until(
             lambda: next((t for t, h in watcher.history if t > killed_at and h == {new}), 0.0),
             timeout=bound + 5,
@@ -76,7 +79,9 @@ def test_keepalive_connections_survive_a_master_kill_and_new_ones_fail_only_in_t
     streams = prober.streams()
     assert len(streams) == STREAMS
     servers_before = {n: rs[0].server for n, rs in streams.items()}
-    assert set(servers_before.values()) == {"rs1", "rs2"}, f"streams not spread: {servers_before}"
+    assert set(servers_before.values()) == set(TOPO.real_server_names), (
+        f"streams not spread: {servers_before}"
+    )
     for n, requests in streams.items():
         failed = [r for r in requests if not r.ok]
         assert failed == [], f"keep-alive stream {n} failed (reset or timeout): {failed[:3]}"

@@ -14,21 +14,19 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from harness import Faults, Lab, Timeline, VipWatcher, masters, wait_until
+from harness import Lab, Timeline, VipWatcher, lab_topology, masters, wait_until
+from harness.faults import Kill
 from harness.restore import UP_TIMEOUT, restore
-from harness.topology import (
-    ADVERT_INT,
-    CONF_ENV,
-    DIRECTORS,
-    NOPREEMPT_CONF,
-    PREFERRED_MASTER,
-    PRIORITY,
-    REACTION_MARGIN,
-    master_down_interval,
-)
+from harness.topology import REACTION_MARGIN
 
-NOPREEMPT_ENV = {CONF_ENV[d]: NOPREEMPT_CONF[d] for d in DIRECTORS}
-(OTHER,) = set(DIRECTORS) - {PREFERRED_MASTER}
+TOPO = lab_topology()
+NOPREEMPT_ENV = {
+    d.config_env: d.variant_config("nopreempt") for d in TOPO.directors if d.config_env
+}
+PREFERRED = TOPO.preferred_master
+PREFERRED_MASTER = PREFERRED.name
+OTHERS = TOPO.others(PREFERRED_MASTER)
+(OTHER,) = OTHERS
 
 
 @pytest.fixture
@@ -37,7 +35,8 @@ def nopreempt_lab(lab: Lab) -> Iterator[Lab]:
     try:
         # dir2 out of the way, so that dir1 (higher priority) becomes MASTER alone; then dir2
         # joins as BACKUP.  Both containers are recreated with the variant mounted.
-        lab.stop(OTHER)
+        for other in OTHERS:
+            lab.stop(other)
         lab.compose_up((PREFERRED_MASTER,), env=NOPREEMPT_ENV)
         wait_until(
             lambda: masters(lab) == {PREFERRED_MASTER},
@@ -45,7 +44,7 @@ def nopreempt_lab(lab: Lab) -> Iterator[Lab]:
             interval=0.3,
             what=f"{PREFERRED_MASTER} (nopreempt variant) to hold the VIP alone",
         )
-        lab.compose_up((OTHER,), env=NOPREEMPT_ENV)
+        lab.compose_up(OTHERS, env=NOPREEMPT_ENV)
         wait_until(
             lambda: "BACKUP" in lab.logs(OTHER),
             timeout=UP_TIMEOUT,
@@ -53,7 +52,7 @@ def nopreempt_lab(lab: Lab) -> Iterator[Lab]:
         )
         yield lab
     finally:
-        lab.compose_up(DIRECTORS)  # back to the default configuration (recreates both)
+        lab.compose_up(TOPO.director_names)  # back to the default configuration (recreates both)
         restore(lab)
 
 
@@ -62,17 +61,17 @@ def test_restarted_director_does_not_take_the_vip_back_with_nopreempt(
 ) -> None:
     lab = nopreempt_lab
     assert masters(lab) == {PREFERRED_MASTER}
-    assert PRIORITY[PREFERRED_MASTER] > PRIORITY[OTHER]  # so preemption would take it back
-    faults = Faults(lab, timeline)
+    assert PREFERRED.priority > TOPO.director(OTHER).priority  # so preemption would take it back
+    kill = Kill(lab, PREFERRED_MASTER, timeline=timeline)
     with VipWatcher(lab, timeline.vip_changed) as watcher:
-        killed_at = faults.kill(PREFERRED_MASTER)
+        killed_at = kill.apply()
         took_over_at = wait_until(
             lambda: next((t for t, h in watcher.history if t > killed_at and h == {OTHER}), 0.0),
-            timeout=master_down_interval(PRIORITY[OTHER]) + REACTION_MARGIN + 5,
+            timeout=TOPO.director(OTHER).master_down_interval + REACTION_MARGIN + 5,
             interval=0.05,
             what=f"{OTHER} alone to hold the VIP",
         )
-        restarted_at = faults.start(PREFERRED_MASTER)
+        restarted_at = kill.undo()
         # The restarted daemon is up and has entered BACKUP (both vipkeeper and keepalived log
         # the word).  From there a preempting director would take over when it hears the
         # lower-priority MASTER's next advert (within advert_int) or at the latest after its
@@ -83,7 +82,7 @@ def test_restarted_director_does_not_take_the_vip_back_with_nopreempt(
             what=f"restarted {PREFERRED_MASTER} to enter BACKUP",
         )
         backup_at = timeline.mark(f"{PREFERRED_MASTER} in BACKUP", kind="repair").at
-        window = master_down_interval(PRIORITY[PREFERRED_MASTER]) + ADVERT_INT + REACTION_MARGIN
+        window = PREFERRED.master_down_interval + PREFERRED.advert_int + REACTION_MARGIN
         wait_until(
             lambda: time.time() > backup_at + window or watcher.history[-1][1] != {OTHER},
             timeout=window + 5,

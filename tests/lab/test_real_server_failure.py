@@ -18,17 +18,15 @@ import os
 import time
 
 import pytest
-from harness import Faults, HttpProber, Lab, Request, Timeline, wait_until
-from harness.topology import (
-    REACTION_MARGIN,
-    REAL_SERVERS,
-    health_down_bound,
-    health_up_bound,
-)
+from harness import HttpProber, Lab, Request, Timeline, lab_topology, wait_until
+from harness.faults import HttpdStop
+from harness.topology import REACTION_MARGIN
 
-FAILED_RS, SURVIVOR = REAL_SERVERS
-DOWN_BOUND = health_down_bound() + REACTION_MARGIN
-UP_BOUND = health_up_bound() + REACTION_MARGIN
+TOPO = lab_topology()
+REAL_SERVERS = TOPO.real_server_names
+FAILED_RS, *SURVIVORS = REAL_SERVERS
+DOWN_BOUND = TOPO.health.down_bound() + REACTION_MARGIN
+UP_BOUND = TOPO.health.up_bound() + REACTION_MARGIN
 STREAMS = 10  # keep-alive streams; none on the survivor by chance: 1 / 2**10
 
 
@@ -38,7 +36,7 @@ def test_failed_real_server_is_drained_then_brought_back(
     lab = healthy_lab
     if lab.director_daemon() == "keepalived" and not os.path.exists("/proc/net/ip_vs"):
         pytest.skip("the keepalived baseline without IPVS (VRRP + nft-dr.sh) has no health checks")
-    faults = Faults(lab, timeline)
+    httpd_stop = HttpdStop(lab, FAILED_RS, timeline=timeline)
     prober = HttpProber(lab, interval=0.1, timeout=1.0, keepalive_streams=STREAMS)
     with prober:
 
@@ -54,7 +52,7 @@ def test_failed_real_server_is_drained_then_brought_back(
             what="every keep-alive stream answered, new connections answered by both servers",
         )
         stopping_at = time.time()  # a request in flight from here on may see the stop
-        down_at = faults.httpd_down(FAILED_RS)
+        down_at = httpd_stop.apply()
         drained_by = down_at + DOWN_BOUND
         # 30 requests after the drain bound: the pool is {SURVIVOR} alone.
         wait_until(
@@ -62,7 +60,7 @@ def test_failed_real_server_is_drained_then_brought_back(
             timeout=DOWN_BOUND + 15,
             what=f"30 requests after {FAILED_RS} must have been drained",
         )
-        up_at = faults.httpd_up(FAILED_RS)
+        up_at = httpd_stop.undo()
         back_at = wait_until(
             lambda: next((r.start for r in new_since(up_at) if r.server == FAILED_RS), 0.0),
             timeout=UP_BOUND + 10,
@@ -87,7 +85,7 @@ def test_failed_real_server_is_drained_then_brought_back(
     # After detection, until it is back: every request answered, all by the survivor.
     drained = [r for r in new if drained_by < r.start < up_at]
     assert len(drained) >= 30 and all(r.ok for r in drained), drained
-    assert {r.server for r in drained} == {SURVIVOR}
+    assert {r.server for r in drained} == set(SURVIVORS)
     # It comes back within one check.
     assert back_at - up_at <= UP_BOUND, f"{FAILED_RS} back after {back_at - up_at:.2f} s"
     after = [r for r in new if r.start >= back_at]
@@ -95,7 +93,7 @@ def test_failed_real_server_is_drained_then_brought_back(
 
     # Keep-alive streams that were on the survivor never noticed anything.
     streams = prober.streams()
-    on_survivor = {n: rs for n, rs in streams.items() if rs[0].server == SURVIVOR}
+    on_survivor = {n: rs for n, rs in streams.items() if rs[0].server in SURVIVORS}
     assert on_survivor, "no keep-alive stream started on the survivor"
     for n, requests in on_survivor.items():
         assert all(r.ok for r in requests), f"stream {n}: {[r for r in requests if not r.ok]}"

@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 
 import pytest
 from harness import (
-    Faults,
     HttpProber,
     Lab,
     LabTimeout,
@@ -32,26 +31,23 @@ from harness import (
     VipWatcher,
     arp_answers,
     client_vip_mac,
+    lab_topology,
     servers_answering,
     wait_until,
 )
+from harness.faults import Fault, Partition, Pause
 from harness.restore import restore
-from harness.topology import (
-    ADVERT_INT,
-    DIRECTORS,
-    FRONT_NET,
-    PREFERRED_MASTER,
-    PRIORITY,
-    REACTION_MARGIN,
-    REAL_SERVERS,
-    master_down_interval,
-)
+from harness.topology import REACTION_MARGIN
 
-(OTHER,) = set(DIRECTORS) - {PREFERRED_MASTER}
+TOPO = lab_topology()
+DIRECTORS = TOPO.director_names
+PREFERRED_MASTER = TOPO.preferred_master.name
+(OTHER,) = TOPO.others(PREFERRED_MASTER)
+ADVERT_INT = TOPO.preferred_master.advert_int
 # The backup stops hearing the MASTER: it takes over after its Master_Down_Interval.
-SPLIT_BOUND = master_down_interval(PRIORITY[OTHER]) + REACTION_MARGIN
+SPLIT_BOUND = TOPO.director(OTHER).master_down_interval + REACTION_MARGIN
 # After the repair: one master (and the client on it) within one Master_Down_Interval.
-HEAL_BOUND = master_down_interval(PRIORITY[OTHER]) + REACTION_MARGIN
+HEAL_BOUND = TOPO.director(OTHER).master_down_interval + REACTION_MARGIN
 
 
 @dataclass
@@ -85,17 +81,18 @@ def _maybe(probe: Callable[[], float], *, timeout: float, what: str) -> float | 
 def _run(lab: Lab, fault: str) -> Outcome:
     restore(lab)
     outcome = Outcome(fault=fault, timeline=Timeline(name=f"split_brain_{fault}"))
-    faults = Faults(lab, outcome.timeline)
-    mac = {d: lab.mac(d, FRONT_NET) for d in DIRECTORS}
+    split: Fault = (
+        Pause(lab, PREFERRED_MASTER, timeline=outcome.timeline)
+        if fault == "pause"
+        else Partition(lab, timeline=outcome.timeline)
+    )
+    mac = {d: lab.mac(d, TOPO.front_net) for d in DIRECTORS}
     prober = HttpProber(lab, interval=0.2, timeout=1.0, keepalive_streams=2)
     try:
         with VipWatcher(lab, outcome.timeline.vip_changed) as watcher, prober:
             wait_until(lambda: watcher.history, timeout=10, what="the VIP watcher's first answer")
             outcome.client_on_master_before = client_vip_mac(lab) == mac[PREFERRED_MASTER]
-            if fault == "pause":
-                outcome.faulted_at = faults.pause(PREFERRED_MASTER)
-            else:
-                outcome.faulted_at = faults.partition_vrrp()
+            outcome.faulted_at = split.apply()
             outcome.two_masters_at = _maybe(
                 lambda: _first(watcher, outcome.faulted_at, set(DIRECTORS)),
                 timeout=SPLIT_BOUND + 5,
@@ -107,10 +104,7 @@ def _run(lab: Lab, fault: str) -> Outcome:
                 timeout=SPLIT_BOUND + 5,
                 what=f"the client to send VIP traffic to {OTHER}",
             )
-            if fault == "pause":
-                outcome.repaired_at = faults.unpause(PREFERRED_MASTER)
-            else:
-                outcome.repaired_at = faults.heal_vrrp()
+            outcome.repaired_at = split.undo()
             outcome.one_master_at = _maybe(
                 lambda: _first(watcher, outcome.repaired_at, {PREFERRED_MASTER}),
                 timeout=HEAL_BOUND + 5,
@@ -158,7 +152,7 @@ def test_split_brain_ends_with_one_master_within_master_down_interval(
     assert o.one_master_at - o.repaired_at <= HEAL_BOUND, o.one_master_at - o.repaired_at
     assert o.history_after_one_master == [frozenset({PREFERRED_MASTER})], o.history_after_one_master
     assert o.arp_services == [PREFERRED_MASTER], o.arp_services
-    assert set(o.answers) == set(REAL_SERVERS), o.answers
+    assert set(o.answers) == set(TOPO.real_server_names), o.answers
     # Both directors hash a flow alike, so the split itself breaks no request.
     assert o.failed_requests == 0
 

@@ -4,34 +4,29 @@ answering through genuine LVS-DR, and only the MASTER's MAC answering ARP for th
 from __future__ import annotations
 
 import pytest
-from harness import Faults, Lab, arp_answers, masters, servers_answering, wait_until
-from harness.topology import (
-    ADVERT_INT,
-    DIRECTORS,
-    FRONT_NET,
-    PRIORITY,
-    REAL_SERVERS,
-    VIP,
-    master_down_interval,
-)
+from harness import Lab, arp_answers, lab_topology, masters, servers_answering, wait_until
+from harness.faults import ArpLeak, Kill
+
+TOPO = lab_topology()
 
 # Bound for a VIP move after the master dies: RFC 3768 §6.1 Master_Down_Interval of the backup,
 # plus a margin for the daemon's reaction and for polling through `docker exec`.
 FAILOVER_MARGIN = 2.0
-FAILOVER_BOUND = master_down_interval(PRIORITY["dir2"], ADVERT_INT) + FAILOVER_MARGIN
+FAILOVER_BOUND = max(d.master_down_interval for d in TOPO.directors) + FAILOVER_MARGIN
+VIP = TOPO.vip
 
 
 # --- 1. start -----------------------------------------------------------------------------------
 def test_exactly_one_director_holds_the_vip(healthy_lab: Lab) -> None:
     holders = masters(healthy_lab)
     assert len(holders) == 1, holders
-    assert holders <= set(DIRECTORS)
+    assert holders <= set(TOPO.director_names)
 
 
 def test_client_gets_answers_from_both_real_servers(healthy_lab: Lab) -> None:
     answers = servers_answering(healthy_lab, requests=30)
     assert "" not in answers, f"failed requests: {answers}"
-    assert set(answers) == set(REAL_SERVERS), answers
+    assert set(answers) == set(TOPO.real_server_names), answers
 
 
 def test_director_forwards_requests_and_never_sees_replies(healthy_lab: Lab) -> None:
@@ -50,7 +45,8 @@ def test_director_forwards_requests_and_never_sees_replies(healthy_lab: Lab) -> 
         what="tcpdump on the master to start",
     )
     answers = servers_answering(healthy_lab, requests=30)  # all on one server by chance: 2 / 2**30
-    assert set(answers) == set(REAL_SERVERS), answers
+    assert set(answers) == set(TOPO.real_server_names), answers
+    front, servers = TOPO.front_if(master), TOPO.servers_if(master)
 
     def finished_capture() -> list[str]:
         out = healthy_lab.exec(master, ["cat", capture]).output
@@ -59,8 +55,8 @@ def test_director_forwards_requests_and_never_sees_replies(healthy_lab: Lab) -> 
     lines = wait_until(finished_capture, timeout=15, what="tcpdump on the master to finish")
     to_vip = [line for line in lines if f"> {VIP}.80:" in line]
     from_vip = [line for line in lines if f" {VIP}.80 >" in line]
-    assert any(" eth0 " in line and " In " in line for line in to_vip), lines
-    assert any(" eth1 " in line and " Out " in line for line in to_vip), lines
+    assert any(f" {front} " in line and " In " in line for line in to_vip), lines
+    assert any(f" {servers} " in line and " Out " in line for line in to_vip), lines
     assert from_vip == [], "replies passed through the director"
 
 
@@ -68,10 +64,10 @@ def test_director_forwards_requests_and_never_sees_replies(healthy_lab: Lab) -> 
 def test_only_the_masters_mac_answers_arp_for_the_vip(healthy_lab: Lab) -> None:
     (master,) = masters(healthy_lab)
     answers = arp_answers(healthy_lab)
-    assert [a.mac for a in answers] == [healthy_lab.mac(master, FRONT_NET)], answers
+    assert [a.mac for a in answers] == [healthy_lab.mac(master, TOPO.front_net)], answers
 
 
-@pytest.mark.parametrize("real_server", REAL_SERVERS)
+@pytest.mark.parametrize("real_server", TOPO.real_server_names)
 def test_real_server_holds_vip_on_lo_with_arp_suppressed(
     healthy_lab: Lab, real_server: str
 ) -> None:
@@ -79,32 +75,32 @@ def test_real_server_holds_vip_on_lo_with_arp_suppressed(
     assert f"{VIP}" in host.interface("lo").addresses
     assert host.sysctl("net.ipv4.conf.all.arp_ignore") == 1
     assert host.sysctl("net.ipv4.conf.all.arp_announce") == 2
-    frontend_if = host.interface("eth0")
+    frontend_if = host.interface(TOPO.front_if(real_server))
     assert VIP not in frontend_if.addresses
 
 
 def test_arp_probe_catches_a_real_server_answering_when_suppression_is_off(
     healthy_lab: Lab,
 ) -> None:
-    faults = Faults(healthy_lab)
-    faults.arp_suppression("rs1", on=False)
+    leak = ArpLeak(healthy_lab, TOPO.real_server_names[0])
+    leak.apply()
     try:
         answering = {a.service for a in arp_answers(healthy_lab)}
-        assert "rs1" in answering, f"the probe missed rs1's wrong answer: {answering}"
+        assert leak.node in answering, f"the probe missed {leak.node}'s wrong answer: {answering}"
     finally:
-        faults.arp_suppression("rs1", on=True)
+        leak.undo()
     answering = {a.service for a in arp_answers(healthy_lab)}
-    assert "rs1" not in answering, answering
+    assert leak.node not in answering, answering
 
 
 def test_only_the_new_masters_mac_answers_arp_after_failover(healthy_lab: Lab) -> None:
     (old,) = masters(healthy_lab)
-    (new,) = set(DIRECTORS) - {old}
-    Faults(healthy_lab).kill(old)
+    (new,) = TOPO.others(old)
+    Kill(healthy_lab, old).apply()
     wait_until(
         lambda: masters(healthy_lab) == {new},
         timeout=FAILOVER_BOUND + 5,
         what=f"{new} to take the VIP",
     )
     answers = arp_answers(healthy_lab)
-    assert [a.mac for a in answers] == [healthy_lab.mac(new, FRONT_NET)], answers
+    assert [a.mac for a in answers] == [healthy_lab.mac(new, TOPO.front_net)], answers
