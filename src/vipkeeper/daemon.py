@@ -468,6 +468,11 @@ class Daemon:
         )
 
     async def _metrics_snapshot(self) -> metrics.Snapshot:
+        try:
+            traffic, connections = await self.director.traffic()
+        except Exception as exc:  # the counters are worth a warning, not a failed scrape
+            log.warning("cannot read the data plane's counters: %s", exc)
+            traffic, connections = {}, {}
         return metrics.Snapshot(
             status=await self._status_request({}),
             excluded_vips={
@@ -488,6 +493,8 @@ class Daemon:
             control_errors=dict(self.control.errors) if self.control is not None else {},
             check_latency=self.check_latency.snapshot(),
             data_plane_errors=self.director.apply_errors,
+            server_traffic=traffic,
+            service_connections=connections,
         )
 
     async def _present_vips(self) -> frozenset[tuple[str, str]]:

@@ -269,6 +269,25 @@ class Director:
         sorry = vs.sorry_server
         return health.Endpoint(address=sorry.address, port=_port(vs, sorry.port)) if sorry else None
 
+    async def traffic(
+        self,
+    ) -> tuple[dict[tuple[str, str, int], tuple[int, int]], dict[str, int]]:
+        """The data plane's counters by virtual server name: ((vs, address, port) -> (packets,
+        bytes) forwarded to each real server, vs -> connections forwarded); empty where the
+        backend reads none (IPVS keeps its own, which node_exporter's IPVS collector reads)."""
+        read = getattr(self._backend, "counters", None)
+        if read is None:
+            return {}, {}
+        counters = await read()
+        names = {service.key: name for name, service in self._services.items()}
+        servers: dict[tuple[str, str, int], tuple[int, int]] = {}
+        for (key, server), value in counters.servers.items():
+            if key in names:
+                address, _, port = server.rpartition(":")
+                servers[(names[key], address.strip("[]"), int(port))] = value
+        connections = {names[key]: n for key, n in counters.connections.items() if key in names}
+        return servers, connections
+
     def _on_check(
         self, checker: health.CheckerId, event: health.HealthEvent, now: float, latency: float
     ) -> None:

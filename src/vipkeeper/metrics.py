@@ -117,6 +117,9 @@ class Snapshot:
     control_errors: Mapping[str, int]  # error code -> count
     check_latency: Mapping[tuple[str, str, int], tuple[tuple[int, ...], float]]
     data_plane_errors: int  # applies the data plane refused
+    # Since the data plane's last rewrite: (vs, address, port) -> (packets, bytes); vs -> conns.
+    server_traffic: Mapping[tuple[str, str, int], tuple[int, int]]
+    service_connections: Mapping[str, int]
 
 
 def _service_labels(vs: Mapping[str, Any]) -> list[str]:
@@ -293,6 +296,32 @@ def _lvs_metrics(snapshot: Snapshot) -> Iterator[Metric]:
             weight.add_metric(labels, rs["effective_weight"] if rs["in_pool"] else 0)
             up.add_metric(labels, 1 if rs["health"] == "up" else 0)
             in_pool.add_metric(labels, 1 if rs["in_pool"] else 0)
+    packets = CounterMetricFamily(
+        "vipkeeper_real_server_packets",
+        "Packets forwarded to the real server (nftables DR) since the data plane's last change",
+        labels=BACKEND_LABELS,
+    )
+    octets = CounterMetricFamily(
+        "vipkeeper_real_server_bytes",
+        "Bytes forwarded to the real server (nftables DR) since the data plane's last change",
+        labels=BACKEND_LABELS,
+    )
+    for (name, address, port), (count, size) in sorted(snapshot.server_traffic.items()):
+        if name in services:
+            labels = [*_service_labels(services[name]), address, str(port)]
+            packets.add_metric(labels, count)
+            octets.add_metric(labels, size)
+    connections = CounterMetricFamily(
+        "vipkeeper_virtual_server_connections",
+        "Connections forwarded (nftables NAT) since the data plane's last change",
+        labels=SERVICE_LABELS,
+    )
+    for name, count in sorted(snapshot.service_connections.items()):
+        if name in services:
+            connections.add_metric(_service_labels(services[name]), count)
+    yield packets
+    yield octets
+    yield connections
     for (name, address, port), (counts, total) in sorted(snapshot.check_latency.items()):
         found = services.get(name)
         if found is None:

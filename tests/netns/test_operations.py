@@ -151,8 +151,17 @@ def test_status_and_metrics_before_and_after_a_failover(
     assert "VI_LB" in shown.stdout and "MASTER" in shown.stdout
     assert "192.168.0.55:80" in shown.stdout
 
+    client = net.client()
+    for _ in range(4):
+        client.get()
     before = scrape(net, "d1")
     assert metric(before, "keepalived_up") == 1
+    forwarded = [
+        value
+        for (name, _), value in before.items()
+        if name == "vipkeeper_real_server_packets_total"
+    ]
+    assert len(forwarded) == 2 and sum(forwarded) >= 4, forwarded
     assert metric(before, "keepalived_vrrp_state", iname="VI_LB", ip_address=VIP) == 2
     assert metric(scrape(net, "d2"), "keepalived_vrrp_state", ip_address=VIP) == 1
     rs = {"local_address": VIP, "local_port": "80", "proto": "TCP",
@@ -378,7 +387,11 @@ def test_twenty_reloads_under_traffic_fail_no_request_and_move_no_state(tmp_path
         for name in ("rs1", "rs2", "sorry"):
             net.run(name, "ip", "route", "replace", "default", "via", GATEWAY)
         base = {"lb_priority": 150, "other_priority": 150}
-        d1 = net.start_vipkeeper("d1", _traffic_config(**base))
+        d1 = net.start_vipkeeper(
+            "d1",
+            _traffic_config(**base),
+            extra_args=["--metrics-listen", f"127.0.0.1:{METRICS_PORT}"],
+        )
         d2 = net.start_vipkeeper("d2", _traffic_config(lb_priority=100, other_priority=100))
         daemons = [d1, d2]
         for name in ("VI_LB", "VI_OTHER"):
@@ -417,4 +430,8 @@ def test_twenty_reloads_under_traffic_fail_no_request_and_move_no_state(tmp_path
         assert [i["state"] for i in document["instances"]] == ["MASTER", "MASTER"]
         reloaded = [r for r in d1.records() if str(r.get("msg", "")).startswith("reloaded ")]
         assert len(reloaded) == RELOADS
+        # The last data-plane change was three reloads ago: 15 new connections since.
+        samples = scrape(net, "d1")
+        assert metric(samples, "vipkeeper_virtual_server_connections_total", local_port="80") >= 15
+        assert metric(samples, "vipkeeper_reloads_total", result="applied") == RELOADS
         assert all(d.running() for d in daemons)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import Sequence
@@ -326,3 +327,61 @@ async def test_dr_rules_take_only_frames_addressed_to_this_director():
     rules = [line.strip() for line in ingress.splitlines() if f"ip daddr {VIP}" in line]
     assert len(rules) == 2  # the hashed vmap and the drop
     assert all(rule.startswith("meta pkttype host fib daddr type local ") for rule in rules), rules
+
+
+class ListingRunner(RecordingRunner):
+    """Answers `nft -j list table FAMILY TABLE` with the JSON given for that family."""
+
+    def __init__(self, listings: dict[str, object]) -> None:
+        super().__init__()
+        self.listings = listings
+
+    async def __call__(self, argv: Sequence[str], stdin: str | None) -> str:
+        await super().__call__(argv, stdin)
+        if "list" in argv:
+            family = argv[argv.index("table") + 1]
+            if family not in self.listings:
+                raise CommandFailed(list(argv), 1, "No such file or directory")
+            return json.dumps(self.listings[family])
+        return ""
+
+
+def _rule(family: str, chain: str, comment: str, packets: int, size: int, *verdict: object):
+    expressions = [{"counter": {"packets": packets, "bytes": size}}, *verdict]
+    return {"rule": {"family": family, "table": "t", "chain": chain, "handle": 2,
+                     "comment": comment, "expr": expressions}}  # fmt: skip
+
+
+def test_counters_read_back_per_dr_real_server_and_per_nat_service():
+    nat_service = VirtualService(
+        address="172.16.9.2", port=80, method=ForwardingMethod.NAT, hash_seed=1
+    )
+    listings = {
+        "netdev": {"nftables": [
+            {"metainfo": {"json_schema_version": 1}},
+            _rule("netdev", "vs0_rs0", "192.168.0.54:80", 40, 4000),
+            _rule("netdev", "vs0_rs1", "192.168.0.55:80", 2, 120),
+            _rule("netdev", "ingress_fe0", "TCP 172.16.9.1:80", 9, 900, {"drop": None}),
+        ]},
+        "ip": {"nftables": [
+            _rule("ip", "prerouting", "TCP 172.16.9.2:80", 7, 420, {"dnat": {"family": "ip"}}),
+            _rule("ip", "prerouting", "TCP 172.16.9.2:80", 1, 60, {"drop": None}),
+        ]},
+    }  # fmt: skip
+    runner = ListingRunner(listings)
+    nft = backend(runner)
+    assert asyncio.run(nft.counters()).servers == {}  # nothing applied yet: nothing to read
+    asyncio.run(
+        nft.apply(
+            [
+                VirtualServer(service=DR, real_servers=(RS1, RS2)),
+                VirtualServer(service=nat_service, real_servers=(RS1,)),
+            ]
+        )
+    )
+    counters = asyncio.run(nft.counters())
+    assert counters.servers == {
+        (DR.key, "192.168.0.54:80"): (40, 4000),
+        (DR.key, "192.168.0.55:80"): (2, 120),
+    }
+    assert counters.connections == {nat_service.key: 7}

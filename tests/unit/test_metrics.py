@@ -51,6 +51,8 @@ def _snapshot() -> metrics.Snapshot:
         control_errors={"malformed": 1},
         check_latency=latency.snapshot(),
         data_plane_errors=0,
+        server_traffic={("TCP 10.0.0.100:80", "10.0.0.2", 80): (12, 3400)},
+        service_connections={"TCP 10.0.0.100:80": 7},
     )
 
 
@@ -126,6 +128,10 @@ def test_real_servers_use_node_exporter_labels_and_a_cumulative_histogram(
     assert buckets["0.5"] == 3
     assert buckets["+Inf"] == 3
     assert samples["vipkeeper_real_server_check_duration_seconds_count"][0][1] == 3
+    assert samples["vipkeeper_real_server_packets_total"] == [(backend, 12.0)]
+    assert samples["vipkeeper_real_server_bytes_total"] == [(backend, 3400.0)]
+    service = {k: v for k, v in backend.items() if not k.startswith("remote")}
+    assert samples["vipkeeper_virtual_server_connections_total"] == [(service, 7.0)]
 
 
 def test_a_loop_that_does_not_answer_reads_as_down(

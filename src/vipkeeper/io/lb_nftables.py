@@ -46,7 +46,8 @@ import json
 import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 from typing import Protocol as TypingProtocol
 
 from vipkeeper.core.lb import (
@@ -55,6 +56,7 @@ from vipkeeper.core.lb import (
     RealServer,
     Scheduler,
     SchedulerFlag,
+    ServiceKey,
     VirtualServer,
     VirtualService,
     build_table,
@@ -368,6 +370,15 @@ def _render_nat(plans: Sequence[NatServicePlan], family: str, table: str) -> lis
 # ---- the backend ---------------------------------------------------------------------------------
 
 
+@dataclass
+class DataPlaneCounters:
+    """`servers`: (service, real server name "address:port") -> (packets, bytes) forwarded (DR);
+    `connections`: service -> connections forwarded (NAT)."""
+
+    servers: dict[tuple[ServiceKey, str], tuple[int, int]] = field(default_factory=dict)
+    connections: dict[ServiceKey, int] = field(default_factory=dict)
+
+
 class NftablesBackend:
     """LoadBalancerBackend on nftables (see the module docstring).
 
@@ -393,6 +404,9 @@ class NftablesBackend:
         self._run = runner
         self.applied_script: str | None = None
         self.unresolved: tuple[RealServer, ...] = ()
+        # What the applied ruleset's names stand for, to read its counters back.
+        self._dr_chains: dict[str, ServiceKey] = {}  # "vs0" -> service
+        self._labels: dict[str, ServiceKey] = {}  # rule comment -> service
 
     def set_ingress_devices(self, ingress_devices: Mapping[str, str]) -> None:
         """A reload moved or added VIPs: the next apply uses these interfaces."""
@@ -465,6 +479,46 @@ class NftablesBackend:
         script = render_ruleset(dr=dr, nat=nat, table=self._table)
         await self._run([*self._nft, "-f", "-"], script)
         self.applied_script = script
+        self._dr_chains = {f"vs{number}": plan.service.key for number, plan in enumerate(dr)}
+        services = [plan.service for plan in dr] + [plan.service for plan in nat]
+        self._labels = {_service_label(service): service.key for service in services}
+
+    async def counters(self) -> DataPlaneCounters:
+        """The applied ruleset's counters: packets and bytes forwarded to each DR real server,
+        connections DNATed for each NAT service (the nat hook sees a connection's first packet
+        only). They count from the last apply, which replaces the tables."""
+        result = DataPlaneCounters()
+        if self.applied_script is None:
+            return result
+        tables = [("netdev", self._table)] if self._dr_chains else []
+        nat_services = set(self._labels.values()) - set(self._dr_chains.values())
+        if nat_services:
+            tables += [("ip", f"{self._table}_nat"), ("ip6", f"{self._table}_nat")]
+        for family, table in tables:
+            try:
+                out = await self._run([*self._nft, "-j", "list", "table", family, table], None)
+            except Exception as exc:  # the table of an unused family is absent
+                logger.debug("nft list table %s %s: %s", family, table, exc)
+                continue
+            for item in json.loads(out).get("nftables", []):
+                self._count(item.get("rule"), result)
+        return result
+
+    def _count(self, rule: dict[str, Any] | None, result: DataPlaneCounters) -> None:
+        if not rule:
+            return
+        counter = next((e["counter"] for e in rule.get("expr", []) if "counter" in e), None)
+        if counter is None:
+            return
+        chain, comment = str(rule.get("chain", "")), str(rule.get("comment", ""))
+        prefix, separator, _ = chain.partition("_rs")
+        if separator and prefix in self._dr_chains:
+            key = (self._dr_chains[prefix], comment)
+            result.servers[key] = (int(counter["packets"]), int(counter["bytes"]))
+        elif chain == "prerouting" and any("dnat" in e for e in rule.get("expr", [])):
+            service = self._labels.get(comment)
+            if service is not None:
+                result.connections[service] = int(counter["packets"])
 
     async def clear(self) -> None:
         await self._run([*self._nft, "-f", "-"], render_ruleset(dr=(), nat=(), table=self._table))
