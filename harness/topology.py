@@ -82,8 +82,7 @@ REACTION_MARGIN = 2.0
 
 
 # The lab's Prometheus (compose.yaml, lab/prometheus/prometheus.yml): where its HTTP API
-# answers, the directors' --metrics-listen port it scrapes, and how often.
+# answers and how often it scrapes the directors.
 PROMETHEUS = "prometheus"
 PROMETHEUS_URL = "http://172.16.0.90:9090"
-METRICS_PORT = 9165
 SCRAPE_INTERVAL = 1.0
