@@ -21,19 +21,16 @@ import logging
 import threading
 from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
-from wsgiref.simple_server import WSGIServer
-
-from prometheus_client import start_http_server
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
-from prometheus_client.registry import Collector, CollectorRegistry
+from typing import TYPE_CHECKING, Any
 
 from vipkeeper.core.health import Endpoint
+
+# prometheus-client is imported when metrics are served or collected, not when the daemon
+# starts: `vipkeeper run` without --metrics-listen never pays for it.
+if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
+
+    from prometheus_client.core import Metric
 
 log = logging.getLogger("vipkeeper.metrics")
 
@@ -131,8 +128,9 @@ def _service_labels(vs: Mapping[str, Any]) -> list[str]:
     ]
 
 
-class DaemonCollector(Collector):
-    """Builds every metric from one loop snapshot per scrape (runs in the HTTP thread)."""
+class DaemonCollector:
+    """Builds every metric from one loop snapshot per scrape (runs in the HTTP thread); a
+    prometheus-client collector."""
 
     def __init__(
         self, loop: asyncio.AbstractEventLoop, snapshot: Callable[[], Coroutine[Any, Any, Snapshot]]
@@ -152,6 +150,8 @@ class DaemonCollector(Collector):
             return None
 
     def collect(self) -> Iterator[Metric]:
+        from prometheus_client.core import GaugeMetricFamily
+
         snapshot = self._take()
         up = GaugeMetricFamily("keepalived_up", "Status")
         up.add_metric([], 1 if snapshot is not None else 0)
@@ -164,6 +164,8 @@ class DaemonCollector(Collector):
 
 
 def _vrrp_metrics(snapshot: Snapshot) -> Iterator[Metric]:
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
     instances = snapshot.status["instances"]
     state = GaugeMetricFamily(
         "keepalived_vrrp_state", "State of vrrp", labels=[*INSTANCE_LABELS, "ip_address"]
@@ -229,6 +231,8 @@ def _vrrp_metrics(snapshot: Snapshot) -> Iterator[Metric]:
 
 
 def _operator_metrics(snapshot: Snapshot) -> Iterator[Metric]:
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
     reloads = CounterMetricFamily("vipkeeper_reloads", "Reloads by result", labels=["result"])
     for result in ("applied", "refused"):
         reloads.add_metric([result], snapshot.reloads.get(result, 0))
@@ -264,6 +268,12 @@ def _operator_metrics(snapshot: Snapshot) -> Iterator[Metric]:
 
 
 def _lvs_metrics(snapshot: Snapshot) -> Iterator[Metric]:
+    from prometheus_client.core import (
+        CounterMetricFamily,
+        GaugeMetricFamily,
+        HistogramMetricFamily,
+    )
+
     quorum = GaugeMetricFamily(
         "vipkeeper_virtual_server_quorum_up",
         "1 while the virtual server's live weight holds its quorum",
@@ -354,6 +364,9 @@ class MetricsServer:
         self._thread: threading.Thread | None = None
 
     def start(self, snapshot: Callable[[], Coroutine[Any, Any, Snapshot]]) -> None:
+        from prometheus_client import start_http_server
+        from prometheus_client.registry import CollectorRegistry
+
         registry = CollectorRegistry(auto_describe=False)
         registry.register(DaemonCollector(asyncio.get_running_loop(), snapshot))
         self._server, self._thread = start_http_server(self.port, self.address, registry)

@@ -19,6 +19,7 @@ from typing import Any
 
 from vipkeeper import __version__
 from vipkeeper.assemble import Plan
+from vipkeeper.config import model
 from vipkeeper.core.effects import ReportTransition
 from vipkeeper.core.sync_group import SyncGroup
 from vipkeeper.core.vrrp import State, VrrpInstance
@@ -98,6 +99,15 @@ class Journal:
         self.last_reload = record
         self.reloads[record.result] += 1
 
+    def forget(self, instances: Iterable[str]) -> None:
+        """Instances a reload removed: their records go (and their metrics series with them)."""
+        gone = set(instances)
+        for name in gone:
+            self.last_transitions.pop(name, None)
+            self.released_master.pop(name, None)
+        for key in [key for key in self.transitions if key[0] in gone]:
+            del self.transitions[key]
+
     def record_config(self, path: str, checksum: str, at: float) -> None:
         self.config_file, self.config_checksum, self.config_loaded_at = path, checksum, at
 
@@ -135,6 +145,14 @@ ERROR_KINDS: dict[str, tuple[str, ...]] = {
     "authentication_invalid": (),
     "authentication_mismatch": ("auth_type",),
     "authentication_failure": ("auth_mismatch",),
+}
+
+
+# A checker as keepalived.conf names it.
+CHECKER_KEYWORDS: dict[type, str] = {
+    model.HttpGetCheck: "HTTP_GET",
+    model.TcpCheck: "TCP_CHECK",
+    model.MiscCheck: "MISC_CHECK",
 }
 
 
@@ -236,9 +254,7 @@ def _virtual_servers(director: Director, wall_offset: float) -> list[dict[str, A
                     "effective_weight": director.monitor.server_weight(name, endpoint),
                     "health": "up" if director.monitor.server_is_up(name, endpoint) else "down",
                     "in_pool": member is not None and member.weight > 0,
-                    "checkers": [
-                        type(c).__name__.removesuffix("Check").upper() for c in rs.checkers
-                    ],
+                    "checkers": [CHECKER_KEYWORDS[type(c)] for c in rs.checkers],
                     "last_check": None
                     if check is None
                     else {

@@ -93,7 +93,7 @@ def test_a_valid_reload_applies_new_settings_and_keeps_unchanged_instances_runni
         assert any("reloaded" in m for m in messages(first)), describe([first])
 
     poll(SETTLE, reloaded)
-    # MOVE came back up after the reload, as a Backup to the peer's priority 150.
+    # MOVE took its lower priority in place and stepped down to Backup under the peer's 150.
     assert first.states("MOVE")[-1] == "BACKUP", describe([first])
 
 

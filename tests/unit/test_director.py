@@ -392,3 +392,45 @@ def test_mh_port_and_sh_fallback_become_scheduler_flags() -> None:
     flagged, plain = (virtual_service(config, vs) for vs in config.virtual_servers)
     assert flagged.scheduler_flags == {lb.SchedulerFlag.PORT, lb.SchedulerFlag.FALLBACK}
     assert plain.scheduler_flags == frozenset()
+
+
+def _checked(servers: Sequence[str]) -> str:
+    blocks = "".join(
+        f"    real_server {address} 80 {{\n        TCP_CHECK {{\n            retry 0\n"
+        "        }\n    }\n"
+        for address in servers
+    )
+    head = "virtual_server 10.0.0.1 80 {\n    delay_loop 600\n    lb_algo rr\n    lb_kind DR\n"
+    return f"{head}{blocks}}}\n"
+
+
+async def test_a_reload_hands_the_data_plane_and_unchanged_servers_health_over():
+    backend = FakeBackend()
+    director = make_director(_checked(["127.0.0.2", "127.0.0.3"]), backend)
+    await director.start()
+    await _until(lambda: backend.applied)
+    key = "TCP 10.0.0.1:80"
+    loop = asyncio.get_running_loop()
+    # Every first check, now (the warm-up draw is up to 600 s away): .3 fails, .2 passes.
+    for order in director.monitor.handle_timer(loop.time() + 600):
+        assert isinstance(order, health.RunCheck)
+        failed = order.checker.server.address == "127.0.0.3"
+        event: health.HealthEvent = (
+            health.CheckFailed(checker=order.checker, reason="refused")
+            if failed
+            else health.CheckSucceeded(checker=order.checker)
+        )
+        director._emit(director.monitor.handle(event, loop.time()))
+    await _until(lambda: len(backend.applied) >= 2)
+    assert not director.monitor.server_is_up(key, endpoint("127.0.0.3", 80))
+
+    successor = await director.hand_over(parse(_checked(["127.0.0.2", "127.0.0.3", "127.0.0.4"])))
+    await _until(lambda: len(backend.applied) >= 3)
+
+    assert backend.cleared == 0  # the kernel kept forwarding throughout
+    assert not successor.monitor.server_is_up(key, endpoint("127.0.0.3", 80))  # still down
+    assert successor.monitor.server_is_up(key, endpoint("127.0.0.4", 80))  # new: up
+    ((last,),) = backend.applied[-1:]
+    assert {rs.address for rs in last.real_servers} == {"127.0.0.2", "127.0.0.4"}
+    await successor.stop()
+    assert backend.cleared == 1

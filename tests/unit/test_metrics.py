@@ -30,6 +30,14 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
     thread = threading.Thread(target=running.run_forever, daemon=True)
     thread.start()
     yield running
+
+    async def settle() -> None:  # a stuck snapshot the scrape gave up on is still pending
+        tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    asyncio.run_coroutine_threadsafe(settle(), running).result(5)
     running.call_soon_threadsafe(running.stop)
     thread.join(5)
     running.close()

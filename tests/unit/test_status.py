@@ -196,6 +196,7 @@ def test_virtual_servers_list_every_real_server_and_the_sorry_server() -> None:
         ("10.0.0.3", 1, "up"),
     ]
     assert all(rs["last_check"] is None for rs in vs["real_servers"])
+    assert [rs["checkers"] for rs in vs["real_servers"]] == [["TCP_CHECK"], ["TCP_CHECK"]]
     assert vs["sorry_server"] == {"address": "10.0.0.9", "port": 80, "active": False}
 
 
@@ -224,3 +225,17 @@ def test_every_usual_transition_has_a_named_cause() -> None:
         "track_interface",
         "shutdown",
     }
+
+
+def test_a_removed_instance_leaves_the_journal() -> None:
+    journal = status.Journal(
+        started_at=0.0, config_file="f", config_checksum="0" * 64, config_loaded_at=0.0
+    )
+    for name in ("VI_1", "VI_2"):
+        journal.record_transition(
+            ReportTransition(instance=name, old="MASTER", new="BACKUP", reason="startup"), 1.0
+        )
+    journal.forget(["VI_1"])
+    assert set(journal.last_transitions) == {"VI_2"}
+    assert set(journal.released_master) == {"VI_2"}
+    assert {key[0] for key in journal.transitions} == {"VI_2"}
