@@ -11,10 +11,18 @@ from __future__ import annotations
 from harness.faults import Faults
 from harness.lab import Lab
 from harness.probes import masters, servers_answering
-from harness.topology import CLIENT, DIRECTORS, FRONT_IF, PREFERRED_MASTER, REAL_SERVERS, VIP
+from harness.topology import (
+    CLIENT,
+    DIRECTORS,
+    FRONT_IF,
+    PREFERRED_MASTER,
+    PROMETHEUS,
+    REAL_SERVERS,
+    VIP,
+)
 from harness.waits import wait_until
 
-SERVICES = (*DIRECTORS, *REAL_SERVERS, CLIENT)
+SERVICES = (*DIRECTORS, *REAL_SERVERS, CLIENT, PROMETHEUS)
 UP_TIMEOUT = 60.0  # s: containers started -> one master and HTTP through the VIP
 
 
