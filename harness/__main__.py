@@ -25,7 +25,7 @@ from typing import Any
 
 from harness.lab import Lab
 from harness.probes import masters, servers_answering
-from harness.topology import PROMETHEUS_URL, SCRAPE_INTERVAL
+from harness.topology import SCRAPE_INTERVAL
 from harness.waits import LabTimeout, wait_until
 
 
@@ -64,10 +64,11 @@ def up_report(lab: Lab, timeout: float) -> int:
         "  real servers answering: "
         + ", ".join(f"{s} ({n}/10)" for s, n in sorted(answers.items()))
     )
-    print(
-        f"  Prometheus: {PROMETHEUS_URL}/ (scrapes {', '.join(topo.director_names)} every"
-        f" {SCRAPE_INTERVAL:g} s)"
-    )
+    if topo.prometheus_url is not None:
+        print(
+            f"  Prometheus: {topo.prometheus_url}/ (scrapes {', '.join(topo.director_names)}"
+            f" every {SCRAPE_INTERVAL:g} s)"
+        )
     print("\nTry next (from this directory):")
     requests = f"for i in 1 2 3 4; do curl -s http://{vip}/; done"
     print(f"  docker compose exec {client} sh -c '{requests}'")

@@ -25,7 +25,7 @@ from vipkeeper.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]  # the repository: compose.yaml and lab/ live here
 COMPOSE_FILE = ROOT / "compose.yaml"
-ROLES = ("director", "realserver", "client")
+ROLES = ("director", "realserver", "client", "prometheus")
 ROLE_LABEL = "vipkeeper.role"
 DIRECTOR_CONF = "/etc/keepalived/keepalived.conf"  # where a director reads its configuration
 
@@ -35,11 +35,9 @@ DIRECTOR_CONF = "/etc/keepalived/keepalived.conf"  # where a director reads its 
 REACTION_MARGIN = 2.0
 
 
-# The lab's Prometheus (compose.yaml, lab/prometheus/prometheus.yml): where its HTTP API
-# answers, the directors' --metrics-listen port it scrapes, and how often.
-PROMETHEUS = "prometheus"
-PROMETHEUS_URL = "http://172.16.0.90:9090"
-METRICS_PORT = 9165
+# The lab's Prometheus (the `prometheus` role in compose.yaml; lab/prometheus/prometheus.yml):
+# the port its HTTP API answers on, and how often it scrapes the directors.
+PROMETHEUS_PORT = 9090
 SCRAPE_INTERVAL = 1.0
 
 
@@ -136,7 +134,16 @@ class Topology:
 
     @property
     def services(self) -> tuple[str, ...]:
-        return (*self.director_names, *self.real_server_names, self.client.name)
+        """Every node of the lab, Prometheus included."""
+        return tuple(self.nodes)
+
+    @property
+    def prometheus_url(self) -> str | None:
+        """Where the lab's Prometheus answers, on the client's network; None without one."""
+        node = next((n for n in self.nodes.values() if n.role == "prometheus"), None)
+        if node is None or self.front_net not in node.addresses:
+            return None
+        return f"http://{node.addresses[self.front_net]}:{PROMETHEUS_PORT}"
 
     def director(self, name: str) -> Director:
         for director in self.directors:

@@ -1,6 +1,7 @@
 #!/bin/sh
 # Director entrypoint: check the interface wiring, then run the director daemon in the foreground.
 #   DIRECTOR_DAEMON=vipkeeper (default)  vipkeeper run -f $KEEPALIVED_CONF
+#       [--metrics-listen $METRICS_LISTEN]
 #   DIRECTOR_DAEMON=keepalived           keepalived -n -l -D -f $KEEPALIVED_CONF; on a kernel
 #       without IPVS it runs VRRP only (-P) and the lab's nftables DR rules (nft-dr.sh) forward.
 set -eu
@@ -27,6 +28,10 @@ rm -f /run/keepalived.pid /run/vrrp.pid /run/checkers.pid /run/bfd.pid /run/vipk
 
 case "${DIRECTOR_DAEMON:-vipkeeper}" in
     vipkeeper)
+        # METRICS_LISTEN (compose.yaml): where /metrics answers for the lab's Prometheus.
+        if [ -n "${METRICS_LISTEN:-}" ]; then
+            set -- --metrics-listen "$METRICS_LISTEN" "$@"
+        fi
         exec vipkeeper run -f "$conf" "$@"
         ;;
     keepalived)

@@ -2,10 +2,10 @@
 
 Owns the daemon's life: pidfile, signals (TERM/INT stop, HUP reload), start-up clean-up of
 addresses a crashed run left behind, link and address monitoring, track-script polling and
-notify scripts, and the service manager's notices (`service`); it wires in the operator's side,
-each from its own module: the control socket (`control`), the status document (`status`), what a
-reload changes (`reload`) and /metrics (`metrics`). Every protocol decision is the core's; every
-kernel call is an adapter's.
+notify scripts; it wires in the operator's side, each from its own module: the control socket
+(`control`), the status document (`status`), what a reload changes (`reload`), /metrics
+(`metrics`), the service manager's notices (`service`) and the notify FIFOs
+(`io.notify_fifo`). Every protocol decision is the core's; every kernel call is an adapter's.
 A configuration that does not load is refused with its located diagnostics, and on reload the
 running configuration stays in force.
 """

@@ -1,4 +1,5 @@
-"""Notify FIFOs across a failover, next to real keepalived writing its own.
+"""Notify FIFOs: VRRP lines across a failover next to real keepalived writing its own, and LVS
+lines as a real server goes down and comes back.
 
 r1 runs keepalived 2.2.x (priority 200), r2 runs vipkeeper (priority 100), both with
 `notify_fifo` and a `notify_fifo_script` that appends what it reads to a file. keepalived starts
@@ -9,10 +10,13 @@ through, in order, its STOP line included (it closes the FIFO before stopping th
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 from pathlib import Path
 
 import pytest
+from lbnet import LbNet, director_config
 from netlab import Lab
 from vipkeepers import (
     Subnet,
@@ -87,3 +91,37 @@ def test_notify_fifo_lines_across_a_failover_match_keepalived_s(lab: Lab) -> Non
     theirs_lines = lines_of(theirs / "lines")
     assert all(LINE.match(line) for line in theirs_lines), theirs_lines
     assert theirs_lines == ['INSTANCE "VI_1" BACKUP 200', 'INSTANCE "VI_1" MASTER 200']
+
+
+def test_lvs_notify_fifo_reports_a_real_server_going_down_and_up(tmp_path: Path) -> None:
+    """One director, `lvs_notify_fifo` with no reader yet: the lines wait in the FIFO until the
+    test reads them. rs1's HTTP service dies (its HTTP_GET fails), then comes back."""
+    fifo = tmp_path / "lvs.fifo"
+    down = "RS [192.168.0.54]:tcp:80 [172.16.9.1]:tcp:80 DOWN"
+    up = "RS [192.168.0.54]:tcp:80 [172.16.9.1]:tcp:80 UP"
+    with LbNet(tmp_path) as net:
+        d1 = net.start_vipkeeper(
+            "d1", director_config(priority=150, global_lines=[f"lvs_notify_fifo {fifo}"])
+        )
+        poll(SETTLE, lambda: _assert(fifo.is_fifo(), d1.log()))
+        reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+        seen: list[str] = []
+
+        def read_lines(expected: list[str]) -> None:
+            with contextlib.suppress(BlockingIOError):
+                seen.extend(os.read(reader, 65536).decode().splitlines())
+            assert seen == expected, f"{seen}\n{d1.log()}"
+
+        try:
+            net.stop_http("rs1")
+            poll(SETTLE, lambda: read_lines([down]))
+            net.start_http("rs1")
+            poll(SETTLE, lambda: read_lines([down, up]))
+        finally:
+            os.close(reader)
+        assert d1.stop() == 0, d1.log()
+    assert not fifo.exists()
+
+
+def _assert(condition: bool, message: str) -> None:
+    assert condition, message

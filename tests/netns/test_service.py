@@ -22,7 +22,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -205,6 +205,16 @@ class FakeManager:
                 return fields
         raise AssertionError(f"no {key} within {within} s; got {self.messages}")
 
+    def receive_until(self, done: Callable[[], bool], within: float) -> None:
+        """Receive until `done()` holds (it may already), for at most `within` seconds."""
+        deadline = time.monotonic() + within
+        while not done() and (left := deadline - time.monotonic()) > 0:
+            self.receive(left)
+        assert done(), f"not within {within} s; got {self.messages}"
+
+    def statuses(self) -> list[str]:
+        return [fields["STATUS"] for _, fields in self.messages if "STATUS" in fields]
+
     def beats(self, since: float) -> list[float]:
         return [at for at, fields in self.messages if "WATCHDOG" in fields and at >= since]
 
@@ -225,7 +235,7 @@ def vrrp_sockets(lab: Lab, host_name: str) -> int:
 def test_ready_after_the_config_is_applied_watchdog_from_the_loop_reload_and_stop(
     lab: Lab, manager: FakeManager
 ) -> None:
-    watchdog_usec = 1_000_000
+    watchdog_usec = 2_000_000  # beats every second: a loaded machine still keeps well inside
     interval = watchdog_usec / 1e6 / 2
     net = Subnet.next()
     r1 = lab.add_host("r1", [net.v4_cidr(1)])
@@ -252,20 +262,14 @@ def test_ready_after_the_config_is_applied_watchdog_from_the_loop_reload_and_sto
     # The running daemon's loop keeps beating at half the timeout, never leaving a gap that
     # would make the manager restart it.
     since = time.monotonic()
-    deadline = since + SETTLE
-    while len(manager.beats(since)) < 6 and time.monotonic() < deadline:
-        manager.receive(deadline - time.monotonic())
+    manager.receive_until(lambda: len(manager.beats(since)) >= 5, SETTLE)
     beats = manager.beats(since)
-    assert len(beats) >= 6, manager.messages
     gaps = [b - a for a, b in itertools.pairwise(beats)]
     assert max(gaps) < watchdog_usec / 1e6, gaps
     assert min(gaps) > interval / 2, gaps  # not flooding the manager either
 
     poll(SETTLE, lambda: _assert(daemon.state() == "MASTER", describe([daemon])))
-    status = manager.wait_for("STATUS", SETTLE)
-    while "MASTER" not in status.get("STATUS", ""):
-        status = manager.wait_for("STATUS", SETTLE)
-    assert status["STATUS"] == "1 instance: 1 MASTER", status
+    manager.receive_until(lambda: "1 instance: 1 MASTER" in manager.statuses(), SETTLE)
 
     # What the unit's ExecReload runs: the daemon says RELOADING=1, then READY=1 when done.
     reloaded_by = lab.run(r1, *vipkeeper_argv(), "reload", "--control-socket", str(control))
