@@ -1,4 +1,4 @@
-"""Lab test 2 of issue 4: `docker kill` of the MASTER moves the VIP to the backup within its
+"""`docker kill` of the MASTER moves the VIP to the backup within its
 Master_Down_Interval plus a margin, clients recover, and the restarted director takes the VIP
 back (preemption) with one master after.  Writes a timeline (JSON + PNG) to artifacts/lab/."""
 

@@ -1,4 +1,4 @@
-"""Lab test 4 of issue 4, HTTP continuity: during a `docker kill` of the MASTER
+"""HTTP continuity: during a `docker kill` of the MASTER
 
 - every keep-alive connection survives: no reset, no reconnect, the same real server before and
   after; its requests are only delayed (TCP retransmits into the failover window).  This holds

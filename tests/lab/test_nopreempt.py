@@ -1,4 +1,4 @@
-"""Lab test 2, `nopreempt` variant (issue 4): with both directors configured `state BACKUP` +
+"""Failover with `nopreempt`: with both directors configured `state BACKUP` +
 `nopreempt`, the higher-priority director that was killed and restarted does NOT take the VIP
 back from the working lower-priority MASTER; there is one master at all times after.
 

@@ -1,4 +1,4 @@
-"""Lab test 6 of issue 4, real-server failure: stopping httpd on one real server drains it from
+"""Real-server failure: stopping httpd on one real server drains it from
 the pool once the director's HTTP_GET checker has seen it fail (lab/dir*/keepalived.conf:
 delay_loop 2, connect_timeout 1, retry 1, delay_before_retry 1); after that no request fails and
 every answer comes from the other server.  Starting httpd again brings it back within one

@@ -1,4 +1,4 @@
-"""Lab test 5 of issue 4, freeze and partition: `docker pause` of the MASTER, or a VRRP-only
+"""Freeze and partition: `docker pause` of the MASTER, or a VRRP-only
 partition between the directors (IP protocol 112 dropped in both), makes the BACKUP stop hearing
 adverts, so it becomes MASTER too: two masters for a while.  After unpause / heal
 

@@ -1,4 +1,4 @@
-"""Lab tests 1 (start) and 3 (ARP suppression) of issue 4: one master, both real servers
+"""Start and ARP suppression: one master, both real servers
 answering through genuine LVS-DR, and only the MASTER's MAC answering ARP for the VIP."""
 
 from __future__ import annotations
