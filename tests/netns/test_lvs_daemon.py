@@ -37,8 +37,9 @@ T = TypeVar("T")
 RS1, RS2 = "192.168.0.54:80", "192.168.0.55:80"
 SORRY = "192.168.0.56:80"
 # VRRP with advert_int 1: master down interval 3 x 1 + skew, plus the first advert and the
-# director's first nft apply (a ping to learn each real server's MAC).
-ELECTION = 8.0
+# director's first nft apply (a ping to learn each real server's MAC), counted from the daemon's
+# launch: its start-up (imports, netlink) takes several seconds on a loaded 2-core machine.
+ELECTION = 15.0
 # Health timing of director_config's defaults (delay_loop 1, connect_timeout 1, retry 1,
 # delay_before_retry 1): delay_loop + (retry + 1) * connect_timeout + retry * delay_before_retry
 DETECTION_BOUND = 1 + (1 + 1) * 1 + 1 * 1
