@@ -79,9 +79,14 @@ class Director(Node):
         return master_down_interval(self.priority, self.advert_int)
 
     def variant_config(self, variant: str) -> str:
-        """A variant of the default file next to it: keepalived.<variant>.conf."""
+        """A variant of the default file next to it: keepalived.<variant>.conf, written as
+        compose.yaml needs a bind mount's source (a relative one starts with "./", or Compose
+        takes it for a named volume)."""
         path = Path(self.default_config)
-        return str(path.with_name(f"{path.stem}.{variant}{path.suffix}"))
+        variant_path = str(path.with_name(f"{path.stem}.{variant}{path.suffix}"))
+        if path.is_absolute() or variant_path.startswith("."):
+            return variant_path
+        return f"./{variant_path}"
 
 
 @dataclass(frozen=True, kw_only=True)

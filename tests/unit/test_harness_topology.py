@@ -30,6 +30,12 @@ def test_the_repository_lab_reads_from_compose_and_keepalived_conf() -> None:
     assert topo.server_of_address("192.168.0.55") == "rs2"
     assert topo.health.down_bound() == 2 + 2 * 1 + 1 * 1
     assert topo.health.up_bound() == 3
+    # A relative bind-mount source keeps its "./": without it Compose reads a named volume.
+    assert topo.director("dir1").variant_config("nopreempt") == (
+        "./lab/dir1/keepalived.nopreempt.conf"
+    )
+    assert topo.services == ("dir1", "dir2", "rs1", "rs2", "client", "prometheus")
+    assert topo.prometheus_url == "http://172.16.0.90:9090"
 
 
 def test_the_environment_picks_another_configuration(tmp_path: Path) -> None:
