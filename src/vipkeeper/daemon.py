@@ -254,7 +254,9 @@ class Daemon:
 
     # -- inputs -----------------------------------------------------------------------------
 
-    def _on_transition(self, _transition: ReportTransition) -> None:
+    def _on_transition(self, transition: ReportTransition) -> None:
+        if self.director.follows(transition.instance):
+            self._spawn(self.director.vrrp_state(transition.instance, transition.new))
         # Not urgent, and not on a takeover's path: once per burst of transitions, just after.
         if not self._modes_pending:
             self._modes_pending = True
@@ -418,6 +420,8 @@ class Daemon:
             await self.director.stop()
             self.director = Director(result.config, runner=self.runner)
             await self.director.start()
+            for name, instance in self.instances.items():
+                await self.director.vrrp_state(name, instance.state.value)
         self.config = result.config
         fresh = Plan(
             settings={

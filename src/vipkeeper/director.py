@@ -3,8 +3,9 @@
 Owns: mapping `virtual_server` blocks to the health core's specs and the load balancer's
 desired state, running the checkers, and applying each pool change to the chosen backend
 (nftables or IPVS) as one whole desired state, coalesced so a burst of changes costs one
-transaction. The data plane is installed on every director whatever its VRRP state: only the
-Master receives VIP traffic, because only it answers ARP for the VIP.
+transaction; on IPVS, the kernel's connection-sync daemon (`lvs_sync_daemon`) following the
+named VRRP instance's state. The data plane is installed on every director whatever its VRRP
+state: only the Master receives VIP traffic, because only it answers ARP for the VIP.
 Must never: forward a packet itself, or let one slow check or apply block the VRRP loop.
 """
 
@@ -20,9 +21,15 @@ from collections.abc import Sequence
 from vipkeeper.config import model
 from vipkeeper.core import health, lb, maglev
 from vipkeeper.io import checkers as io_checkers
-from vipkeeper.io.lb_backend import BackendKind, LoadBalancerBackend, select_backend
+from vipkeeper.io.lb_backend import (
+    BackendKind,
+    LoadBalancerBackend,
+    ipvs_available,
+    select_backend,
+)
 from vipkeeper.io.lb_ipvs import IpvsBackend
 from vipkeeper.io.lb_nftables import NftablesBackend
+from vipkeeper.io.lvs_sync import SyncDaemons
 from vipkeeper.io.scripts import ScriptRunner
 
 log = logging.getLogger("vipkeeper.lvs")
@@ -35,6 +42,8 @@ _SCHEDULERS = {
     model.LvsScheduler.WRR: lb.Scheduler.WEIGHTED_ROUND_ROBIN,
     model.LvsScheduler.SH: lb.Scheduler.SOURCE_HASH,
     model.LvsScheduler.MH: lb.Scheduler.MAGLEV_HASH,
+    model.LvsScheduler.LC: lb.Scheduler.LEAST_CONNECTION,
+    model.LvsScheduler.WLC: lb.Scheduler.WEIGHTED_LEAST_CONNECTION,
 }
 _METHODS = {
     model.LvsMethod.DR: lb.ForwardingMethod.DR,
@@ -215,12 +224,16 @@ class Director:
         self._tasks: set[asyncio.Task[object]] = set()
         self.applied: tuple[lb.VirtualServer, ...] | None = None
         self.apply_errors = 0
+        self._sync_settings = config.global_defs.lvs_sync_daemon
+        self._sync: SyncDaemons | None = None
+        self._sync_lock = asyncio.Lock()
 
     @property
     def active(self) -> bool:
         return bool(self._services)
 
     async def start(self) -> None:
+        await self._start_sync()
         if not self.active:
             return
         if self._backend is None:
@@ -233,7 +246,44 @@ class Director:
         self._applier = asyncio.get_running_loop().create_task(self._apply_loop())
         self._scheduler.start()
 
+    async def _start_sync(self) -> None:
+        """The Backup sync thread from start-up, as keepalived does; IPVS only."""
+        if self._sync_settings is None:
+            return
+        backend = self._backend.name if self._backend is not None else None
+        if backend not in (None, IpvsBackend.name) or not ipvs_available():
+            log.warning(
+                "lvs_sync_daemon: ignored, it needs the IPVS data plane (this one: %s)",
+                backend or "none: the kernel has no IPVS",
+            )
+            return
+        self._sync = SyncDaemons(self._sync_settings)
+        await self.vrrp_state(self._sync_settings.instance, "BACKUP")
+
+    def follows(self, instance: str) -> bool:
+        """Whether the sync daemon moves with VRRP instance `instance`."""
+        return self._sync is not None and instance == self._sync.settings.instance
+
+    async def vrrp_state(self, instance: str, state: str) -> None:
+        """VRRP instance `instance` entered `state`: move the sync daemon if it follows it."""
+        if not self.follows(instance):
+            return
+        async with self._sync_lock:  # FIFO: the kernel sees the states in their order
+            if self._sync is None:  # stopped meanwhile
+                return
+            try:
+                await self._sync.follow(state)
+            except Exception as exc:
+                log.error("lvs_sync_daemon: following %s into %s failed: %s", instance, state, exc)
+
     async def stop(self) -> None:
+        if self._sync is not None:
+            async with self._sync_lock:
+                sync, self._sync = self._sync, None
+                try:
+                    await sync.stop()
+                except Exception as exc:
+                    log.error("lvs_sync_daemon: stopping failed: %s", exc)
         if not self.active:
             return
         await self._scheduler.stop()

@@ -42,6 +42,8 @@ class LvsScheduler(enum.Enum):
     WRR = "wrr"
     SH = "sh"  # source hashing
     MH = "mh"  # Maglev hashing
+    LC = "lc"  # least connection (IPVS; hashed like wrr on the nftables data plane)
+    WLC = "wlc"  # weighted least connection (likewise)
 
 
 class LvsMethod(enum.Enum):
@@ -65,6 +67,22 @@ class Command:
 
 
 @dataclass(frozen=True, kw_only=True)
+class LvsSyncDaemon:
+    """`lvs_sync_daemon INTERFACE VRRP_INSTANCE [id N] [maxlen N] [port N] [ttl N] [group IP]`:
+    the kernel's IPVS connection-sync daemon, Master while `instance` is MASTER, else Backup.
+    None in a field means the kernel's default."""
+
+    interface: str
+    instance: str
+    sync_id: int | None = None
+    maxlen: int | None = None
+    port: int | None = None
+    ttl: int | None = None
+    group: str | None = None
+    location: Location | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
 class GlobalDefs:
     router_id: str | None = None
     vrrp_version: int = 2
@@ -85,6 +103,7 @@ class GlobalDefs:
     vrrp_mcast_group6: str = DEFAULT_MCAST_GROUP6
     lvs_backend: LvsBackend = LvsBackend.AUTO
     lvs_hash_seed: int | None = None
+    lvs_sync_daemon: LvsSyncDaemon | None = None
     location: Location | None = None
 
 
