@@ -50,9 +50,10 @@ netns: venv | $(ARTIFACTS)
 
 test-fast: lint typecheck unit
 
-test: lint typecheck unit netns test-lab
+test: lint typecheck unit netns test-kernel test-lab
 
 include mk/lab.mk
+include mk/kernel.mk
 
 clean: clean-lab
 	rm -rf $(ARTIFACTS) images/.build

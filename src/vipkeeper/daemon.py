@@ -416,7 +416,10 @@ class Daemon:
         for poller in self._pollers.values():
             await poller.stop()
         self._pollers.clear()
-        if result.config.virtual_servers != self.config.virtual_servers:
+        if (
+            result.config.virtual_servers != self.config.virtual_servers
+            or result.config.global_defs.lvs_sync_daemon != self.config.global_defs.lvs_sync_daemon
+        ):
             await self.director.stop()
             self.director = Director(result.config, runner=self.runner)
             await self.director.start()

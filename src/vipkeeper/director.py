@@ -24,6 +24,7 @@ from vipkeeper.io import checkers as io_checkers
 from vipkeeper.io.lb_backend import (
     BackendKind,
     LoadBalancerBackend,
+    data_plane_choice,
     ipvs_available,
     select_backend,
 )
@@ -183,6 +184,13 @@ _BACKENDS: dict[model.LvsBackend, BackendKind] = {
 }
 
 
+def describe_data_plane(config: model.Config) -> str | None:
+    """`vipkeeper check`'s line on the LVS data plane this host would use; None without LVS."""
+    if not config.virtual_servers:
+        return None
+    return f"LVS data plane {data_plane_choice(_BACKENDS[config.global_defs.lvs_backend])}"
+
+
 def default_backend(config: model.Config) -> LoadBalancerBackend:
     return select_backend(
         _BACKENDS[config.global_defs.lvs_backend],
@@ -239,9 +247,10 @@ class Director:
         if self._backend is None:
             self._backend = default_backend(self.config)
         log.info(
-            "LVS: %d virtual server(s) on the %s data plane",
+            "LVS: %d virtual server(s) on the %s data plane (%s)",
             len(self._services),
             self._backend.name,
+            data_plane_choice(_BACKENDS[self.config.global_defs.lvs_backend]),
         )
         self._applier = asyncio.get_running_loop().create_task(self._apply_loop())
         self._scheduler.start()
