@@ -241,11 +241,12 @@ class Director:
         return bool(self._services)
 
     async def start(self) -> None:
+        if self.active and self._backend is None:
+            self._backend = default_backend(self.config)
         await self._start_sync()
         if not self.active:
             return
-        if self._backend is None:
-            self._backend = default_backend(self.config)
+        assert self._backend is not None
         log.info(
             "LVS: %d virtual server(s) on the %s data plane (%s)",
             len(self._services),
@@ -259,11 +260,15 @@ class Director:
         """The Backup sync thread from start-up, as keepalived does; IPVS only."""
         if self._sync_settings is None:
             return
-        backend = self._backend.name if self._backend is not None else None
-        if backend not in (None, IpvsBackend.name) or not ipvs_available():
+        if self._backend is not None:
+            plane = self._backend.name
+        elif self.config.global_defs.lvs_backend is model.LvsBackend.NFTABLES:
+            plane = "nftables"
+        else:
+            plane = IpvsBackend.name if ipvs_available() else "none: the kernel has no IPVS"
+        if plane != IpvsBackend.name:
             log.warning(
-                "lvs_sync_daemon: ignored, it needs the IPVS data plane (this one: %s)",
-                backend or "none: the kernel has no IPVS",
+                "lvs_sync_daemon: ignored, it needs the IPVS data plane (this one: %s)", plane
             )
             return
         self._sync = SyncDaemons(self._sync_settings)

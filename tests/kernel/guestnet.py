@@ -27,7 +27,7 @@ T = TypeVar("T")
 
 VIPS = ("172.16.9.1", "172.16.9.2", "172.16.9.3", "172.16.9.4")
 GATEWAY = "192.168.0.1"
-GUEST_BOUND = 240.0  # seconds: the most any one condition may take to come true in the guest
+GUEST_BOUND = 480.0  # seconds: the most any one condition may take to come true in the guest
 POLL = 0.5
 
 

@@ -34,7 +34,7 @@ from collections.abc import Iterator, Sequence
 
 import ipvsadm
 import pytest
-from guestnet import GATEWAY, VIPS, GuestNet, artifacts, poll
+from guestnet import GATEWAY, GUEST_BOUND, VIPS, GuestNet, artifacts, poll
 from lbnet import Client, Vipkeeper
 
 from vipkeeper.config.check import run_check
@@ -316,6 +316,6 @@ def _equal(found: object, wanted: object) -> None:
 
 def test_stop_leaves_no_ipvs_service_or_sync_thread(net: GuestNet, directors: Directors) -> None:
     assert ipvsadm.table(net.ns("d2")) != {}
-    assert directors.daemons["d2"].stop() == 0
+    assert directors.daemons["d2"].stop(timeout=GUEST_BOUND) == 0
     assert ipvsadm.table(net.ns("d2")) == {}
     assert net.sync_daemons("d2") == []

@@ -48,7 +48,7 @@ rm -f "$artifacts/junit.xml" "$artifacts/guest-ready" "$artifacts/pytest.log"
 # ip_vs is loaded as a distribution would (modules-load.d): vipkeeper's `auto` backend looks
 # for /proc/net/ip_vs. Schedulers (ip_vs_rr, ip_vs_mh, ...) load on first use.
 guest_cmd="cd $(printf %q "$PWD") && \
-export VIPKEEPER_KERNEL_VM=$release VIPKEEPER_KERNEL_ARTIFACTS=$(printf %q "$artifacts") && \
+export PYTHONUNBUFFERED=1 VIPKEEPER_KERNEL_VM=$release VIPKEEPER_KERNEL_ARTIFACTS=$(printf %q "$artifacts") && \
 date +%s > $(printf %q "$artifacts")/guest-ready && \
 modprobe -a ip_vs macvlan veth && \
 { PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 $(printf %q "$python") -m pytest tests/kernel -v \
