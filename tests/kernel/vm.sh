@@ -44,6 +44,8 @@ blacklist+=,serio_raw,crc32c_intel,ghash_clmulni_intel,crct10dif_pclmul,crc32_pc
 blacklist+=,button,intel_pmc_bxt,qemu_fw_cfg
 
 mkdir -p "$artifacts"
+extra=
+[ $# -gt 0 ] && extra=$(printf '%q ' "$@")  # (an empty '' would make pytest collect the rootdir)
 rm -f "$artifacts/junit.xml" "$artifacts/guest-ready" "$artifacts/pytest.log"
 # ip_vs is loaded as a distribution would (modules-load.d): vipkeeper's `auto` backend looks
 # for /proc/net/ip_vs. Schedulers (ip_vs_rr, ip_vs_mh, ...) load on first use.
@@ -53,7 +55,7 @@ date +%s > $(printf %q "$artifacts")/guest-ready && \
 modprobe -a ip_vs macvlan veth && \
 { PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 $(printf %q "$python") -m pytest tests/kernel -v \
   -p pytest_asyncio.plugin -p pytest_timeout -p no:cacheprovider --confcutdir=tests/kernel \
-  --timeout=$per_test_timeout --junitxml=$(printf %q "$artifacts")/junit.xml $(printf '%q ' "$@") \
+  --timeout=$per_test_timeout --junitxml=$(printf %q "$artifacts")/junit.xml $extra \
   > $(printf %q "$artifacts")/pytest.log 2>&1; rc=\$?; cat $(printf %q "$artifacts")/pytest.log; exit \$rc; }"
 
 started=$(date +%s)
