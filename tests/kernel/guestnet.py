@@ -39,12 +39,13 @@ def artifacts() -> Path:
 def poll(
     check: Callable[[], T], *, within: float = GUEST_BOUND, daemons: Sequence[Vipkeeper] = ()
 ) -> T:
-    """Call `check` until it stops raising AssertionError, for at most `within` seconds."""
+    """Call `check` until it stops raising AssertionError (or KeyError: an entry not there
+    yet), for at most `within` seconds."""
     deadline = time.monotonic() + within
     while True:
         try:
             return check()
-        except AssertionError as error:
+        except (AssertionError, KeyError) as error:
             if time.monotonic() >= deadline:
                 logs = "\n".join(f"--- {d!r} ---\n{d.log()[-6000:]}" for d in daemons)
                 raise AssertionError(f"{error}\n(after {within:.0f} s)\n{logs}") from error

@@ -13,7 +13,9 @@ import uuid
 from collections.abc import Iterator
 
 import ipvsadm
+import pyroute2.config
 import pytest
+from guestnet import GUEST_BOUND
 
 from vipkeeper.core.lb import (
     ForwardingMethod,
@@ -73,10 +75,15 @@ def matrix_servers() -> list[VirtualServer]:
 def namespace() -> Iterator[str]:
     name = f"vkkernel{uuid.uuid4().hex[:6]}"
     subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False)
+    # pyroute2 opens a socket in another namespace through a forked child that must hand the
+    # socket back within 2 s (10 s in all): far too short for the emulated guest.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(pyroute2.config, "default_communicate_timeout", GUEST_BOUND)
+        patch.setattr(pyroute2.config, "default_create_socket_timeout", GUEST_BOUND)
+        try:
+            yield name
+        finally:
+            subprocess.run(["ip", "netns", "del", name], check=False)
 
 
 def run(coroutine: object) -> None:

@@ -222,22 +222,27 @@ def test_failed_check_inhibits_removes_and_quorum_goes_to_the_sorry_server(
     net: GuestNet, directors: Directors
 ) -> None:
     net.refuse_http("rs2")
-
-    def degraded() -> None:
-        held = ipvsadm.table(net.ns("d1"))
-        assert held[f"TCP {VIP}:80"].weights() == {f"{RS1}:80": 3, f"{RS2}:80": 0}
-        assert held[f"TCP {VIP_PERSIST}:80"].weights() == {f"{RS1}:80": 1}
-        sorry = held[f"TCP {VIP_SORRY}:80"].weights()
-        assert sorry[f"{SORRY}:80"] > 0 and sorry[f"{RS1}:80"] == 0, sorry
-
-    poll(degraded, daemons=directors.all())
-    assert {net.curl(VIP_SORRY) for _ in range(3)} == {"sorry"}
-    net.accept_http("rs2")
+    try:
+        degrade_and_check_the_sorry_server(net, directors)
+    finally:
+        net.accept_http("rs2")
 
     def recovered() -> None:
         assert summary(net.ns("d1")) == expected_table()
 
     poll(recovered, daemons=directors.all())
+
+
+def degrade_and_check_the_sorry_server(net: GuestNet, directors: Directors) -> None:
+    def degraded() -> None:
+        held = ipvsadm.table(net.ns("d1"))
+        assert held[f"TCP {VIP}:80"].weights() == {f"{RS1}:80": 3, f"{RS2}:80": 0}
+        assert held[f"TCP {VIP_PERSIST}:80"].weights() == {f"{RS1}:80": 1}
+        sorry = held[f"TCP {VIP_SORRY}:80"].weights()  # (the sorry server may not be there yet)
+        assert sorry.get(f"{SORRY}:80", 0) > 0 and sorry.get(f"{RS1}:80") == 0, sorry
+
+    poll(degraded, daemons=directors.all())
+    assert {net.curl(VIP_SORRY) for _ in range(3)} == {"sorry"}
 
 
 def test_reload_removes_a_virtual_server_from_the_kernel(
