@@ -52,6 +52,7 @@ test: lint typecheck unit netns test-setup soak-short test-lab
 include mk/lab.mk
 include mk/hardening.mk
 include mk/workshop.mk
+include mk/kernel.mk
 
 clean: clean-lab
 	rm -rf $(ARTIFACTS) images/.build

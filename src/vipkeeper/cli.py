@@ -83,8 +83,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "check":
         from vipkeeper.config.check import run_check
+        from vipkeeper.director import describe_data_plane
 
-        return run_check(args.config_file, sys.stderr)
+        return run_check(args.config_file, sys.stderr, describe=describe_data_plane)
     if args.command == "run":
         from vipkeeper.daemon import run_daemon
 

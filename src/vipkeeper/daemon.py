@@ -317,6 +317,8 @@ class Daemon:
 
     def _on_transition(self, transition: ReportTransition) -> None:
         self.journal.record_transition(transition, time.time())
+        if self.director.follows(transition.instance):
+            self._spawn(self.director.vrrp_state(transition.instance, transition.new))
         # Not urgent, and not on a takeover's path: once per burst of transitions, just after.
         if not self._modes_pending:
             self._modes_pending = True
@@ -562,6 +564,8 @@ class Daemon:
         await self._stop_changed_scripts(result.config)
         if reload.lvs_differs(self.config, result.config):
             self.director = await self.director.hand_over(result.config)
+            for name, instance in self.instances.items():
+                await self.director.vrrp_state(name, instance.state.value)
         self.config = result.config
         await self.fifos.reconfigure(result.config.global_defs)
         fresh = Plan(

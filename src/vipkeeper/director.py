@@ -3,8 +3,9 @@
 Owns: mapping `virtual_server` blocks to the health core's specs and the load balancer's
 desired state, running the checkers, and applying each pool change to the chosen backend
 (nftables or IPVS) as one whole desired state, coalesced so a burst of changes costs one
-transaction. The data plane is installed on every director whatever its VRRP state: only the
-Master receives VIP traffic, because only it answers ARP for the VIP.
+transaction; on IPVS, the kernel's connection-sync daemon (`lvs_sync_daemon`) following the
+named VRRP instance's state. The data plane is installed on every director whatever its VRRP
+state: only the Master receives VIP traffic, because only it answers ARP for the VIP.
 Must never: forward a packet itself, or let one slow check or apply block the VRRP loop.
 """
 
@@ -21,11 +22,18 @@ from dataclasses import dataclass
 from vipkeeper.config import model
 from vipkeeper.core import health, lb, maglev
 from vipkeeper.io import checkers as io_checkers
-from vipkeeper.io.lb_backend import BackendKind, LoadBalancerBackend, select_backend
+from vipkeeper.io.lb_backend import (
+    BackendKind,
+    LoadBalancerBackend,
+    data_plane_choice,
+    ipvs_available,
+    select_backend,
+)
 from vipkeeper.io.lb_nftables import NftablesBackend
 from vipkeeper.io.notify_fifo import NotifyFifos
 from vipkeeper.io.scripts import ScriptRunner
 
+IPVS: BackendKind = "ipvs"
 log = logging.getLogger("vipkeeper.lvs")
 
 # Seconds before re-applying when a DR real server's MAC could not be resolved.
@@ -36,6 +44,8 @@ _SCHEDULERS = {
     model.LvsScheduler.WRR: lb.Scheduler.WEIGHTED_ROUND_ROBIN,
     model.LvsScheduler.SH: lb.Scheduler.SOURCE_HASH,
     model.LvsScheduler.MH: lb.Scheduler.MAGLEV_HASH,
+    model.LvsScheduler.LC: lb.Scheduler.LEAST_CONNECTION,
+    model.LvsScheduler.WLC: lb.Scheduler.WEIGHTED_LEAST_CONNECTION,
 }
 _METHODS = {
     model.LvsMethod.DR: lb.ForwardingMethod.DR,
@@ -193,6 +203,13 @@ def _ipvs_backend() -> LoadBalancerBackend:
     return IpvsBackend()
 
 
+def describe_data_plane(config: model.Config) -> str | None:
+    """`vipkeeper check`'s line on the LVS data plane this host would use; None without LVS."""
+    if not config.virtual_servers:
+        return None
+    return f"LVS data plane {data_plane_choice(_BACKENDS[config.global_defs.lvs_backend])}"
+
+
 def default_backend(config: model.Config) -> LoadBalancerBackend:
     return select_backend(
         _BACKENDS[config.global_defs.lvs_backend],
@@ -245,6 +262,9 @@ class Director:
         self._tasks: set[asyncio.Task[object]] = set()
         self.applied: tuple[lb.VirtualServer, ...] | None = None
         self.apply_errors = 0
+        self._sync_settings = config.global_defs.lvs_sync_daemon
+        self._sync: SyncDaemons | None = None
+        self._sync_lock = asyncio.Lock()
 
     @property
     def active(self) -> bool:
@@ -313,19 +333,69 @@ class Director:
             observer(checker.virtual_server, checker.server, record)
 
     async def start(self) -> None:
+        if self.active and self._backend is None:
+            self._backend = default_backend(self.config)
+        await self._start_sync()
         if not self.active:
             return
-        if self._backend is None:
-            self._backend = default_backend(self.config)
+        assert self._backend is not None
         log.info(
-            "LVS: %d virtual server(s) on the %s data plane",
+            "LVS: %d virtual server(s) on the %s data plane (%s)",
             len(self._services),
             self._backend.name,
+            data_plane_choice(_BACKENDS[self.config.global_defs.lvs_backend]),
         )
         self._applier = asyncio.get_running_loop().create_task(self._apply_loop())
         self._scheduler.start()
 
+    async def _start_sync(self) -> None:
+        """The Backup sync thread from start-up, as keepalived does; IPVS only."""
+        if self._sync_settings is None or self._sync is not None:
+            return  # not configured, or handed over by the Director this one succeeds
+        if self._backend is not None:
+            plane = self._backend.name
+        elif self.config.global_defs.lvs_backend is model.LvsBackend.NFTABLES:
+            plane = "nftables"
+        else:
+            plane = IPVS if ipvs_available() else "none: the kernel has no IPVS"
+        if plane != IPVS:
+            log.warning(
+                "lvs_sync_daemon: ignored, it needs the IPVS data plane (this one: %s)", plane
+            )
+            return
+        # Imported here: IPVS support is loaded only when IPVS is the data plane.
+        from vipkeeper.io.lvs_sync import SyncDaemons
+
+        self._sync = SyncDaemons(self._sync_settings)
+        await self.vrrp_state(self._sync_settings.instance, "BACKUP")
+
+    def follows(self, instance: str) -> bool:
+        """Whether the sync daemon moves with VRRP instance `instance`."""
+        return self._sync is not None and instance == self._sync.settings.instance
+
+    async def vrrp_state(self, instance: str, state: str) -> None:
+        """VRRP instance `instance` entered `state`: move the sync daemon if it follows it."""
+        if not self.follows(instance):
+            return
+        async with self._sync_lock:  # FIFO: the kernel sees the states in their order
+            if self._sync is None:  # stopped meanwhile
+                return
+            try:
+                await self._sync.follow(state)
+            except Exception as exc:
+                log.error("lvs_sync_daemon: following %s into %s failed: %s", instance, state, exc)
+
+    async def _stop_sync(self) -> None:
+        if self._sync is not None:
+            async with self._sync_lock:
+                sync, self._sync = self._sync, None
+                try:
+                    await sync.stop()
+                except Exception as exc:
+                    log.error("lvs_sync_daemon: stopping failed: %s", exc)
+
     async def stop(self) -> None:
+        await self._stop_sync()
         if not self.active:
             return
         await self._scheduler.stop()
@@ -386,6 +456,10 @@ class Director:
             for key, record in self.last_checks.items()
             if successor.monitor.has_server(*key)
         }
+        if self._sync is not None and successor._sync_settings == self._sync_settings:
+            successor._sync, self._sync = self._sync, None  # the kernel's threads keep running
+        else:
+            await self._stop_sync()
         await successor.start()
         return successor
 

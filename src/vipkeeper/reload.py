@@ -158,10 +158,12 @@ def _sorted(names: Iterable[str]) -> tuple[str, ...]:
 
 def lvs_differs(old: model.Config, new: model.Config) -> bool:
     """Whether the LVS half needs the new configuration: virtual servers, the data plane
-    settings, or the VIPs (their interfaces are where DR traffic arrives)."""
+    settings, the connection-sync daemon, or the VIPs (their interfaces are where DR traffic
+    arrives)."""
     return (
         old.virtual_servers != new.virtual_servers
         or old.global_defs.lvs_backend != new.global_defs.lvs_backend
         or old.global_defs.lvs_hash_seed != new.global_defs.lvs_hash_seed
+        or old.global_defs.lvs_sync_daemon != new.global_defs.lvs_sync_daemon
         or ingress_devices(old) != ingress_devices(new)
     )

@@ -154,8 +154,8 @@ def test_strict_mode_rejects_unicast_peers_and_authentication() -> None:
 @pytest.mark.parametrize(
     ("body", "severity", "needle"),
     [
-        ("lb_algo lc", Severity.WARNING, "using wrr"),
-        ("lb_algo fastest", Severity.ERROR, "valid: rr|wrr|sh|mh"),
+        ("lb_algo lblc", Severity.WARNING, "using wrr"),
+        ("lb_algo fastest", Severity.ERROR, "valid: rr|wrr|sh|mh|lc|wlc"),
         ("lb_kind TUN", Severity.WARNING, "tunnelling is not supported"),
         ("lb_kind ROUTE", Severity.ERROR, "valid: DR|NAT"),
         ("protocol SCTP", Severity.WARNING, "SCTP"),
@@ -192,7 +192,7 @@ def test_virtual_server_values(body: str, severity: Severity, needle: str) -> No
 
 
 def test_unsupported_scheduler_falls_back_to_wrr() -> None:
-    result = parse_text("virtual_server 10.0.0.1 80 {\n lvs_sched wlc\n}\n")
+    result = parse_text("virtual_server 10.0.0.1 80 {\n lvs_sched lblc\n}\n")
     assert result.config is not None
     assert result.config.virtual_servers[0].scheduler.value == "wrr"
 

@@ -434,3 +434,66 @@ async def test_a_reload_hands_the_data_plane_and_unchanged_servers_health_over()
     assert {rs.address for rs in last.real_servers} == {"127.0.0.2", "127.0.0.4"}
     await successor.stop()
     assert backend.cleared == 1
+
+
+SYNCED = """
+global_defs {
+    lvs_sync_daemon srv0 VI_LB id 4
+}
+vrrp_instance VI_LB {
+    interface fe0
+    virtual_router_id 61
+    priority 100
+    virtual_ipaddress {
+        10.0.0.1
+    }
+}
+"""
+
+
+class RecordingSync:
+    """Stands in for io.lvs_sync.SyncDaemons: records the states it is told to follow."""
+
+    made: list[RecordingSync] = []
+
+    def __init__(self, settings: model.LvsSyncDaemon) -> None:
+        self.settings = settings
+        self.followed: list[str] = []
+        self.stopped = False
+        RecordingSync.made.append(self)
+
+    async def follow(self, state: str) -> None:
+        self.followed.append(state)
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+
+class IpvsFake(FakeBackend):
+    name = "ipvs"
+
+
+async def test_sync_daemon_follows_its_vrrp_instance_on_ipvs(monkeypatch):
+    monkeypatch.setattr(director_module, "SyncDaemons", RecordingSync)
+    RecordingSync.made.clear()
+    director = Director(parse(SYNCED + NO_CHECKERS), runner=ScriptRunner(), backend=IpvsFake())
+    await director.start()
+    await director.vrrp_state("VI_OTHER", "MASTER")  # not the instance it follows
+    await director.vrrp_state("VI_LB", "MASTER")
+    await director.vrrp_state("VI_LB", "BACKUP")
+    await director.stop()
+    await director.vrrp_state("VI_LB", "MASTER")  # after stop: nothing
+    [sync] = RecordingSync.made
+    assert sync.settings.sync_id == 4
+    assert sync.followed == ["BACKUP", "MASTER", "BACKUP"]
+    assert sync.stopped
+
+
+async def test_sync_daemon_is_ignored_with_a_warning_on_nftables(monkeypatch, caplog):
+    monkeypatch.setattr(director_module, "SyncDaemons", RecordingSync)
+    RecordingSync.made.clear()
+    director = Director(parse(SYNCED + NO_CHECKERS), runner=ScriptRunner(), backend=FakeBackend())
+    await director.start()
+    await director.stop()
+    assert RecordingSync.made == []
+    assert "lvs_sync_daemon: ignored, it needs the IPVS data plane" in caplog.text

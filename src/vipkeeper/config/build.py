@@ -32,6 +32,7 @@ from vipkeeper.config.model import (
     LvsBackend,
     LvsMethod,
     LvsScheduler,
+    LvsSyncDaemon,
     MiscCheck,
     NotifyFifo,
     Protocol,
@@ -73,9 +74,8 @@ VIP_OPTIONS_WITH_VALUE_UNSUPPORTED = frozenset({"peer", "preferred_lft", "track_
 VIP_FLAGS_UNSUPPORTED = frozenset(
     {"home", "-nodad", "mngtmpaddr", "noprefixroute", "autojoin", "no_track", "use_vmac"}
 )
-SCHEDULERS_KNOWN_UNSUPPORTED = frozenset(
-    {"lc", "wlc", "lblc", "lblcr", "dh", "sed", "nq", "fo", "ovf", "twos"}
-)
+SCHEDULERS_KNOWN_UNSUPPORTED = frozenset({"lblc", "lblcr", "dh", "sed", "nq", "fo", "ovf", "twos"})
+SCHEDULER_CHOICES = "|".join(scheduler.value for scheduler in LvsScheduler)
 DEFAULT_PERSISTENCE_TIMEOUT = 360
 
 
@@ -392,6 +392,40 @@ class Builder:
                 if value is not None:
                     fields["lvs_hash_seed"] = value
 
+        def sync_daemon(line: Statement) -> None:
+            usage = (
+                "lvs_sync_daemon INTERFACE VRRP_INSTANCE [id 0..255] [maxlen 1..65507]"
+                " [port 1..65535] [ttl 1..255] [group ADDRESS]"
+            )
+            if not count_args(line, self.diagnostics, 2, 12, usage):
+                return
+            values: dict[str, object] = {}
+            options = {"id": (0, 255), "maxlen": (1, 65507), "port": (1, 65535), "ttl": (1, 255)}
+            rest = list(line.args[2:])
+            while rest:
+                option = rest.pop(0)
+                if option.value not in (*options, "group") or not rest:
+                    self.diagnostics.error(option.location, f"{line.name}: expected {usage}")
+                    return
+                argument = rest.pop(0)
+                if option.value == "group":
+                    group = to_ip(argument, self.diagnostics, "group", None)
+                    if group is None:
+                        return
+                    values["group"] = group
+                    continue
+                low, high = options[option.value]
+                number = to_int(argument, self.diagnostics, option.value, low, high)
+                if number is None:
+                    return
+                values["sync_id" if option.value == "id" else option.value] = number
+            fields["lvs_sync_daemon"] = LvsSyncDaemon(
+                interface=line.args[0].value,
+                instance=line.args[1].value,
+                location=line.location,
+                **values,  # type: ignore[arg-type]
+            )
+
         self.walk(
             statement,
             "global_defs",
@@ -430,6 +464,7 @@ class Builder:
                 "lvs_hash_seed": hash_seed,
                 **{name: fifo for name in NOTIFY_FIFOS},
                 **{f"{name}_script": fifo_script for name in NOTIFY_FIFOS},
+                "lvs_sync_daemon": sync_daemon,
             },
         )
 
@@ -1124,7 +1159,7 @@ class Builder:
         skip: list[str] = []
 
         def scheduler(line: Statement) -> None:
-            usage = f"{line.name} rr|wrr|sh|mh"
+            usage = f"{line.name} {SCHEDULER_CHOICES}"
             if not count_args(line, self.diagnostics, 1, 1, usage):
                 return
             token = line.args[0]
@@ -1135,12 +1170,13 @@ class Builder:
                     self.diagnostics.warning(
                         token.location,
                         f"{line.name} {token.value}: scheduler not supported, using wrr"
-                        " (vipkeeper supports rr, wrr, sh, mh)",
+                        f" (vipkeeper supports {SCHEDULER_CHOICES})",
                     )
                 else:
                     self.diagnostics.error(
                         token.location,
-                        f"{line.name}: {token.value!r} is not a scheduler; valid: rr|wrr|sh|mh",
+                        f"{line.name}: {token.value!r} is not a scheduler;"
+                        f" valid: {SCHEDULER_CHOICES}",
                     )
 
         def method(line: Statement) -> None:

@@ -8,15 +8,20 @@ unexpected failure inside the checker is itself reported as an error.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TextIO
 
 from vipkeeper.config.load import LoadResult, load_config
+from vipkeeper.config.model import Config
 
 EXIT_USABLE = 0
 EXIT_UNUSABLE = 1
 
 
-def run_check(path: str, stream: TextIO) -> int:
+def run_check(
+    path: str, stream: TextIO, *, describe: Callable[[Config], str | None] | None = None
+) -> int:
+    """`describe` adds a line about a usable configuration on this host (the data plane)."""
     try:
         result = load_config(path)
     except Exception as exc:  # the checker's own bug must still not surface as a traceback
@@ -29,6 +34,10 @@ def run_check(path: str, stream: TextIO) -> int:
     for diagnostic in result.diagnostics:
         stream.write(diagnostic.format() + "\n")
     stream.write(summary(path, result) + "\n")
+    if result.config is not None and describe is not None:
+        line = describe(result.config)
+        if line is not None:
+            stream.write(f"{path}: {line}\n")
     return EXIT_USABLE if result.config is not None else EXIT_UNUSABLE
 
 

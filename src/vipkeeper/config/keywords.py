@@ -304,7 +304,6 @@ UNSUPPORTED_REASONS: dict[str, str] = {
         "vipkeeper manages virtual addresses only, not routes, rules or static addresses",
         "virtual_routes virtual_rules static_ipaddress static_routes static_rules track_group",
     ),
-    **_reasons("IPVS connection synchronisation is not supported", "lvs_sync_daemon"),
     **_reasons(
         "tracking files, processes and BFD sessions is not supported (use track_script)",
         "track_file vrrp_track_file track_process vrrp_track_process track_bfd bfd_instance",

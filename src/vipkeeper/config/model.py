@@ -45,6 +45,8 @@ class LvsScheduler(enum.Enum):
     WRR = "wrr"
     SH = "sh"  # source hashing
     MH = "mh"  # Maglev hashing
+    LC = "lc"  # least connection (IPVS; hashed like wrr on the nftables data plane)
+    WLC = "wlc"  # weighted least connection (likewise)
 
 
 class LvsMethod(enum.Enum):
@@ -84,6 +86,22 @@ class NotifyFifo:
 
 
 @dataclass(frozen=True, kw_only=True)
+class LvsSyncDaemon:
+    """`lvs_sync_daemon INTERFACE VRRP_INSTANCE [id N] [maxlen N] [port N] [ttl N] [group IP]`:
+    the kernel's IPVS connection-sync daemon, Master while `instance` is MASTER, else Backup.
+    None in a field means the kernel's default."""
+
+    interface: str
+    instance: str
+    sync_id: int | None = None
+    maxlen: int | None = None
+    port: int | None = None
+    ttl: int | None = None
+    group: str | None = None
+    location: Location | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True, kw_only=True)
 class GlobalDefs:
     router_id: str | None = None
     vrrp_version: int = 2
@@ -107,6 +125,7 @@ class GlobalDefs:
     notify_fifo: NotifyFifo | None = None  # VRRP and LVS events
     vrrp_notify_fifo: NotifyFifo | None = None  # VRRP events only
     lvs_notify_fifo: NotifyFifo | None = None  # LVS events only
+    lvs_sync_daemon: LvsSyncDaemon | None = None
     location: Location | None = field(default=None, compare=False)
 
 

@@ -33,6 +33,7 @@ def validate(parts: BuiltParts, diagnostics: Diagnostics) -> None:
     _sync_group_membership(parts, diagnostics)
     _virtual_router_conflicts(parts, diagnostics)
     _virtual_server_conflicts(parts, diagnostics)
+    _sync_daemon_instance(parts, diagnostics)
 
 
 def _unique_names(items: Iterable[_Named], kind: str, diagnostics: Diagnostics) -> None:
@@ -130,3 +131,16 @@ def _virtual_server_conflicts(parts: BuiltParts, diagnostics: Diagnostics) -> No
             )
         else:
             first[key] = server.location
+
+
+def _sync_daemon_instance(parts: BuiltParts, diagnostics: Diagnostics) -> None:
+    sync = parts.global_defs.lvs_sync_daemon
+    instances = [instance.name for instance in parts.vrrp_instances]
+    if sync is None or sync.instance in instances:
+        return
+    assert sync.location is not None
+    diagnostics.error(
+        sync.location,
+        f"lvs_sync_daemon: no vrrp_instance named {sync.instance} (its state decides whether"
+        f" the sync daemon is Master or Backup){_did_you_mean(sync.instance, instances)}",
+    )

@@ -30,6 +30,8 @@ class Scheduler(Enum):
     WEIGHTED_ROUND_ROBIN = "wrr"
     SOURCE_HASH = "sh"
     MAGLEV_HASH = "mh"
+    LEAST_CONNECTION = "lc"
+    WEIGHTED_LEAST_CONNECTION = "wlc"
 
 
 class ForwardingMethod(Enum):

@@ -35,6 +35,21 @@ def ipvs_available(proc_ip_vs: Path = PROC_IP_VS) -> bool:
     return proc_ip_vs.exists()
 
 
+def data_plane_choice(kind: BackendKind, proc_ip_vs: Path = PROC_IP_VS) -> str:
+    """Which data plane `select_backend(kind)` takes on this kernel, and why, in one phrase
+    (for `vipkeeper check` and the start-up log)."""
+    has_ipvs = ipvs_available(proc_ip_vs)
+    if kind == "nftables":
+        return "nftables (lvs_backend nftables)"
+    if kind == "ipvs":
+        if has_ipvs:
+            return "ipvs (lvs_backend ipvs)"
+        return f"none: lvs_backend ipvs, but this kernel has no IPVS ({proc_ip_vs} is missing)"
+    if has_ipvs:
+        return "ipvs (auto: this kernel has IPVS)"
+    return f"nftables (auto: this kernel has no IPVS, {proc_ip_vs} is missing; modprobe ip_vs)"
+
+
 def select_backend(
     kind: BackendKind,
     *,

@@ -14,7 +14,7 @@ table size, and looks the bucket up in a map built from the Maglev table:
   MAC and the destination to the real server's MAC and `fwd`s the frame out of the server-side
   interface. The IP header is untouched: the real server sees destination = VIP and answers the
   client directly. The netdev hook has no connection tracking, so
-- schedulers are realised as consistent hashing of the flow: rr / wrr hash the whole 4-tuple
+- schedulers are realised as consistent hashing of the flow: rr / wrr / lc / wlc hash the 4-tuple
   (flows spread evenly / by weight), sh / mh hash the source address (plus the source port with
   the `port` flag), and persistence_timeout > 0 hashes the source address only (client affinity
   that never expires). A per-packet `numgen inc` would send the packets of one TCP connection to
