@@ -18,6 +18,7 @@ import shlex
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from vipkeeper.config import model
 from vipkeeper.core import health, lb, maglev
@@ -32,6 +33,9 @@ from vipkeeper.io.lb_backend import (
 from vipkeeper.io.lb_nftables import NftablesBackend
 from vipkeeper.io.notify_fifo import NotifyFifos
 from vipkeeper.io.scripts import ScriptRunner
+
+if TYPE_CHECKING:  # loaded at run time only when IPVS is the data plane
+    from vipkeeper.io.lvs_sync import SyncDaemons
 
 IPVS: BackendKind = "ipvs"
 log = logging.getLogger("vipkeeper.lvs")

@@ -21,6 +21,7 @@ from vipkeeper.config import model, parse_text
 from vipkeeper.core import health, lb, maglev
 from vipkeeper.director import Director, hash_seed, health_spec, make_checker, virtual_service
 from vipkeeper.io import checkers as io_checkers
+from vipkeeper.io import lvs_sync
 from vipkeeper.io.scripts import ScriptRunner
 
 SERVICE = """
@@ -474,7 +475,7 @@ class IpvsFake(FakeBackend):
 
 
 async def test_sync_daemon_follows_its_vrrp_instance_on_ipvs(monkeypatch):
-    monkeypatch.setattr(director_module, "SyncDaemons", RecordingSync)
+    monkeypatch.setattr(lvs_sync, "SyncDaemons", RecordingSync)
     RecordingSync.made.clear()
     director = Director(parse(SYNCED + NO_CHECKERS), runner=ScriptRunner(), backend=IpvsFake())
     await director.start()
@@ -490,7 +491,7 @@ async def test_sync_daemon_follows_its_vrrp_instance_on_ipvs(monkeypatch):
 
 
 async def test_sync_daemon_is_ignored_with_a_warning_on_nftables(monkeypatch, caplog):
-    monkeypatch.setattr(director_module, "SyncDaemons", RecordingSync)
+    monkeypatch.setattr(lvs_sync, "SyncDaemons", RecordingSync)
     RecordingSync.made.clear()
     director = Director(parse(SYNCED + NO_CHECKERS), runner=ScriptRunner(), backend=FakeBackend())
     await director.start()
