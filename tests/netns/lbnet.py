@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
-from vipkeepers import DaemonProcess
+from vipkeepers import DaemonProcess, poll
 
 VIP = "172.16.9.1"
 CLIENT_IP = "172.16.0.100"
@@ -511,6 +511,22 @@ class Session:
     bodies: list[str]
     errors: list[str]
     max_gap: float
+
+
+def serving(client: Client, expected: set[str], within: float, requests: int = 30) -> None:
+    """Wait until `requests` fresh connections in a row all succeed and together reach exactly
+    the `expected` servers."""
+
+    def check() -> None:
+        seen = set()
+        for _ in range(requests):
+            try:
+                seen.add(client.get())
+            except ConnectionError as error:
+                raise AssertionError(f"request failed: {error}") from error
+        assert seen == expected, f"served by {seen}, want {expected}"
+
+    poll(within, check)
 
 
 CLIENT_SCRIPT = r"""

@@ -22,17 +22,15 @@ from __future__ import annotations
 import datetime
 import json
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
-from lbnet import CLIENT_IP, VIP, Client, LbNet, Vipkeeper, director_config
-from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
+from lbnet import CLIENT_IP, VIP, Client, LbNet, Vipkeeper, director_config, serving
+from vipkeepers import poll
 
 pytestmark = pytest.mark.netns
 
-T = TypeVar("T")
 
 RS1, RS2 = "192.168.0.54:80", "192.168.0.55:80"
 SORRY = "192.168.0.56:80"
@@ -44,20 +42,6 @@ ELECTION = 15.0
 # delay_before_retry 1): delay_loop + (retry + 1) * connect_timeout + retry * delay_before_retry
 DETECTION_BOUND = 1 + (1 + 1) * 1 + 1 * 1
 MARGIN = 1.5  # an nft transaction, process scheduling on a loaded 2-core machine
-
-
-def poll(within: float, check: Callable[[], T], daemons: Sequence[Vipkeeper] = ()) -> T:
-    """Call `check` until it stops raising AssertionError, at most `within` seconds."""
-    try:
-        return retry(
-            stop=stop_after_delay(within),
-            wait=wait_fixed(0.05),
-            retry=retry_if_exception_type(AssertionError),
-            reraise=True,
-        )(check)()
-    except AssertionError as error:
-        logs = "\n".join(f"--- {d!r} ---\n{d.log()}" for d in daemons)
-        raise AssertionError(f"{error}\n{logs}") from error
 
 
 def _timestamp(entry: dict[str, object]) -> float:
@@ -109,22 +93,6 @@ def wait_master(director: Vipkeeper, others: Sequence[Vipkeeper], within: float)
             assert other.states()[-1:] != ["MASTER"], f"{other!r} is MASTER too"
 
     poll(within, is_master, [director, *others])
-
-
-def serving(client: Client, expected: set[str], within: float, requests: int = 30) -> None:
-    """Wait until `requests` fresh connections in a row all succeed and together reach exactly
-    the `expected` servers."""
-
-    def check() -> None:
-        seen = set()
-        for _ in range(requests):
-            try:
-                seen.add(client.get())
-            except ConnectionError as error:
-                raise AssertionError(f"request failed: {error}") from error
-        assert seen == expected, f"served by {seen}, want {expected}"
-
-    poll(within, check)
 
 
 def counts(client: Client, requests: int) -> dict[str, int]:

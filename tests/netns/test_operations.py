@@ -30,20 +30,19 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import jsonschema
 import pytest
 from lbnet import VIP, LbNet, Vipkeeper, director_config
-from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
+from vipkeepers import poll
 
 from vipkeeper import control
 
 pytestmark = pytest.mark.netns
 
-T = TypeVar("T")
 
 SCHEMA = json.loads((Path(__file__).parents[2] / "docs" / "status.schema.json").read_text())
 VIPKEEPER = Path(sys.executable).parent / "vipkeeper"
@@ -52,19 +51,6 @@ ELECTION = 8.0  # advert_int 1: Master_Down_Interval, the first advert and the f
 STARTUP = 20.0  # a daemon's process start on a loaded machine, then ELECTION
 CHECKS = 6.0  # delay_loop 1 with its warm-up, connect_timeout 1: both real servers checked
 NOBODY = 65534
-
-
-def poll(within: float, check: Callable[[], T], daemons: Sequence[Vipkeeper] = ()) -> T:
-    try:
-        return retry(
-            stop=stop_after_delay(within),
-            wait=wait_fixed(0.1),
-            retry=retry_if_exception_type(AssertionError),
-            reraise=True,
-        )(check)()
-    except AssertionError as error:
-        logs = "\n".join(f"--- {d!r} ---\n{d.log()}" for d in daemons)
-        raise AssertionError(f"{error}\n{logs}") from error
 
 
 def cli(*argv: str, user: int | None = None) -> subprocess.CompletedProcess[str]:

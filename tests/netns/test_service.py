@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from lbnet import VIPKEEPER, Client, LbNet, Vipkeeper, director_config
+from lbnet import VIPKEEPER, LbNet, Vipkeeper, director_config, serving
 from netlab import Lab
 from vipkeepers import (
     Subnet,
@@ -113,19 +113,6 @@ def test_the_test_drops_exactly_the_privileges_the_unit_keeps() -> None:
     assert unit_capabilities() == {f"CAP_{c.upper()}" for c in SERVICE_CAPS.split(",")}
 
 
-def serves(client: Client, expected: set[str], within: float, requests: int = 20) -> None:
-    def check() -> None:
-        seen = set()
-        for _ in range(requests):
-            try:
-                seen.add(client.get())
-            except ConnectionError as error:
-                raise AssertionError(f"request failed: {error}") from error
-        assert seen == expected, f"served by {seen}, want {expected}"
-
-    poll(within, check)
-
-
 def test_unprivileged_directors_elect_forward_and_fail_over(userdir: Path) -> None:
     with LbNet(userdir) as net:
         vipkeeper = service_vipkeeper(SERVICE_UID)
@@ -156,13 +143,15 @@ def test_unprivileged_directors_elect_forward_and_fail_over(userdir: Path) -> No
         states = {i["name"]: i["state"] for i in json.loads(answer)["instances"]}
         assert states == {"VI_LB": "MASTER"}, answer
         client = net.client()
-        serves(client, {"rs1", "rs2"}, SETTLE)  # nft rules and health checks work unprivileged
+        serving(
+            client, {"rs1", "rs2"}, SETTLE, requests=20
+        )  # nft rules and health checks work unprivileged
 
         net.hard_fail("d1")
 
         poll(ELECTION, lambda: _assert(d2.states()[-1:] == ["MASTER"], logs(daemons)))
         net.run("cli", "ip", "neigh", "flush", "to", "172.16.9.1")
-        serves(client, {"rs1", "rs2"}, SETTLE)
+        serving(client, {"rs1", "rs2"}, SETTLE, requests=20)
         assert d2.stop() == 0, logs([d2])
         assert errors_in(d2) == [], logs([d2])
         assert "removing virtual addresses" in d2.log()

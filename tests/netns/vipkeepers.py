@@ -279,15 +279,22 @@ def describe(daemons: Iterable[Daemon]) -> str:
 # -- waiting -----------------------------------------------------------------------------------
 
 
-def poll(within: float, check: Callable[[], T]) -> T:
-    """Call `check` until it stops raising AssertionError, for at most `within` seconds."""
+def poll(within: float, check: Callable[[], T], daemons: Sequence[DaemonProcess] = ()) -> T:
+    """Call `check` until it stops raising AssertionError, for at most `within` seconds; a
+    failure carries the logs of `daemons`."""
     wrapped = retry(
         stop=stop_after_delay(within),
         wait=wait_fixed(POLL_INTERVAL),
         retry=retry_if_exception_type(AssertionError),
         reraise=True,
     )(check)
-    return wrapped()
+    try:
+        return wrapped()
+    except AssertionError as error:
+        if not daemons:
+            raise
+        logs = "\n".join(f"--- {d!r} ---\n{d.log()}" for d in daemons)
+        raise AssertionError(f"{error}\n{logs}") from error
 
 
 def family_of(vip_cidr: str) -> str:
