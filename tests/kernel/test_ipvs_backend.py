@@ -2,7 +2,8 @@
 
 One namespace for the module, no daemon: every scheduler vipkeeper offers (rr, wrr, lc, wlc, sh,
 mh, with and without the port/fallback flags), both forwarding methods, weights, persistence and
-a fwmark service, then an update, a removal and `clear()`.
+a fwmark service, then an update, a removal and `clear()`. A namespace without any IPv4 address
+refuses every real server (the kernel routes each address there as broadcast): the backend says so.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from vipkeeper.core.lb import (
     VirtualServer,
     VirtualService,
 )
-from vipkeeper.io.lb_ipvs import IpvsBackend
+from vipkeeper.io.lb_ipvs import IpvsBackend, IpvsError
 
 VIP = "172.16.9.1"
 RS1 = RealServer(address="192.168.0.54", port=80, weight=3)
@@ -71,10 +72,20 @@ def matrix_servers() -> list[VirtualServer]:
     return servers
 
 
-@pytest.fixture(scope="module")
-def namespace() -> Iterator[str]:
+def add_namespace() -> str:
     name = f"vkkernel{uuid.uuid4().hex[:6]}"
     subprocess.run(["ip", "netns", "add", name], check=True)
+    return name
+
+
+def lo_up(name: str) -> None:
+    subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+
+
+@pytest.fixture(scope="module")
+def namespace() -> Iterator[str]:
+    name = add_namespace()
+    lo_up(name)  # 127.0.0.1: as on any host, the namespace has a local routing table
     # pyroute2 opens a socket in another namespace through a forked child that must hand the
     # socket back within 2 s (10 s in all): far too short for the emulated guest.
     with pytest.MonkeyPatch.context() as patch:
@@ -88,6 +99,25 @@ def namespace() -> Iterator[str]:
 
 def run(coroutine: object) -> None:
     asyncio.run(coroutine)  # type: ignore[arg-type]
+
+
+def test_a_namespace_without_addresses_refuses_real_servers_with_the_cause(
+    namespace: str,  # for its longer pyroute2 timeouts
+) -> None:
+    bare = add_namespace()
+    backend = IpvsBackend(netns=bare)
+    web = VirtualServer(service=VirtualService(address=VIP, port=80), real_servers=(RS1,))
+    try:
+        with pytest.raises(IpvsError, match="AddDestination failed") as raised:
+            run(backend.apply([web]))
+        assert "without any IPv4 address" in str(raised.value)
+        assert list(ipvsadm.table(bare)) == [f"TCP {VIP}:80"]  # the service went in, RS1 not
+        lo_up(bare)
+        run(backend.apply([web]))
+        assert ipvsadm.table(bare)[f"TCP {VIP}:80"].weights() == {f"{RS1.address}:80": 3}
+    finally:
+        backend.close()
+        subprocess.run(["ip", "netns", "del", bare], check=False)
 
 
 def test_kernel_holds_exactly_the_applied_services(namespace: str) -> None:
