@@ -50,12 +50,12 @@ rm -f "$artifacts/junit.xml" "$artifacts/guest-ready" "$artifacts/pytest.log"
 # ip_vs is loaded as a distribution would (modules-load.d): vipkeeper's `auto` backend looks
 # for /proc/net/ip_vs. Schedulers (ip_vs_rr, ip_vs_mh, ...) load on first use.
 guest_cmd="cd $(printf %q "$PWD") && \
-export PYTHONUNBUFFERED=1 VIPKEEPER_KERNEL_VM=$release VIPKEEPER_KERNEL_ARTIFACTS=$(printf %q "$artifacts") && \
+export CI=$(printf %q "${CI:-}") PYTHONUNBUFFERED=1 VIPKEEPER_KERNEL_VM=$release VIPKEEPER_KERNEL_ARTIFACTS=$(printf %q "$artifacts") && \
 date +%s > $(printf %q "$artifacts")/guest-ready && \
 modprobe -a ip_vs macvlan veth && \
 { PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 $(printf %q "$python") -m pytest tests/kernel -v \
   -p pytest_asyncio.plugin -p pytest_timeout -p no:cacheprovider --confcutdir=tests/kernel \
-  --timeout=$per_test_timeout --junitxml=$(printf %q "$artifacts")/junit.xml $extra \
+  --timeout=$per_test_timeout --durations=0 --junitxml=$(printf %q "$artifacts")/junit.xml $extra \
   > $(printf %q "$artifacts")/pytest.log 2>&1; rc=\$?; cat $(printf %q "$artifacts")/pytest.log; exit \$rc; }"
 
 started=$(date +%s)
