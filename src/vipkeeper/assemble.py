@@ -16,11 +16,12 @@ from vipkeeper.core.vrrp import InstanceSettings, State
 from vipkeeper.core.vrrp_wire import MULTICAST_V4, MULTICAST_V6
 
 
-def virtual_address(vip: model.VirtualIpAddress, interface: str) -> VirtualAddress:
+def virtual_address(vip: model.VirtualIpAddress, device: str) -> VirtualAddress:
+    """`vip` on `device`: the instance's `vip_device(vip)`."""
     return VirtualAddress(
         address=str(ipaddress.ip_address(vip.address)),
         prefixlen=vip.prefix_length,
-        dev=vip.device or interface,
+        dev=device,
         label=vip.label,
         scope=vip.scope,
     )
@@ -33,6 +34,9 @@ def instance_settings(config: model.Config, instance: model.VrrpInstance) -> Ins
     if not instance.dont_track_primary:
         # keepalived tracks the instance's own interface: losing it is a FAULT.
         track_interfaces.setdefault(instance.interface, 0)
+    if instance.use_vmac is not None:
+        # The macvlan carries the VIPs: while it is missing or down the instance is in FAULT.
+        track_interfaces.setdefault(instance.use_vmac, 0)
     track_scripts = {
         track.name: track.weight if track.weight is not None else scripts[track.name].weight
         for track in instance.track_scripts
@@ -41,14 +45,14 @@ def instance_settings(config: model.Config, instance: model.VrrpInstance) -> Ins
     group = instance.mcast_group
     return InstanceSettings(
         name=instance.name,
-        interface=instance.interface,
+        interface=instance.advert_interface,
         vrid=instance.virtual_router_id,
         priority=instance.priority,
         version=3 if family == 6 else instance.version,
         family=family,
         advert_int=instance.advert_int,
         virtual_addresses=tuple(
-            virtual_address(vip, instance.interface) for vip in instance.virtual_ipaddresses
+            virtual_address(vip, instance.vip_device(vip)) for vip in instance.virtual_ipaddresses
         ),
         preempt=instance.preempt,
         preempt_delay=instance.preempt_delay,

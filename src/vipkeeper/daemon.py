@@ -40,6 +40,7 @@ from vipkeeper.core.events import (
 from vipkeeper.core.sync_group import SyncGroup
 from vipkeeper.core.track import ScriptTracker
 from vipkeeper.core.vrrp import InstanceSettings, State, VrrpInstance
+from vipkeeper.core.vrrp_wire import virtual_mac
 from vipkeeper.director import Director
 from vipkeeper.driver import Driver, Machine
 from vipkeeper.io.addresses import AddressManager
@@ -48,6 +49,7 @@ from vipkeeper.io.gratuitous import GratuitousSender
 from vipkeeper.io.links import AddressChanged, LinkChanged, LinkEvent, LinkMonitor, link_states
 from vipkeeper.io.notify_fifo import NotifyFifos
 from vipkeeper.io.scripts import ScriptRunner, TrackScriptPoller, notify_arguments
+from vipkeeper.io.vmac import Vmac, VmacError, VmacManager
 from vipkeeper.io.vrrp_socket import VrrpSocketPool
 from vipkeeper.logsetup import setup_logging
 
@@ -113,6 +115,7 @@ class Daemon:
         self.addresses = AddressManager()
         self.gratuitous = GratuitousSender()
         self.sockets = VrrpSocketPool(self._on_packet)
+        self.vmacs = VmacManager()
         self.autopilot = Autopilot(self.sockets) if autopilot else None
         self.driver: Driver | None = None
         self.links: LinkMonitor | None = None
@@ -164,6 +167,7 @@ class Daemon:
             if self.control is not None:
                 await self.control.stop()
             await self.director.stop()
+            await self.vmacs.remove_all()
             await self._close()
             await self.fifos.close()
             self.notifier.close()
@@ -200,6 +204,7 @@ class Daemon:
         self._own_vips = self._vips_of(self.plan)
         for name in new.settings:
             self._sources.pop(name, None)  # a new instance has been told nothing yet
+        await self._sync_vmacs()
         for settings in new.settings.values():
             try:
                 await self.sockets.open(settings.interface, _socket_family(settings.family))
@@ -226,7 +231,7 @@ class Daemon:
                 if not up:
                     event = TrackChanged(name=interface, up=False, kind="interface")
                     self.driver.feed(machine, event, member=member)
-            by_link.setdefault((item.interface, item.family), []).append(item)
+            by_link.setdefault((self._source_interface(item), item.family), []).append(item)
         for (interface, family), items in by_link.items():
             await self._refresh_sources(interface, family, items)
 
@@ -267,11 +272,48 @@ class Daemon:
             items = [
                 s
                 for s in self.plan.settings.values()
-                if s.interface == interface and s.family == family
+                if self._source_interface(s) == interface and s.family == family
             ]
             await self._refresh_sources(interface, family, items)
 
         self._spawn(refresh())
+
+    def _source_interface(self, settings: InstanceSettings) -> str:
+        """The interface whose primary address an instance speaks from: its own `interface`,
+        also when adverts leave through its macvlan (which has no address of its own)."""
+        instance = self.config.vrrp_instance(settings.name)
+        return settings.interface if instance is None else instance.interface
+
+    def _wanted_vmacs(self) -> dict[str, Vmac]:
+        return {
+            instance.use_vmac: Vmac(
+                name=instance.use_vmac,
+                base=instance.interface,
+                mac=virtual_mac(instance.virtual_router_id),
+            )
+            for instance in self.config.vrrp_instances
+            if instance.use_vmac is not None
+        }
+
+    async def _sync_vmacs(self) -> None:
+        """Create the configured macvlans not there yet, remove those no longer configured.
+        One that cannot be created is logged: its instance cannot listen and stays in FAULT."""
+        wanted = self._wanted_vmacs()
+        for name, vmac in self.vmacs.created.items():
+            if wanted.get(name) != vmac:
+                await self.vmacs.remove(name)
+        created = self.vmacs.created
+        for name, vmac in wanted.items():
+            if name in created:
+                continue
+            try:
+                await self.vmacs.create(vmac)
+            except VmacError as exc:
+                log.error("%s; its instance stays in FAULT", exc)
+            except Exception as exc:  # netlink or /proc trouble: the same outcome, said plainly
+                log.error("use_vmac: cannot create %s: %s; its instance stays in FAULT", name, exc)
+            else:
+                log.info("use_vmac: %s (%s) on %s", vmac.name, vmac.mac, vmac.base)
 
     def _spawn(self, coroutine: Coroutine[object, object, object]) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
@@ -481,7 +523,7 @@ class Daemon:
             status=await self._status_request({}),
             excluded_vips={
                 instance.name: [
-                    (str(ipaddress.ip_address(vip.address)), vip.device or instance.interface)
+                    (str(ipaddress.ip_address(vip.address)), instance.vip_device(vip))
                     for vip in instance.virtual_ipaddresses_excluded
                 ]
                 for instance in self.config.vrrp_instances
