@@ -139,6 +139,21 @@ class LbNet:
     def nft(self, role: str, script: str) -> None:
         self.run(role, "nft", "-f", "-", stdin=script)
 
+    def probe(self, role: str, device: str, rules: dict[str, str], table: str = "probe") -> None:
+        """A netdev ingress table on `device` with one named counter per rule (`counter()`)."""
+        counters = "\n".join(f"counter {name} {{}}" for name in rules)
+        lines = "\n".join(f'{match} counter name "{name}"' for name, match in rules.items())
+        self.nft(
+            role,
+            f"""table netdev {table} {{
+              {counters}
+              chain ingress {{
+                type filter hook ingress device "{device}" priority -10; policy accept;
+                {lines}
+              }}
+            }}""",
+        )
+
     def counter(self, role: str, family: str, table: str, name: str) -> int:
         """Packets counted by the named counter object `name`."""
         out = json.loads(self.run(role, "nft", "-j", "list", "counter", family, table, name))
