@@ -3,6 +3,8 @@
 # refuses to run anywhere VIPKEEPER_KERNEL_VM does not name the running kernel).
 #
 # Usage: tests/kernel/guest.sh ARTIFACT_DIR PYTHON PER_TEST_TIMEOUT [pytest args...]
+#        (with VIPKEEPER_KERNEL_RUN=bench: bench/kernel_dataplane.py [its args...] instead,
+#        its output in ARTIFACT_DIR/bench.log)
 #
 # Without pytest args, two pytest runs side by side, each in namespaces of its own: the daemon
 # module (two directors, mostly waiting on adverts, health checks and failovers) and the other
@@ -31,7 +33,12 @@ run() {
     > "$artifacts/pytest-$name.log" 2>&1
 }
 
-if [ $# -gt 0 ]; then
+if [ "${VIPKEEPER_KERNEL_RUN:-tests}" = bench ]; then
+  "$python" bench/kernel_dataplane.py "$@" > "$artifacts/bench.log" 2>&1
+  rc=$?
+  cat "$artifacts/bench.log"
+  exit "$rc"
+elif [ $# -gt 0 ]; then
   run all "$@"
   rc=$?
 else

@@ -6,7 +6,8 @@
 #   KERNEL_DIR    where `dpkg -x` unpacked the linux-image package (boot/vmlinuz-*, lib/modules)
 #   ARTIFACT_DIR  shared read-write with the guest: JUnit XML and daemon logs land there
 # Environment: VNG (the vng command), PYTHON (the venv's interpreter), VM_TIMEOUT (seconds for
-# the whole guest), VM_TEST_TIMEOUT (seconds per test), VM_MEMORY, KVM=auto|yes|no.
+# the whole guest), VM_TEST_TIMEOUT (seconds per test), VM_MEMORY, KVM=auto|yes|no,
+# VM_RUN=bench (run bench/kernel_dataplane.py with the remaining args instead of the tests).
 # In the guest, tests/kernel/guest.sh runs pytest; its output goes to ARTIFACT_DIR/pytest-*.log
 # (the console shows it at the end), its JUnit XML to junit-*.xml, merged here into junit.xml.
 # Must never: run the tests on the host kernel (the guest sets VIPKEEPER_KERNEL_VM to the release
@@ -44,6 +45,7 @@ mkdir -p "$artifacts"
 rm -f "$artifacts"/junit*.xml "$artifacts"/pytest*.log "$artifacts/guest-ready"
 guest_cmd="cd $(printf %q "$PWD") && \
 export CI=$(printf %q "${CI:-}") PYTHONUNBUFFERED=1 VIPKEEPER_KERNEL_VM=$release \
+  VIPKEEPER_KERNEL_RUN=$(printf %q "${VM_RUN:-tests}") \
   VIPKEEPER_KERNEL_ARTIFACTS=$(printf %q "$artifacts") && \
 exec tests/kernel/guest.sh $(printf '%q ' "$artifacts" "$python" "$per_test_timeout" "$@")"
 
