@@ -25,6 +25,7 @@ import contextlib
 import json
 import platform
 import secrets
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -86,6 +87,9 @@ def throughput(args: argparse.Namespace, workdir: Path) -> dict[str, dict[str, o
                     wait_until(f"{backend}: both real servers", args.bound,
                                lambda r=ready: r(net))  # type: ignore[misc]  # fmt: skip
                     row = measure(net, servers, args.duration, args.connections, args.repeat)
+                except TimeoutError as error:
+                    print(f"throughput {backend}: {error}\n{daemon.log()[-3000:]}", flush=True)
+                    continue
                 finally:
                     daemon.stop(timeout=args.bound)
                 results[backend] = row
@@ -232,6 +236,9 @@ def main() -> None:
     parser.add_argument("--settle", type=float, default=15.0, help="seconds before measuring")
     parser.add_argument("--bound", type=float, default=300.0, help="most any wait may take")
     parser.add_argument("--only", choices=("throughput", "checkers"))
+    parser.add_argument(
+        "--workdir", type=Path, help="keep configs and logs here (default: temporary)"
+    )
     args = parser.parse_args()
 
     print(f"# {platform.node()} {platform.machine()} {platform.release()}, "
@@ -239,15 +246,18 @@ def main() -> None:
           f"{args.servers} real servers, delay_loop {args.delay_loop:g}, "
           f"window {args.window:g} s", flush=True)  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="vkbench") as tmp:
-        flows = throughput(args, Path(tmp) / "lb") if args.only != "checkers" else {}
-        checks = checkers(args, Path(tmp)) if args.only != "throughput" else {}
+        workdir = args.workdir or Path(tmp)
+        shutil.rmtree(workdir / "lb", ignore_errors=True)
+        shutil.rmtree(workdir / "checks", ignore_errors=True)
+        flows = throughput(args, workdir / "lb") if args.only != "checkers" else {}
+        checks = checkers(args, workdir / "checks") if args.only != "throughput" else {}
     print()
     if flows:
         print("| data plane | VIP / (direct x servers) | VIP req/s / IPVS VIP req/s |")
         print("|---|---:|---:|")
-        ipvs_rps = float(flows["ipvs"]["vip_rps"])  # type: ignore[arg-type]
+        ipvs_rps = float(flows["ipvs"]["vip_rps"]) if "ipvs" in flows else 0.0  # type: ignore[arg-type]
         for backend, row in flows.items():
-            share = float(row["vip_rps"]) / ipvs_rps  # type: ignore[arg-type]
+            share = float(row["vip_rps"]) / ipvs_rps if ipvs_rps else float("nan")  # type: ignore[arg-type]
             print(f"| {backend} DR | {row['ratio_per_server']} | {share:.2f} |")
     if checks:
         print("| checker | CPU vipkeeper / keepalived | real servers up (ka, vk) |")

@@ -34,7 +34,7 @@ run() {
 }
 
 if [ "${VIPKEEPER_KERNEL_RUN:-tests}" = bench ]; then
-  "$python" bench/kernel_dataplane.py "$@" > "$artifacts/bench.log" 2>&1
+  "$python" bench/kernel_dataplane.py --workdir "$artifacts/work" "$@" > "$artifacts/bench.log" 2>&1
   rc=$?
   cat "$artifacts/bench.log"
   exit "$rc"
