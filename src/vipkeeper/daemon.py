@@ -41,7 +41,7 @@ from vipkeeper.core.sync_group import SyncGroup
 from vipkeeper.core.track import ScriptTracker
 from vipkeeper.core.vrrp import InstanceSettings, State, VrrpInstance
 from vipkeeper.director import Director
-from vipkeeper.driver import Driver, Machine
+from vipkeeper.drivers.vrrp import Driver, Machine
 from vipkeeper.io.addresses import AddressManager
 from vipkeeper.io.autopilot import Autopilot
 from vipkeeper.io.gratuitous import GratuitousSender

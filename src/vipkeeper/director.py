@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from vipkeeper.config import model
 from vipkeeper.core import health, lb, maglev
+from vipkeeper.drivers.health import HealthScheduler
 from vipkeeper.io import checkers as io_checkers
 from vipkeeper.io.lb_backend import (
     BackendKind,
@@ -254,7 +255,7 @@ class Director:
                     checkers[checker_id] = make_checker(vs, rs, checker, runner)
                     if isinstance(checker, model.MiscCheck):
                         self._misc_dynamic[checker_id] = checker.misc_dynamic
-        self._scheduler = io_checkers.HealthScheduler(self.monitor, checkers, self._emit)
+        self._scheduler = HealthScheduler(self.monitor, checkers, self._emit)
         self._scheduler.on_check = self._on_check
         # The last finished check of each real server, by (virtual server, real server).
         self.last_checks: dict[tuple[str, health.Endpoint], CheckRecord] = {}

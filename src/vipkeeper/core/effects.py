@@ -1,7 +1,7 @@
 """Outputs of the VRRP core, named as orders for the I/O adapters to carry out.
 
 Every effect is a frozen, keyword-only dataclass holding plain values. The core decides what and
-when; `vipkeeper.driver` executes the orders in the order they were returned.
+when; `vipkeeper.drivers.vrrp` executes the orders in the order they were returned.
 """
 
 from __future__ import annotations
