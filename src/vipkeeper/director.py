@@ -78,6 +78,13 @@ def _port(vs: model.VirtualServer, port: int | None) -> int:
     return port if port is not None else (vs.port or 0)
 
 
+def _endpoint(
+    vs: model.VirtualServer, server: model.RealServer | model.SorryServer
+) -> health.Endpoint:
+    """Where a real or sorry server of `vs` is reached (its port defaults to the service's)."""
+    return health.Endpoint(address=server.address, port=_port(vs, server.port))
+
+
 def _status_codes(ranges: Sequence[tuple[int, int]]) -> frozenset[int]:
     return frozenset(code for low, high in ranges for code in range(low, high + 1))
 
@@ -104,10 +111,7 @@ def virtual_service(config: model.Config, vs: model.VirtualServer) -> lb.Virtual
         table_size=maglev.table_size_for(max(len(vs.real_servers), 1)),
         # The reference pool that keeps buckets in place when a server fails its checks.
         configured_weights=tuple(
-            sorted(
-                (lb.RealServer(address=rs.address, port=_port(vs, rs.port)).name, rs.weight)
-                for rs in vs.real_servers
-            )
+            sorted((str(_endpoint(vs, rs)), rs.weight) for rs in vs.real_servers)
         ),
     )
 
@@ -132,7 +136,7 @@ def health_spec(vs: model.VirtualServer, rng: random.Random) -> health.VirtualSe
         name=vs.key,
         real_servers=tuple(
             health.RealServerSpec(
-                server=health.Endpoint(address=rs.address, port=_port(vs, rs.port)),
+                server=_endpoint(vs, rs),
                 weight=rs.weight,
                 inhibit_on_failure=rs.inhibit_on_failure,
                 notify_up=_script(rs.notify_up),
@@ -145,9 +149,7 @@ def health_spec(vs: model.VirtualServer, rng: random.Random) -> health.VirtualSe
         hysteresis=vs.hysteresis,
         quorum_up=_script(vs.quorum_up),
         quorum_down=_script(vs.quorum_down),
-        sorry_server=(
-            health.Endpoint(address=sorry.address, port=_port(vs, sorry.port)) if sorry else None
-        ),
+        sorry_server=_endpoint(vs, sorry) if sorry else None,
         omega=vs.omega,
     )
 
@@ -247,7 +249,7 @@ class Director:
         self._misc_dynamic: dict[health.CheckerId, bool] = {}
         for vs in config.virtual_servers:
             for rs in vs.real_servers:
-                endpoint = health.Endpoint(address=rs.address, port=_port(vs, rs.port))
+                endpoint = _endpoint(vs, rs)
                 for index, checker in enumerate(rs.checkers):
                     checker_id = health.CheckerId(
                         virtual_server=vs.key, server=endpoint, index=index
@@ -291,15 +293,11 @@ class Director:
 
     @staticmethod
     def real_servers(vs: model.VirtualServer) -> list[tuple[model.RealServer, health.Endpoint]]:
-        return [
-            (rs, health.Endpoint(address=rs.address, port=_port(vs, rs.port)))
-            for rs in vs.real_servers
-        ]
+        return [(rs, _endpoint(vs, rs)) for rs in vs.real_servers]
 
     @staticmethod
     def sorry_server(vs: model.VirtualServer) -> health.Endpoint | None:
-        sorry = vs.sorry_server
-        return health.Endpoint(address=sorry.address, port=_port(vs, sorry.port)) if sorry else None
+        return _endpoint(vs, vs.sorry_server) if vs.sorry_server else None
 
     async def traffic(
         self,
@@ -472,20 +470,9 @@ class Director:
         result = []
         for name, service in self._services.items():
             members = self._pools.get(name, ())
-            real = tuple(
-                lb.RealServer(address=m.server.address, port=m.server.port, weight=m.weight)
-                for m in members
-                if not m.sorry
-            )
+            real = tuple(lb.RealServer.at(m.server, m.weight) for m in members if not m.sorry)
             sorry = next(
-                (
-                    lb.RealServer(
-                        address=m.server.address, port=m.server.port, weight=max(m.weight, 1)
-                    )
-                    for m in members
-                    if m.sorry
-                ),
-                None,
+                (lb.RealServer.at(m.server, max(m.weight, 1)) for m in members if m.sorry), None
             )
             in_quorum = self.monitor.quorum_is_up(name)
             result.append(

@@ -325,7 +325,11 @@ class _VirtualServer:
 
     def compute_pool(self) -> tuple[PoolMember, ...]:
         spec = self.spec
-        sorry_active = spec.sorry_server is not None and not self.quorum_up
+        sorry_active = sorry_in_use(
+            configured=spec.sorry_server is not None,
+            in_quorum=self.quorum_up,
+            weights=(rs.weight for rs in self.servers.values() if rs.up),
+        )
         members: list[PoolMember] = []
         for rs in self.servers.values():
             if rs.up and not sorry_active:
@@ -339,6 +343,13 @@ class _VirtualServer:
             elif spec.sorry_server_inhibit:
                 members.append(PoolMember(server=spec.sorry_server, weight=0, sorry=True))
         return tuple(members)
+
+
+def sorry_in_use(*, configured: bool, in_quorum: bool, weights: Iterable[int]) -> bool:
+    """Whether the sorry server takes the traffic: one is configured, and quorum is lost or no
+    live real server has a positive weight (keepalived.conf(5), sorry_server). The one rule the
+    health pool and the load balancer's destinations both follow."""
+    return configured and (not in_quorum or not any(weight > 0 for weight in weights))
 
 
 def _settings_of(spec: RealServerSpec) -> RealServerSpec:
