@@ -39,8 +39,9 @@ from vipkeeper.core.events import (
     Started,
     TrackChanged,
 )
+from vipkeeper.core.states import State, TrackKind
 from vipkeeper.core.sync_group import SyncGroup
-from vipkeeper.core.vrrp import InstanceSettings, State, VrrpInstance
+from vipkeeper.core.vrrp import InstanceSettings, VrrpInstance
 from vipkeeper.director import Director
 from vipkeeper.drivers.vrrp import Driver, Machine
 from vipkeeper.io.addresses import AddressManager
@@ -226,7 +227,7 @@ class Daemon:
         for item in settings:
             for interface in item.track_interfaces:
                 if not states.get(interface, False):
-                    event = TrackChanged(name=interface, up=False, kind="interface")
+                    event = TrackChanged(name=interface, up=False, kind=TrackKind.INTERFACE)
                     self._feed_instance(item.name, event)
             by_link.setdefault((item.interface, item.family), []).append(item)
         for (interface, family), items in by_link.items():
@@ -315,7 +316,9 @@ class Daemon:
         if isinstance(event, LinkChanged):
             for name, settings in self.plan.settings.items():
                 if event.interface in settings.track_interfaces:
-                    change = TrackChanged(name=event.interface, up=event.up, kind="interface")
+                    change = TrackChanged(
+                        name=event.interface, up=event.up, kind=TrackKind.INTERFACE
+                    )
                     self._feed_instance(name, change)
         elif isinstance(event, AddressChanged):
             self.sources.address_changed(
@@ -325,7 +328,7 @@ class Daemon:
     def _on_script_changed(self, script: str, up: bool) -> None:
         for name, settings in self.plan.settings.items():
             if script in settings.track_scripts:
-                self._feed_instance(name, TrackChanged(name=script, up=up, kind="script"))
+                self._feed_instance(name, TrackChanged(name=script, up=up, kind=TrackKind.SCRIPT))
 
     # -- the control socket ---------------------------------------------------------------
 
@@ -439,7 +442,7 @@ class Daemon:
         if reload.lvs_differs(self.config, result.config):
             self.director = await self.director.hand_over(result.config)
             for name, instance in self.instances.items():
-                await self.director.vrrp_state(name, instance.state.value)
+                await self.director.vrrp_state(name, instance.state)
         self.config = self.notify.config = result.config
         await self.fifos.reconfigure(result.config.global_defs)
         fresh = Plan(

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from vipkeeper.config import model
 from vipkeeper.core import health, lb, maglev
+from vipkeeper.core.states import State
 from vipkeeper.drivers.health import HealthScheduler
 from vipkeeper.io import checkers as io_checkers
 from vipkeeper.io.lb_backend import (
@@ -370,13 +371,13 @@ class Director:
         from vipkeeper.io.lvs_sync import SyncDaemons
 
         self._sync = SyncDaemons(self._sync_settings)
-        await self.vrrp_state(self._sync_settings.instance, "BACKUP")
+        await self.vrrp_state(self._sync_settings.instance, State.BACKUP)
 
     def follows(self, instance: str) -> bool:
         """Whether the sync daemon moves with VRRP instance `instance`."""
         return self._sync is not None and instance == self._sync.settings.instance
 
-    async def vrrp_state(self, instance: str, state: str) -> None:
+    async def vrrp_state(self, instance: str, state: State) -> None:
         """VRRP instance `instance` entered `state`: move the sync daemon if it follows it."""
         if not self.follows(instance):
             return

@@ -11,6 +11,7 @@ from collections.abc import Callable, Coroutine
 
 from vipkeeper.config import model
 from vipkeeper.core.effects import RunNotify
+from vipkeeper.core.states import NotifyTarget
 from vipkeeper.io.notify_fifo import NotifyFifos
 from vipkeeper.io.scripts import ScriptRunner, notify_arguments
 
@@ -34,7 +35,7 @@ class NotifyScripts:
 
     def commands(self, order: RunNotify) -> list[tuple[model.Command, tuple[str, ...]]]:
         owner: model.VrrpInstance | model.VrrpSyncGroup | None
-        if order.kind == "GROUP":
+        if order.kind is NotifyTarget.GROUP:
             owner = next(
                 (g for g in self.config.vrrp_sync_groups if g.name == order.instance), None
             )

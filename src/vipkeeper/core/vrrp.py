@@ -22,7 +22,6 @@ import functools
 import ipaddress
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import Any
 
 from vipkeeper.core import timing, vrrp_wire
@@ -49,18 +48,12 @@ from vipkeeper.core.events import (
     TimerFired,
     TrackChanged,
 )
+from vipkeeper.core.states import GroupRequest, NotifyState, State
 from vipkeeper.core.steady import Beacon, Echo, Steady, Watch, next_advert_due
-from vipkeeper.core.track import TrackKind, TrackSet
+from vipkeeper.core.track import TrackSet
 
 OWNER_PRIORITY = 255  # RFC 9568 §6.1: the address owner
 MAX_BACKUP_PRIORITY = 254
-
-
-class State(Enum):
-    INITIALIZE = "INITIALIZE"
-    BACKUP = "BACKUP"
-    MASTER = "MASTER"
-    FAULT = "FAULT"
 
 
 class ProtocolError(Exception):
@@ -390,10 +383,10 @@ class VrrpInstance:
 
     def _report(self, new: State, reason: str) -> None:
         self._out.append(
-            ReportTransition(instance=self.name, old=self.state.value, new=new.value, reason=reason)
+            ReportTransition(instance=self.name, old=self.state, new=new, reason=reason)
         )
 
-    def _notify(self, state: str) -> None:
+    def _notify(self, state: NotifyState) -> None:
         self._out.append(RunNotify(instance=self.name, state=state, priority=self.priority))
 
     def _send_advert(self, priority: int) -> None:
@@ -468,7 +461,7 @@ class VrrpInstance:
             self._garp_repeat = self.settings.garp_master_repeat
         if self.settings.garp_master_refresh > 0:
             self._garp_refresh_at = now + self.settings.garp_master_refresh
-        self._notify("MASTER")
+        self._notify(NotifyState.MASTER)
 
     def _enter_backup(self, now: float, reason: str, *, down_in: float | None = None) -> None:
         if self.state is State.MASTER and self.settings.virtual_addresses:
@@ -478,7 +471,7 @@ class VrrpInstance:
         self._cancel_timers()
         delay = self._master_down_interval() if down_in is None else down_in
         self._master_down_at = now + delay
-        self._notify("BACKUP")
+        self._notify(NotifyState.BACKUP)
 
     def _enter_fault(self, reason: str) -> None:
         if self.state is State.MASTER:
@@ -493,7 +486,7 @@ class VrrpInstance:
         self._report(State.FAULT, reason)
         self.state = State.FAULT
         self._cancel_timers()
-        self._notify("FAULT")
+        self._notify(NotifyState.FAULT)
 
     def _leave_initialize_or_fault(self, now: float, reason: str) -> None:
         """RFC 9568 §6.4.1 Startup, also used when the last fault clears."""
@@ -726,8 +719,7 @@ class VrrpInstance:
         """FAULT has no timers; a late TimerFired from an earlier state is harmless."""
 
     def _on_track(self, event: TrackChanged, now: float) -> None:
-        kind = None if event.kind is None else TrackKind(event.kind)
-        if not self.tracks.update(event.name, event.up, kind):
+        if not self.tracks.update(event.name, event.up, event.kind):
             return
         what = f"{event.kind or 'tracked object'} {event.name}"
         self._refresh_fault(now, f"{what} up")
@@ -797,24 +789,24 @@ class VrrpInstance:
         self._report(State.INITIALIZE, "shutdown requested")
         self.state = State.INITIALIZE
         self._cancel_timers()
-        self._notify("STOP")
+        self._notify(NotifyState.STOP)
 
     def _on_shutdown_idle(self, event: ShutdownRequested, now: float) -> None:
         """Not started, or already stopped: nothing to undo."""
 
     def _on_sync_group(self, event: SyncGroupRequested, now: float) -> None:
         reason = f"sync group {event.group}: {event.reason}"
-        if event.state == "FAULT":
+        if event.state is GroupRequest.FAULT:
             self.group_fault = reason
             if self.state in (State.BACKUP, State.MASTER):
                 self._enter_fault(reason)
-        elif event.state == "FAULT_CLEARED":
+        elif event.state is GroupRequest.FAULT_CLEARED:
             self.group_fault = None
             self._refresh_fault(now, reason)
-        elif event.state == "MASTER":
+        elif event.state is GroupRequest.MASTER:
             if self.state is State.BACKUP:
                 self._enter_master(now, reason)
-        elif event.state == "BACKUP":
+        elif event.state is GroupRequest.BACKUP:
             if self.state is State.MASTER:
                 self._enter_backup(now, reason)
         else:
