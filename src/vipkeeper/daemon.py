@@ -41,7 +41,8 @@ from vipkeeper.core.events import (
 )
 from vipkeeper.core.states import State, TrackKind
 from vipkeeper.core.sync_group import SyncGroup
-from vipkeeper.core.vrrp import InstanceSettings, VrrpInstance
+from vipkeeper.core.vrrp import VrrpInstance
+from vipkeeper.core.vrrp_settings import InstanceSettings
 from vipkeeper.director import Director
 from vipkeeper.drivers.vrrp import Driver, Machine
 from vipkeeper.io.addresses import AddressManager

@@ -12,7 +12,7 @@ from collections.abc import Callable, Coroutine, Iterable
 
 from vipkeeper.assemble import Plan
 from vipkeeper.core.events import Event, SourceAddressChanged
-from vipkeeper.core.vrrp import InstanceSettings
+from vipkeeper.core.vrrp_settings import InstanceSettings
 from vipkeeper.io.addresses import AddressManager
 
 log = logging.getLogger("vipkeeper")

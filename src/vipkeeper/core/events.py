@@ -8,12 +8,9 @@ sockets, netlink and script results; nothing here knows how.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from vipkeeper.core.states import GroupRequest, TrackKind
-
-if TYPE_CHECKING:  # the settings type lives with the state machine, which imports this module
-    from vipkeeper.core.vrrp import InstanceSettings
+from vipkeeper.core.vrrp_settings import InstanceSettings
 
 
 @dataclass(frozen=True, kw_only=True)

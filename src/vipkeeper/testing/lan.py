@@ -28,7 +28,8 @@ from vipkeeper.core.events import (
     TrackChanged,
 )
 from vipkeeper.core.states import State, TrackKind
-from vipkeeper.core.vrrp import InstanceSettings, VrrpInstance
+from vipkeeper.core.vrrp import VrrpInstance
+from vipkeeper.core.vrrp_settings import InstanceSettings
 from vipkeeper.testing.clock import FakeClock
 from vipkeeper.testing.recorder import EffectRecorder
 
