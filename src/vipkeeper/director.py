@@ -45,20 +45,6 @@ log = logging.getLogger("vipkeeper.lvs")
 # Seconds before re-applying when a DR real server's MAC could not be resolved.
 UNRESOLVED_RETRY = 1.0
 
-_SCHEDULERS = {
-    model.LvsScheduler.RR: lb.Scheduler.ROUND_ROBIN,
-    model.LvsScheduler.WRR: lb.Scheduler.WEIGHTED_ROUND_ROBIN,
-    model.LvsScheduler.SH: lb.Scheduler.SOURCE_HASH,
-    model.LvsScheduler.MH: lb.Scheduler.MAGLEV_HASH,
-    model.LvsScheduler.LC: lb.Scheduler.LEAST_CONNECTION,
-    model.LvsScheduler.WLC: lb.Scheduler.WEIGHTED_LEAST_CONNECTION,
-}
-_METHODS = {
-    model.LvsMethod.DR: lb.ForwardingMethod.DR,
-    model.LvsMethod.NAT: lb.ForwardingMethod.NAT,
-}
-_PROTOCOLS = {model.Protocol.TCP: lb.Protocol.TCP, model.Protocol.UDP: lb.Protocol.UDP}
-
 
 @dataclass(frozen=True)
 class CheckRecord:
@@ -102,10 +88,10 @@ def virtual_service(config: model.Config, vs: model.VirtualServer) -> lb.Virtual
         address=vs.address,
         port=vs.port,
         fwmark=vs.fwmark,
-        protocol=_PROTOCOLS[vs.protocol],
-        scheduler=_SCHEDULERS[vs.scheduler],
+        protocol=vs.protocol,
+        scheduler=vs.scheduler,
         scheduler_flags=frozenset(lb.SchedulerFlag(flag) for flag in vs.scheduler_flags),
-        method=_METHODS[vs.method],
+        method=vs.method,
         persistence_timeout=vs.persistence_timeout or 0,
         hash_seed=hash_seed(config, vs),
         # Sized by the configured servers, never the healthy ones: a resize remaps every flow.

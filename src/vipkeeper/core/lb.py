@@ -25,14 +25,21 @@ class Protocol(Enum):
 
 
 class Scheduler(Enum):
-    """keepalived's `lvs_sched` names this project supports."""
+    """keepalived's `lvs_sched` names this project supports; the short member names are the
+    configuration's words for the same members."""
 
     ROUND_ROBIN = "rr"
     WEIGHTED_ROUND_ROBIN = "wrr"
     SOURCE_HASH = "sh"
     MAGLEV_HASH = "mh"
-    LEAST_CONNECTION = "lc"
-    WEIGHTED_LEAST_CONNECTION = "wlc"
+    LEAST_CONNECTION = "lc"  # hashed like wrr on the nftables data plane
+    WEIGHTED_LEAST_CONNECTION = "wlc"  # likewise
+    RR = "rr"
+    WRR = "wrr"
+    SH = "sh"
+    MH = "mh"
+    LC = "lc"
+    WLC = "wlc"
 
 
 class ForwardingMethod(Enum):

@@ -403,8 +403,9 @@ class VrrpInstance:
     def _on_packet_in_fault(self, event: PacketReceived, now: float) -> None:
         self.stats.drop(DropReason.FAULT_STATE)
 
-    def _accept(self, event: PacketReceived) -> vrrp_wire.Advertisement | None:
-        """RFC 3768 §7.1 / RFC 9568 §7.1 receive checks; count and return None on a drop."""
+    def _accept(self, event: PacketReceived) -> tuple[vrrp_wire.Advertisement, str] | None:
+        """RFC 3768 §7.1 / RFC 9568 §7.1 receive checks: the advertisement and its normalised
+        source address; None (counted) on a drop."""
         settings = self.settings
         if event.ttl != vrrp_wire.VRRP_TTL:
             self.stats.drop(DropReason.TTL)
@@ -456,7 +457,7 @@ class VrrpInstance:
         self.stats.adverts_received += 1
         if advert.priority == 0:
             self.stats.priority_zero_received += 1
-        return advert
+        return advert, source
 
     def _addresses_match(self, addresses: tuple[str, ...]) -> bool:
         seen, match = self._seen_addresses
@@ -475,10 +476,10 @@ class VrrpInstance:
         return now < self._preempt_at
 
     def _on_packet_backup(self, event: PacketReceived, now: float) -> None:
-        advert = self._accept(event)
-        if advert is None:
+        received = self._accept(event)
+        if received is None:
             return
-        source = _normalise(event.source)
+        advert, source = received
         # RFC 9568 §6.4.2 Backup, "If an ADVERTISEMENT is received".
         if advert.priority == 0:
             # The Master is leaving: take over after Skew_Time only.
@@ -505,10 +506,10 @@ class VrrpInstance:
         self.stats.lower_priority_discarded += 1
 
     def _on_packet_master(self, event: PacketReceived, now: float) -> None:
-        advert = self._accept(event)
-        if advert is None:
+        received = self._accept(event)
+        if received is None:
             return
-        source = _normalise(event.source)
+        advert, source = received
         # RFC 9568 §6.4.3 Master, "If an ADVERTISEMENT is received".
         if advert.priority == 0:
             self._send_advert(self.priority)

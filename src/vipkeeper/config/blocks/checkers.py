@@ -8,12 +8,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from vipkeeper.config.blocks.parts import Fields
-from vipkeeper.config.blocks.setters import Handler
+from vipkeeper.config.blocks.setters import Handler, run_as
 from vipkeeper.config.blocks.walker import BlockReader
 from vipkeeper.config.lexer import Token
 from vipkeeper.config.model import Checker, HttpGetCheck, HttpUrl, MiscCheck, TcpCheck
 from vipkeeper.config.parser import Statement
-from vipkeeper.config.values import count_args, to_command, to_int
+from vipkeeper.config.values import count_args, to_int
 
 
 @dataclass(frozen=True)
@@ -70,24 +70,14 @@ class CheckerReader(BlockReader):
         misc: Fields = {}
         user: list[str] = []
         if kind == "MISC_CHECK":
-
-            def misc_path(line: Statement) -> None:
-                command = to_command(line, self.diagnostics, user_and_group=False)
-                if command is not None:
-                    misc["command"] = command
-
-            def user_line(line: Statement) -> None:
-                if count_args(line, self.diagnostics, 1, 2, "user USER [GROUP]"):
-                    user[:] = [token.value for token in line.args]
-
             handlers.update(
                 {
-                    "misc_path": misc_path,
+                    "misc_path": self._set_command(misc, "command", user_and_group=False),
                     "misc_timeout": self._set_seconds(
                         misc, "misc_timeout", 0.0, allow_minimum=False
                     ),
                     "misc_dynamic": self._set_flag(misc, "misc_dynamic"),
-                    "user": user_line,
+                    "user": self._set_user(user),
                 }
             )
         self.walk(statement, kind, handlers)
@@ -107,14 +97,7 @@ class CheckerReader(BlockReader):
                     statement.location, "MISC_CHECK needs a `misc_path PROGRAM` line"
                 )
                 return None
-            if user:
-                command = misc["command"]
-                misc["command"] = type(command)(
-                    argv=command.argv,
-                    user=user[0],
-                    group=user[1] if len(user) > 1 else None,
-                    location=command.location,
-                )
+            misc["command"] = run_as(misc["command"], user)
             return MiscCheck(location=statement.location, **common, **misc)
         connection: Fields = {
             key: fields[key] for key in ("connect_ip", "connect_port") if key in fields

@@ -6,16 +6,26 @@ the field is left unset.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 
 from vipkeeper.config.blocks.parts import Fields
 from vipkeeper.config.diagnostics import Diagnostics
+from vipkeeper.config.model import Command
 from vipkeeper.config.parser import Statement
 from vipkeeper.config.values import count_args, flag, to_command, to_int, to_ip, to_seconds
 
 Handler = Callable[[Statement], None]
 
 MAX_TIMER = 86400.0 * 365
+
+
+def run_as(command: Command, user: list[str]) -> Command:
+    """`command` run as the user of a `user USER [GROUP]` line (`user` as `_set_user` fills it);
+    unchanged when there was none."""
+    if not user:
+        return command
+    return dataclasses.replace(command, user=user[0], group=user[1] if len(user) > 1 else None)
 
 
 class ValueSetters:
@@ -84,9 +94,12 @@ class ValueSetters:
 
         return handle
 
-    def _set_command(self, fields: Fields, key: str) -> Handler:
+    def _set_command(self, fields: Fields, key: str, *, user_and_group: bool = True) -> Handler:
+        """`keyword PROGRAM [ARGS]`; without `user_and_group` the user, if any, comes from a
+        separate `user` line (see `_set_user`)."""
+
         def handle(statement: Statement) -> None:
-            command = to_command(statement, self.diagnostics, user_and_group=True)
+            command = to_command(statement, self.diagnostics, user_and_group=user_and_group)
             if command is not None:
                 fields[key] = command
 
@@ -104,5 +117,14 @@ class ValueSetters:
                         token.location,
                         f"{statement.name}: {token.value!r} is not valid; valid: {valid}",
                     )
+
+        return handle
+
+    def _set_user(self, user: list[str]) -> Handler:
+        """`user USER [GROUP]` into `user`, for `run_as`."""
+
+        def handle(statement: Statement) -> None:
+            if count_args(statement, self.diagnostics, 1, 2, "user USER [GROUP]"):
+                user[:] = [token.value for token in statement.args]
 
         return handle

@@ -6,13 +6,13 @@ Owns `track_interface`/`track_script` lines, their `weight W [reverse]`, and not
 from __future__ import annotations
 
 from vipkeeper.config.blocks.parts import Fields
-from vipkeeper.config.blocks.setters import Handler
+from vipkeeper.config.blocks.setters import Handler, run_as
 from vipkeeper.config.blocks.walker import BlockReader
 from vipkeeper.config.diagnostics import Location
 from vipkeeper.config.lexer import Token
 from vipkeeper.config.model import TrackedInterface, TrackedScript, VrrpScript, VrrpSyncGroup
 from vipkeeper.config.parser import Statement
-from vipkeeper.config.values import count_args, to_command, to_int
+from vipkeeper.config.values import count_args, to_int
 
 TRACK_WEIGHT = 253
 NOTIFY_KEYWORDS = ("notify_master", "notify_backup", "notify_fault", "notify_stop", "notify")
@@ -26,26 +26,17 @@ class TrackingReader(BlockReader):
         fields: Fields = {}
         user: list[str] = []
 
-        def script(line: Statement) -> None:
-            command = to_command(line, self.diagnostics, user_and_group=False)
-            if command is not None:
-                fields["command"] = command
-
-        def user_line(line: Statement) -> None:
-            if count_args(line, self.diagnostics, 1, 2, "user USER [GROUP]"):
-                user[:] = [token.value for token in line.args]
-
         self.walk(
             statement,
             "vrrp_script",
             {
-                "script": script,
+                "script": self._set_command(fields, "command", user_and_group=False),
                 "interval": self._set_seconds(fields, "interval", 0.0, allow_minimum=False),
                 "timeout": self._set_seconds(fields, "timeout", 0.0, allow_minimum=False),
                 "weight": self._weight_handler(fields),
                 "rise": self._set_int(fields, "rise", 1, 1_000_000),
                 "fall": self._set_int(fields, "fall", 1, 1_000_000),
-                "user": user_line,
+                "user": self._set_user(user),
             },
         )
         if "command" not in fields:
@@ -53,14 +44,7 @@ class TrackingReader(BlockReader):
             return
         if name is None:
             return
-        if user:
-            command = fields["command"]
-            fields["command"] = type(command)(
-                argv=command.argv,
-                user=user[0],
-                group=user[1] if len(user) > 1 else None,
-                location=command.location,
-            )
+        fields["command"] = run_as(fields["command"], user)
         self.parts.vrrp_scripts.append(VrrpScript(name=name, location=statement.location, **fields))
 
     def _weight_handler(self, fields: Fields) -> Handler:
@@ -112,12 +96,7 @@ class TrackingReader(BlockReader):
             "vrrp_sync_group",
             {
                 "group": group,
-                "track_interface": lambda line: self._lines(
-                    line, self.track_interface_line(tracked_interfaces)
-                ),
-                "track_script": lambda line: self._lines(
-                    line, self.track_script_line(tracked_scripts)
-                ),
+                **self.track_handlers(tracked_interfaces, tracked_scripts),
                 **self.notify_handlers(fields),
             },
         )
@@ -148,7 +127,18 @@ class TrackingReader(BlockReader):
             for key in ("notify_master", "notify_backup", "notify_fault", "notify_stop", "notify")
         }
 
-    def track_interface_line(self, into: list[TrackedInterface]) -> Handler:
+    def track_handlers(
+        self, interfaces: list[TrackedInterface], scripts: list[TrackedScript]
+    ) -> dict[str, Handler]:
+        """The `track_interface { }` and `track_script { }` blocks, read into the two lists."""
+        return {
+            "track_interface": lambda line: self._lines(
+                line, self._track_interface_line(interfaces)
+            ),
+            "track_script": lambda line: self._lines(line, self._track_script_line(scripts)),
+        }
+
+    def _track_interface_line(self, into: list[TrackedInterface]) -> Handler:
         def handle(line: Statement) -> None:
             options = self._track_options(line, weight_required=False)
             if options is None:
@@ -165,7 +155,7 @@ class TrackingReader(BlockReader):
 
         return handle
 
-    def track_script_line(self, into: list[TrackedScript]) -> Handler:
+    def _track_script_line(self, into: list[TrackedScript]) -> Handler:
         def handle(line: Statement) -> None:
             options = self._track_options(line, weight_required=False)
             if options is not None:

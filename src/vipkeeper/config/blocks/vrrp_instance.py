@@ -101,12 +101,7 @@ class InstanceReader(BlockReader):
                 "virtual_ipaddress_excluded": lambda line: self._lines(
                     line, self._vip_line(excluded)
                 ),
-                "track_interface": lambda line: self._lines(
-                    line, self._tracking.track_interface_line(tracked_interfaces)
-                ),
-                "track_script": lambda line: self._lines(
-                    line, self._tracking.track_script_line(tracked_scripts)
-                ),
+                **self._tracking.track_handlers(tracked_interfaces, tracked_scripts),
                 "unicast_src_ip": self._set_ip(fields, "unicast_src_ip"),
                 "unicast_peer": unicast_peer,
                 "garp_master_delay": self._set_int(fields, "garp_master_delay", 0, 1000),
