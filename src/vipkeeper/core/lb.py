@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from enum import Enum
 
 from vipkeeper.core import maglev
-from vipkeeper.core.health import Endpoint, sorry_in_use
+from vipkeeper.core.health import sorry_in_use
+from vipkeeper.core.health_records import Endpoint
 
 
 class Protocol(Enum):
