@@ -22,10 +22,9 @@ import logging
 import signal
 import socket
 import time
-from collections import Counter
 from collections.abc import Iterable
 
-from vipkeeper import metrics, pidfile, reload, service, status
+from vipkeeper import metrics, pidfile, read_policy, reload, service, status
 from vipkeeper.assemble import Plan, plan
 from vipkeeper.config import model
 from vipkeeper.config.load import LoadResult, load_config
@@ -39,7 +38,7 @@ from vipkeeper.core.events import (
     Started,
     TrackChanged,
 )
-from vipkeeper.core.states import State, TrackKind
+from vipkeeper.core.states import TrackKind
 from vipkeeper.core.sync_group import SyncGroup
 from vipkeeper.core.vrrp import VrrpInstance
 from vipkeeper.core.vrrp_settings import InstanceSettings
@@ -212,7 +211,9 @@ class Daemon:
         await self._initial_facts(new.settings.values())
         used = {name for s in self.plan.settings.values() for name in s.track_scripts}
         self.track_scripts.start(self.config.vrrp_scripts, used)
-        self.driver.pilotable = self._pilotable() if self.autopilot is not None else ()
+        self.driver.pilotable = (
+            read_policy.pilotable(self.plan) if self.autopilot is not None else ()
+        )
         self.driver.feed_all(Started(), started)
         self._update_receive_modes()
 
@@ -279,30 +280,9 @@ class Daemon:
         return service.status_line(i.state.name for i in self.instances.values())
 
     def _update_receive_modes(self) -> None:
-        """Read an interface's VRRP socket lazily while every instance on it is a Backup.
-
-        A Backup only needs its packets when its Master_Down_Timer is due (the driver drains
-        lazy sockets before every timer) or when a Master leaves with priority 0 (the socket's
-        doorbell); a Master, or an instance starting or in FAULT, reads every packet as it comes.
-        """
         self._modes_pending = False
-        all_backup: dict[tuple[str, int], bool] = {}
-        for instance in self.instances.values():
-            key = (instance.settings.interface, instance.settings.family)
-            all_backup[key] = all_backup.get(key, True) and instance.state is State.BACKUP
-        for (interface, family), lazy in all_backup.items():
+        for (interface, family), lazy in read_policy.lazy_links(self.instances.values()).items():
             self.sockets.set_lazy(interface, socket_family(family), lazy)
-
-    def _pilotable(self) -> set[str]:
-        """Instances the autopilot may carry: not in a sync group, and alone on their socket
-        (a Watch reads the socket by itself; several instances there stay with the loop, which
-        batches their wake-ups)."""
-        sharing = Counter((s.interface, s.family) for s in self.plan.settings.values())
-        return {
-            name
-            for name in self.plan.solo
-            if sharing[(self.plan.settings[name].interface, self.plan.settings[name].family)] == 1
-        }
 
     def _route(self, interface: str, family: int, vrid: int) -> tuple[str, str | None] | None:
         return self.routes.get((interface, _family_number(family), vrid))
@@ -347,7 +327,9 @@ class Daemon:
             },
             director=self.director,
             journal=self.journal,
-            present_vips=await self._present_vips(),
+            present_vips=await self.addresses.present(
+                {v.dev for s in self.plan.settings.values() for v in s.virtual_addresses}
+            ),
             now=time.time(),
             wall_offset=time.time() - loop.time(),
         )
@@ -378,18 +360,6 @@ class Daemon:
             server_traffic=traffic,
             service_connections=connections,
         )
-
-    async def _present_vips(self) -> frozenset[tuple[str, str]]:
-        """(address, dev) of the configured VIPs found on their interfaces."""
-        devices = {v.dev for s in self.plan.settings.values() for v in s.virtual_addresses}
-        present: set[tuple[str, str]] = set()
-        for dev in sorted(devices):
-            try:
-                found = await self.addresses.list_addresses(dev)
-            except Exception:  # a missing interface holds nothing
-                continue
-            present.update((str(ipaddress.ip_address(a.address)), dev) for a in found)
-        return frozenset(present)
 
     # -- reload -----------------------------------------------------------------------------
 
