@@ -7,6 +7,8 @@ service and its real servers, and the checker defaults they hand down.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
+from enum import Enum
 
 from vipkeeper.config.blocks.checkers import CheckerDefaults, CheckerReader
 from vipkeeper.config.blocks.parts import BuiltParts, Fields
@@ -64,38 +66,12 @@ class VirtualServerReader(BlockReader):
                         f" valid: {SCHEDULER_CHOICES}",
                     )
 
-        def method(line: Statement) -> None:
-            if not count_args(line, self.diagnostics, 1, 8, f"{line.name} DR|NAT"):
-                return
-            token = line.args[0]
-            if token.value in ("DR", "NAT") and len(line.args) == 1:
-                fields["method"] = LvsMethod(token.value)
-            elif token.value == "TUN":
-                self.diagnostics.warning(
-                    token.location,
-                    f"{line.name} TUN: tunnelling is not supported, virtual server ignored",
-                )
-                skip.append("TUN")
-            else:
-                self.diagnostics.error(
-                    token.location, f"{line.name}: {token.value!r} is not valid; valid: DR|NAT"
-                )
-
-        def protocol(line: Statement) -> None:
-            if not count_args(line, self.diagnostics, 1, 1, "protocol TCP|UDP"):
-                return
-            token = line.args[0]
-            if token.value in ("TCP", "UDP"):
-                fields["protocol"] = Protocol(token.value)
-            elif token.value == "SCTP":
-                self.diagnostics.warning(
-                    token.location, "protocol SCTP: not supported, virtual server ignored"
-                )
-                skip.append("SCTP")
-            else:
-                self.diagnostics.error(
-                    token.location, f"protocol: {token.value!r} is not valid; valid: TCP|UDP"
-                )
+        method = self._choice_or_skip(
+            fields, "method", LvsMethod, {"TUN": "tunnelling is not supported"}, skip, max_args=8
+        )
+        protocol = self._choice_or_skip(
+            fields, "protocol", Protocol, {"SCTP": "not supported"}, skip
+        )
 
         def persistence(line: Statement) -> None:
             if not count_args(line, self.diagnostics, 0, 1, "persistence_timeout [SECONDS]"):
@@ -210,6 +186,40 @@ class VirtualServerReader(BlockReader):
                 **fields,
             )
         )
+
+    def _choice_or_skip(
+        self,
+        fields: Fields,
+        key: str,
+        choices: type[Enum],
+        unsupported: Mapping[str, str],
+        skip: list[str],
+        *,
+        max_args: int = 1,
+    ) -> Handler:
+        """`keyword WORD`: one of `choices`; a word in `unsupported` makes vipkeeper ignore the
+        virtual server (a warning, the word added to `skip`); anything else is an error."""
+        valid = "|".join(str(choice.value) for choice in choices)
+
+        def handle(line: Statement) -> None:
+            if not count_args(line, self.diagnostics, 1, max_args, f"{line.name} {valid}"):
+                return
+            token = line.args[0]
+            if token.value in unsupported:
+                self.diagnostics.warning(
+                    token.location,
+                    f"{line.name} {token.value}: {unsupported[token.value]}, virtual server"
+                    " ignored",
+                )
+                skip.append(token.value)
+            elif len(line.args) == 1 and token.value in valid.split("|"):
+                fields[key] = choices(token.value)
+            else:
+                self.diagnostics.error(
+                    token.location, f"{line.name}: {token.value!r} is not valid; valid: {valid}"
+                )
+
+        return handle
 
     def _virtual_server_header(
         self, statement: Statement
