@@ -8,11 +8,12 @@ which interface). It must stay free of I/O: the daemon and the tests call it ali
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from vipkeeper.config import model
 from vipkeeper.core.effects import VirtualAddress
-from vipkeeper.core.vrrp import InstanceSettings, State
+from vipkeeper.core.states import State
+from vipkeeper.core.vrrp_settings import InstanceSettings
 from vipkeeper.core.vrrp_wire import MULTICAST_V4, MULTICAST_V6
 
 
@@ -82,6 +83,12 @@ class Plan:
     settings: dict[str, InstanceSettings]  # every instance, by name
     groups: dict[str, tuple[str, ...]]  # sync group name -> member instance names
     solo: tuple[str, ...]  # instances in no sync group
+    # instance -> the interface whose primary address it speaks from, where that is not the
+    # interface its adverts use (use_vmac: the macvlan has no address of its own)
+    source_interfaces: dict[str, str] = field(default_factory=dict)
+
+    def source_interface(self, settings: InstanceSettings) -> str:
+        return self.source_interfaces.get(settings.name, settings.interface)
 
     def machine_of(self, instance: str) -> tuple[str, str | None]:
         """(driver machine name, member name or None) for an instance."""
@@ -106,4 +113,12 @@ def plan(config: model.Config) -> Plan:
     }
     grouped = {name for members in groups.values() for name in members}
     solo = tuple(name for name in settings if name not in grouped)
-    return Plan(settings=settings, groups={g: m for g, m in groups.items() if m}, solo=solo)
+    sources = {
+        i.name: i.interface for i in config.vrrp_instances if i.advert_interface != i.interface
+    }
+    return Plan(
+        settings=settings,
+        groups={g: m for g, m in groups.items() if m},
+        solo=solo,
+        source_interfaces=sources,
+    )
