@@ -4,12 +4,13 @@ Owns the daemon's life: pidfile, signals (TERM/INT stop, HUP reload), start-up c
 addresses a crashed run left behind, link monitoring, and the order of start, reload and stop.
 Its collaborators each own one job: the instances' source addresses (`source_addresses`),
 tracked scripts (`track_scripts`), notify scripts (`notify_scripts`), background tasks
-(`tasks`), how sockets are read (`read_policy`). It wires in the operator's side, each from its
-own module: the control socket (`control`), the status document (`status`), what a reload
-changes (`reload`), /metrics (`metrics`), the service manager's notices (`service`) and the
-notify FIFOs (`io.notify_fifo`). Every protocol decision is the core's; every kernel call is an
-adapter's. A configuration that does not load is refused with its located diagnostics, and on
-reload the running configuration stays in force.
+(`tasks`), how sockets are read (`read_policy`); the instances' virtual MAC interfaces are
+`io.vmac`'s, made before the instances start and removed after they stop. It wires in the
+operator's side, each from its own module: the control socket (`control`), the status document
+(`status`), what a reload changes (`reload`), /metrics (`metrics`), the service manager's
+notices (`service`) and the notify FIFOs (`io.notify_fifo`). Every protocol decision is the
+core's; every kernel call is an adapter's. A configuration that does not load is refused with
+its located diagnostics, and on reload the running configuration stays in force.
 """
 
 from __future__ import annotations
