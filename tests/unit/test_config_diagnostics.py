@@ -274,3 +274,15 @@ def test_vmac_xmit_base_without_use_vmac_is_a_located_warning() -> None:
         "k.conf:7:5: warning: vmac_xmit_base: has no effect without use_vmac, ignored"
     ]
     assert result.config.vrrp_instances[0].vmac_xmit_base is False
+
+
+def test_use_vmac_on_an_ipv6_instance_is_a_located_warning_and_ignored() -> None:
+    text = INSTANCE.replace("192.0.2.10", "2001:db8::10").format(extra="    use_vmac")
+    result = parse_text(text, "k.conf")
+    assert result.config is not None
+    assert [d.format() for d in result.diagnostics] == [
+        "k.conf:7:5: warning: use_vmac: the virtual MAC is supported for IPv4 instances only"
+        " (the interface's own MAC is used), ignored"
+    ]
+    (vrrp,) = result.config.vrrp_instances
+    assert (vrrp.use_vmac, vrrp.advert_interface) == (None, "eth0")
