@@ -17,7 +17,7 @@ from importlib import resources
 from typing import Any
 
 from harness.lab import Lab, LabError
-from harness.waits import wait_until
+from vipkeeper.testing.waits import wait_until
 
 PROBE_DIR = "/tmp/harness"
 

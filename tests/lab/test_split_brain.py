@@ -26,9 +26,9 @@ import pytest
 from harness import (
     HttpProber,
     Lab,
-    LabTimeout,
     Timeline,
     VipWatcher,
+    WaitTimeout,
     arp_answers,
     client_vip_mac,
     lab_topology,
@@ -74,7 +74,7 @@ def _first(watcher: VipWatcher, after: float, holders: set[str]) -> float:
 def _maybe(probe: Callable[[], float], *, timeout: float, what: str) -> float | None:
     try:
         return wait_until(probe, timeout=timeout, interval=0.1, what=what)
-    except LabTimeout:
+    except WaitTimeout:
         return None
 
 

@@ -18,16 +18,17 @@ import time
 from pathlib import Path
 
 import pytest
-from netlab import Lab
-from vipkeepers import (
+
+from vipkeeper.testing.daemons import (
     Subnet,
     Vipkeeper,
     describe,
     instance_config,
-    poll,
     start_vipkeeper,
     wait_for_holders,
 )
+from vipkeeper.testing.netns import Lab
+from vipkeeper.testing.waits import poll
 
 pytestmark = pytest.mark.netns
 

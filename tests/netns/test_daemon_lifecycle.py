@@ -12,16 +12,17 @@ import subprocess
 import sys
 
 import pytest
-from netlab import Lab
-from vipkeepers import (
+
+from vipkeeper.testing.daemons import (
     Subnet,
     describe,
     holders,
     instance_config,
-    poll,
     start_vipkeeper,
     wait_for_holders,
 )
+from vipkeeper.testing.netns import Lab
+from vipkeeper.testing.waits import poll
 
 pytestmark = pytest.mark.netns
 

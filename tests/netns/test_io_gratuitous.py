@@ -8,12 +8,13 @@ import json
 from pathlib import Path
 
 import pytest
-from netlab import Host, Lab
 from scapy.layers.inet6 import ICMPv6ND_NA, ICMPv6NDOptDstLLAddr, IPv6
 from scapy.layers.l2 import ARP, Ether
 from scapy.packet import Packet
 from scapy.utils import rdpcap
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
+
+from vipkeeper.testing.netns import Host, Lab
 
 pytestmark = pytest.mark.netns
 

@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from netlab import Host, Lab
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
+
+from vipkeeper.testing.netns import Host, Lab
 
 pytestmark = pytest.mark.netns
 

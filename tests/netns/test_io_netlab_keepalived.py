@@ -8,8 +8,9 @@ import shutil
 import subprocess
 
 import pytest
-from netlab import KEEPALIVED, Host, Lab
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
+
+from vipkeeper.testing.netns import KEEPALIVED, Host, Lab
 
 pytestmark = [
     pytest.mark.netns,

@@ -10,10 +10,10 @@ import time
 from pathlib import Path
 
 import pytest
-from netlab import KEEPALIVED, Host, Lab
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from vipkeeper.io.vrrp_socket import parse_ipv4_datagram
+from vipkeeper.testing.netns import KEEPALIVED, Host, Lab
 
 pytestmark = pytest.mark.netns
 

@@ -16,17 +16,18 @@ import re
 from pathlib import Path
 
 import pytest
-from lbnet import LbNet, director_config
-from netlab import Lab
-from vipkeepers import (
+
+from vipkeeper.testing.daemons import (
     Subnet,
     describe,
     global_defs,
     instance_config,
-    poll,
     start_vipkeeper,
     wait_for_holders,
 )
+from vipkeeper.testing.lbnet import LbNet, director_config
+from vipkeeper.testing.netns import Lab
+from vipkeeper.testing.waits import poll
 
 pytestmark = pytest.mark.netns
 

@@ -36,10 +36,10 @@ from typing import Any
 
 import jsonschema
 import pytest
-from lbnet import VIP, LbNet, Vipkeeper, director_config
-from vipkeepers import poll
 
 from vipkeeper import control
+from vipkeeper.testing.lbnet import VIP, LbNet, Vipkeeper, director_config
+from vipkeeper.testing.waits import poll
 
 pytestmark = pytest.mark.netns
 

@@ -15,23 +15,24 @@ import subprocess
 import time
 
 import pytest
-from netlab import Host, Lab
-from vipkeepers import (
+
+from vipkeeper.core import timing
+from vipkeeper.testing.daemons import (
     Subnet,
     Vipkeeper,
     assert_holders_throughout,
     describe,
     global_defs,
-    hard_fail,
     holders,
     instance_config,
-    poll,
     script_config,
     start_vipkeeper,
     vipkeeper_argv,
     wait_for_holders,
     wait_until_reachable,
 )
+from vipkeeper.testing.netns import Host, Lab
+from vipkeeper.testing.waits import poll
 
 pytestmark = pytest.mark.netns
 
@@ -44,14 +45,13 @@ SETTLE = 15.0
 
 
 def skew_time(version: int, priority: int, advert_int: float) -> float:
-    """RFC 3768 §6.1: (256 - Priority) / 256 s; RFC 9568 §6.1: scaled by the interval."""
-    if version == 2:
-        return (256 - priority) / 256
-    return (256 - priority) * advert_int / 256
+    return timing.skew_time(version=version, priority=priority, master_adver_interval=advert_int)
 
 
 def master_down_interval(version: int, priority: int, advert_int: float) -> float:
-    return 3 * advert_int + skew_time(version, priority, advert_int)
+    return timing.master_down_interval(
+        version=version, priority=priority, master_adver_interval=advert_int
+    )
 
 
 def add_routers(lab: Lab, net: Subnet, count: int, *, ipv6: bool = False) -> list[Host]:
@@ -149,7 +149,7 @@ def test_hard_failure_moves_the_vip_within_master_down_interval_and_the_client_f
     wait_for_holders(lab, [r1, r2], net.vip4_cidr, ["r1"], within=SETTLE, daemons=daemons)
     wait_until_reachable(lab, client, net.vip4, within=5, daemons=daemons)
 
-    killed_at = hard_fail(lab, r1)  # r1 keeps its addresses after SIGKILL: only r2 counts
+    killed_at = lab.hard_fail(r1)  # r1 keeps its addresses after SIGKILL: only r2 counts
 
     wait_for_holders(lab, [r2], net.vip4_cidr, ["r2"], within=SETTLE, daemons=daemons)
     wait_until_reachable(lab, client, net.vip4, within=5, daemons=daemons)
@@ -386,7 +386,7 @@ def test_unicast_mode_works_with_multicast_blocked(lab: Lab) -> None:
     assert backup.states() == ["BACKUP"], describe([backup])
     assert holders(lab, [r1, r2], net.vip4_cidr) == ["r1"], describe([master, backup])
 
-    hard_fail(lab, r1)
+    lab.hard_fail(r1)
     wait_for_holders(lab, [r2], net.vip4_cidr, ["r2"], within=SETTLE, daemons=[backup])
     wait_until_reachable(lab, client, net.vip4, within=5, daemons=[backup])
     for host in (r1, r2):
@@ -424,7 +424,7 @@ def test_v2_pass_authentication_elects_and_fails_over(lab: Lab) -> None:
     )
     assert daemons[1].state() == "BACKUP", describe(daemons)
 
-    hard_fail(lab, r1)
+    lab.hard_fail(r1)
     wait_for_holders(lab, [r2], net.vip4_cidr, ["r2"], within=SETTLE, daemons=daemons)
 
 
@@ -455,7 +455,7 @@ def test_v3_ipv6_vip_moves_on_hard_failure_and_the_client_follows(lab: Lab) -> N
     wait_for_holders(lab, [r1, r2], net.vip6_cidr, ["r1"], within=SETTLE, daemons=daemons)
     wait_until_reachable(lab, client, net.vip6, within=5, daemons=daemons)
 
-    killed_at = hard_fail(lab, r1)
+    killed_at = lab.hard_fail(r1)
     wait_for_holders(lab, [r2], net.vip6_cidr, ["r2"], within=SETTLE, daemons=daemons)
     wait_until_reachable(lab, client, net.vip6, within=5, daemons=daemons)
     takeover = daemons[1].entered("MASTER", after=killed_at)
@@ -479,12 +479,12 @@ def test_three_routers_hand_the_vip_down_the_priority_order(lab: Lab) -> None:
     )
     wait_for_holders(lab, routers, net.vip4_cidr, ["r1"], within=SETTLE, daemons=daemons)
 
-    killed_at = hard_fail(lab, r1)  # r1 keeps its addresses after SIGKILL: only survivors count
+    killed_at = lab.hard_fail(r1)  # r1 keeps its addresses after SIGKILL: only survivors count
     wait_for_holders(lab, [r2, r3], net.vip4_cidr, ["r2"], within=SETTLE, daemons=daemons)
     assert daemons[2].entered("MASTER", after=killed_at) is None, describe(daemons)
     wait_until_reachable(lab, client, net.vip4, within=5, daemons=daemons)
 
-    hard_fail(lab, r2)
+    lab.hard_fail(r2)
     wait_for_holders(lab, [r3], net.vip4_cidr, ["r3"], within=SETTLE, daemons=daemons)
     wait_until_reachable(lab, client, net.vip4, within=5, daemons=daemons)
 

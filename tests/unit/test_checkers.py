@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import pytest
-from polling import GUARD, wait_for
 
 from vipkeeper.core.health import (
     CheckerId,
@@ -39,6 +38,7 @@ from vipkeeper.io.checkers import (
     misc_runner,
 )
 from vipkeeper.io.scripts import ScriptRunner
+from vipkeeper.testing.waits import GUARD, wait_for
 
 LOCALHOST = "127.0.0.1"
 

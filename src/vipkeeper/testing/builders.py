@@ -1,0 +1,78 @@
+"""Builders for driving one VRRP core by hand: settings, a started instance, a received advert.
+
+Owns the test topology the unit suites share: this router (ME) and its peer (PEER) on one
+segment, instance VI_1 on eth0 with VRID 51, priority 100 and one virtual address (VIP).
+Must never: read a clock or open a socket (time is the `now` passed in).
+"""
+
+from __future__ import annotations
+
+import typing
+
+from vipkeeper.core.effects import Effect, VirtualAddress
+from vipkeeper.core.events import PacketReceived, SourceAddressChanged, Started
+from vipkeeper.core.vrrp import InstanceSettings, VrrpInstance
+from vipkeeper.core.vrrp_wire import MULTICAST_V4, MULTICAST_V6, Advertisement, AuthType, encode
+
+VIP = VirtualAddress(address="172.16.9.1", prefixlen=32, dev="eth0")
+ME = "192.168.0.53"
+PEER = "192.168.0.57"
+VRID = 51
+
+
+def instance_settings(**overrides: typing.Any) -> InstanceSettings:
+    """VI_1 on eth0, VRID 51, priority 100, holding VIP; `overrides` replace any field."""
+    base: dict[str, typing.Any] = {
+        "name": "VI_1",
+        "interface": "eth0",
+        "vrid": VRID,
+        "priority": 100,
+        "virtual_addresses": (VIP,),
+    }
+    base.update(overrides)
+    return InstanceSettings(**base)
+
+
+def start(
+    settings: InstanceSettings, now: float = 0.0, address: str | None = ME
+) -> tuple[VrrpInstance, list[Effect]]:
+    """A new instance told its source address (unless None) and started; what Started gave."""
+    instance = VrrpInstance(settings)
+    if address is not None:
+        instance.handle(SourceAddressChanged(address=address), now)
+    return instance, instance.handle(Started(), now)
+
+
+def advert(
+    source: str = PEER,
+    priority: int = 100,
+    *,
+    version: int = 2,
+    vrid: int = VRID,
+    interval: int | None = None,
+    addresses: tuple[str, ...] = (VIP.address,),
+    auth_type: int = AuthType.NONE,
+    auth_data: bytes = b"",
+    ttl: int = 255,
+    destination: str | None = None,
+) -> PacketReceived:
+    """An advertisement from `source` as the instance receives it; `interval` in the
+    version's wire unit (v2 seconds, v3 centiseconds), one second by default."""
+    if destination is None:
+        destination = MULTICAST_V4 if ":" not in source else MULTICAST_V6
+    if interval is None:
+        interval = 1 if version == 2 else 100
+    payload = encode(
+        Advertisement(
+            version=version,
+            vrid=vrid,
+            priority=priority,
+            addresses=addresses,
+            wire_interval=interval,
+            auth_type=auth_type,
+            auth_data=auth_data,
+        ),
+        source=source,
+        destination=destination,
+    )
+    return PacketReceived(source=source, destination=destination, ttl=ttl, payload=payload)
