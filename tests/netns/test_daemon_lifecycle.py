@@ -1,7 +1,7 @@
 """The daemon's life cycle in namespaces: reloads that are refused or applied without a
 failover, addresses a crashed run left behind, and a stale pidfile.
 
-Each test is one or two routers on a bridge (netlab), vipkeeper logging JSON.
+Each test is one or two routers on a bridge (`vipkeeper.testing.netns.Lab`), vipkeeper logging JSON.
 """
 
 from __future__ import annotations

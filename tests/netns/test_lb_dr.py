@@ -17,7 +17,7 @@ import pytest
 
 from vipkeeper.core.lb import RealServer, VirtualServer, VirtualService
 from vipkeeper.io.lb_nftables import IpCommandLinkLayer, NftablesBackend
-from vipkeeper.testing.lbnet import VIP, LbNet
+from vipkeeper.testing.lbnet import VIP, Client, LbNet
 
 pytestmark = pytest.mark.netns
 
@@ -55,6 +55,15 @@ def spread(net: LbNet, requests: int = 24) -> dict[str, int]:
         body = client.get()
         seen[body] = seen.get(body, 0) + 1
     return seen
+
+
+def open_connections(client: Client, count: int) -> dict[int, str]:
+    """Open `count` keep-alive connections to the VIP: which server answered each."""
+    owners: dict[int, str] = {}
+    for conn in range(count):
+        client.open(conn)
+        owners[conn] = client.get_on(conn)
+    return owners
 
 
 def test_dr_spreads_flows_and_real_servers_receive_packets_addressed_to_the_vip(net: LbNet):
@@ -132,10 +141,7 @@ def test_reweight_and_removal_keep_in_flight_keepalive_connections_to_remaining_
     apply(net, "d1", *RS.values())
     net.add_vip("d1")
     client = net.client()
-    owners: dict[int, str] = {}
-    for conn in range(8):
-        client.open(conn)
-        owners[conn] = client.get_on(conn)
+    owners = open_connections(client, 8)
     assert set(owners.values()) == {"rs1", "rs2"}
     keep = owners[0]
     leave = "rs2" if keep == "rs1" else "rs1"
@@ -163,10 +169,7 @@ def test_two_directors_with_the_same_configuration_keep_flows_on_the_same_real_s
     apply(net, "d2", *RS.values())
     net.add_vip("d1")
     client = net.client()
-    owners: dict[int, str] = {}
-    for conn in range(10):
-        client.open(conn)
-        owners[conn] = client.get_on(conn)
+    owners = open_connections(client, 10)
     assert set(owners.values()) == {"rs1", "rs2"}
     chains = ("vs0_rs0", "vs0_rs1")
     assert sum(net.chain_packets("d2", "netdev", "vipkeeper", c) for c in chains) == 0

@@ -4,7 +4,7 @@ Unlike test_lb_dr.py / test_lb_nat.py (the nftables backend driven by hand, the 
 hand), here the daemons do everything from one keepalived.conf: VRRP elects the Master and puts
 the VIP on its fe0, the health checkers decide the pool, the director applies it to nftables.
 
-Proves, in namespaces (lbnet.py):
+Proves, in namespaces (`vipkeeper.testing.lbnet`):
 - DR: requests to VIP:80 spread over both real servers; each real server receives packets whose
   destination is the VIP; replies go from the real servers to the client, never through a
   director; only the Master forwards.

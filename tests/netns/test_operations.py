@@ -1,6 +1,6 @@
 """Operating running daemons in namespaces: `vipkeeper status`, `status --json`, `reload`, /metrics.
 
-Proves, against two real directors on the load-balancing lab (tests/netns/lbnet.py):
+Proves, against two real directors on the load-balancing lab (vipkeeper.testing.lbnet):
 - `status --json` validates against docs/status.schema.json and says who is MASTER, that the VIP
   is present there and absent on the BACKUP, and that both real servers are up with a last
   check; the human table shows the same; /metrics has keepalived-exporter's state 2 / 1 on the
@@ -24,11 +24,9 @@ from __future__ import annotations
 import json
 import os
 import select
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -200,15 +198,6 @@ def _raw(path: Path, payload: bytes, *, half_close: bool = True) -> dict[str, An
                 break
             answer += chunk
     return dict(json.loads(answer))
-
-
-@pytest.fixture
-def shared_dir() -> Iterator[Path]:
-    # A directory another user can traverse (pytest's tmp_path is root's alone).
-    path = Path(tempfile.mkdtemp(prefix="vk-ops-"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def test_bad_requests_and_strangers_never_stall_the_daemon(

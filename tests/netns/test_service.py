@@ -20,7 +20,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -100,21 +99,12 @@ def service_vipkeeper(uid: int) -> list[str]:
     return vipkeeper_argv()
 
 
-@pytest.fixture
-def userdir() -> Iterator[Path]:
-    """A directory the unprivileged daemons can reach (pytest's tmp_path is root's alone)."""
-    path = Path(tempfile.mkdtemp(prefix="vk-svc-"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
 def test_the_test_drops_exactly_the_privileges_the_unit_keeps() -> None:
     assert unit_capabilities() == {f"CAP_{c.upper()}" for c in SERVICE_CAPS.split(",")}
 
 
-def test_unprivileged_directors_elect_forward_and_fail_over(userdir: Path) -> None:
-    with LbNet(userdir) as net:
+def test_unprivileged_directors_elect_forward_and_fail_over(shared_dir: Path) -> None:
+    with LbNet(shared_dir) as net:
         vipkeeper = service_vipkeeper(SERVICE_UID)
         command = [*setpriv(SERVICE_UID), *vipkeeper]
         d1 = net.start_vipkeeper(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -252,12 +253,16 @@ def _assert_state(daemon: Vipkeeper, state: str) -> None:
 # -- tracking ---------------------------------------------------------------------------------
 
 
-def test_failing_track_script_with_weight_zero_puts_the_master_in_fault(lab: Lab) -> None:
+def tracked_pair(
+    lab: Lab, *, weight: int
+) -> tuple[Subnet, tuple[Host, Host], Path, tuple[Vipkeeper, Vipkeeper]]:
+    """r1 (priority 200, tracking script `chk` with `weight`, which passes while `flag`
+    exists) and r2 (priority 100), both v3 fast; the flag exists."""
     net = Subnet.next()
     r1, r2 = add_routers(lab, net, 2)
     flag = lab.workdir / "r1-healthy"
     flag.touch()
-    script = script_config("chk", f"/usr/bin/test -f {flag}", interval=0.1, weight=0)
+    script = script_config("chk", f"/usr/bin/test -f {flag}", interval=0.1, weight=weight)
     master, backup = start_all(
         lab,
         [r1, r2],
@@ -268,6 +273,11 @@ def test_failing_track_script_with_weight_zero_puts_the_master_in_fault(lab: Lab
             instance_config(priority=100, vips=[net.vip4_cidr], **V3_FAST),
         ],
     )
+    return net, (r1, r2), flag, (master, backup)
+
+
+def test_failing_track_script_with_weight_zero_puts_the_master_in_fault(lab: Lab) -> None:
+    net, (r1, r2), flag, (master, backup) = tracked_pair(lab, weight=0)
     wait_for_holders(lab, [r1, r2], net.vip4_cidr, ["r1"], within=SETTLE, daemons=[master, backup])
 
     flag.unlink()
@@ -280,21 +290,7 @@ def test_failing_track_script_with_weight_zero_puts_the_master_in_fault(lab: Lab
 
 
 def test_failing_weighted_track_script_lowers_priority_below_the_peer(lab: Lab) -> None:
-    net = Subnet.next()
-    r1, r2 = add_routers(lab, net, 2)
-    flag = lab.workdir / "r1-healthy"
-    flag.touch()
-    script = script_config("chk", f"/usr/bin/test -f {flag}", interval=0.1, weight=-150)
-    master, backup = start_all(
-        lab,
-        [r1, r2],
-        [
-            global_defs("r1")
-            + script
-            + instance_config(priority=200, vips=[net.vip4_cidr], track_scripts=["chk"], **V3_FAST),
-            instance_config(priority=100, vips=[net.vip4_cidr], **V3_FAST),
-        ],
-    )
+    net, (r1, r2), flag, (master, backup) = tracked_pair(lab, weight=-150)
     wait_for_holders(lab, [r1, r2], net.vip4_cidr, ["r1"], within=SETTLE, daemons=[master, backup])
 
     flag.unlink()  # 200 - 150 = 50 < 100: r2 preempts, r1 stays a healthy Backup

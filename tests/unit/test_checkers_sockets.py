@@ -30,9 +30,7 @@ from vipkeeper.core.health import (
     Endpoint,
     HealthEvent,
     HealthMonitor,
-    RealServerSpec,
     ServerDown,
-    VirtualServerSpec,
 )
 from vipkeeper.io import checkers
 from vipkeeper.io.checkers import (
@@ -44,6 +42,7 @@ from vipkeeper.io.checkers import (
     UrlCheck,
     _ResponseReader,
 )
+from vipkeeper.testing.builders import virtual_server_spec
 
 LOCALHOST = "127.0.0.1"
 GUARD = 20.0  # only guards against a hung test; no assertion depends on it
@@ -403,10 +402,7 @@ async def test_scheduler_stop_cancels_checks_in_flight_and_closes_every_socket()
                 Endpoint(address=LOCALHOST, port=silent_port),
             ]
             spec = CheckerSpec(delay_loop=60, retry=0)
-            vs = VirtualServerSpec(
-                name="vs",
-                real_servers=tuple(RealServerSpec(server=e, checkers=(spec,)) for e in endpoints),
-            )
+            vs = virtual_server_spec(endpoints, spec)
             checks = {
                 checker_id(port): HttpGetCheck(address=LOCALHOST, port=port, connect_timeout=30),
                 checker_id(silent_port): TcpCheck(
@@ -625,12 +621,7 @@ class StartExplodes:
 
 async def test_scheduler_reports_a_checker_whose_start_raises_as_a_failed_check():
     server = Endpoint(address=LOCALHOST, port=1)
-    vs = VirtualServerSpec(
-        name="vs",
-        real_servers=(
-            RealServerSpec(server=server, checkers=(CheckerSpec(retry=0, delay_loop=60),)),
-        ),
-    )
+    vs = virtual_server_spec([server], CheckerSpec(retry=0, delay_loop=60))
     downs: list[ServerDown] = []
     scheduler = HealthScheduler(
         HealthMonitor([vs]),

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import pytest
 
-from vipkeeper.core.effects import ReportTransition, SendAdvert, VirtualAddress
+from vipkeeper.core.effects import ReportTransition, SendAdvert
 from vipkeeper.core.timing import master_down_interval, skew_time
 from vipkeeper.core.vrrp import InstanceSettings, State
 from vipkeeper.testing import EffectRecorder, FakeClock, FakeLan
-
-VIP = VirtualAddress(address="172.16.9.1", prefixlen=32, dev="eth0")
+from vipkeeper.testing.builders import instance_settings
 
 
 def settings(priority: int, **extra) -> InstanceSettings:
-    return InstanceSettings(
-        name="VI_1", interface="eth0", vrid=51, priority=priority, virtual_addresses=(VIP,), **extra
-    )
+    return instance_settings(priority=priority, **extra)
+
+
+def became_master(lan: FakeLan, name: str) -> list[float]:
+    """When `name` entered MASTER, each time."""
+    return [t for t, e in lan.recorder.timed(ReportTransition, name) if e.new == "MASTER"]
 
 
 def two_directors(**extra) -> FakeLan:
@@ -40,9 +42,7 @@ def test_backup_takes_over_one_master_down_interval_after_the_master_dies():
     lan.kill("dir1")
     lan.run_for(10)
     assert lan.masters() == ["dir2"]
-    [(when, _)] = [
-        (t, e) for t, e in lan.recorder.timed(ReportTransition, "dir2") if e.new == "MASTER"
-    ]
+    [when] = became_master(lan, "dir2")
     # dir2's timer was last reset by dir1's last advert, at most one interval before the death.
     mdi = master_down_interval(version=2, priority=100, master_adver_interval=1)
     assert died - 1 + mdi <= when <= died + mdi
@@ -55,9 +55,7 @@ def test_graceful_stop_hands_over_after_skew_time_only():
     lan.stop("dir1")
     lan.run_for(1)
     assert lan.masters() == ["dir2"]
-    [(when, _)] = [
-        (t, e) for t, e in lan.recorder.timed(ReportTransition, "dir2") if e.new == "MASTER"
-    ]
+    [when] = became_master(lan, "dir2")
     assert when == stopped + skew_time(version=2, priority=100, master_adver_interval=1)
 
 

@@ -1,4 +1,5 @@
-"""Builders for driving one VRRP core by hand: settings, a started instance, a received advert.
+"""Builders for driving the cores by hand: VRRP settings, a started instance, a received
+advert, a health-checked virtual server.
 
 Owns the test topology the unit suites share: this router (ME) and its peer (PEER) on one
 segment, instance VI_1 on eth0 with VRID 51, priority 100 and one virtual address (VIP).
@@ -11,6 +12,7 @@ import typing
 
 from vipkeeper.core.effects import Effect, VirtualAddress
 from vipkeeper.core.events import PacketReceived, SourceAddressChanged, Started
+from vipkeeper.core.health import CheckerSpec, Endpoint, RealServerSpec, VirtualServerSpec
 from vipkeeper.core.vrrp import InstanceSettings, VrrpInstance
 from vipkeeper.core.vrrp_wire import MULTICAST_V4, MULTICAST_V6, Advertisement, AuthType, encode
 
@@ -76,3 +78,13 @@ def advert(
         destination=destination,
     )
     return PacketReceived(source=source, destination=destination, ttl=ttl, payload=payload)
+
+
+def virtual_server_spec(
+    servers: typing.Iterable[Endpoint], checker: CheckerSpec, name: str = "vs"
+) -> VirtualServerSpec:
+    """Virtual server `name` whose real servers each run one `checker`."""
+    return VirtualServerSpec(
+        name=name,
+        real_servers=tuple(RealServerSpec(server=e, checkers=(checker,)) for e in servers),
+    )

@@ -1,15 +1,16 @@
 """Waiting for a condition in a test or a benchmark: poll up to a stated bound, never sleep blind.
 
 Owns the one polling loop every suite uses: `wait_until` (a probe that returns a truthy value),
-`poll` (a check that raises AssertionError until it holds, with the daemons' logs on failure)
-and `wait_for` (the asyncio form, for the unit tests that run the loop themselves). A timeout is
-an AssertionError (`WaitTimeout`), so pytest reports it as a failed expectation naming what was
-awaited and the last value seen. Must never: wait without a bound, or assert a duration.
-"""
+`poll` (a check that raises AssertionError until it holds, with the daemons' logs on failure;
+`polled` makes it a decorator) and `wait_for` (the asyncio form, for the unit tests that run
+the loop themselves). A timeout is an AssertionError (`WaitTimeout`), so pytest reports it as a
+failed expectation naming what was awaited and the last value seen.
+Must never: wait without a bound, or assert a duration."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Callable, Iterable
 from typing import Protocol, TypeVar
@@ -77,6 +78,17 @@ def poll(
                     raise
                 raise AssertionError(f"{error}\n(after {within:g} s)\n{logs}") from error
         time.sleep(interval)
+
+
+def polled(
+    within: float, *, interval: float = POLL_INTERVAL
+) -> Callable[[Callable[[], T]], Callable[[], T]]:
+    """`@polled(10)` on a check: calling it polls it (`poll`) for at most `within` seconds."""
+
+    def decorate(check: Callable[[], T]) -> Callable[[], T]:
+        return functools.wraps(check)(lambda: poll(within, check, interval=interval))
+
+    return decorate
 
 
 async def wait_for(
