@@ -107,22 +107,6 @@ def counts(client: Client, requests: int) -> dict[str, int]:
     return seen
 
 
-def probe(net: LbNet, role: str, device: str, rules: dict[str, str], table: str = "probe") -> None:
-    """A netdev ingress table on `device` with one named counter per rule."""
-    counters = "\n".join(f"counter {name} {{}}" for name in rules)
-    lines = "\n".join(f'{match} counter name "{name}"' for name, match in rules.items())
-    net.nft(
-        role,
-        f"""table netdev {table} {{
-          {counters}
-          chain ingress {{
-            type filter hook ingress device "{device}" priority -10; policy accept;
-            {lines}
-          }}
-        }}""",
-    )
-
-
 @pytest.fixture
 def net(tmp_path: Path) -> Iterator[LbNet]:
     with LbNet(tmp_path) as built:
@@ -150,22 +134,13 @@ def test_dr_daemons_spread_requests_and_replies_bypass_the_director(
     net: LbNet, directors: tuple[Vipkeeper, Vipkeeper]
 ):
     d1, d2 = directors
-    for name in ("rs1", "rs2"):
-        probe(net, name, "srv0", {"to_vip": f"ip daddr {VIP} tcp dport 80"})
-    for director in ("d1", "d2"):
-        for device in ("fe0", "srv0"):
-            probe(net, director, device, {"replies": f"ip saddr {VIP}"}, f"probe_{device}")
-    rs_macs = {name: net.mac(name, "fe0") for name in ("rs1", "rs2")}
-    probe(net, "cli", "eth0", {
-        f"from_{name}": f"ether saddr {mac} ip saddr {VIP} tcp sport 80"
-        for name, mac in rs_macs.items()
-    })  # fmt: skip
+    net.count_dr_paths(("d1", "d2"))
     # The switch floods every frame for d1 to all ports (no learning on d1's port), as a
     # switch does for an unknown MAC: the Backup sees them all and must not forward any.
     port = net.port("d1", "fe0")
     net.run("sw", "bridge", "link", "set", "dev", port, "learning", "off")
     net.run("sw", "bridge", "fdb", "del", net.mac("d1", "fe0"), "dev", port, "master")
-    probe(net, "d2", "fe0", {"to_vip": f"ip daddr {VIP} tcp dport 80"}, "flooded")
+    net.count_ingress("d2", "fe0", {"to_vip": f"ip daddr {VIP} tcp dport 80"}, "flooded")
     client = net.client()
     before_d2 = forwarded(net, "d2")
 
@@ -285,7 +260,7 @@ def test_nat_mode_with_the_daemons_and_a_floating_gateway(tmp_path: Path):
         wait_master(d1, [d2], ELECTION)
         poll(ELECTION, lambda: _assert_equal(nat_pool(net, "d1"), {RS1, RS2}), [d1, d2])
         for name in ("rs1", "rs2"):
-            probe(net, name, "srv0", {"from_client": f"ip saddr {CLIENT_IP} ip daddr "
+            net.count_ingress(name, "srv0", {"from_client": f"ip saddr {CLIENT_IP} ip daddr "
                                       f"{net.servers[name][1]} tcp dport 80"})  # fmt: skip
         client = net.client()
         serving(client, {"rs1", "rs2"}, within=5)

@@ -146,15 +146,7 @@ def make_driver(
     def route(interface: str, family: int, vrid: int) -> tuple[str, str | None] | None:
         return routes.get((interface, family, vrid))
 
-    driver = Driver(
-        machines=machines,
-        sender=recorder,
-        addresses=recorder,
-        gratuitous=recorder,
-        notify=recorder.notify,
-        route_packet=route,
-        pilot=pilot,
-    )
+    driver = adapters.make_driver(machines, recorder, route=route, pilot=pilot)
     driver.pilotable = set(pilotable)
     return driver
 

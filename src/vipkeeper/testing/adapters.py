@@ -9,11 +9,15 @@ address manager, the gratuitous sender and the notifier, and logs each call as o
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from vipkeeper.core.effects import Effect, RunNotify, VirtualAddress
 from vipkeeper.core.events import Event, TimerFired
 from vipkeeper.driver import Driver
+
+Route = Callable[[str, int, int], tuple[str, str | None] | None]
 
 VIP = VirtualAddress(address="192.0.2.10", prefixlen=32, dev="eth0")
 
@@ -63,10 +67,17 @@ class Recorder:
         self.log.append(f"notify {order.state}")
 
 
-def make_driver(machines: dict[str, ScriptedMachine], recorder: Recorder) -> Driver:
-    """A Driver over `machines` whose adapters are `recorder`; VRID 51 routes to "vi1"."""
+def make_driver(
+    machines: Mapping[str, Any],
+    recorder: Recorder,
+    *,
+    route: Route | None = None,
+    pilot: Any = None,
+) -> Driver:
+    """A Driver over `machines` whose adapters are `recorder`; packets go where `route` says
+    (by default VRID 51 to "vi1")."""
 
-    def route(interface: str, family: int, vrid: int) -> tuple[str, str | None] | None:
+    def vrid_51(interface: str, family: int, vrid: int) -> tuple[str, str | None] | None:
         return ("vi1", None) if vrid == 51 else None
 
     return Driver(
@@ -75,5 +86,6 @@ def make_driver(machines: dict[str, ScriptedMachine], recorder: Recorder) -> Dri
         addresses=recorder,
         gratuitous=recorder,
         notify=recorder.notify,
-        route_packet=route,
+        route_packet=route or vrid_51,
+        pilot=pilot,
     )

@@ -132,6 +132,41 @@ class LbNet:
                 return int(item["counter"]["packets"])
         raise LookupError(name)
 
+    def count_ingress(
+        self, role: str, device: str, rules: dict[str, str], table: str = "probe"
+    ) -> None:
+        """A netdev ingress table on `role`'s `device` with one named counter per rule
+        (name -> nft match); `counter(role, "netdev", table, name)` reads it."""
+        counters = "\n".join(f"counter {name} {{}}" for name in rules)
+        lines = "\n".join(f'{match} counter name "{name}"' for name, match in rules.items())
+        self.nft(
+            role,
+            f"""table netdev {table} {{
+              {counters}
+              chain ingress {{
+                type filter hook ingress device "{device}" priority -10; policy accept;
+                {lines}
+              }}
+            }}""",
+        )
+
+    def count_dr_paths(self, directors: Sequence[str] = tuple(DIRECTORS)) -> None:
+        """Counters on the DR paths: "to_vip" (table "probe") on each real server's srv0,
+        "replies" from the VIP on each director's fe0 and srv0 (tables "probe_fe0",
+        "probe_srv0"), and "from_<server>" on the client (replies from the VIP with that real
+        server's MAC, table "probe")."""
+        for name in REAL_SERVERS:
+            self.count_ingress(name, "srv0", {"to_vip": f"ip daddr {VIP} tcp dport 80"})
+        for director in directors:
+            for device in ("fe0", "srv0"):
+                self.count_ingress(
+                    director, device, {"replies": f"ip saddr {VIP}"}, f"probe_{device}"
+                )
+        self.count_ingress("cli", "eth0", {
+            f"from_{name}": f"ether saddr {self.mac(name, 'fe0')} ip saddr {VIP} tcp sport 80"
+            for name in REAL_SERVERS
+        })  # fmt: skip
+
     def chain_packets(self, role: str, family: str, table: str, chain: str) -> int:
         """Sum of the anonymous counters in one chain's rules."""
         out = json.loads(self.run(role, "nft", "-j", "list", "chain", family, table, chain))
