@@ -130,7 +130,7 @@ def measure(
         after = {role: cpu_seconds(p) for role, p in pids.items()}
         elapsed = time.monotonic() - started
         rss = {role: rss_kib(p) for role, p in pids.items()}
-        if not note and not elected():
+        if not note and not elected(pair, wanted):
             note = "the election changed during the window: " + held()
         elif note:
             note += "; at the end " + held()

@@ -39,6 +39,10 @@ sch_netem: loss is an nftables `numgen random` drop of VRRP on the bridge, delay
 shaper on the Master's link (queueing delay for every burst), duplicates are an nftables `dup`
 of the Master's adverts to every other port. Reordering has no stand-in; `Soak.netem` tells
 whether the kernel has sch_netem, and with it, the slow link is netem delay/reorder instead.
+
+Why one module of over 800 lines: the faults, the watcher and the summary all read and write
+the same round state (the routers, their daemon runs, the fault windows) against the same
+bounds; split apart, each part would import every other.
 """
 
 from __future__ import annotations
