@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from vipkeeper.testing.daemons import (
+    SETTLE,
     Subnet,
     Vipkeeper,
     describe,
@@ -32,7 +33,6 @@ from vipkeeper.testing.waits import poll
 
 pytestmark = pytest.mark.netns
 
-SETTLE = 15.0
 FAST = {"version": 3, "advert_int": 0.05, "extra": ["garp_master_delay 0"]}
 WINDOW = 2.0  # seconds of wake-ups counted: the measured span itself, not a wait
 

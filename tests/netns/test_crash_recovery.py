@@ -12,6 +12,8 @@ from __future__ import annotations
 import pytest
 
 from vipkeeper.testing.daemons import (
+    SETTLE,
+    V3_FAST,
     Subnet,
     describe,
     instance_config,
@@ -24,9 +26,6 @@ from vipkeeper.testing.waits import poll
 
 pytestmark = pytest.mark.netns
 
-
-SETTLE = 15.0
-V3_FAST = {"version": 3, "advert_int": 0.2}
 
 # Every 20 ms one ARP request for argv[1] from this host's eth0; prints "time mac" per answer.
 ARP_PROBER = r"""

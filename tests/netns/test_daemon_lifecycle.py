@@ -14,6 +14,8 @@ import sys
 import pytest
 
 from vipkeeper.testing.daemons import (
+    SETTLE,
+    V3_FAST,
     Subnet,
     describe,
     holders,
@@ -25,9 +27,6 @@ from vipkeeper.testing.netns import Lab
 from vipkeeper.testing.waits import poll
 
 pytestmark = pytest.mark.netns
-
-SETTLE = 15.0
-V3_FAST = {"version": 3, "advert_int": 0.2}
 
 
 def messages(daemon: object) -> list[str]:

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from vipkeeper.testing.daemons import (
+    SETTLE,
     Subnet,
     describe,
     global_defs,
@@ -31,7 +32,6 @@ from vipkeeper.testing.waits import poll
 
 pytestmark = pytest.mark.netns
 
-SETTLE = 15.0
 LINE = re.compile(r'^INSTANCE "VI_1" (BACKUP|MASTER|FAULT|STOP) (\d+)$')
 
 

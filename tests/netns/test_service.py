@@ -28,6 +28,7 @@ import pytest
 
 from vipkeeper.core.vrrp_wire import VRRP_PROTOCOL
 from vipkeeper.testing.daemons import (
+    SETTLE,
     Subnet,
     Vipkeeper,
     describe,
@@ -53,7 +54,6 @@ SERVICE_CAP_MASK = (1 << 12) | (1 << 13)
 # advert_int 1: Master_Down_Interval plus the daemons' start (several seconds of Python start-up
 # on a loaded 2-core machine); no assertion is about this time.
 ELECTION = 15.0
-SETTLE = 15.0
 
 
 def unit_capabilities() -> set[str]:

@@ -19,6 +19,8 @@ import pytest
 
 from vipkeeper.core import timing
 from vipkeeper.testing.daemons import (
+    SETTLE,
+    V3_FAST,
     Subnet,
     Vipkeeper,
     assert_holders_throughout,
@@ -40,9 +42,6 @@ pytestmark = pytest.mark.netns
 # Slack for the daemon's own reaction (process scheduling, the effect queue, netlink) on a
 # loaded 2-core machine, added to every protocol-level bound.
 MARGIN = 0.5
-# How long the "did it happen" polls may take: generous, so a slow run fails on the timing
-# assertion (with the measured figure) rather than on a poll timeout.
-SETTLE = 15.0
 
 
 def skew_time(version: int, priority: int, advert_int: float) -> float:
@@ -194,8 +193,6 @@ def test_graceful_stop_hands_over_after_skew_time_and_removes_the_vip(lab: Lab) 
 
 
 # -- preemption ----------------------------------------------------------------------------------
-
-V3_FAST = {"version": 3, "advert_int": 0.2}
 
 
 def test_higher_priority_router_takes_the_vip_back_when_it_returns(lab: Lab) -> None:

@@ -17,6 +17,7 @@ import pytest
 
 from vipkeeper.core import timing
 from vipkeeper.testing.daemons import (
+    SETTLE,
     Subnet,
     Vipkeeper,
     describe,
@@ -34,7 +35,6 @@ pytestmark = [
     pytest.mark.skipif(shutil.which(KEEPALIVED) is None, reason="keepalived not installed"),
 ]
 
-SETTLE = 15.0
 MARGIN = 0.5
 
 

@@ -33,6 +33,12 @@ from pathlib import Path
 from vipkeeper.testing.netns import DaemonProcess, Host, Keepalived, Lab
 from vipkeeper.testing.waits import POLL_INTERVAL, poll
 
+# How long a "did it happen" poll of the netns tests may take: generous, so a slow run fails on
+# a timing assertion with the measured figure rather than on a poll timeout; it covers the
+# daemons' start (several seconds of Python on a loaded 2-core machine).
+SETTLE = 15.0
+V3_FAST = {"version": 3, "advert_int": 0.2}  # instance_config(**V3_FAST): sub-second failovers
+
 
 def vipkeeper_argv() -> list[str]:
     """The `vipkeeper` console script of the interpreter running the tests (or `-m`)."""
