@@ -30,7 +30,7 @@ from typing import Any
 
 from vipkeeper.testing.daemons import start_vipkeeper
 from vipkeeper.testing.netns import KEEPALIVED, DaemonProcess, Host, Lab
-from vipkeeper.testing.waits import wait_until
+from vipkeeper.testing.waits import WaitTimeout, wait_until
 
 
 def _exit_on_sigterm(signum: int, _frame: object) -> None:
@@ -110,15 +110,20 @@ class Daemon(DaemonProcess):
         """Ask the profiled daemon for its statistics; the path once written, else None."""
         if self.profile is None:
             return None
-        self.profile.unlink(missing_ok=True)
+        profile = self.profile
+        profile.unlink(missing_ok=True)
         self.process.send_signal(signal.SIGUSR1)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.profile.exists() and self.profile.stat().st_size > 0:
-                time.sleep(0.2)  # let the write finish
-                return self.profile
-            time.sleep(0.05)
-        return None
+        try:
+            wait_until(
+                lambda: profile.exists() and profile.stat().st_size > 0,
+                timeout=timeout,
+                what=f"{profile} written",
+                interval=0.05,
+            )
+        except WaitTimeout:
+            return None
+        time.sleep(0.2)  # let the write finish
+        return profile
 
     def stop(self, timeout: float = 60.0) -> int:
         """SIGTERM (graceful: priority 0, VIPs removed); SIGKILL if it lingers."""

@@ -396,6 +396,9 @@ def test_twenty_reloads_under_traffic_fail_no_request_and_move_no_state(tmp_path
                 except ConnectionError as error:
                     failures += 1
                     failed.append(f"after {what}: {error}")
+        # The session spans every reload and goes on after them: its answers are counted
+        # from before the first reload, however fast the reloads went.
+        poll(CHECKS, lambda: _assert(client.session_count(0) > RELOADS), daemons)
         session = client.stop_session(0)
 
         assert failures == 0, failed
