@@ -14,7 +14,7 @@ from vipkeeper.core.effects import Effect, VirtualAddress
 from vipkeeper.core.events import PacketReceived, SourceAddressChanged, Started
 from vipkeeper.core.health import CheckerSpec, Endpoint, RealServerSpec, VirtualServerSpec
 from vipkeeper.core.vrrp import InstanceSettings, VrrpInstance
-from vipkeeper.core.vrrp_wire import MULTICAST_V4, MULTICAST_V6, Advertisement, AuthType, encode
+from vipkeeper.core.vrrp_wire import MULTICAST_V4, MULTICAST_V6, Advertisement, encode
 
 VIP = VirtualAddress(address="172.16.9.1", prefixlen=32, dev="eth0")
 ME = "192.168.0.53"
@@ -50,33 +50,21 @@ def advert(
     priority: int = 100,
     *,
     version: int = 2,
-    vrid: int = VRID,
     interval: int | None = None,
-    addresses: tuple[str, ...] = (VIP.address,),
-    auth_type: int = AuthType.NONE,
-    auth_data: bytes = b"",
     ttl: int = 255,
     destination: str | None = None,
+    **fields: typing.Any,
 ) -> PacketReceived:
     """An advertisement from `source` as the instance receives it; `interval` in the
-    version's wire unit (v2 seconds, v3 centiseconds), one second by default."""
+    version's wire unit (v2 seconds, v3 centiseconds), one second by default; `fields` set
+    the rest of the message (vrid 51 and VIP's address by default, auth_type, auth_data)."""
     if destination is None:
         destination = MULTICAST_V4 if ":" not in source else MULTICAST_V6
     if interval is None:
         interval = 1 if version == 2 else 100
-    payload = encode(
-        Advertisement(
-            version=version,
-            vrid=vrid,
-            priority=priority,
-            addresses=addresses,
-            wire_interval=interval,
-            auth_type=auth_type,
-            auth_data=auth_data,
-        ),
-        source=source,
-        destination=destination,
-    )
+    rest: dict[str, typing.Any] = {"vrid": VRID, "addresses": (VIP.address,), **fields}
+    message = Advertisement(version=version, priority=priority, wire_interval=interval, **rest)
+    payload = encode(message, source=source, destination=destination)
     return PacketReceived(source=source, destination=destination, ttl=ttl, payload=payload)
 
 
