@@ -409,12 +409,8 @@ class Soak:
     ) -> None:
         if daemon not in ("vipkeeper", "keepalived"):
             raise ValueError(f"daemon {daemon!r}")
-        self.lab = lab
-        self.daemon = daemon
-        self.seed = seed
-        self.duration = duration
-        self.advert_int = advert_int
-        self.out = out
+        self.lab, self.daemon, self.seed, self.out = lab, daemon, seed, out
+        self.duration, self.advert_int = duration, advert_int
         self.netem = has_netem()
         self.net = Subnet.next()
         self.routers: dict[str, Router] = {}

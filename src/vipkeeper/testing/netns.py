@@ -287,14 +287,10 @@ class Lab:
         return self.run(host, sys.executable, "-c", code, *args, check=check, timeout=timeout)
 
     def spawn_python(
-        self,
-        host: Host,
-        code: str,
-        *args: str,
-        stdout: int | IO[Any] | None = None,
-        stderr: int | IO[Any] | None = None,
-    ) -> subprocess.Popen[bytes]:
-        return self.popen(host, sys.executable, "-c", code, *args, stdout=stdout, stderr=stderr)
+        self, host: Host, code: str, *args: str, **popen: Any
+    ) -> subprocess.Popen[Any]:
+        """The test interpreter with `-c code args` in `host`; `popen` as `Lab.popen`'s."""
+        return self.popen(host, sys.executable, "-c", code, *args, **popen)
 
     # -- looking ----------------------------------------------------------------------------
 
