@@ -17,7 +17,7 @@ from vipkeeper.core.effects import (
     SendGratuitous,
 )
 from vipkeeper.core.events import Event, PacketReceived, Started, TimerFired
-from vipkeeper.driver import Driver
+from vipkeeper.drivers.vrrp import Driver
 from vipkeeper.testing.adapters import VIP, Recorder, ScriptedMachine, make_driver
 
 

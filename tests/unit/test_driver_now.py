@@ -15,7 +15,7 @@ from vipkeeper.core.effects import (
     VirtualAddress,
 )
 from vipkeeper.core.events import Started
-from vipkeeper.driver import Driver
+from vipkeeper.drivers.vrrp import Driver
 from vipkeeper.testing.adapters import VIP, Recorder, ScriptedMachine, make_driver
 
 VIP2 = VirtualAddress(address="192.0.2.11", prefixlen=32, dev="eth0")

@@ -23,7 +23,7 @@ from vipkeeper.core.events import (
 from vipkeeper.core.steady import Beacon, Steady, Watch
 from vipkeeper.core.timing import skew_time
 from vipkeeper.core.vrrp import InstanceSettings, State, VrrpInstance
-from vipkeeper.driver import Driver
+from vipkeeper.drivers.vrrp import Driver
 from vipkeeper.io.autopilot import HeldPacket
 from vipkeeper.testing import adapters
 from vipkeeper.testing.builders import ME, advert, instance_settings

@@ -15,7 +15,7 @@ from typing import Any
 
 from vipkeeper.core.effects import Effect, RunNotify, VirtualAddress
 from vipkeeper.core.events import Event, TimerFired
-from vipkeeper.driver import Driver
+from vipkeeper.drivers.vrrp import Driver
 
 Route = Callable[[str, int, int], tuple[str, str | None] | None]
 

@@ -13,7 +13,8 @@ import typing
 from vipkeeper.core.effects import Effect, VirtualAddress
 from vipkeeper.core.events import PacketReceived, SourceAddressChanged, Started
 from vipkeeper.core.health import CheckerSpec, Endpoint, RealServerSpec, VirtualServerSpec
-from vipkeeper.core.vrrp import InstanceSettings, VrrpInstance
+from vipkeeper.core.vrrp import VrrpInstance
+from vipkeeper.core.vrrp_settings import InstanceSettings
 from vipkeeper.core.vrrp_wire import MULTICAST_V4, MULTICAST_V6, Advertisement, encode
 
 VIP = VirtualAddress(address="172.16.9.1", prefixlen=32, dev="eth0")

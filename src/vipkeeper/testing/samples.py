@@ -21,6 +21,7 @@ from vipkeeper.core.events import (
     TimerFired,
     TrackChanged,
 )
+from vipkeeper.core.states import TrackKind
 from vipkeeper.core.vrrp import VrrpInstance
 from vipkeeper.director import Director
 from vipkeeper.io.scripts import ScriptRunner
@@ -107,7 +108,9 @@ def status_document() -> dict[str, Any]:
     assert deadline is not None
     feed(vi1, journal, TimerFired(), deadline)  # Master
     feed(vi1, journal, advert(200), deadline + 0.5)  # back to Backup
-    feed(vi1, journal, TrackChanged(name="eth9", up=False, kind="interface"), deadline + 0.6)
+    feed(
+        vi1, journal, TrackChanged(name="eth9", up=False, kind=TrackKind.INTERFACE), deadline + 0.6
+    )
     bad_ttl = advert(200)
     feed(
         vi1,
