@@ -123,6 +123,8 @@ def test_status_and_metrics_before_and_after_a_failover(
     poll(STARTUP, lambda: _assert(instance(status(d1))["state"] == "MASTER"), daemons)
     poll(STARTUP, lambda: _assert(instance(status(d2))["state"] == "BACKUP"), daemons)
     poll(CHECKS, lambda: _both_servers_checked(status(d1)), daemons)
+    # The Backup learns the Master's address from the first advert it accepts after it started.
+    poll(ELECTION, lambda: _assert(instance(status(d2))["master_address"] is not None), daemons)
 
     master, backup = instance(status(d1)), instance(status(d2))
     assert master["vips"] == [{"address": VIP, "prefixlen": 16, "dev": "fe0", "present": True}]
