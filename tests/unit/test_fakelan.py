@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from vipkeeper.core.effects import ReportTransition, SendAdvert
@@ -27,6 +29,19 @@ def two_directors(**extra) -> FakeLan:
     return lan
 
 
+def dir2_takes_over(fault: Callable[[FakeLan, str], object], *, then: float) -> tuple[float, float]:
+    """Two directors settle for 5 s, `fault` befalls dir1, `then` seconds pass: dir2 must be
+    the only Master. When the fault happened, and when dir2 became Master (once)."""
+    lan = two_directors()
+    lan.run_for(5)
+    at = lan.clock.now
+    fault(lan, "dir1")
+    lan.run_for(then)
+    assert lan.masters() == ["dir2"]
+    [when] = became_master(lan, "dir2")
+    return at, when
+
+
 def test_highest_priority_director_becomes_master_and_holds_the_vip():
     lan = two_directors()
     lan.run_for(5)
@@ -36,26 +51,14 @@ def test_highest_priority_director_becomes_master_and_holds_the_vip():
 
 
 def test_backup_takes_over_one_master_down_interval_after_the_master_dies():
-    lan = two_directors()
-    lan.run_for(5)
-    died = lan.clock.now
-    lan.kill("dir1")
-    lan.run_for(10)
-    assert lan.masters() == ["dir2"]
-    [when] = became_master(lan, "dir2")
+    died, when = dir2_takes_over(FakeLan.kill, then=10)
     # dir2's timer was last reset by dir1's last advert, at most one interval before the death.
     mdi = master_down_interval(version=2, priority=100, master_adver_interval=1)
     assert died - 1 + mdi <= when <= died + mdi
 
 
 def test_graceful_stop_hands_over_after_skew_time_only():
-    lan = two_directors()
-    lan.run_for(5)
-    stopped = lan.clock.now
-    lan.stop("dir1")
-    lan.run_for(1)
-    assert lan.masters() == ["dir2"]
-    [when] = became_master(lan, "dir2")
+    stopped, when = dir2_takes_over(FakeLan.stop, then=1)
     assert when == stopped + skew_time(version=2, priority=100, master_adver_interval=1)
 
 
