@@ -34,12 +34,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "netns"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from lbnet import REAL_SERVERS, VIPKEEPER, LbNet, director_config  # noqa: E402
-
 from throughput import NGINX, Nginx, measure  # noqa: E402
+from vipkeeper.testing.lbnet import REAL_SERVERS, VIPKEEPER, LbNet, director_config  # noqa: E402
 
 KEEPALIVED = "/usr/sbin/keepalived"
 CHECK_VIP = "10.99.0.1"

@@ -36,10 +36,11 @@ from collections.abc import Iterator, Sequence
 import ipvsadm
 import pytest
 from guestnet import GATEWAY, GUEST_BOUND, VIPS, GuestNet, artifacts, poll
-from lbnet import Client, Vipkeeper
 
 from vipkeeper.config.check import run_check
 from vipkeeper.director import describe_data_plane
+from vipkeeper.testing.daemons import Vipkeeper
+from vipkeeper.testing.lbnet import Client
 
 VIP, VIP_PERSIST, VIP_SORRY, VIP_RR = VIPS
 RS1, RS2, SORRY = "192.168.0.54", "192.168.0.55", "192.168.0.56"
@@ -205,11 +206,13 @@ def test_check_names_the_ipvs_data_plane(directors: Directors) -> None:
 
 def test_dr_and_nat_traffic_through_the_master(net: GuestNet, directors: Directors) -> None:
     for name in ("rs1", "rs2"):
-        net.probe(name, "srv0", {"to_vip": f"ip daddr {VIP_RR} tcp dport 80"})
+        net.count_ingress(name, "srv0", {"to_vip": f"ip daddr {VIP_RR} tcp dport 80"})
     for director in ("d1", "d2"):
         for device in ("fe0", "srv0"):
-            net.probe(director, device, {"replies": f"ip saddr {VIP_RR}"}, f"probe_{device}")
-    net.probe("cli", "eth0", {
+            net.count_ingress(
+                director, device, {"replies": f"ip saddr {VIP_RR}"}, f"probe_{device}"
+            )
+    net.count_ingress("cli", "eth0", {
         f"from_{name}": f"ether saddr {net.mac(name, 'fe0')} ip saddr {VIP_RR} tcp sport 80"
         for name in ("rs1", "rs2")
     })  # fmt: skip

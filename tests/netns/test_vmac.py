@@ -1,4 +1,5 @@
-"""`use_vmac` on the host's kernel, against real keepalived: see vmacnet for what is proven.
+"""`use_vmac` on the host's kernel, against real keepalived (what is proven: see
+vipkeeper.testing.vmacnet).
 
 The macvlan needs the kernel's macvlan driver; a kernel without it is named in the failure (and
 in vipkeeper's log: `use_vmac: cannot create ... this kernel has no macvlan`). tests/kernel runs
@@ -8,9 +9,11 @@ the same scenario on Debian's kernel in the VM.
 from __future__ import annotations
 
 import pytest
-from netlab import Lab
-from vipkeepers import Subnet, instance_config, poll, start_vipkeeper
-from vmacnet import VMAC_DEVICE, VRID, link_mac, run_scenario
+
+from vipkeeper.testing.daemons import Subnet, instance_config, start_vipkeeper
+from vipkeeper.testing.netns import Lab
+from vipkeeper.testing.vmacnet import VMAC_DEVICE, VRID, link_mac, run_scenario
+from vipkeeper.testing.waits import poll
 
 pytestmark = pytest.mark.netns
 

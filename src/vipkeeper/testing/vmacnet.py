@@ -13,8 +13,8 @@ proves, in order:
   ARP settings are back to what they were; keepalived's adverts have the same
   shape, and the client reaches the VIP at the same MAC without its ARP entry being flushed.
 
-Shared by tests/netns (the host's kernel, when it has macvlan) and tests/kernel (Debian's kernel
-in the VM, with generous bounds).
+Shared by tests/netns/test_vmac.py (the host's kernel, when it has macvlan) and
+tests/kernel/test_vmac.py (Debian's kernel in the VM, with generous bounds).
 """
 
 from __future__ import annotations
@@ -22,16 +22,16 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from netlab import Host, Lab
-from vipkeepers import (
+from vipkeeper.testing.daemons import (
     Subnet,
     describe,
     global_defs,
     instance_config,
     ping_once,
-    poll,
     start_vipkeeper,
 )
+from vipkeeper.testing.netns import Host, Lab
+from vipkeeper.testing.waits import poll
 
 VRID = 51
 VMAC_DEVICE = f"vrrp.{VRID}"
