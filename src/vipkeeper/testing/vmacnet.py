@@ -23,6 +23,7 @@ import json
 from dataclasses import dataclass
 
 from vipkeeper.testing.daemons import (
+    Daemon,
     Subnet,
     describe,
     global_defs,
@@ -98,7 +99,7 @@ def run_scenario(lab: Lab, *, xmit_base: bool, within: float) -> None:
     lab.run(ka, "sysctl", "-q", f"net.ipv4.conf.{ka.ifname}.arp_announce=2")
     keepalived = lab.start_keepalived(ka, global_defs("ka") + config(100))
     vipkeeper = start_vipkeeper(lab, vk, config(150))
-    daemons = [vipkeeper, keepalived]
+    daemons: list[Daemon] = [vipkeeper, keepalived]
 
     def holds(host: Host) -> None:
         for other in (vk, ka):
