@@ -15,7 +15,9 @@ Proves:
   holds the client on one real server where rr without it alternates;
 - a failed health check (the server refuses connections) sets weight 0 (inhibit_on_failure) or
   removes the server, quorum loss switches to the sorry server, and all of it comes back when
-  the server does;
+  the server does; keep-alive connections opened before to the healthy server keep it through
+  the reweight, through quorum loss (new connections go to the sorry server, the established
+  one stays) and through the recovery;
 - removing a virtual server from the configuration and reloading removes it from the kernel;
 - a hard failure of the Master loses no request of a keep-alive connection sending every 100 ms,
   first with mh + sloppy_tcp (no state shared), then with lvs_sync_daemon (sloppy_tcp off, so
@@ -54,6 +56,8 @@ MATRIX = {
     1005: ("mh", ()),
 }
 SYNC_ID = 5
+# Seconds a request on one of the client's keep-alive connections may take in the guest.
+CLIENT_TIMEOUT = 60
 # Seconds between checks of one real server: each check costs the emulated CPU dearly.
 DELAY_LOOP = 3
 
@@ -174,6 +178,12 @@ def directors(net: GuestNet) -> Iterator[Directors]:
             daemon.stop()
 
 
+@pytest.fixture(scope="module")
+def client(net: GuestNet) -> Client:
+    """One keep-alive client child for the module (each Python start costs minutes here)."""
+    return net.client()
+
+
 def wait_master(net: GuestNet, pair: Directors, director: str) -> None:
     def holds() -> None:
         holders = [d for d in ("d1", "d2") if d in pair.daemons and net.holds_vip(d)]
@@ -242,11 +252,18 @@ def test_persistence_holds_the_client_on_one_server(net: GuestNet, directors: Di
 
 
 def test_failed_check_inhibits_removes_and_quorum_goes_to_the_sorry_server(
-    net: GuestNet, directors: Directors
+    net: GuestNet, directors: Directors, client: Client
 ) -> None:
+    # Keep-alive connections to rs1, opened before rs2 fails: on the mh service (rs2 only
+    # reweighted to 0 there) and on the quorum service (where rs1 itself leaves for the sorry
+    # server); established connections keep their real server through both changes.
+    on_mh = open_on(client, 10, VIP, "rs1")
+    on_quorum = open_on(client, 30, VIP_SORRY, "rs1")
     net.refuse_http("rs2")
     try:
         degrade_and_check_the_sorry_server(net, directors)
+        assert client.get_on(on_mh) == "rs1"
+        assert client.get_on(on_quorum) == "rs1"
     finally:
         net.accept_http("rs2")
 
@@ -254,6 +271,21 @@ def test_failed_check_inhibits_removes_and_quorum_goes_to_the_sorry_server(
         assert summary(net.ns("d1")) == expected_table()
 
     poll(recovered, daemons=directors.all())
+    # rs2 back at weight 1 and rs1 back in the quorum service: the connections still answer
+    assert client.get_on(on_mh) == "rs1"
+    assert client.get_on(on_quorum) == "rs1"
+
+
+def open_on(client: Client, first: int, vip: str, server: str, tries: int = 12) -> int:
+    """Open keep-alive connections `first`, `first + 1`, ... to `vip`:80 until `server`
+    answers one: that connection's id."""
+    answered = []
+    for conn in range(first, first + tries):
+        client.open(conn, host=vip, timeout=CLIENT_TIMEOUT)
+        answered.append(client.get_on(conn))
+        if answered[-1] == server:
+            return conn
+    raise AssertionError(f"{tries} connections to {vip}:80, none to {server}: {answered}")
 
 
 def degrade_and_check_the_sorry_server(net: GuestNet, directors: Directors) -> None:
@@ -282,12 +314,6 @@ def test_reload_removes_a_virtual_server_from_the_kernel(
             assert summary(net.ns(director)) == expected_table(kept)
 
         poll(reloaded, daemons=directors.all())
-
-
-@pytest.fixture(scope="module")
-def client(net: GuestNet) -> Client:
-    """One keep-alive client child for the module (each Python start costs minutes here)."""
-    return net.client()
 
 
 def keepalive_through_failover(

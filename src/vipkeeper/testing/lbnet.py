@@ -374,8 +374,12 @@ class Client:
             raise ConnectionError(reply["error"])
         return str(reply["body"])
 
-    def open(self, conn: int, port: int = 80) -> None:
-        reply = self._call(op="open", id=conn, port=port)
+    def open(
+        self, conn: int, port: int = 80, *, host: str | None = None, timeout: float = 3.0
+    ) -> None:
+        """Open keep-alive connection `conn` to `host` (default the VIP) on `port`; every
+        request on it waits up to `timeout` seconds."""
+        reply = self._call(op="open", id=conn, port=port, timeout=timeout, host=host)
         if "error" in reply:
             raise ConnectionError(reply["error"])
 
@@ -488,7 +492,8 @@ for line in sys.stdin:
             with socket.create_connection((vip, cmd["port"]), timeout=3) as s:
                 out = {"body": request(s)}
         elif cmd["op"] == "open":
-            conns[cmd["id"]] = socket.create_connection((vip, cmd["port"]), timeout=3)
+            address = (cmd.get("host") or vip, cmd["port"])
+            conns[cmd["id"]] = socket.create_connection(address, timeout=cmd.get("timeout", 3))
             out = {"ok": True}
         elif cmd["op"] == "get":
             out = {"body": request(conns[cmd["id"]])}
