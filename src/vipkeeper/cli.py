@@ -64,6 +64,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep steady Masters and Backups on the event loop instead of the autopilot thread",
     )
 
+    run.add_argument(
+        "-I",
+        "--dont-release-ipvs",
+        dest="release_ipvs",
+        action="store_false",
+        help="leave the virtual servers in the LVS data plane on stop (keepalived's -I)",
+    )
+
     status = sub.add_parser(
         "status", parents=[control], help="show the running daemon's instances and servers"
     )

@@ -85,11 +85,13 @@ class Daemon:
         config_path: str,
         *,
         autopilot: bool = True,
+        release_ipvs: bool = True,
         control_socket: str | None = None,
         metrics_listen: tuple[str, int] | None = None,
     ) -> None:
         self.config = config
         self.config_path = config_path
+        self.release_ipvs = release_ipvs
         started = time.time()
         self.journal = status.Journal(
             started_at=started,
@@ -170,7 +172,7 @@ class Daemon:
                 await self.metrics.stop()
             if self.control is not None:
                 await self.control.stop()
-            await self.director.stop()
+            await self.director.stop(release=self.release_ipvs)
             await self.vmacs.remove_all()
             await self._close()
             await self.fifos.close()
@@ -502,6 +504,7 @@ def run_daemon(args: argparse.Namespace) -> int:
             result.config,
             args.config_file,
             autopilot=args.autopilot,
+            release_ipvs=args.release_ipvs,
             control_socket=args.control_socket or None,
             metrics_listen=args.metrics_listen,
         )

@@ -384,7 +384,9 @@ class Director:
                 except Exception as exc:
                     log.error("lvs_sync_daemon: stopping failed: %s", exc)
 
-    async def stop(self) -> None:
+    async def stop(self, *, release: bool = True) -> None:
+        """Stop checking and syncing; with `release`, clear the data plane too (otherwise the
+        kernel keeps forwarding to the last applied pool, as keepalived's --dont-release-ipvs)."""
         await self._stop_sync()
         if not self.active:
             return
@@ -394,7 +396,10 @@ class Director:
             await asyncio.gather(self._applier, return_exceptions=True)
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=5)
-        if self._backend is not None:
+        if self._backend is not None and not release:
+            log.info("LVS: %d virtual server(s) left on the %s data plane (--dont-release-ipvs)",
+                     len(self.applied or ()), self._backend.name)  # fmt: skip
+        elif self._backend is not None:
             try:
                 await self._backend.clear()
             except Exception as exc:

@@ -310,6 +310,18 @@ async def test_start_applies_the_initial_pool_and_stop_clears_the_backend():
     assert backend.cleared == 1
 
 
+async def test_stop_without_release_leaves_the_applied_pool_in_the_backend():
+    backend = FakeBackend()
+    director = make_director(NO_CHECKERS, backend)
+
+    await director.start()
+    await _until(lambda: backend.applied)
+    await director.stop(release=False)
+
+    assert len(backend.applied) == 1
+    assert backend.cleared == 0
+
+
 async def test_a_burst_of_pool_changes_costs_one_apply_of_the_last_state():
     backend = FakeBackend()
     director = make_director(NO_CHECKERS, backend)
