@@ -24,7 +24,7 @@ Proves:
   only the synchronised connection table can carry it); the sync threads
   follow the VRRP state (Master thread on the Master, Backup thread on the Backup);
 - `vipkeeper check` and the log name the IPVS data plane; stop leaves no service and no sync
-  thread behind.
+  thread behind, and with `--dont-release-ipvs` it leaves the services.
 """
 
 from __future__ import annotations
@@ -150,8 +150,8 @@ class Directors:
         self.net = net
         self.daemons: dict[str, Vipkeeper] = {}
 
-    def start(self, director: str, config: str) -> Vipkeeper:
-        self.daemons[director] = self.net.start_vipkeeper(director, config)
+    def start(self, director: str, config: str, *extra_args: str) -> Vipkeeper:
+        self.daemons[director] = self.net.start_vipkeeper(director, config, extra_args=extra_args)
         return self.daemons[director]
 
     def all(self) -> list[Vipkeeper]:
@@ -373,3 +373,20 @@ def test_stop_leaves_no_ipvs_service_or_sync_thread(net: GuestNet, directors: Di
     assert directors.daemons["d2"].stop(timeout=GUEST_BOUND) == 0
     assert ipvsadm.table(net.ns("d2")) == {}
     assert net.sync_daemons("d2") == []
+
+
+def test_stop_with_dont_release_ipvs_leaves_the_services(
+    net: GuestNet, directors: Directors
+) -> None:
+    net.run("d1", "ipvsadm", "-C")  # what the hard-failed daemon left behind
+    assert ipvsadm.table(net.ns("d1")) == {}
+    net.restore("d1")
+    d1 = directors.start("d1", director_config(priority=150), "--dont-release-ipvs")
+
+    def installed() -> None:
+        assert summary(net.ns("d1")) == expected_table()
+
+    poll(installed, daemons=directors.all())
+    assert d1.stop(timeout=GUEST_BOUND) == 0
+    assert summary(net.ns("d1")) == expected_table()
+    assert d1.messages("left on the ipvs data plane (--dont-release-ipvs)")
