@@ -22,7 +22,7 @@ LINT_PATHS := src harness tests bench deps
 
 help:
 	@echo "make up     start the LVS-DR lab and show who holds the VIP"
-	@echo "make test   lint, types, unit, netns, set-up, soak and lab tests (artifacts/ gets JUnit XML and plots)"
+	@echo "make test   lint, types, unit, then netns, set-up, soak, lab, workshop and the kernel guest (artifacts/: JUnit XML, plots)"
 	@echo "make down   stop the lab;  make logs: follow its logs;  make clean: images and artifacts too"
 	@echo "make deps   the set-up step alone (Debian packages, .venv, Compose plugin); make lock: re-pin"
 
