@@ -16,8 +16,8 @@ Proves:
 - a failed health check (the server refuses connections) sets weight 0 (inhibit_on_failure) or
   removes the server, quorum loss switches to the sorry server, and all of it comes back when
   the server does; keep-alive connections opened before to the healthy server keep it through
-  the reweight, through quorum loss (new connections go to the sorry server, the established
-  one stays) and through the recovery;
+  the reweight, through quorum loss (its real servers held at weight 0 by inhibit_on_failure:
+  new connections go to the sorry server, the established one stays) and through the recovery;
 - removing a virtual server from the configuration and reloading removes it from the kernel;
 - a hard failure of the Master loses no request of a keep-alive connection sending every 100 ms,
   first with mh + sloppy_tcp (no state shared), then with lvs_sync_daemon (sloppy_tcp off, so
@@ -100,7 +100,8 @@ def director_config(
               *_real(RS1, 80, 1, "TCP_CHECK"), *_real(RS2, 80, 1, "TCP_CHECK"), "}"]  # fmt: skip
     lines += [f"virtual_server {VIP_SORRY} 80 {{", f"delay_loop {DELAY_LOOP}", "lb_algo wrr",
               "lb_kind DR", "protocol TCP", "quorum 2", f"sorry_server {SORRY} 80",
-              *_real(RS1, 80, 1, "TCP_CHECK"), *_real(RS2, 80, 1, "TCP_CHECK"), "}"]  # fmt: skip
+              *_real(RS1, 80, 1, "TCP_CHECK", "inhibit_on_failure"),
+              *_real(RS2, 80, 1, "TCP_CHECK", "inhibit_on_failure"), "}"]  # fmt: skip
     lines += [f"virtual_server {VIP_RR} 80 {{", "lb_algo rr", "lb_kind DR", "protocol TCP",
               *_real(RS1, 80, 1, None), *_real(RS2, 80, 1, None), "}"]  # fmt: skip
     lines += [f"virtual_server {VIP} {NAT_PORT} {{", "lb_algo wrr", "lb_kind NAT",
@@ -255,8 +256,10 @@ def test_failed_check_inhibits_removes_and_quorum_goes_to_the_sorry_server(
     net: GuestNet, directors: Directors, client: Client
 ) -> None:
     # Keep-alive connections to rs1, opened before rs2 fails: on the mh service (rs2 only
-    # reweighted to 0 there) and on the quorum service (where rs1 itself leaves for the sorry
-    # server); established connections keep their real server through both changes.
+    # reweighted to 0 there) and on the quorum service (where rs1 itself is held at weight 0
+    # while the sorry server takes new connections); both keep their real server. (A real
+    # server removed from an IPVS service loses its established connections: the kernel drops
+    # their packets. inhibit_on_failure is what keeps them.)
     on_mh = open_on(client, 10, VIP, "rs1")
     on_quorum = open_on(client, 30, VIP_SORRY, "rs1")
     net.refuse_http("rs2")
@@ -293,8 +296,13 @@ def degrade_and_check_the_sorry_server(net: GuestNet, directors: Directors) -> N
         held = ipvsadm.table(net.ns("d1"))
         assert held[f"TCP {VIP}:80"].weights() == {f"{RS1}:80": 3, f"{RS2}:80": 0}
         assert held[f"TCP {VIP_PERSIST}:80"].weights() == {f"{RS1}:80": 1}
-        # quorum lost: the live real servers leave, the sorry server alone takes the traffic
-        assert held[f"TCP {VIP_SORRY}:80"].weights() == {f"{SORRY}:80": 1}
+        # quorum lost: the real servers (inhibit_on_failure) stay at weight 0, so their
+        # established connections go on; the sorry server alone takes new ones
+        assert held[f"TCP {VIP_SORRY}:80"].weights() == {
+            f"{RS1}:80": 0,
+            f"{RS2}:80": 0,
+            f"{SORRY}:80": 1,
+        }
 
     poll(degraded, daemons=directors.all())
     assert {net.curl(VIP_SORRY) for _ in range(3)} == {"sorry"}
