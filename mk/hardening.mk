@@ -3,7 +3,8 @@
 # Included from the top-level Makefile.
 #
 #   soak        vipkeeper and keepalived side by side under the same seeded random faults,
-#               DURATION minutes each (default 10); SEED=<n> replays a sequence;
+#               DURATION minutes each (default 10), at the same time on separate LANs
+#               (SOAK_SERIAL=1: one after the other); SEED=<n> replays a sequence;
 #               figures to $(ARTIFACTS)/soak.json
 #   fuzz        coverage-guided fuzzing of every parser, FUZZ_SECONDS each (see below)
 #   soak-short  the soak suite (tests/soak): vipkeeper alone for SOAK_SECONDS (120), part of
@@ -14,6 +15,7 @@
 
 DURATION ?= 10
 SEED ?=
+SOAK_SERIAL ?=
 SOAK_SECONDS ?= 120
 SOAK_SEED ?=
 export SOAK_SECONDS SOAK_SEED
@@ -22,7 +24,7 @@ export SOAK_SECONDS SOAK_SEED
 
 soak: venv | $(ARTIFACTS)
 	$(PY) bench/soak.py --minutes $(DURATION) $(if $(SEED),--seed $(SEED)) \
-	    --json $(ARTIFACTS)/soak.json
+	    $(if $(SOAK_SERIAL),,--concurrent) --json $(ARTIFACTS)/soak.json
 
 soak-short: venv | $(ARTIFACTS)
 	$(PYTEST) tests/soak -s --junitxml=$(ARTIFACTS)/junit-soak.xml $(PYTEST_FLAGS)
