@@ -47,7 +47,12 @@ from vipkeeper.io.autopilot import Autopilot
 from vipkeeper.io.gratuitous import GratuitousSender
 from vipkeeper.io.links import AddressChanged, LinkChanged, LinkEvent, LinkMonitor, link_states
 from vipkeeper.io.notify_fifo import NotifyFifos
-from vipkeeper.io.scripts import ScriptRunner, TrackScriptPoller, notify_arguments
+from vipkeeper.io.scripts import (
+    ScriptRunner,
+    TrackScriptPoller,
+    notify_arguments,
+    script_security,
+)
 from vipkeeper.io.vrrp_socket import VrrpSocketPool
 from vipkeeper.logsetup import setup_logging
 
@@ -109,7 +114,7 @@ class Daemon:
         self._sources: dict[str, str | None] = {}
         self._refresh_pending: set[tuple[str, int]] = set()
         self._modes_pending = False
-        self.runner = ScriptRunner()
+        self.runner = ScriptRunner(security=script_security(config.global_defs))
         self.addresses = AddressManager()
         self.gratuitous = GratuitousSender()
         self.sockets = VrrpSocketPool(self._on_packet)
