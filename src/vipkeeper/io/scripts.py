@@ -98,7 +98,8 @@ class ScriptSecurityDefs(Protocol):
 class ScriptSecurity:
     """keepalived's `enable_script_security` and `script_user USER [GROUP]` (global_defs).
 
-    `user` None: DEFAULT_SCRIPT_USER when that account exists, else the daemon's own user.
+    `user` None: DEFAULT_SCRIPT_USER when that account exists and the daemon runs as root, else
+    the daemon's own user.
     With `enabled`, a script that would run as root is refused when its file, or a directory on
     its path, can be changed by someone other than root (see `insecure_path`).
     """
@@ -127,6 +128,8 @@ class _Identity:
 def _identity(security: ScriptSecurity) -> _Identity:
     name = security.user
     if name is None:
+        if os.geteuid() != 0:
+            return _Identity(None, None)  # only root can switch; scripts run as the daemon does
         try:
             entry = pwd.getpwnam(DEFAULT_SCRIPT_USER)
         except KeyError:
