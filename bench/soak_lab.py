@@ -9,7 +9,8 @@ time, undone; then the round waits for the lab's starting state (the preferred d
 holds the VIP, every real server answers through it: what harness/restore.py calls healthy)
 and a steady phase follows.
 
-A round's window runs from its fault to its recovery plus REACTION_MARGIN; a failed request
+A round's window runs from its fault (less one request timeout: a request begun just before
+the fault can fail by it) to its recovery plus REACTION_MARGIN; a failed request
 outside every window is a violation, as is a round that does not recover within its bound.
 Ends with one summary line (violations, rounds, requests and failures, recovery median / p95 /
 max) and, with --json, the figures and every round.
@@ -45,6 +46,7 @@ from harness.restore import restore  # noqa: E402
 from harness.topology import REACTION_MARGIN  # noqa: E402
 from harness.waits import LabTimeout, wait_until  # noqa: E402
 
+REQUEST_TIMEOUT = 1.0  # s: the client's timeout for one request on a new connection
 RECOVERY_TIMEOUT = 90.0  # s: from the undo to the starting state, before the round fails
 # (fault, role): what a round may do; restart = kill and start again.
 CATALOGUE = (
@@ -63,7 +65,8 @@ class Round:
     fault: str
     node: str
     hold: float
-    applied: float
+    begun: float  # wall clock, just before the fault was applied
+    applied: float  # when applying it had finished (a stop or kill takes a moment)
     undone: float
     recovered: float | None  # wall clock; None: not within RECOVERY_TIMEOUT
 
@@ -105,6 +108,7 @@ def play_round(lab: Lab, number: int, rng: random.Random) -> Round:
         node = None
     hold = round(rng.uniform(1.0, 8.0), 2)
     fault = make(lab, kind, node)
+    begun = time.time()
     applied = fault.apply()
     time.sleep(hold)  # the fault's length, drawn from the seed: nothing to poll
     undone = fault.undo()
@@ -118,7 +122,7 @@ def play_round(lab: Lab, number: int, rng: random.Random) -> Round:
     except LabTimeout:
         recovered = None
         restore(lab)  # the next round starts healthy all the same
-    return Round(number, kind, fault.node if node else "directors", hold, applied, undone,
+    return Round(number, kind, fault.node if node else "directors", hold, begun, applied, undone,
                  recovered)  # fmt: skip
 
 
@@ -144,7 +148,7 @@ def main() -> int:
         restore(lab)
         duration = args.minutes * 60
         print(f"soak-lab: seed {seed}, {args.minutes:g} min", flush=True)
-        prober = HttpProber(lab, interval=0.1, timeout=1.0, keepalive_streams=0,
+        prober = HttpProber(lab, interval=0.1, timeout=REQUEST_TIMEOUT, keepalive_streams=0,
                             max_seconds=duration + 600)  # fmt: skip
         with prober:
             started = time.time()
@@ -159,7 +163,9 @@ def main() -> int:
         if brought_up:
             lab_down()
     requests = [r for r in prober.requests if r.kind == "new" and r.start >= started]
-    windows = [(r.applied, (r.recovered or r.undone + RECOVERY_TIMEOUT) + REACTION_MARGIN)
+    # A request that began up to its own timeout before the fault can fail because of it.
+    windows = [(r.begun - REQUEST_TIMEOUT,
+                (r.recovered or r.undone + RECOVERY_TIMEOUT) + REACTION_MARGIN)
                for r in rounds]  # fmt: skip
     failed = [r for r in requests if not r.ok]
     outside = [r for r in failed if not any(a <= r.start <= b for a, b in windows)]
@@ -188,6 +194,7 @@ def main() -> int:
         "recovery_max": max(recoveries) if recoveries else None,
         "recovery_median_by_fault": {k: statistics.median(v) for k, v in sorted(by_fault.items())},
         "rounds_played": [asdict(r) for r in rounds],
+        "failed_requests": [asdict(r) for r in failed],
         "violation_list": violations,
     }
     for line in violations:
