@@ -1,6 +1,6 @@
 """Hostile neighbours: the Master's CPU and state under floods, keepalived and vipkeeper alike.
 
-The cases are tests/netns/hostile.py's: a Master alone on a LAN (priority 200, VRID 51, advert
+The cases are vipkeeper.testing.hostile's: a Master alone on a LAN (priority 200, VRID 51, advert
 interval 1 s) and an attacker that is not its peer, sending as fast as one Python process can
 for --seconds: priority-254 adverts from a non-peer with unicast_peer configured (keepalived gets
 `check_unicast_src`, which it needs to check the source; vipkeeper checks it whenever peers are
@@ -36,9 +36,8 @@ from _netns import (
     machine_summary,
     start_daemon,
     vips_on,
-    wait_until,
 )
-from hostile import (  # tests/netns, on the path through _netns
+from vipkeeper.testing.hostile import (
     ATTACKER,
     CASES,
     PEER,
@@ -48,6 +47,7 @@ from hostile import (  # tests/netns, on the path through _netns
     start_flood,
     vip,
 )
+from vipkeeper.testing.waits import wait_until
 
 SUBNET = 0
 _KEEPALIVED_STATE = re.compile(r"Entering (\w+) STATE")
@@ -72,8 +72,12 @@ def one_run(daemon: str, case: Case, seconds: float) -> dict[str, Any]:
         extra = ["--log-format", "json"] if daemon == "vipkeeper" else []
         started = start_daemon(lab, master, daemon, master_config(case, SUBNET), extra_args=extra)
         held = f"{vip(SUBNET)}/24"
-        wait_until(lambda: held in vips_on(master), 30, f"{daemon} Master holds {held}")
-        wait_until(lambda: "MASTER" in states(started.log(), daemon), 10, "MASTER logged")
+        wait_until(
+            lambda: held in vips_on(master), timeout=30, what=f"{daemon} Master holds {held}"
+        )
+        wait_until(
+            lambda: "MASTER" in states(started.log(), daemon), timeout=10, what="MASTER logged"
+        )
         before = len(states(started.log(), daemon))
         pids = started.pids()
         start = cpu_seconds(pids)

@@ -1,6 +1,6 @@
 """255 VRRP instances on one interface at run time, keepalived and vipkeeper in the same run.
 
-tests/netns/many.py's router (VRID 1 to 255 on eth0, one VIP each, v3, advert_int 1) alone on
+vipkeeper.testing.many's router (VRID 1 to 255 on eth0, one VIP each, v3, advert_int 1) alone on
 a LAN with a listener. Per run and daemon, in a fresh lab: the time from exec to all 255 VIPs
 on the interface (every instance Master; this includes Master_Down_Interval, 3.6 s), then over
 --seconds the daemon's CPU (every process and thread), its RSS, and the adverts the listener
@@ -19,12 +19,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE), str(HERE.parent / "tests" / "netns")]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from many import INSTANCES, LISTENER, config, parse_counts, vip  # noqa: E402
-
-from _netns import (  # noqa: E402
+from _netns import (
     DAEMONS,
     Lab,
     cpu_seconds,
@@ -32,8 +29,9 @@ from _netns import (  # noqa: E402
     rss_kib,
     start_daemon,
     vips_on,
-    wait_until,
 )
+from vipkeeper.testing.many import INSTANCES, LISTENER, config, parse_counts, vip
+from vipkeeper.testing.waits import wait_until
 
 SUBNET = 0
 
@@ -45,7 +43,12 @@ def one_run(daemon: str, seconds: float) -> dict[str, Any]:
         expected = {vip(SUBNET, vrid) for vrid in range(1, INSTANCES + 1)}
         exec_at = time.monotonic()
         started = start_daemon(lab, router, daemon, config(SUBNET))
-        wait_until(lambda: expected <= vips_on(router), 300, f"{daemon}: 255 VIPs", 0.02)
+        wait_until(
+            lambda: expected <= vips_on(router),
+            timeout=300,
+            what=f"{daemon}: 255 VIPs",
+            interval=0.02,
+        )
         all_master = time.monotonic() - exec_at
         listener = lab.popen(
             listener_host, sys.executable, "-c", LISTENER, f"10.{SUBNET}.0.2", f"{seconds:g}",

@@ -1,9 +1,10 @@
 """Chaos soak, vipkeeper and keepalived side by side on the same LAN with the same faults.
 
-Each daemon gets a fresh lab built the same way (tests/netns/chaos.py: routers r1, r2, r3 at
+Each daemon gets a fresh lab built the same way (vipkeeper.testing.chaos: routers r1, r2, r3 at
 priorities 150, 120, 100 with a weight -60 track script, a client pinging the VIP and asking it
 for HTTP) and plays the same seeded fault sequence for the same time. The invariants and the
-figures are chaos.py's; this script prints one summary line per daemon, then a table of both.
+figures are the chaos module's; this script prints one summary line per daemon, then a table
+of both.
 
 By default the daemons run one after the other. With --concurrent each daemon's soak runs at
 the same time in its own process on its own LAN (its own namespaces and bridge), so both meet
@@ -29,12 +30,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE), str(HERE.parent / "tests" / "netns")]
-
-from chaos import run_soak  # noqa: E402
-
-from _netns import machine_summary  # noqa: E402
+from _netns import machine_summary
+from vipkeeper.testing.chaos import run_soak
 
 ROWS = (
     ("rounds", "rounds"),

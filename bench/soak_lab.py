@@ -44,7 +44,8 @@ sys.path.insert(0, str(ROOT))
 from harness import HttpProber, Lab, make, masters, servers_answering  # noqa: E402
 from harness.restore import restore  # noqa: E402
 from harness.topology import REACTION_MARGIN  # noqa: E402
-from harness.waits import LabTimeout, wait_until  # noqa: E402
+
+from vipkeeper.testing.waits import WaitTimeout, wait_until  # noqa: E402
 
 REQUEST_TIMEOUT = 1.0  # s: the client's timeout for one request on a new connection
 RECOVERY_TIMEOUT = 90.0  # s: from the undo to the starting state, before the round fails
@@ -119,7 +120,7 @@ def play_round(lab: Lab, number: int, rng: random.Random) -> Round:
             interval=0.3,
             what="the starting state",
         )
-    except LabTimeout:
+    except WaitTimeout:
         recovered = None
         restore(lab)  # the next round starts healthy all the same
     return Round(number, kind, fault.node if node else "directors", hold, begun, applied, undone,

@@ -1,6 +1,6 @@
 """Hostile neighbours: a Master under a flood from a host that is not its peer keeps its state.
 
-Each case (tests/netns/hostile.py) starts vipkeeper as the only router (it becomes Master), then
+Each case (vipkeeper.testing.hostile) starts vipkeeper as the only router (it becomes Master), then
 the attacker floods the LAN for FLOOD seconds as fast as it can: priority-254 adverts from a
 non-peer when unicast_peer is configured, priority-254 v2 adverts with a wrong PASS password,
 lower-priority adverts, malformed ARP frames for the VIP. Afterwards the daemon has logged no
@@ -15,11 +15,19 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from hostile import CASE_NAMES, Case, flood_count, master_config, start_flood, vip
-from netlab import Lab
-from vipkeepers import Subnet, Vipkeeper, poll, start_vipkeeper
 
 from vipkeeper import control
+from vipkeeper.testing.daemons import Subnet, Vipkeeper, start_vipkeeper
+from vipkeeper.testing.hostile import (
+    CASE_NAMES,
+    Case,
+    flood_count,
+    master_config,
+    start_flood,
+    vip,
+)
+from vipkeeper.testing.netns import Lab
+from vipkeeper.testing.waits import poll
 
 pytestmark = pytest.mark.netns
 

@@ -1,6 +1,6 @@
 """255 VRRP instances on one interface at run time, not only at configuration load.
 
-One vipkeeper with VRID 1 to 255 on eth0 (tests/netns/many.py), alone on the LAN with a
+One vipkeeper with VRID 1 to 255 on eth0 (vipkeeper.testing.many), alone on the LAN with a
 listener: every instance becomes Master, its VIP is on the interface, and over LISTEN seconds
 the listener hears adverts of every one of the 255 VRIDs, each about once per advert interval.
 Then SIGTERM: every instance gives up (priority 0) and every VIP is gone.
@@ -12,9 +12,11 @@ import subprocess
 import sys
 
 import pytest
-from many import ADVERT_INT, INSTANCES, LISTENER, config, parse_counts, vip
-from netlab import Host, Lab
-from vipkeepers import Subnet, poll, start_vipkeeper
+
+from vipkeeper.testing.daemons import Subnet, start_vipkeeper
+from vipkeeper.testing.many import ADVERT_INT, INSTANCES, LISTENER, config, parse_counts, vip
+from vipkeeper.testing.netns import Host, Lab
+from vipkeeper.testing.waits import poll
 
 pytestmark = pytest.mark.netns
 

@@ -17,9 +17,8 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
-from netlab import Host, Lab
-
 from vipkeeper.core import vrrp_wire
+from vipkeeper.testing.netns import Host, Lab
 
 MASTER_PRIORITY = 200
 VRID = 51
