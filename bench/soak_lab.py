@@ -38,10 +38,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import docker
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from harness import HttpProber, Lab, make, masters, servers_answering  # noqa: E402
+from harness import HttpProber, Lab, LabError, make, masters, servers_answering  # noqa: E402
 from harness.restore import restore  # noqa: E402
 from harness.topology import REACTION_MARGIN  # noqa: E402
 
@@ -70,6 +72,7 @@ class Round:
     applied: float  # when applying it had finished (a stop or kill takes a moment)
     undone: float
     recovered: float | None  # wall clock; None: not within RECOVERY_TIMEOUT
+    problem: str | None = None  # the lab was not as the round found it, or the fault failed
 
     @property
     def recovery(self) -> float | None:
@@ -110,7 +113,19 @@ def play_round(lab: Lab, number: int, rng: random.Random) -> Round:
     hold = round(rng.uniform(1.0, 8.0), 2)
     fault = make(lab, kind, node)
     begun = time.time()
-    applied = fault.apply()
+    stopped = [s for s in topo.services if lab.state(s) != "running"]
+    if stopped:
+        # Nothing of the soak's stopped them: a container that exited by itself.
+        problem = f"not running before the fault: {', '.join(stopped)}"
+        restore(lab)
+        now = time.time()
+        return Round(number, kind, fault.node, hold, begun, now, now, None, problem)
+    try:
+        applied = fault.apply()
+    except (LabError, docker.errors.DockerException) as error:
+        restore(lab)
+        now = time.time()
+        return Round(number, kind, fault.node, hold, begun, now, now, None, f"apply: {error}")
     time.sleep(hold)  # the fault's length, drawn from the seed: nothing to poll
     undone = fault.undo()
     try:
@@ -157,6 +172,7 @@ def main() -> int:
                 played = play_round(lab, len(rounds) + 1, rng)
                 rounds.append(played)
                 shown = "never" if played.recovery is None else f"{played.recovery:.1f} s"
+                shown += f" ({played.problem})" if played.problem else ""
                 print(f"  round {played.number}: {played.fault} {played.node} "
                       f"hold {played.hold:.1f} s, recovered {shown}", flush=True)  # fmt: skip
                 time.sleep(rng.uniform(2.0, 6.0))  # the steady phase, also drawn from the seed
@@ -172,8 +188,11 @@ def main() -> int:
     outside = [r for r in failed if not any(a <= r.start <= b for a, b in windows)]
     violations = [f"request at t+{r.start - started:.1f} s failed outside every window: "
                   f"{r.error or r.status}" for r in outside]  # fmt: skip
+    violations += [f"round {r.number} ({r.fault} {r.node}): {r.problem}"
+                   for r in rounds if r.problem is not None]  # fmt: skip
     violations += [f"round {r.number} ({r.fault} {r.node}) did not recover within "
-                   f"{RECOVERY_TIMEOUT:g} s" for r in rounds if r.recovered is None]  # fmt: skip
+                   f"{RECOVERY_TIMEOUT:g} s" for r in rounds
+                   if r.recovered is None and r.problem is None]  # fmt: skip
     recoveries = [r.recovery for r in rounds if r.recovery is not None]
     by_fault: dict[str, list[float]] = {}
     for r in rounds:
