@@ -20,7 +20,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, ClassVar
 
 import docker
 from docker.models.containers import Container
@@ -48,6 +48,8 @@ class ExecResult:
 
 class Lab:
     """One Compose project's containers, by service name."""
+
+    kind: ClassVar[str] = "compose"  # harness.inventory.InventoryLab is the other kind
 
     def __init__(
         self,

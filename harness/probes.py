@@ -39,8 +39,13 @@ def vip_url(lab: Lab) -> str:
 # --- VIP ownership ------------------------------------------------------------------------------
 def holds_vip(lab: Lab, director: str) -> bool | None:
     """True/False when known; None when the director cannot be asked (not running nor paused)."""
-    state = lab.state(director)
     script = f"ip -o -4 addr show dev {lab.topology.front_if(director)}"
+    if lab.kind == "inventory":
+        # A host is asked directly, whatever its daemon's state.  Only a link that is up
+        # counts: a failed host's link is down and keeps its addresses, serving none of them.
+        result = lab.exec(director, f"{script} up", timeout=10)
+        return f" {lab.topology.vip}/" in result.output if result.ok else None
+    state = lab.state(director)
     if state == "running":
         result = lab.exec(director, script, timeout=10)
         if result.refused_paused:  # paused since the state was read

@@ -4,10 +4,10 @@ answering through genuine LVS-DR, and only the MASTER's MAC answering ARP for th
 from __future__ import annotations
 
 import pytest
-from harness import Lab, arp_answers, lab_topology, masters, servers_answering, wait_until
+from harness import Lab, arp_answers, masters, servers_answering, target, wait_until
 from harness.faults import ArpLeak, Kill
 
-TOPO = lab_topology()
+TOPO = target.topology()
 
 # Bound for a VIP move after the master dies: RFC 3768 §6.1 Master_Down_Interval of the backup,
 # plus a margin for the daemon's reaction and for polling through `docker exec`.
@@ -79,6 +79,7 @@ def test_real_server_holds_vip_on_lo_with_arp_suppressed(
     assert VIP not in frontend_if.addresses
 
 
+@pytest.mark.faults
 def test_arp_probe_catches_a_real_server_answering_when_suppression_is_off(
     healthy_lab: Lab,
 ) -> None:
@@ -93,6 +94,7 @@ def test_arp_probe_catches_a_real_server_answering_when_suppression_is_off(
     assert leak.node not in answering, answering
 
 
+@pytest.mark.faults
 def test_only_the_new_masters_mac_answers_arp_after_failover(healthy_lab: Lab) -> None:
     (old,) = masters(healthy_lab)
     (new,) = TOPO.others(old)
