@@ -53,6 +53,7 @@ include mk/lab.mk
 include mk/hardening.mk
 include mk/workshop.mk
 include mk/kernel.mk
+include mk/hosts.mk
 
 clean: clean-lab
 	rm -rf $(ARTIFACTS) images/.build
