@@ -54,6 +54,7 @@ include mk/hardening.mk
 include mk/workshop.mk
 include mk/kernel.mk
 include mk/hosts.mk
+include mk/inventory.mk
 
 clean: clean-lab
 	rm -rf $(ARTIFACTS) images/.build

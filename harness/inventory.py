@@ -54,6 +54,9 @@ FRONT_NET = "frontend"
 SERVERS_NET = "servers"
 DAEMON_UNIT = "vipkeeper"  # the director's systemd unit (packaging/vipkeeper.service)
 HTTPD_UNIT = "apache2"  # the real servers' web server unit (Debian's apache2 package)
+# Host variables of deploy/'s roles the harness reads, when the inventory sets them: where the
+# director role puts keepalived.conf (default DIRECTOR_CONF, the role's default too).
+CONFIG_FILE_VAR = "vipkeeper_config_file"
 SSH_CONTROL_DIR = Path(tempfile.gettempdir()) / f"vipkeeper-harness-ssh-{os.getuid()}"
 # A session that stops hearing from the host ends after ServerAliveInterval x CountMax seconds
 # instead of hanging the test.
@@ -162,21 +165,27 @@ Run = Callable[[str, str], str]  # (host, shell command) -> its standard output
 
 
 def discover(
-    name: str, roles: Mapping[str, str], run: Run, *, config_path: str = DIRECTOR_CONF
+    name: str,
+    roles: Mapping[str, str],
+    run: Run,
+    *,
+    config_paths: Mapping[str, str] | None = None,
 ) -> tuple[Topology, dict[str, dict[str, Interface]]]:
     """The lab's topology as the hosts show it: every director's keepalived.conf (read over
-    `run`, parsed by vipkeeper), and every host's interfaces.  Also returns each host's
-    interfaces (for MACs).  `name` names the inventory in the topology and in errors."""
+    `run` from `config_paths[host]`, by default DIRECTOR_CONF; parsed by vipkeeper), and every
+    host's interfaces.  Also returns each host's interfaces (for MACs).  `name` names the
+    inventory in the topology and in errors."""
+    paths = {h: (config_paths or {}).get(h, DIRECTOR_CONF) for h, r in roles.items()}
     directors = [h for h, r in roles.items() if r == "director"]
     interfaces = {host: parse_ip_addr(run(host, "ip -j addr show")) for host in roles}
     configs: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="vipkeeper-inventory-") as tmp:
         for host in directors:
             local = Path(tmp) / f"{host}.conf"
-            local.write_text(run(host, f"cat {shlex.quote(config_path)}"))
-            configs[host] = read_config(local, f"{host}:{config_path}")
+            local.write_text(run(host, f"cat {shlex.quote(paths[host])}"))
+            configs[host] = read_config(local, f"{host}:{paths[host]}")
     first = directors[0]
-    service = virtual_service(configs[first], f"{first}:{config_path}")
+    service = virtual_service(configs[first], f"{first}:{paths[first]}")
     # The frontend is the network of the first director's VRRP interface; the servers network
     # the one its first real server is on.
     front_if = configs[first].vrrp_instances[0].interface
@@ -214,9 +223,9 @@ def discover(
                 role=role,
                 addresses=addresses,
                 interfaces=ifnames,
-                config_path=Path(config_path),
+                config_path=Path(paths[host]),
                 config_env=None,
-                default_config=config_path,
+                default_config=paths[host],
                 **vrrp_settings(instance),
             )
             if director.interfaces.get(FRONT_NET) != instance.interface:
@@ -306,7 +315,15 @@ class InventoryLab:
         self.inventory = read_inventory(inventory)
         self.roles = roles_of(self.inventory)
         self.hosts = {name: testinfra_host(inventory, name) for name in self.roles}
-        self.topology, self._interfaces = discover(inventory.name, self.roles, self._stdout)
+        hostvars = (self.inventory.get("_meta") or {}).get("hostvars", {})
+        config_paths = {
+            h: str(hostvars[h][CONFIG_FILE_VAR])
+            for h in self.roles
+            if CONFIG_FILE_VAR in hostvars.get(h, {})
+        }
+        self.topology, self._interfaces = discover(
+            inventory.name, self.roles, self._stdout, config_paths=config_paths
+        )
         self.project = self.topology.project
 
     def _stdout(self, node: str, command: str) -> str:

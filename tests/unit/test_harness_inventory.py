@@ -144,3 +144,18 @@ def test_a_director_whose_vrrp_interface_is_not_on_the_host_is_refused() -> None
 
     with pytest.raises(TopologyError, match="VRRP interface 'eth0'"):
         discover("site.ini", roles_of(INVENTORY), run)
+
+
+def test_a_director_configuration_elsewhere_is_read_where_the_inventory_says() -> None:
+    elsewhere = "/etc/vipkeeper/site.conf"
+
+    def run(host: str, command: str) -> str:
+        if host == "lb-b" and command == f"cat {DIRECTOR_CONF}":
+            raise AssertionError("lb-b's configuration read from the default path")
+        if host == "lb-b" and command == f"cat {elsewhere}":
+            return CONFIGS["lb-b"].read_text()
+        return answers(host, command)
+
+    topo, _ = discover("site.ini", roles_of(INVENTORY), run, config_paths={"lb-b": elsewhere})
+    assert topo.director("lb-b").config_path == Path(elsewhere)
+    assert topo.director("lb-b").priority == 100
