@@ -1,4 +1,5 @@
-"""Probes: what the lab looks like right now, always measured from inside its containers.
+"""Probes: what the lab looks like right now, always measured from inside its nodes (the Compose
+lab's containers, or an inventory's hosts).
 
 Owns: who holds the VIP (`ip -o addr` on the directors), which MACs answer ARP for the VIP
 (scapy in the client), single HTTP requests and the long-running HTTP prober (both in the

@@ -8,10 +8,13 @@ import json
 from pathlib import Path
 
 import pytest
+from harness.faults import FaultError, HttpdStop, Kill, Partition
 from harness.inventory import (
     FRONT_NET,
     SERVERS_NET,
+    FaultsNotAllowed,
     InventoryError,
+    InventoryLab,
     discover,
     group_hosts,
     parse_ip_addr,
@@ -159,3 +162,62 @@ def test_a_director_configuration_elsewhere_is_read_where_the_inventory_says() -
     topo, _ = discover("site.ini", roles_of(INVENTORY), run, config_paths={"lb-b": elsewhere})
     assert topo.director("lb-b").config_path == Path(elsewhere)
     assert topo.director("lb-b").priority == 100
+
+
+class RecordingHosts:
+    """An InventoryLab's hosts that record every command instead of running it."""
+
+    def __init__(self) -> None:
+        self.commands: list[tuple[str, str]] = []
+
+    def lab(self, *, allow_faults: bool, ansible_host: str) -> InventoryLab:
+        lab = InventoryLab.__new__(InventoryLab)
+        lab.allow_faults = allow_faults
+        lab.inventory_path = Path("site.yml")
+        lab.inventory = {"_meta": {"hostvars": {h: {"ansible_host": ansible_host} for h in HOSTS}}}
+        lab.roles = roles_of(INVENTORY)
+        lab.topology, lab._interfaces = discover("site.yml", lab.roles, answers)
+        lab.hosts = {h: self.host(h) for h in lab.roles}
+        return lab
+
+    def host(self, name: str) -> object:
+        recorder = self
+
+        class Host:
+            def run(self, command: str) -> object:
+                recorder.commands.append((name, command))
+                return type("Result", (), {"rc": 0, "stdout": "", "stderr": ""})()
+
+        return Host()
+
+
+def test_a_read_only_inventory_refuses_every_fault_before_touching_a_host() -> None:
+    hosts = RecordingHosts()
+    lab = hosts.lab(allow_faults=False, ansible_host="10.99.0.1")
+    for fault in (Kill(lab, "lb-a"), HttpdStop(lab, "web-1"), Partition(lab)):
+        with pytest.raises(FaultError, match="--allow-faults"):
+            fault.apply()
+    with pytest.raises(FaultsNotAllowed):
+        lab.kill("lb-a")
+    assert hosts.commands == []
+
+
+def test_failing_a_director_reached_over_its_frontend_is_refused() -> None:
+    hosts = RecordingHosts()
+    lab = hosts.lab(allow_faults=True, ansible_host="172.16.0.53")  # lb-a's frontend address
+    with pytest.raises(InventoryError, match="cut the harness off"):
+        lab.kill("lb-a")
+    assert hosts.commands == []
+
+
+def test_failing_a_director_takes_its_frontend_down_and_kills_and_holds_its_daemon() -> None:
+    hosts = RecordingHosts()
+    lab = hosts.lab(allow_faults=True, ansible_host="10.99.0.1")
+    lab.kill("lb-b")
+    ((host, command),) = hosts.commands
+    assert host == "lb-b"
+    assert (
+        command.index("ip link set dev eth0 down")
+        < command.index("systemctl kill -s SIGKILL vipkeeper")
+        < command.index("systemctl stop vipkeeper")
+    )
