@@ -22,21 +22,22 @@ HOSTS_INVENTORY ?= deploy/inventory/hosts-lab.yml
 HOSTS_ARTIFACTS ?= $(ARTIFACTS)/hosts
 HOSTS_PYTEST_FLAGS ?=
 # The node image's packages: systemd as PID 1, sshd, python3 for Ansible (python3-apt for its
-# apt module, python3-venv for the director role's virtualenv), the kernel tools the roles and
-# vipkeeper use, the client's probes (curl, scapy, arping), and apt-ftparchive for the local
-# repository.  HOSTS_REPO_DEBS go into that repository, not onto the host.
-HOSTS_NODE_DEBS := systemd systemd-sysv openssh-server python3 python3-apt python3-venv \
-    iproute2 procps nftables iputils-ping curl python3-scapy arping apt-utils
-HOSTS_REPO_DEBS := apache2
+# apt module), iproute2 and procps, the client's probes (curl, scapy, arping), apt-ftparchive
+# for the local repository.  HOSTS_REPO_DEBS go into that repository, not onto the host: what
+# the roles install with apt (Apache; python3-venv, nftables and python3-packaging, which
+# Ansible's pip module needs on the host).
+HOSTS_NODE_DEBS := systemd systemd-sysv openssh-server python3 python3-apt iproute2 procps \
+    iputils-ping curl python3-scapy arping apt-utils
+HOSTS_REPO_DEBS := apache2 python3-venv nftables python3-packaging
 HOSTS_ENV := HOSTS_IMAGE=$(HOSTS_IMAGE) HOSTS_SSH_PUBKEY=$(abspath $(HOSTS_SSH_KEY)).pub
 HOSTS_COMPOSE := $(HOSTS_ENV) docker compose -f $(HOSTS_COMPOSE_FILE)
 ANSIBLE_ENV := ANSIBLE_CONFIG=deploy/ansible.cfg
 ANSIBLE := $(ANSIBLE_ENV) $(VENV)/bin/ansible
 ANSIBLE_PLAYBOOK := $(ANSIBLE_ENV) $(VENV)/bin/ansible-playbook
 # Where the director role takes vipkeeper's wheel and its dependencies' from (mk/lab.mk builds them).
-HOSTS_WHEELS    := $(abspath $(LAB_BUILD)/wheels)
+HOSTS_WHEELS    ?= $(abspath $(LAB_BUILD)/wheels)
 
-.PHONY: hosts-image hosts-up hosts-down deploy test-hosts hosts-key
+.PHONY: hosts-image hosts-up hosts-down deploy deploy-wheels deploy-upgrade test-hosts hosts-key
 
 ifneq ($(filter hosts-image hosts-up test-hosts,$(MAKECMDGOALS)),)
 $(if $(shell docker image inspect $(HOSTS_IMAGE) >/dev/null 2>&1 && echo y),,\
@@ -82,7 +83,7 @@ hosts-down:
 	-sh lab/host-firewall.sh del
 	rm -f $(HOSTS_SSH_DIR)/known_hosts
 
-deploy: deps $(LAB_STAMP)/wheels
+deploy: deploy-wheels
 	$(ANSIBLE_PLAYBOOK) -i $(HOSTS_INVENTORY) -e vipkeeper_wheels_dir=$(HOSTS_WHEELS) deploy/site.yml
 
 test-hosts: deps hosts-image $(LAB_STAMP)/wheels $(HOSTS_SSH_KEY)
@@ -90,3 +91,10 @@ test-hosts: deps hosts-image $(LAB_STAMP)/wheels $(HOSTS_SSH_KEY)
 	$(MAKE) hosts-up && HOSTS_INVENTORY=$(HOSTS_INVENTORY) HOSTS_WHEELS=$(HOSTS_WHEELS) \
 	    $(PYTEST) tests/hosts --junitxml=$(HOSTS_ARTIFACTS)/junit.xml $(HOSTS_PYTEST_FLAGS); \
 	    rc=$$?; $(MAKE) hosts-down; exit $$rc
+
+# vipkeeper's wheel and its dependencies' (mk/lab.mk), for the director role.
+deploy-wheels: deps $(LAB_STAMP)/wheels
+
+# The rolling upgrade (deploy/upgrade.yml) to the wheels in HOSTS_WHEELS.
+deploy-upgrade: deps $(LAB_STAMP)/wheels
+	$(ANSIBLE_PLAYBOOK) -i $(HOSTS_INVENTORY) -e vipkeeper_wheels_dir=$(HOSTS_WHEELS) deploy/upgrade.yml
