@@ -3,9 +3,22 @@ answering through genuine LVS-DR, and only the MASTER's MAC answering ARP for th
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
-from harness import Lab, arp_answers, masters, servers_answering, target, wait_until
+from harness import (
+    Lab,
+    LabTimeout,
+    arp_answers,
+    masters,
+    servers_answering,
+    target,
+    wait_until,
+)
+from harness.checks import instance_of, real_server_health
 from harness.faults import ArpLeak, Kill
+from harness.probes import director_status
+from harness.topology import REACTION_MARGIN
 
 TOPO = target.topology()
 
@@ -21,6 +34,38 @@ def test_exactly_one_director_holds_the_vip(healthy_lab: Lab) -> None:
     holders = masters(healthy_lab)
     assert len(holders) == 1, holders
     assert holders <= set(TOPO.director_names)
+
+
+def test_each_directors_own_status_agrees_with_who_holds_the_vip(healthy_lab: Lab) -> None:
+    """`vipkeeper status --json` through each director's control socket: the director holding
+    the VIP says MASTER, the others BACKUP, and each sees every real server healthy (each
+    director checks the real servers itself: allowed one check cycle to agree)."""
+    if healthy_lab.director_daemon() != "vipkeeper":
+        pytest.skip("the keepalived baseline has no `vipkeeper status`")
+    (master,) = masters(healthy_lab)
+    problems: list[str] = ["not asked yet"]
+
+    def agree() -> bool:
+        problems.clear()
+        for director in TOPO.director_names:
+            status = director_status(healthy_lab, director)
+            instance = instance_of(status)
+            expected = "MASTER" if director == master else "BACKUP"
+            if instance is None or instance.get("state") != expected:
+                problems.append(f"{director}: not {expected}: {instance}")
+            health = real_server_health(status, healthy_lab)
+            if health != dict.fromkeys(TOPO.real_server_names, True):
+                problems.append(f"{director}: real servers {health}")
+        return not problems
+
+    with contextlib.suppress(LabTimeout):
+        wait_until(
+            agree,
+            timeout=TOPO.health.up_bound() + REACTION_MARGIN,
+            interval=0.5,
+            what="every director's status to agree",
+        )
+    assert problems == []
 
 
 def test_client_gets_answers_from_both_real_servers(healthy_lab: Lab) -> None:
