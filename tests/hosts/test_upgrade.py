@@ -40,13 +40,15 @@ def new_wheels(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     src.mkdir()
     for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(ROOT / name, src / name)
-    shutil.copytree(ROOT / "src", src / "src", ignore=shutil.ignore_patterns("*.egg-info"))
-    pyproject = src / "pyproject.toml"
-    text, count = re.subn(
-        r'^version = "[^"]*"$', f'version = "{version}"', pyproject.read_text(), flags=re.M
+    shutil.copytree(
+        ROOT / "src", src / "src", ignore=shutil.ignore_patterns("*.egg-info", "__pycache__")
     )
-    assert count == 1, "pyproject.toml: no version line"
-    pyproject.write_text(text)
+    init = src / "src/vipkeeper/__init__.py"  # __version__, the version's one source
+    text, count = re.subn(
+        r'^__version__ = "[^"]*"$', f'__version__ = "{version}"', init.read_text(), flags=re.M
+    )
+    assert count == 1, f"{init}: no __version__ line"
+    init.write_text(text)
     out = base / "wheels"
     shutil.copytree(WHEELS, out, ignore=shutil.ignore_patterns("vipkeeper-*.whl"))
     pip_wheel = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation"]
@@ -168,6 +170,12 @@ def test_rolling_upgrade_under_http_load(
         f"{window[0] - started:.1f}-{window[1] - started:.1f} s: "
         f"{[(round(r.start - started, 2), r.error) for r in outside[:5]]}; "
         f"masters: {[(round(t - started, 2), sorted(m)) for t, m in watcher.history]}"
+    )
+    print(
+        f"rolling upgrade: {len(new)} new connections, {len(failed)} failed, all inside the "
+        f"handover {window[0] - started:.1f}-{window[1] - started:.1f} s; playbook "
+        f"{finished - started:.1f} s; masters: "
+        f"{[(round(t - started, 2), sorted(m)) for t, m in watcher.history]}"
     )
     late = [r for r in new if r.start > finished]
     assert len(late) >= 10 and all(r.ok for r in late), late
