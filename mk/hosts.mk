@@ -78,7 +78,7 @@ hosts-up: deps hosts-image $(HOSTS_SSH_KEY)
 	$(ANSIBLE) all -i $(HOSTS_INVENTORY) -m ansible.builtin.command \
 	    -a 'systemctl is-system-running --wait'
 
-hosts-down:
+hosts-down: deps
 	-$(HOSTS_COMPOSE) down -v --remove-orphans --timeout 10
 	-sh lab/host-firewall.sh del
 	rm -f $(HOSTS_SSH_DIR)/known_hosts
