@@ -16,8 +16,7 @@ import hashlib
 import os
 import socket
 import struct
-import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 
 import pytest
@@ -30,23 +29,21 @@ from vipkeeper.core.health import (
     Endpoint,
     HealthEvent,
     HealthMonitor,
-    RealServerSpec,
     ServerDown,
-    VirtualServerSpec,
 )
-from vipkeeper.io import checkers
+from vipkeeper.drivers.health import HealthScheduler
+from vipkeeper.io import checkers, http_response
 from vipkeeper.io.checkers import (
-    CheckError,
-    HealthScheduler,
     HttpGetCheck,
-    SocketPoller,
     TcpCheck,
     UrlCheck,
-    _ResponseReader,
 )
+from vipkeeper.io.http_response import CheckError, ResponseReader
+from vipkeeper.io.poller import SocketPoller
+from vipkeeper.testing.builders import virtual_server_spec
+from vipkeeper.testing.waits import GUARD, wait_for
 
 LOCALHOST = "127.0.0.1"
-GUARD = 20.0  # only guards against a hung test; no assertion depends on it
 BODY = b"<html>real server</html>\n" * 4
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(BODY), BODY)
 
@@ -180,13 +177,6 @@ def closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def until(condition: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + GUARD
-    while not condition():
-        assert time.monotonic() < deadline, "condition never held"
-        await asyncio.sleep(0.01)
-
-
 class Started:
     """One check started on a poller by hand, with its result as a future."""
 
@@ -231,7 +221,7 @@ async def test_an_http_check_releases_everything_whatever_its_outcome(scenario, 
         assert poller._probes == {}
         poller.close()
         await server.drop_connections()
-        await until(lambda: open_fds() <= before)
+        await wait_for(lambda: open_fds() <= before)
 
 
 @pytest.mark.parametrize("kind", ["http", "tcp"])
@@ -314,12 +304,12 @@ async def test_a_tcp_check_established_at_once_still_reports_from_the_loop():
             checker_id(port), results.append, poller
         )
         assert results == []  # never from inside start
-        await until(lambda: bool(results))
+        await wait_for(lambda: bool(results))
         assert results == [CheckSucceeded(checker=checker_id(port))]
         started.cancel()  # a no-op once finished
         poller.close()
         await server.drop_connections()
-        await until(lambda: open_fds() <= before)
+        await wait_for(lambda: open_fds() <= before)
 
 
 # --- cancellation ---------------------------------------------------------------------------------
@@ -333,7 +323,7 @@ async def test_cancelling_a_check_waiting_for_its_answer_closes_it_and_never_rep
         results: list[HealthEvent] = []
         check = HttpGetCheck(address=LOCALHOST, port=port, connect_timeout=0.2)
         probe = check.start(checker_id(port), results.append, poller)
-        await until(lambda: server.connections == 1)
+        await wait_for(lambda: server.connections == 1)
         probe.cancel()
         probe.cancel()  # idempotent
         await asyncio.sleep(0.4)  # past the deadline: a live timer would report now
@@ -341,7 +331,7 @@ async def test_cancelling_a_check_waiting_for_its_answer_closes_it_and_never_rep
         assert poller._probes == {}
         poller.close()
         await server.drop_connections()
-        await until(lambda: open_fds() <= before)
+        await wait_for(lambda: open_fds() <= before)
 
 
 @pytest.mark.parametrize("kind", ["http", "tcp"])
@@ -378,19 +368,19 @@ async def test_cancelling_a_check_whose_result_is_queued_drops_the_result():
         assert results == []
         poller.close()
         await server.drop_connections()
-        await until(lambda: open_fds() <= before)
+        await wait_for(lambda: open_fds() <= before)
 
 
 async def test_cancelling_run_cancels_the_check_and_closes_everything():
     async with serving(None) as (server, port):
         before = open_fds()
         task = asyncio.create_task(HttpGetCheck(address=LOCALHOST, port=port).run(checker_id(port)))
-        await until(lambda: server.connections == 1)
+        await wait_for(lambda: server.connections == 1)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
         await server.drop_connections()
-        await until(lambda: open_fds() <= before)
+        await wait_for(lambda: open_fds() <= before)
 
 
 async def test_scheduler_stop_cancels_checks_in_flight_and_closes_every_socket():
@@ -403,10 +393,7 @@ async def test_scheduler_stop_cancels_checks_in_flight_and_closes_every_socket()
                 Endpoint(address=LOCALHOST, port=silent_port),
             ]
             spec = CheckerSpec(delay_loop=60, retry=0)
-            vs = VirtualServerSpec(
-                name="vs",
-                real_servers=tuple(RealServerSpec(server=e, checkers=(spec,)) for e in endpoints),
-            )
+            vs = virtual_server_spec(endpoints, spec)
             checks = {
                 checker_id(port): HttpGetCheck(address=LOCALHOST, port=port, connect_timeout=30),
                 checker_id(silent_port): TcpCheck(
@@ -415,13 +402,13 @@ async def test_scheduler_stop_cancels_checks_in_flight_and_closes_every_socket()
             }
             scheduler = HealthScheduler(HealthMonitor([vs]), checks, lambda effects: None)
             scheduler.start()
-            await until(lambda: hanging.connections == 1)
+            await wait_for(lambda: hanging.connections == 1)
             assert scheduler.checks_running == 2
             assert len(asyncio.all_tasks()) == 1  # this test's: the checks run without tasks
             await scheduler.stop()
             assert scheduler.checks_running == 0
             await hanging.drop_connections()
-            await until(lambda: open_fds() <= before)
+            await wait_for(lambda: open_fds() <= before)
             assert not loop.is_closed()
 
 
@@ -455,7 +442,7 @@ async def test_a_response_delivered_byte_by_byte_is_read_whole(mode):
         )
         assert isinstance(status_only, CheckSucceeded)
         await server.drop_connections()
-        await until(lambda: open_fds() <= before)
+        await wait_for(lambda: open_fds() <= before)
 
 
 async def test_connect_timeout_bounds_a_url_as_a_whole_even_when_bytes_keep_coming():
@@ -517,7 +504,7 @@ async def test_a_broken_response_fails_with_its_reason(reply, reason):
 
 @pytest.mark.parametrize("pause", [0.0, 0.005])
 async def test_a_body_past_the_limit_fails(monkeypatch, pause):
-    monkeypatch.setattr(checkers, "MAX_RESPONSE_BYTES", 64)
+    monkeypatch.setattr(http_response, "MAX_RESPONSE_BYTES", 64)
     reply = b"HTTP/1.0 200 OK\r\n\r\n" + b"x" * 200
     async with serving(reply, piece=16, pause=pause) as (_server, port):
         url = UrlCheck(digest=hashlib.md5(b"").hexdigest())
@@ -589,13 +576,13 @@ async def test_a_result_callback_that_raises_does_not_stop_the_other_checks():
             check = HttpGetCheck(address=LOCALHOST, port=port)
             probes = [check.start(checker_id(port), explode, poller)]
             probes += [check.start(checker_id(port), results.append, poller) for _ in range(3)]
-            await until(lambda: len(results) == 3 and len(reported) == 1)
+            await wait_for(lambda: len(results) == 3 and len(reported) == 1)
             assert all(isinstance(r, CheckSucceeded) for r in results)
             assert "receiver bug" in repr(reported[0].get("exception"))
             assert poller._probes == {}
             poller.close()
             await server.drop_connections()
-            await until(lambda: open_fds() <= before)
+            await wait_for(lambda: open_fds() <= before)
     finally:
         loop.set_exception_handler(None)
 
@@ -604,7 +591,7 @@ async def test_an_unexpected_error_inside_a_check_is_reported_as_a_checker_error
     def broken(head: bytes, end: int) -> int:
         raise RuntimeError("parser bug")
 
-    monkeypatch.setattr(checkers, "_status", broken)
+    monkeypatch.setattr(http_response, "_status", broken)
     async with serving(OK) as (server, port):
         before = open_fds()
         result = await HttpGetCheck(address=LOCALHOST, port=port).run(checker_id(port))
@@ -612,7 +599,7 @@ async def test_an_unexpected_error_inside_a_check_is_reported_as_a_checker_error
             checker=checker_id(port), reason="checker error: RuntimeError('parser bug')"
         )
         await server.drop_connections()
-        await until(lambda: open_fds() <= before)
+        await wait_for(lambda: open_fds() <= before)
 
 
 class StartExplodes:
@@ -625,12 +612,7 @@ class StartExplodes:
 
 async def test_scheduler_reports_a_checker_whose_start_raises_as_a_failed_check():
     server = Endpoint(address=LOCALHOST, port=1)
-    vs = VirtualServerSpec(
-        name="vs",
-        real_servers=(
-            RealServerSpec(server=server, checkers=(CheckerSpec(retry=0, delay_loop=60),)),
-        ),
-    )
+    vs = virtual_server_spec([server], CheckerSpec(retry=0, delay_loop=60))
     downs: list[ServerDown] = []
     scheduler = HealthScheduler(
         HealthMonitor([vs]),
@@ -639,7 +621,7 @@ async def test_scheduler_reports_a_checker_whose_start_raises_as_a_failed_check(
     )
     scheduler.start()
     try:
-        await until(lambda: bool(downs))
+        await wait_for(lambda: bool(downs))
         assert "bug in start" in downs[0].reason
     finally:
         await scheduler.stop()
@@ -648,8 +630,8 @@ async def test_scheduler_reports_a_checker_whose_start_raises_as_a_failed_check(
 # --- the response reader, sans I/O ----------------------------------------------------------------
 
 
-def read(pieces: list[bytes], *, need_body: bool) -> _ResponseReader:
-    reader = _ResponseReader(need_body=need_body)
+def read(pieces: list[bytes], *, need_body: bool) -> ResponseReader:
+    reader = ResponseReader(need_body=need_body)
     for piece in pieces:
         if reader.feed(piece):
             return reader
@@ -670,7 +652,7 @@ def test_the_reader_gives_the_same_answer_for_every_split_of_a_response(mode):
 
 
 def test_the_reader_without_a_digest_is_done_at_the_end_of_the_head():
-    reader = _ResponseReader(need_body=False)
+    reader = ResponseReader(need_body=False)
     head, body = OK.split(b"\r\n\r\n", 1)
     assert not reader.feed(head + b"\r\n")
     assert reader.feed(b"\r\n" + body[:3])
@@ -678,7 +660,7 @@ def test_the_reader_without_a_digest_is_done_at_the_end_of_the_head():
 
 
 def test_the_reader_fails_a_connection_closed_before_the_head():
-    reader = _ResponseReader(need_body=False)
+    reader = ResponseReader(need_body=False)
     assert not reader.feed(b"HTTP/1.1 200 OK\r\n")
     with pytest.raises(CheckError, match="before the response headers"):
         reader.feed(b"")
