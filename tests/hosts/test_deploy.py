@@ -11,7 +11,10 @@ from typing import Any
 
 from tests.hosts.playbooks import PlaybookRun, run_playbook
 
-CONFIG = "/etc/keepalived/keepalived.conf"  # vipkeeper_config_file, the role's default
+from vipkeeper.cli import DEFAULT_CONFIG
+
+# vipkeeper_config_file: the role's default is vipkeeper's own, which the unit's default file names
+CONFIG = DEFAULT_CONFIG
 SYSCTL_FILE = "/etc/sysctl.d/90-lvs-dr-realserver.conf"  # realserver_sysctl_file
 VIP_UNIT = "lvs-dr-vip.service"  # realserver_vip_unit
 # Only the directors' configuration task (and its handlers): what an operator runs to change it.
