@@ -67,11 +67,13 @@ def _status(host: Any) -> dict[str, Any] | None:
 
 
 class StateWatcher:
-    """Asks every director for its VRRP states every POLL s over SSH; keeps (time, masters)
-    whenever the set of MASTERs changes."""
+    """Asks every director for its VRRP states every POLL s over SSH.  `polls` keeps each
+    round as (asked at, answered at, the MASTERs); `history` the answers whenever the set of
+    MASTERs changes."""
 
     def __init__(self, hosts: dict[str, Any]) -> None:
         self.hosts = hosts
+        self.polls: list[tuple[float, float, frozenset[str]]] = []
         self.history: list[tuple[float, frozenset[str]]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -86,8 +88,10 @@ class StateWatcher:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            asked = time.time()
             current = self._masters()
             now = time.time()
+            self.polls.append((asked, now, current))
             if not self.history or self.history[-1][1] != current:
                 self.history.append((now, current))
             self._stop.wait(POLL)
@@ -150,20 +154,24 @@ def test_rolling_upgrade_under_http_load(
         assert doc["daemon"]["version"] == version, (d, doc["daemon"])
         assert doc["daemon"]["pid"] != before[d]["daemon"]["pid"], f"{d} was not restarted"  # type: ignore[index]
         assert doc["daemon"]["started_at"] >= started
+    # The handover, bracketed by the watcher: the MASTER was still MASTER when the last round
+    # before its release was asked, gone when the next one was answered.
+    gone = next(i for i, p in enumerate(watcher.polls) if p[0] > started and master not in p[2])
+    still_up = max(p[0] for p in watcher.polls[:gone] if master in p[2])
+    released = watcher.polls[gone][1]
+    took_over = next(p[1] for p in watcher.polls[gone:] if successor in p[2])
+    assert took_over - still_up <= handover_bound + REACTION_MARGIN, watcher.history
     # The BACKUPs were upgraded first: each started before the MASTER gave the VIP away.
-    released = next(t for t, masters in watcher.history if t > started and master not in masters)
     for b in backups:
         assert after[b]["daemon"]["started_at"] < released, watcher.history  # type: ignore[index]
-    took_over = next(t for t, masters in watcher.history if t >= released and successor in masters)
-    assert took_over - released <= handover_bound + REACTION_MARGIN, watcher.history
-    assert (
-        len([d for d, doc in after.items() if doc and doc["instances"][0]["state"] == "MASTER"])
-        == 1
-    )
+    masters_after = [
+        d for d, doc in after.items() if doc and doc["instances"][0]["state"] == "MASTER"
+    ]
+    assert len(masters_after) == 1, after
 
     new = [r for r in prober.requests if r.kind == "new"]
     failed = [r for r in new if not r.ok]
-    window = (released - PROBE_TIMEOUT - POLL, took_over + REACTION_MARGIN)
+    window = (still_up - PROBE_TIMEOUT, took_over + REACTION_MARGIN)
     outside = [r for r in failed if not window[0] <= r.start <= window[1]]
     assert outside == [], (
         f"{len(outside)} of {len(new)} requests failed outside the failover window "
