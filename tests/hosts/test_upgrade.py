@@ -21,9 +21,11 @@ from typing import Any
 
 import pytest
 from harness.probes import HttpProber
-from harness.topology import REACTION_MARGIN, master_down_interval
+from harness.topology import REACTION_MARGIN
 from tests.hosts.inventory_client import InventoryClient
 from tests.hosts.playbooks import ROOT, WHEELS, PlaybookRun, run_playbook
+
+from vipkeeper.core.timing import master_down_interval
 
 PROBE_TIMEOUT = 1.0  # s: a new connection's request timeout
 POLL = 0.2  # s: how often the watcher asks each director for its state
@@ -120,7 +122,11 @@ def test_rolling_upgrade_under_http_load(
     backups = [d for d in directors if d != master]
     successor = max(backups, key=lambda d: before[d]["instances"][0]["priority"])  # type: ignore[index]
     instance = before[successor]["instances"][0]  # type: ignore[index]
-    handover_bound = master_down_interval(instance["priority"], instance["advert_interval"])
+    handover_bound = master_down_interval(
+        version=instance["version"],
+        priority=instance["priority"],
+        master_adver_interval=instance["advert_interval"],
+    )
     vip = instance["vips"][0]["address"]
     port = before[master]["virtual_servers"][0]["port"]  # type: ignore[index]
 
