@@ -1,10 +1,10 @@
 """Chaos soak, vipkeeper and keepalived side by side on the same LAN with the same faults.
 
-Each daemon gets a fresh lab built the same way (tests/netns/chaos.py: routers r1, r2, r3 at
+Each daemon gets a fresh lab built the same way (vipkeeper.testing.chaos: routers r1, r2, r3 at
 priorities 150, 120, 100 with a weight -60 track script, a client pinging the VIP and asking it
 for HTTP) and plays the same seeded fault sequence for the same time. The invariants and the
-figures are chaos.py's; this script runs the daemons one after the other and prints one summary
-line per daemon, then a table of both.
+figures are the chaos module's; this script runs the daemons one after the other and prints one
+summary line per daemon, then a table of both.
 
     sudo .venv/bin/python bench/soak.py --minutes 10 [--seed N] [--daemons vipkeeper,keepalived]
                                         [--advert-int 0.2] [--json FILE] [--markdown]
@@ -23,12 +23,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE), str(HERE.parent / "tests" / "netns")]
-
-from chaos import run_soak  # noqa: E402
-
-from _netns import machine_summary  # noqa: E402
+from _netns import machine_summary
+from vipkeeper.testing.chaos import run_soak
 
 ROWS = (
     ("rounds", "rounds"),

@@ -4,9 +4,9 @@
 running Compose project's containers; `inventory.InventoryLab` offers the same operations over
 an Ansible inventory's hosts, and `target` says which of the two the lab tests run against;
 `probes` measure it from inside its nodes (the host never sends lab traffic); `faults` break it
-on purpose, each fault an object with apply/undo; `waits.wait_until` polls with a stated bound;
-`timeline` writes JSON + PNG artifacts; `restore.restore` puts the lab back in its starting
-state.
+on purpose, each fault an object with apply/undo; `wait_until` (vipkeeper.testing.waits) polls
+with a stated bound; `timeline` writes JSON + PNG artifacts; `restore.restore` puts the lab back
+in its starting state.
 """
 
 from harness.faults import FAULTS, Fault, make
@@ -26,7 +26,7 @@ from harness.probes import (
 )
 from harness.timeline import Mark, Timeline
 from harness.topology import Topology, lab_topology
-from harness.waits import LabTimeout, wait_until
+from vipkeeper.testing.waits import WaitTimeout, wait_until
 
 __all__ = [
     "FAULTS",
@@ -36,12 +36,12 @@ __all__ = [
     "HttpProber",
     "Lab",
     "LabError",
-    "LabTimeout",
     "Mark",
     "Request",
     "Timeline",
     "Topology",
     "VipWatcher",
+    "WaitTimeout",
     "arp_answers",
     "client_vip_mac",
     "holds_vip",

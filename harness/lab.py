@@ -11,19 +11,21 @@ from __future__ import annotations
 import fcntl
 import io
 import os
+import socket
 import subprocess
 import tarfile
 import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, ClassVar
 
 import docker
 from docker.models.containers import Container
+from docker.utils.socket import STDOUT, frames_iter
 
 from harness.topology import Topology, lab_topology
 
@@ -44,6 +46,28 @@ class ExecResult:
     @property
     def ok(self) -> bool:
         return self.exit_code == 0
+
+
+class ExecStream:
+    """The standard output of a process started with `Lab.exec_stream`, read as it comes.
+    `close()` (from any thread) ends the reading; the process then dies writing to the closed
+    stream (SIGPIPE or EPIPE)."""
+
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw
+        self._socket: socket.socket | None = getattr(raw, "_sock", None)
+
+    def chunks(self) -> Iterator[bytes]:
+        for kind, data in frames_iter(self._raw, tty=False):
+            if kind == STDOUT and data:
+                yield bytes(data)
+
+    def close(self) -> None:
+        if self._socket is not None:
+            with suppress(OSError):
+                self._socket.shutdown(socket.SHUT_RDWR)
+        with suppress(OSError):
+            self._raw.close()
 
 
 class Lab:
@@ -133,6 +157,31 @@ class Lab:
             container = self.container(service)
             if service not in self._paused and container.status != "paused":
                 container.exec_run(cmd, detach=True)
+
+    def exec_stream(self, service: str, argv: list[str]) -> ExecStream | None:
+        """Start a long-running `argv` in the service's container and return its stdout stream;
+        None when the container is paused.  The stream ends when the process or the container
+        does; a `docker pause` later only stalls it (the process exists before the freeze,
+        which is what `pause` must not overlap, see `exec`)."""
+        with self._guard(service), self._host_lock(service, exclusive=False):
+            container = self.container(service)
+            if service in self._paused or container.status == "paused":
+                return None
+            api = self.docker.api
+            exec_id = api.exec_create(container.id, argv, stdout=True, stderr=False)
+            return ExecStream(api.exec_start(exec_id, socket=True))
+
+    def states(self) -> dict[str, tuple[str, str]]:
+        """service -> (container id, Docker status) for the whole project, in one request to
+        the engine (no per-container inspection: cheap enough to ask several times a second)."""
+        found = self.docker.api.containers(
+            all=True, filters={"label": f"{PROJECT_LABEL}={self.project}"}
+        )
+        return {
+            c["Labels"][SERVICE_LABEL]: (str(c["Id"]), str(c["State"]))
+            for c in found
+            if SERVICE_LABEL in (c.get("Labels") or {})
+        }
 
     def _guard(self, service: str) -> threading.Lock:
         with self._guards_lock:

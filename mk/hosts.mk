@@ -6,6 +6,8 @@
 #                key generated into $(HOSTS_SSH_DIR) (git-ignored); waits for every node's
 #                systemd to be running
 #   deploy       the playbook deploy/site.yml over $(HOSTS_INVENTORY)
+#   deploy-upgrade  the rolling upgrade deploy/upgrade.yml, to the wheels in HOSTS_WHEELS
+#   deploy-wheels   vipkeeper's wheel and its dependencies' (mk/lab.mk), into images/.build/wheels
 #   test-hosts   hosts-up, then pytest tests/hosts (converge, idempotence, the service under
 #                systemd, reload, a refused template, the rolling upgrade under HTTP load),
 #                then hosts-down, also on failure; JUnit XML in artifacts/hosts/
@@ -78,7 +80,7 @@ hosts-up: deps hosts-image $(HOSTS_SSH_KEY)
 	$(ANSIBLE) all -i $(HOSTS_INVENTORY) -m ansible.builtin.command \
 	    -a 'systemctl is-system-running --wait'
 
-hosts-down:
+hosts-down: deps
 	-$(HOSTS_COMPOSE) down -v --remove-orphans --timeout 10
 	-sh lab/host-firewall.sh del
 	rm -f $(HOSTS_SSH_DIR)/known_hosts

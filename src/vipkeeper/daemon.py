@@ -4,12 +4,12 @@ Owns the daemon's life: pidfile, signals (TERM/INT stop, HUP reload), start-up c
 addresses a crashed run left behind, link monitoring, and the order of start, reload and stop.
 Its collaborators each own one job: the instances' source addresses (`source_addresses`),
 tracked scripts (`track_scripts`), notify scripts (`notify_scripts`), background tasks
-(`tasks`); it wires in the operator's side, each from its own module: the control socket
-(`control`), the status document (`status`), what a reload changes (`reload`), /metrics
-(`metrics`), the service manager's notices (`service`) and the notify FIFOs
-(`io.notify_fifo`). Every protocol decision is the core's; every kernel call is an adapter's.
-A configuration that does not load is refused with its located diagnostics, and on reload the
-running configuration stays in force.
+(`tasks`), how sockets are read (`read_policy`). It wires in the operator's side, each from its
+own module: the control socket (`control`), the status document (`status`), what a reload
+changes (`reload`), /metrics (`metrics`), the service manager's notices (`service`) and the
+notify FIFOs (`io.notify_fifo`). Every protocol decision is the core's; every kernel call is an
+adapter's. A configuration that does not load is refused with its located diagnostics, and on
+reload the running configuration stays in force.
 """
 
 from __future__ import annotations
@@ -74,6 +74,8 @@ def _family_number(family: int) -> int:
 
 
 class Daemon:
+    """One `vipkeeper run`: `run()` starts everything, waits for a stop signal, stops it all."""
+
     def __init__(
         self,
         config: model.Config,

@@ -21,9 +21,11 @@ from typing import Any
 
 import pytest
 from harness.probes import HttpProber
-from harness.topology import REACTION_MARGIN, master_down_interval
+from harness.topology import REACTION_MARGIN
 from tests.hosts.inventory_client import InventoryClient
 from tests.hosts.playbooks import ROOT, WHEELS, PlaybookRun, run_playbook
+
+from vipkeeper.core.timing import master_down_interval
 
 PROBE_TIMEOUT = 1.0  # s: a new connection's request timeout
 POLL = 0.2  # s: how often the watcher asks each director for its state
@@ -40,13 +42,15 @@ def new_wheels(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     src.mkdir()
     for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(ROOT / name, src / name)
-    shutil.copytree(ROOT / "src", src / "src", ignore=shutil.ignore_patterns("*.egg-info"))
-    pyproject = src / "pyproject.toml"
-    text, count = re.subn(
-        r'^version = "[^"]*"$', f'version = "{version}"', pyproject.read_text(), flags=re.M
+    shutil.copytree(
+        ROOT / "src", src / "src", ignore=shutil.ignore_patterns("*.egg-info", "__pycache__")
     )
-    assert count == 1, "pyproject.toml: no version line"
-    pyproject.write_text(text)
+    init = src / "src/vipkeeper/__init__.py"  # __version__, the version's one source
+    text, count = re.subn(
+        r'^__version__ = "[^"]*"$', f'__version__ = "{version}"', init.read_text(), flags=re.M
+    )
+    assert count == 1, f"{init}: no __version__ line"
+    init.write_text(text)
     out = base / "wheels"
     shutil.copytree(WHEELS, out, ignore=shutil.ignore_patterns("vipkeeper-*.whl"))
     pip_wheel = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation"]
@@ -65,11 +69,13 @@ def _status(host: Any) -> dict[str, Any] | None:
 
 
 class StateWatcher:
-    """Asks every director for its VRRP states every POLL s over SSH; keeps (time, masters)
-    whenever the set of MASTERs changes."""
+    """Asks every director for its VRRP states every POLL s over SSH.  `polls` keeps each
+    round as (asked at, answered at, the MASTERs); `history` the answers whenever the set of
+    MASTERs changes."""
 
     def __init__(self, hosts: dict[str, Any]) -> None:
         self.hosts = hosts
+        self.polls: list[tuple[float, float, frozenset[str]]] = []
         self.history: list[tuple[float, frozenset[str]]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -84,8 +90,10 @@ class StateWatcher:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            asked = time.time()
             current = self._masters()
             now = time.time()
+            self.polls.append((asked, now, current))
             if not self.history or self.history[-1][1] != current:
                 self.history.append((now, current))
             self._stop.wait(POLL)
@@ -114,7 +122,11 @@ def test_rolling_upgrade_under_http_load(
     backups = [d for d in directors if d != master]
     successor = max(backups, key=lambda d: before[d]["instances"][0]["priority"])  # type: ignore[index]
     instance = before[successor]["instances"][0]  # type: ignore[index]
-    handover_bound = master_down_interval(instance["priority"], instance["advert_interval"])
+    handover_bound = master_down_interval(
+        version=instance["version"],
+        priority=instance["priority"],
+        master_adver_interval=instance["advert_interval"],
+    )
     vip = instance["vips"][0]["address"]
     port = before[master]["virtual_servers"][0]["port"]  # type: ignore[index]
 
@@ -148,26 +160,36 @@ def test_rolling_upgrade_under_http_load(
         assert doc["daemon"]["version"] == version, (d, doc["daemon"])
         assert doc["daemon"]["pid"] != before[d]["daemon"]["pid"], f"{d} was not restarted"  # type: ignore[index]
         assert doc["daemon"]["started_at"] >= started
+    # The handover, bracketed by the watcher: the MASTER was still MASTER when the last round
+    # before its release was asked, gone when the next one was answered.
+    gone = next(i for i, p in enumerate(watcher.polls) if p[0] > started and master not in p[2])
+    still_up = max(p[0] for p in watcher.polls[:gone] if master in p[2])
+    released = watcher.polls[gone][1]
+    took_over = next(p[1] for p in watcher.polls[gone:] if successor in p[2])
+    assert took_over - still_up <= handover_bound + REACTION_MARGIN, watcher.history
     # The BACKUPs were upgraded first: each started before the MASTER gave the VIP away.
-    released = next(t for t, masters in watcher.history if t > started and master not in masters)
     for b in backups:
         assert after[b]["daemon"]["started_at"] < released, watcher.history  # type: ignore[index]
-    took_over = next(t for t, masters in watcher.history if t >= released and successor in masters)
-    assert took_over - released <= handover_bound + REACTION_MARGIN, watcher.history
-    assert (
-        len([d for d, doc in after.items() if doc and doc["instances"][0]["state"] == "MASTER"])
-        == 1
-    )
+    masters_after = [
+        d for d, doc in after.items() if doc and doc["instances"][0]["state"] == "MASTER"
+    ]
+    assert len(masters_after) == 1, after
 
     new = [r for r in prober.requests if r.kind == "new"]
     failed = [r for r in new if not r.ok]
-    window = (released - PROBE_TIMEOUT - POLL, took_over + REACTION_MARGIN)
+    window = (still_up - PROBE_TIMEOUT, took_over + REACTION_MARGIN)
     outside = [r for r in failed if not window[0] <= r.start <= window[1]]
     assert outside == [], (
         f"{len(outside)} of {len(new)} requests failed outside the failover window "
         f"{window[0] - started:.1f}-{window[1] - started:.1f} s: "
         f"{[(round(r.start - started, 2), r.error) for r in outside[:5]]}; "
         f"masters: {[(round(t - started, 2), sorted(m)) for t, m in watcher.history]}"
+    )
+    print(
+        f"rolling upgrade: {len(new)} new connections, {len(failed)} failed, all inside the "
+        f"handover {window[0] - started:.1f}-{window[1] - started:.1f} s; playbook "
+        f"{finished - started:.1f} s; masters: "
+        f"{[(round(t - started, 2), sorted(m)) for t, m in watcher.history]}"
     )
     late = [r for r in new if r.start > finished]
     assert len(late) >= 10 and all(r.ok for r in late), late

@@ -12,14 +12,11 @@ topology, and every bound here is generous.
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
 HERE = Path(__file__).parent
-# The namespace lab and daemon helpers of tests/netns, shared rather than copied.
-sys.path.insert(0, str(HERE.parent / "netns"))
 
 IN_GUEST = os.environ.get("VIPKEEPER_KERNEL_VM") == os.uname().release
 

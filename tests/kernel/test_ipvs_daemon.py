@@ -35,10 +35,11 @@ from collections.abc import Iterator, Sequence
 import ipvsadm
 import pytest
 from guestnet import GATEWAY, GUEST_BOUND, VIPS, GuestNet, artifacts, poll
-from lbnet import Client, Vipkeeper
 
 from vipkeeper.config.check import run_check
 from vipkeeper.director import describe_data_plane
+from vipkeeper.testing.daemons import Vipkeeper
+from vipkeeper.testing.lbnet import Client
 
 VIP, VIP_PERSIST, VIP_SORRY, VIP_RR = VIPS
 RS1, RS2, SORRY = "192.168.0.54", "192.168.0.55", "192.168.0.56"

@@ -8,7 +8,7 @@ import contextlib
 import pytest
 from harness import (
     Lab,
-    LabTimeout,
+    WaitTimeout,
     arp_answers,
     masters,
     servers_answering,
@@ -58,7 +58,7 @@ def test_each_directors_own_status_agrees_with_who_holds_the_vip(healthy_lab: La
                 problems.append(f"{director}: real servers {health}")
         return not problems
 
-    with contextlib.suppress(LabTimeout):
+    with contextlib.suppress(WaitTimeout):
         wait_until(
             agree,
             timeout=TOPO.health.up_bound() + REACTION_MARGIN,

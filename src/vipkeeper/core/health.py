@@ -221,6 +221,15 @@ def sorry_in_use(*, configured: bool, in_quorum: bool, weights: Iterable[int]) -
     return configured and (not in_quorum or not any(weight > 0 for weight in weights))
 
 
+def _run_script(
+    script: str | None, kind: NotifyKind, virtual_server: str, server: Endpoint | None
+) -> list[HealthEffect]:
+    """The order to run a configured notify/quorum script; none when it is not configured."""
+    if not script:
+        return []
+    return [RunNotifyScript(script=script, kind=kind, virtual_server=virtual_server, server=server)]
+
+
 def _settings_of(spec: RealServerSpec) -> RealServerSpec:
     """A real server's settings with the warm-up draw left out (it differs on every load)."""
     return dataclasses.replace(
@@ -426,26 +435,10 @@ class HealthMonitor:
         if rs.refresh():
             if rs.up:
                 effects.append(ServerUp(virtual_server=name, server=server, reason=reason))
-                if rs.spec.notify_up:
-                    scripts.append(
-                        RunNotifyScript(
-                            script=rs.spec.notify_up,
-                            kind=NotifyKind.NOTIFY_UP,
-                            virtual_server=name,
-                            server=server,
-                        )
-                    )
+                scripts += _run_script(rs.spec.notify_up, NotifyKind.NOTIFY_UP, name, server)
             else:
                 effects.append(ServerDown(virtual_server=name, server=server, reason=reason))
-                if rs.spec.notify_down:
-                    scripts.append(
-                        RunNotifyScript(
-                            script=rs.spec.notify_down,
-                            kind=NotifyKind.NOTIFY_DOWN,
-                            virtual_server=name,
-                            server=server,
-                        )
-                    )
+                scripts += _run_script(rs.spec.notify_down, NotifyKind.NOTIFY_DOWN, name, server)
         up_changed = bool(effects)
         if rs.weight != old_weight:
             effects.append(
@@ -472,24 +465,12 @@ class HealthMonitor:
             if not vs.spec.omega:
                 continue
             for rs in vs.servers.values():
-                if rs.up and rs.spec.notify_down:
-                    effects.append(
-                        RunNotifyScript(
-                            script=rs.spec.notify_down,
-                            kind=NotifyKind.NOTIFY_DOWN,
-                            virtual_server=name,
-                            server=rs.spec.server,
-                        )
+                if rs.up:
+                    effects += _run_script(
+                        rs.spec.notify_down, NotifyKind.NOTIFY_DOWN, name, rs.spec.server
                     )
-            if vs.quorum_up and vs.spec.quorum_down:
-                effects.append(
-                    RunNotifyScript(
-                        script=vs.spec.quorum_down,
-                        kind=NotifyKind.QUORUM_DOWN,
-                        virtual_server=name,
-                        server=None,
-                    )
-                )
+            if vs.quorum_up:
+                effects += _run_script(vs.spec.quorum_down, NotifyKind.QUORUM_DOWN, name, None)
         return effects
 
     # -- internals ----------------------------------------------------------------------------
@@ -499,28 +480,12 @@ class HealthMonitor:
         live = vs.live_weight()
         if vs.quorum_up and (live == 0 or live < spec.quorum - spec.hysteresis):
             vs.quorum_up = False
-            if spec.quorum_down:
-                scripts.append(
-                    RunNotifyScript(
-                        script=spec.quorum_down,
-                        kind=NotifyKind.QUORUM_DOWN,
-                        virtual_server=spec.name,
-                        server=None,
-                    )
-                )
+            scripts += _run_script(spec.quorum_down, NotifyKind.QUORUM_DOWN, spec.name, None)
             return [QuorumLost(virtual_server=spec.name, live_weight=live)]
         # Regaining needs some live weight too, or a quorum <= hysteresis would flap at zero.
         if not vs.quorum_up and live > 0 and live >= spec.quorum + spec.hysteresis:
             vs.quorum_up = True
-            if spec.quorum_up:
-                scripts.append(
-                    RunNotifyScript(
-                        script=spec.quorum_up,
-                        kind=NotifyKind.QUORUM_UP,
-                        virtual_server=spec.name,
-                        server=None,
-                    )
-                )
+            scripts += _run_script(spec.quorum_up, NotifyKind.QUORUM_UP, spec.name, None)
             return [QuorumGained(virtual_server=spec.name, live_weight=live)]
         return []
 

@@ -1,9 +1,10 @@
 """The asyncio driver: feeds the pure VRRP core and carries out its orders.
 
-It owns the clock (`loop.time()`), one re-armed timer for all instances, and the order in which
-effects reach the kernel. It decides nothing about the protocol: every decision comes back from
-`Machine.handle()` as a list of effects, which are executed strictly in the order returned, one
-machine's effects never overtaking another's.
+It owns the clock (`loop.time()`), the routing of packets to machines and the hand-over to and
+from the autopilot; its timers are `vrrp_timers.Deadlines` (one re-armed timer for all
+instances) and its effects `vrrp_effects.EffectRunner`. It decides nothing about the protocol:
+every decision comes back from `Machine.handle()` as a list of effects, which are executed
+strictly in the order returned, one machine's effects never overtaking another's.
 
 It must never block: sending an advertisement is a non-blocking sendto; netlink changes, gratuitous
 ARP bursts and notify scripts are awaited by a worker task per machine, so the receive path keeps
