@@ -230,7 +230,16 @@ class HttpProber:
         result = self.lab.exec(self.client, ["cat", self.out], timeout=10)
         if not result.ok:
             return []
-        rows = [json.loads(line) for line in result.output.splitlines() if line.strip()]
+        rows = []
+        for line in result.output.splitlines():
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                if final:
+                    raise
+                # Read while the prober was writing it: the next read has the record whole.
         if final and not any(r.get("done") for r in rows):
             raise LabError("the HTTP prober has not finished")
         return [Request(**r) for r in rows if not r.get("done")]
