@@ -4,7 +4,8 @@ Exported here, and never touching the network or sleeping: `FakeClock` moves tim
 `FakeLan` wires several VRRP cores together in memory and `EffectRecorder` keeps every effect
 they return. The submodules add builders and fakes (`builders`, `adapters`, `samples`), the
 waits (`waits`), and, needing root and iproute2, the namespace labs and what runs in them
-(`netns`, `daemons`, `lbnet`, `chaos`, `nsaddr`, `adverts`). Nothing in the daemon imports them.
+(`netns`, `daemons`, `lbnet`, `chaos`, `nsaddr`, `adverts`, `vmacnet`). Nothing in the daemon
+imports them.
 """
 
 from vipkeeper.testing.clock import FakeClock
