@@ -249,8 +249,8 @@ class ArpLeak(Fault):
     def present(cls, lab: Lab) -> list[Fault]:
         return [
             cls(lab, rs)
-            for rs in lab.topology.real_server_names
-            if lab.state(rs) == "running" and not lab.exec(rs, ["vipset.sh", "status"]).ok
+            for rs in running_real_servers(lab)
+            if not lab.exec(rs, ["vipset.sh", "status"]).ok
         ]
 
     def _set(self, *, on: bool) -> None:
@@ -262,6 +262,11 @@ class ArpLeak(Fault):
 
     def _undo(self) -> None:
         self._set(on=True)
+
+
+def running_real_servers(lab: Lab) -> list[str]:
+    """The real servers whose containers run, in the topology's order."""
+    return [rs for rs in lab.topology.real_server_names if lab.state(rs) == "running"]
 
 
 def set_arp_suppression(lab: Lab, real_server: str, *, on: bool) -> None:
@@ -292,11 +297,7 @@ class HttpdStop(Fault):
 
     @classmethod
     def present(cls, lab: Lab) -> list[Fault]:
-        return [
-            cls(lab, rs)
-            for rs in lab.topology.real_server_names
-            if lab.state(rs) == "running" and not httpd_running(lab, rs)
-        ]
+        return [cls(lab, rs) for rs in running_real_servers(lab) if not httpd_running(lab, rs)]
 
     def settle_time(self) -> float:
         return self.lab.topology.health.down_bound() + REACTION_MARGIN

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from vipkeeper.io.cancel import cancel_and_wait
+
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 10.0
@@ -407,10 +409,7 @@ class TrackScriptPoller:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
 
     @property
     def running(self) -> bool:
