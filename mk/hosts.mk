@@ -10,7 +10,8 @@
 #   deploy-wheels   vipkeeper's wheel and its dependencies' (mk/lab.mk), into images/.build/wheels
 #   test-hosts   hosts-up, then pytest tests/hosts (converge, idempotence, the service under
 #                systemd, reload, a refused template, the rolling upgrade under HTTP load),
-#                then hosts-down, also on failure; JUnit XML in artifacts/hosts/
+#                then the lab tests over the hosts' inventory with faults allowed, those
+#                for the Compose lab only deselected (mk/inventory.mk), then hosts-down, also on failure; JUnit XML in artifacts/hosts/
 #   hosts-down   remove the hosts, their networks and the lab's firewall rules
 #
 # The hosts lab uses the Compose lab's networks: run these under the machine's lab lock, e.g.
@@ -24,12 +25,12 @@ HOSTS_INVENTORY ?= deploy/inventory/hosts-lab.yml
 HOSTS_ARTIFACTS ?= $(ARTIFACTS)/hosts
 HOSTS_PYTEST_FLAGS ?=
 # The node image's packages: systemd as PID 1, sshd, python3 for Ansible (python3-apt for its
-# apt module), iproute2 and procps, the client's probes (curl, scapy, arping), apt-ftparchive
+# apt module), iproute2 and procps, the client's probes (curl, scapy, arping, tcpdump), apt-ftparchive
 # for the local repository.  HOSTS_REPO_DEBS go into that repository, not onto the host: what
 # the roles install with apt (Apache; python3-venv, nftables and python3-packaging, which
 # Ansible's pip module needs on the host).
 HOSTS_NODE_DEBS := systemd systemd-sysv openssh-server python3 python3-apt iproute2 procps \
-    iputils-ping curl python3-scapy arping apt-utils
+    iputils-ping curl python3-scapy arping tcpdump apt-utils
 HOSTS_REPO_DEBS := apache2 python3-venv nftables python3-packaging
 HOSTS_ENV := HOSTS_IMAGE=$(HOSTS_IMAGE) HOSTS_SSH_PUBKEY=$(abspath $(HOSTS_SSH_KEY)).pub
 HOSTS_COMPOSE := $(HOSTS_ENV) docker compose -f $(HOSTS_COMPOSE_FILE)
@@ -91,7 +92,9 @@ deploy: deploy-wheels
 test-hosts: deps hosts-image $(LAB_STAMP)/wheels $(HOSTS_SSH_KEY)
 	@mkdir -p $(HOSTS_ARTIFACTS)
 	$(MAKE) hosts-up && HOSTS_INVENTORY=$(HOSTS_INVENTORY) HOSTS_WHEELS=$(HOSTS_WHEELS) \
-	    $(PYTEST) tests/hosts --junitxml=$(HOSTS_ARTIFACTS)/junit.xml $(HOSTS_PYTEST_FLAGS); \
+	    $(PYTEST) tests/hosts --junitxml=$(HOSTS_ARTIFACTS)/junit.xml $(HOSTS_PYTEST_FLAGS) \
+	    && $(MAKE) deploy test-inventory ALLOW_FAULTS=1 INVENTORY=$(HOSTS_INVENTORY) \
+	        PYTEST_FLAGS="-m 'not compose_only'"; \
 	    rc=$$?; $(MAKE) hosts-down; exit $$rc
 
 # vipkeeper's wheel and its dependencies' (mk/lab.mk), for the director role.
