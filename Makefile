@@ -52,6 +52,8 @@ include mk/lab.mk
 include mk/hardening.mk
 include mk/workshop.mk
 include mk/kernel.mk
+include mk/hosts.mk
+include mk/inventory.mk
 include mk/test.mk
 
 clean: clean-lab

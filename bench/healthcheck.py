@@ -36,8 +36,6 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
 from vipkeeper.core.health import (
     CheckerId,
     CheckerSpec,

@@ -1,10 +1,12 @@
-"""harness: drive the vipkeeper Compose lab from tests.
+"""harness: drive the vipkeeper lab from tests: the Compose lab, or an Ansible inventory's hosts.
 
 `topology` reads the lab from compose.yaml and the directors' keepalived.conf; `Lab` finds the
-running Compose project's containers; `probes` measure it from inside its containers (the host
-never sends lab traffic); `faults` break it on purpose, each fault an object with apply/undo;
-`wait_until` (vipkeeper.testing.waits) polls with a stated bound; `timeline` writes JSON + PNG
-artifacts; `restore.restore` puts the lab back in its starting state.
+running Compose project's containers; `inventory.InventoryLab` offers the same operations over
+an Ansible inventory's hosts, and `target` says which of the two the lab tests run against;
+`probes` measure it from inside its nodes (the host never sends lab traffic); `faults` break it
+on purpose, each fault an object with apply/undo; `wait_until` (vipkeeper.testing.waits) polls
+with a stated bound; `timeline` writes JSON + PNG artifacts; `restore.restore` puts the lab back
+in its starting state.
 """
 
 from harness.faults import FAULTS, Fault, make

@@ -125,33 +125,42 @@ def vip_held_by(director: str) -> Step:
     )
 
 
-def status_state(director: str, state: str) -> Step:
+def instance_probe(
+    director: str, judge: Callable[[dict[str, Any]], tuple[bool, str]]
+) -> Callable[[Lab], tuple[bool, str]]:
+    """A probe that judges the director's VRRP instance as `vipkeeper status --json` shows it;
+    no answer fails."""
+
     def probe(lab: Lab) -> tuple[bool, str]:
         instance = instance_of(director_status(lab, director))
         if instance is None:
             return False, "`vipkeeper status --json` did not answer"
+        return judge(instance)
+
+    return probe
+
+
+def status_state(director: str, state: str) -> Step:
+    def judge(instance: dict[str, Any]) -> tuple[bool, str]:
         seen = f"{instance.get('state')} (priority {instance.get('effective_priority')})"
         return instance.get("state") == state, seen
 
     return Step(
         what=f"{director} says it is {state}",
-        probe=probe,
+        probe=instance_probe(director, judge),
         hint=f"`docker compose exec {director} vipkeeper status` shows its state, priority and "
         "the reason of its last transition",
     )
 
 
 def effective_priority(director: str, priority: int) -> Step:
-    def probe(lab: Lab) -> tuple[bool, str]:
-        instance = instance_of(director_status(lab, director))
-        if instance is None:
-            return False, "`vipkeeper status --json` did not answer"
+    def judge(instance: dict[str, Any]) -> tuple[bool, str]:
         seen = instance.get("effective_priority")
         return seen == priority, f"priority {seen}"
 
     return Step(
         what=f"{director} runs with priority {priority}",
-        probe=probe,
+        probe=instance_probe(director, judge),
         hint="the priority fault edits a copy of the director's keepalived.conf and reloads "
         f"it: `make fault NAME=priority NODE={director} PRIORITY={priority}`",
     )

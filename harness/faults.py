@@ -3,11 +3,14 @@ object with `apply()` and an exact `undo()`.
 
 Owns: how each fault is made and undone (kill, pause, a VRRP-only partition, a node's frontend
 link down, a real server's ARP suppression off, httpd stopped, a director's priority changed and
-reloaded), which node each applies to by default, how to tell that one is present (`present`,
-so a lab broken by hand can be healed too), and the record a fault leaves in the state file so
-that `make heal` in another process can undo it.  Must never: leave behind anything its undo
-does not remove; touch anything outside the lab; edit the repository's lab/*/keepalived.conf
-(the priority fault edits a copy the director mounts).
+reloaded), in the Compose lab and on an inventory's hosts (harness.inventory: there kill is the
+director failing as a whole, pause its daemon frozen, httpd a systemd unit; the priority fault
+needs the Compose lab), which node each applies to by default, how to tell that one is present
+(`present`, so a lab broken by hand can be healed too), and the record a fault leaves in the
+state file so that `make heal` in another process can undo it.  Must never: leave behind
+anything its undo does not remove; touch anything outside the lab; change an inventory's hosts
+unless faults were allowed; edit the repository's lab/*/keepalived.conf (the priority fault
+edits a copy the director mounts).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
+from harness.inventory import HTTPD_UNIT
 from harness.lab import Lab, LabError
 from harness.probes import director_status, masters
 from harness.timeline import Timeline
@@ -97,12 +101,19 @@ class Fault(ABC):
         return now
 
     def apply(self) -> float:
+        self._allowed()
         self._apply()
         return self._mark(self.label(), "fault")
 
     def undo(self) -> float:
+        self._allowed()
         self._undo()
         return self._mark(f"undo {self.label()}", "repair")
+
+    def _allowed(self) -> None:
+        """An inventory's hosts are changed only when faults were allowed (--allow-faults)."""
+        if self.lab.kind == "inventory" and not self.lab.allow_faults:
+            raise FaultError(f"{self.label()}: changes the hosts; faults need --allow-faults")
 
     @abstractmethod
     def _apply(self) -> None: ...
@@ -119,6 +130,10 @@ def _running(lab: Lab, node: str) -> None:
 
 
 class Kill(Fault):
+    """Compose lab: `docker kill`.  Inventory: the director fails as a whole (frontend link
+    down, vipkeeper killed with SIGKILL and held down: InventoryLab.kill); undo brings it back
+    as from a reboot."""
+
     name = "kill"
     summary = "docker kill a node (default: the MASTER); undo starts it again"
     roles = ("director", "realserver", "client")
@@ -139,6 +154,9 @@ class Kill(Fault):
 
 
 class Pause(Fault):
+    """Compose lab: `docker pause`.  Inventory: vipkeeper frozen with SIGSTOP (the host still
+    answers ARP for what it holds); undo sends SIGCONT."""
+
     name = "pause"
     summary = "docker pause a node (default: the MASTER): frozen, its kernel still answers ARP"
     roles = ("director", "realserver", "client")
@@ -224,6 +242,8 @@ class Isolate(Fault):
 
     def _apply(self) -> None:
         iface = self.lab.topology.front_if(self.node)
+        if self.lab.kind == "inventory":
+            self.lab.link_guard(self.node)  # refuses when the harness reaches it over iface
         routes = self.lab.exec(self.node, ["ip", "route", "show", "default", "dev", iface])
         self.params["default_route"] = routes.output.strip().splitlines()[:1]
         self.lab.exec(self.node, ["ip", "link", "set", "dev", iface, "down"], check=True)
@@ -247,11 +267,7 @@ class ArpLeak(Fault):
 
     @classmethod
     def present(cls, lab: Lab) -> list[Fault]:
-        return [
-            cls(lab, rs)
-            for rs in lab.topology.real_server_names
-            if lab.state(rs) == "running" and not lab.exec(rs, ["vipset.sh", "status"]).ok
-        ]
+        return [cls(lab, rs) for rs in running_real_servers(lab) if not arp_suppressed(lab, rs)]
 
     def _set(self, *, on: bool) -> None:
         set_arp_suppression(self.lab, self.node, on=on)
@@ -262,6 +278,24 @@ class ArpLeak(Fault):
 
     def _undo(self) -> None:
         self._set(on=True)
+
+
+def running_real_servers(lab: Lab) -> list[str]:
+    """The real servers whose containers run, in the topology's order."""
+    return [rs for rs in lab.topology.real_server_names if lab.state(rs) == "running"]
+
+
+def arp_suppressed(lab: Lab, real_server: str) -> bool:
+    """The real server holds the VIP on lo with ARP suppressed (`vipset.sh status` in the
+    Compose lab; on a host, the same facts read directly: the realserver role sets them)."""
+    if lab.kind != "inventory":
+        return lab.exec(real_server, ["vipset.sh", "status"]).ok
+    script = (
+        "[ $(sysctl -n net.ipv4.conf.all.arp_ignore) -ge 1 ] && "
+        "[ $(sysctl -n net.ipv4.conf.all.arp_announce) -ge 2 ] && "
+        f"ip -o -4 addr show dev lo | grep -q ' inet {lab.topology.vip}/32 '"
+    )
+    return lab.exec(real_server, script).ok
 
 
 def set_arp_suppression(lab: Lab, real_server: str, *, on: bool) -> None:
@@ -292,26 +326,29 @@ class HttpdStop(Fault):
 
     @classmethod
     def present(cls, lab: Lab) -> list[Fault]:
-        return [
-            cls(lab, rs)
-            for rs in lab.topology.real_server_names
-            if lab.state(rs) == "running" and not httpd_running(lab, rs)
-        ]
+        return [cls(lab, rs) for rs in running_real_servers(lab) if not httpd_running(lab, rs)]
 
     def settle_time(self) -> float:
         return self.lab.topology.health.down_bound() + REACTION_MARGIN
 
     def _apply(self) -> None:
-        self.lab.exec(self.node, ["apache2ctl", "-k", "stop"], check=True)
+        if self.lab.kind == "inventory":
+            self.lab.unit(self.node, HTTPD_UNIT, "stop")  # systemd runs it on a host
+        else:
+            self.lab.exec(self.node, ["apache2ctl", "-k", "stop"], check=True)
         wait_until(lambda: not httpd_running(self.lab, self.node), timeout=10, what="httpd to stop")
 
     def _undo(self) -> None:
-        if not httpd_running(self.lab, self.node):
+        if httpd_running(self.lab, self.node):
+            return
+        if self.lab.kind == "inventory":
+            self.lab.unit(self.node, HTTPD_UNIT, "start")
+        else:
             self.lab.exec(self.node, ["apache2ctl", "-k", "start"], check=True)
 
 
 def httpd_running(lab: Lab, real_server: str) -> bool:
-    return lab.exec(real_server, ["pgrep", "-x", "apache2"]).ok
+    return lab.exec(real_server, ["pgrep", "-x", HTTPD_UNIT]).ok
 
 
 class Priority(Fault):
@@ -330,6 +367,8 @@ class Priority(Fault):
         return min(lab.topology.directors, key=lambda d: d.priority).name
 
     def __init__(self, lab: Lab, node: str | None = None, **kwargs: Any) -> None:
+        if lab.kind == "inventory":
+            raise FaultError("priority: needs the Compose lab (it recreates a container)")
         super().__init__(lab, node, **kwargs)
         if "priority" not in self.params:
             top = lab.topology.preferred_master.priority

@@ -21,7 +21,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, ClassVar
 
 import docker
 from docker.models.containers import Container
@@ -72,6 +72,8 @@ class ExecStream:
 
 class Lab:
     """One Compose project's containers, by service name."""
+
+    kind: ClassVar[str] = "compose"  # harness.inventory.InventoryLab is the other kind
 
     def __init__(
         self,

@@ -1,4 +1,5 @@
-"""Probes: what the lab looks like right now, always measured from inside its containers.
+"""Probes: what the lab looks like right now, always measured from inside its nodes (the Compose
+lab's containers, or an inventory's hosts).
 
 Owns: who holds the VIP (`ip -o addr` on the directors), which MACs answer ARP for the VIP
 (scapy in the client), single HTTP requests and the long-running HTTP prober (both in the
@@ -39,8 +40,13 @@ def vip_url(lab: Lab) -> str:
 # --- VIP ownership ------------------------------------------------------------------------------
 def holds_vip(lab: Lab, director: str) -> bool | None:
     """True/False when known; None when the director cannot be asked (not running nor paused)."""
-    state = lab.state(director)
     script = f"ip -o -4 addr show dev {lab.topology.front_if(director)}"
+    if lab.kind == "inventory":
+        # A host is asked directly, whatever its daemon's state.  Only a link that is up
+        # counts: a failed host's link is down and keeps its addresses, serving none of them.
+        result = lab.exec(director, f"{script} up", timeout=10)
+        return f" {lab.topology.vip}/" in result.output if result.ok else None
+    state = lab.state(director)
     if state == "running":
         result = lab.exec(director, script, timeout=10)
         if result.refused_paused:  # paused since the state was read
@@ -224,7 +230,16 @@ class HttpProber:
         result = self.lab.exec(self.client, ["cat", self.out], timeout=10)
         if not result.ok:
             return []
-        rows = [json.loads(line) for line in result.output.splitlines() if line.strip()]
+        rows = []
+        for line in result.output.splitlines():
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                if final:
+                    raise
+                # Read while the prober was writing it: the next read has the record whole.
         if final and not any(r.get("done") for r in rows):
             raise LabError("the HTTP prober has not finished")
         return [Request(**r) for r in rows if not r.get("done")]

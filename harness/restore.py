@@ -3,8 +3,9 @@
 Owns: the definition of "the starting state" (every container running, VRRP unpartitioned,
 every frontend link up, ARP suppression and httpd on, the preferred master holding the VIP
 alone, every real server answering, the client's VIP entry resolved afresh) and the undo of
-every fault present in the lab.  Must never: recreate containers or change the configuration
-(a test that does so restores it itself).
+every fault present in the lab.  On an inventory whose faults are not allowed
+(read-only checks), nothing is undone or flushed: the starting state is only awaited.  Must
+never: recreate containers or change the configuration (a test that does so restores it itself).
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ def restore(lab: Lab, *, timeout: float = UP_TIMEOUT, flush_client: bool = True)
     the protocol (gratuitous ARP from the MASTER) for one Master_Down_Interval, and flushed
     only if it still names another node then."""
     topo = lab.topology
+    if lab.kind == "inventory" and not lab.allow_faults:
+        _await_start_state(lab, timeout)
+        return
     for cls in (Pause, Kill):  # containers first: the other faults are read inside them
         for fault in cls.present(lab):
             fault.undo()
@@ -42,6 +46,18 @@ def restore(lab: Lab, *, timeout: float = UP_TIMEOUT, flush_client: bool = True)
     # point at the other director.
     if flush_client or not _client_follows(lab, preferred):
         flush_client_vip(lab)
+    _await_start_state(lab, timeout)
+
+
+def _await_start_state(lab: Lab, timeout: float) -> None:
+    topo = lab.topology
+    preferred = topo.preferred_master.name
+    wait_until(
+        lambda: masters(lab) == {preferred},
+        timeout=timeout,
+        interval=0.3,
+        what=f"{preferred} alone to hold the VIP",
+    )
     wait_until(
         lambda: set(servers_answering(lab, requests=10)) == set(topo.real_server_names),
         timeout=timeout,

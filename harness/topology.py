@@ -226,6 +226,66 @@ def _director_config(
     raise TopologyError(f"director {name}: no volume mounted at {DIRECTOR_CONF}")
 
 
+@dataclass(frozen=True, kw_only=True)
+class VirtualService:
+    """What a director's configuration says about the service the lab tests: the first VRRP
+    instance's first VIP, the virtual server on it, its real servers and their checker."""
+
+    vip: str
+    port: int
+    real_servers: tuple[str, ...]  # addresses, in configuration order
+    health: HealthCheck
+
+
+def virtual_service(config: Any, where: str) -> VirtualService:
+    """Read the VIP, its virtual server and the checker timing from a parsed keepalived.conf
+    (`where` names it in errors).  The Compose lab and an inventory read them alike."""
+    instance = config.vrrp_instances[0]
+    if not instance.virtual_ipaddresses:
+        raise TopologyError(f"{where}: {instance.name} has no VIP")
+    vip = instance.virtual_ipaddresses[0].address
+    service = next((vs for vs in config.virtual_servers if vs.address == vip), None)
+    if service is None or service.port is None or not service.real_servers:
+        raise TopologyError(f"{where}: no virtual_server {vip} PORT")
+    checker = next(iter(service.real_servers[0].checkers), None)
+    if checker is None:
+        raise TopologyError(f"{where}: the real servers have no checker")
+    health = HealthCheck(
+        delay_loop=checker.delay_loop,
+        connect_timeout=float(getattr(checker, "connect_timeout", 0.0) or 0.0),
+        retry=checker.retry,
+        delay_before_retry=checker.delay_before_retry,
+    )
+    return VirtualService(
+        vip=vip,
+        port=service.port,
+        real_servers=tuple(rs.address for rs in service.real_servers),
+        health=health,
+    )
+
+
+def vrrp_settings(instance: Any) -> dict[str, Any]:
+    """A Director's VRRP fields from its configuration's first vrrp_instance."""
+    return {
+        "instance": instance.name,
+        "vrid": instance.virtual_router_id,
+        "priority": instance.priority,
+        "version": instance.version,
+        "advert_int": instance.advert_int,
+        "preempt": instance.preempt,
+    }
+
+
+def read_config(path: Path, where: str) -> Any:
+    """vipkeeper's parser on one director's keepalived.conf; TopologyError when it is refused
+    or has no VRRP instance."""
+    result = load_config(str(path))
+    if result.config is None or not result.config.vrrp_instances:
+        errors = "; ".join(str(d) for d in result.errors) or "no vrrp_instance"
+        raise TopologyError(f"{where}: {errors}")
+    return result.config
+
+
 def load(compose_file: Path = COMPOSE_FILE, *, env: Mapping[str, str] | None = None) -> Topology:
     """Read the lab from `compose_file` and the configuration files its directors mount
     (`env` resolves `${VAR:-default}`; the process environment by default)."""
@@ -244,11 +304,7 @@ def load(compose_file: Path = COMPOSE_FILE, *, env: Mapping[str, str] | None = N
             nodes[name] = Node(name=name, role=role, addresses=addresses, interfaces=interfaces)
             continue
         path, var, default = _director_config(name, service, root, env)
-        result = load_config(str(path))
-        if result.config is None or not result.config.vrrp_instances:
-            errors = "; ".join(str(d) for d in result.errors) or "no vrrp_instance"
-            raise TopologyError(f"director {name}: {path}: {errors}")
-        instance = result.config.vrrp_instances[0]
+        instance = read_config(path, f"director {name}: {path}").vrrp_instances[0]
         director = Director(
             name=name,
             role=role,
@@ -257,12 +313,7 @@ def load(compose_file: Path = COMPOSE_FILE, *, env: Mapping[str, str] | None = N
             config_path=path,
             config_env=var,
             default_config=default,
-            instance=instance.name,
-            vrid=instance.virtual_router_id,
-            priority=instance.priority,
-            version=instance.version,
-            advert_int=instance.advert_int,
-            preempt=instance.preempt,
+            **vrrp_settings(instance),
         )
         directors.append(director)
         nodes[name] = director
@@ -276,34 +327,18 @@ def load(compose_file: Path = COMPOSE_FILE, *, env: Mapping[str, str] | None = N
         raise TopologyError(f"directors must share one network besides {front_net}: {others}")
     (servers_net,) = others
 
-    config = load_config(str(directors[0].config_path)).config
-    assert config is not None  # loaded above
-    instance = config.vrrp_instances[0]
-    if not instance.virtual_ipaddresses:
-        raise TopologyError(f"{directors[0].config_path}: {instance.name} has no VIP")
-    vip = instance.virtual_ipaddresses[0].address
-    service = next((vs for vs in config.virtual_servers if vs.address == vip), None)
-    if service is None or service.port is None or not service.real_servers:
-        raise TopologyError(f"{directors[0].config_path}: no virtual_server {vip} PORT")
-    checker = next(iter(service.real_servers[0].checkers), None)
-    if checker is None:
-        raise TopologyError(f"{directors[0].config_path}: the real servers have no checker")
-    health = HealthCheck(
-        delay_loop=checker.delay_loop,
-        connect_timeout=float(getattr(checker, "connect_timeout", 0.0) or 0.0),
-        retry=checker.retry,
-        delay_before_retry=checker.delay_before_retry,
-    )
+    first = directors[0].config_path
+    vs = virtual_service(read_config(first, str(first)), str(first))
     by_address = {
         n.addresses.get(servers_net): n
         for n in nodes.values()
         if n.role == "realserver" and servers_net in n.addresses
     }
     real_servers = []
-    for rs in service.real_servers:
-        node = by_address.get(rs.address)
+    for address in vs.real_servers:
+        node = by_address.get(address)
         if node is None:
-            raise TopologyError(f"real_server {rs.address}: no realserver service has it")
+            raise TopologyError(f"real_server {address}: no realserver service has it")
         real_servers.append(node)
     return Topology(
         project=str(doc.get("name") or root.name),
@@ -312,12 +347,12 @@ def load(compose_file: Path = COMPOSE_FILE, *, env: Mapping[str, str] | None = N
         nodes=nodes,
         front_net=front_net,
         servers_net=servers_net,
-        vip=vip,
-        vip_port=service.port,
+        vip=vs.vip,
+        vip_port=vs.port,
         directors=tuple(directors),
         real_servers=tuple(real_servers),
         client=client,
-        health=health,
+        health=vs.health,
     )
 
 

@@ -51,7 +51,7 @@ from vipkeeper.io.autopilot import Autopilot
 from vipkeeper.io.gratuitous import GratuitousSender
 from vipkeeper.io.links import AddressChanged, LinkChanged, LinkEvent, LinkMonitor, link_states
 from vipkeeper.io.notify_fifo import NotifyFifos
-from vipkeeper.io.scripts import ScriptRunner
+from vipkeeper.io.scripts import ScriptRunner, script_security
 from vipkeeper.io.vmac import Vmac, VmacError, VmacManager
 from vipkeeper.io.vrrp_socket import VrrpSocketPool
 from vipkeeper.logsetup import setup_logging
@@ -113,7 +113,7 @@ class Daemon:
         self._reload_lock = asyncio.Lock()
         self._modes_pending = False
         self.tasks = BackgroundTasks()
-        self.runner = ScriptRunner()
+        self.runner = ScriptRunner(security=script_security(config.global_defs))
         self.addresses = AddressManager()
         self.sources = SourceAddresses(self.addresses, self._feed_instance, self.tasks.spawn)
         self.sources.use(self.plan, ())

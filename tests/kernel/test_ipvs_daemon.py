@@ -216,28 +216,10 @@ def test_check_names_the_ipvs_data_plane(directors: Directors) -> None:
 
 
 def test_dr_and_nat_traffic_through_the_master(net: GuestNet, directors: Directors) -> None:
-    for name in ("rs1", "rs2"):
-        net.count_ingress(name, "srv0", {"to_vip": f"ip daddr {VIP_RR} tcp dport 80"})
-    for director in ("d1", "d2"):
-        for device in ("fe0", "srv0"):
-            net.count_ingress(
-                director, device, {"replies": f"ip saddr {VIP_RR}"}, f"probe_{device}"
-            )
-    net.count_ingress("cli", "eth0", {
-        f"from_{name}": f"ether saddr {net.mac(name, 'fe0')} ip saddr {VIP_RR} tcp sport 80"
-        for name in ("rs1", "rs2")
-    })  # fmt: skip
+    net.count_dr_paths(("d1", "d2"), vip=VIP_RR)
     seen = Counter(net.curl(VIP_RR) for _ in range(4))
     assert seen == {"rs1": 2, "rs2": 2}
-    for name in ("rs1", "rs2"):
-        # DR: the frame reached the real server with the VIP still its destination address,
-        assert net.counter(name, "netdev", "probe", "to_vip") >= seen[name]
-        # and the answer came to the client from that real server's own MAC,
-        assert net.counter("cli", "netdev", "probe", f"from_{name}") >= seen[name]
-    for director in ("d1", "d2"):
-        for device in ("fe0", "srv0"):
-            # never back through a director
-            assert net.counter(director, "netdev", f"probe_{device}", "replies") == 0
+    net.assert_direct_return(seen, ("d1", "d2"))  # DR: to the real server, back past the directors
     assert {net.curl(VIP) for _ in range(2)} <= {"rs1", "rs2"}
     # NAT: wrr with equal weights alternates; the replies return through the Master
     assert Counter(net.curl(VIP, NAT_PORT) for _ in range(4)) == {"rs1": 2, "rs2": 2}

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import time
 
-from harness import HttpProber, Lab, Timeline, VipWatcher, lab_topology, masters, wait_until
+import pytest
+from harness import HttpProber, Lab, Timeline, VipWatcher, masters, target, wait_until
 from harness.faults import Kill
 
-TOPO = lab_topology()
+pytestmark = pytest.mark.faults
+
+TOPO = target.topology()
 PREFERRED = TOPO.preferred_master
 
 FAILOVER_MARGIN = 2.0  # s: daemon reaction + docker exec polling of `ip addr`

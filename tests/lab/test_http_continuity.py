@@ -14,11 +14,14 @@ Writes a timeline (JSON + PNG) to artifacts/lab/.
 
 from __future__ import annotations
 
-from harness import HttpProber, Lab, Timeline, VipWatcher, lab_topology, masters, wait_until
+import pytest
+from harness import HttpProber, Lab, Timeline, VipWatcher, masters, target, wait_until
 from harness.faults import Kill
 from harness.topology import REACTION_MARGIN
 
-TOPO = lab_topology()
+pytestmark = pytest.mark.faults
+
+TOPO = target.topology()
 
 PROBE_TIMEOUT = 1.0  # s: a new connection's request timeout
 # A keep-alive request sent just before the kill is retransmitted by the client's TCP with

@@ -14,12 +14,17 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from harness import Lab, Timeline, VipWatcher, lab_topology, masters, wait_until
+from harness import Lab, Timeline, VipWatcher, masters, target, wait_until
 from harness.faults import Kill
 from harness.restore import UP_TIMEOUT, restore
 from harness.topology import REACTION_MARGIN
 
-TOPO = lab_topology()
+pytestmark = [
+    pytest.mark.faults,
+    pytest.mark.compose_only("recreates the directors' containers with a variant configuration"),
+]
+
+TOPO = target.topology()
 NOPREEMPT_ENV = {
     d.config_env: d.variant_config("nopreempt") for d in TOPO.directors if d.config_env
 }

@@ -6,10 +6,13 @@ one higher. Queries go through Prometheus's HTTP API from the client container."
 
 from __future__ import annotations
 
+import pytest
 from harness import Lab, wait_until
 from harness.faults import Kill
 from harness.prometheus import value
 from harness.topology import REACTION_MARGIN, SCRAPE_INTERVAL
+
+pytestmark = [pytest.mark.faults, pytest.mark.compose_only("the Compose lab's Prometheus")]
 
 MASTER, BACKUP = 2.0, 1.0  # keepalived_vrrp_state values
 INSTANCE = "VI_1"  # lab/dir*/keepalived.conf

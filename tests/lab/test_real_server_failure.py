@@ -18,11 +18,13 @@ import os
 import time
 
 import pytest
-from harness import HttpProber, Lab, Request, Timeline, lab_topology, wait_until
+from harness import HttpProber, Lab, Request, Timeline, target, wait_until
 from harness.faults import HttpdStop
 from harness.topology import REACTION_MARGIN
 
-TOPO = lab_topology()
+pytestmark = pytest.mark.faults
+
+TOPO = target.topology()
 REAL_SERVERS = TOPO.real_server_names
 FAILED_RS, *SURVIVORS = REAL_SERVERS
 DOWN_BOUND = TOPO.health.down_bound() + REACTION_MARGIN

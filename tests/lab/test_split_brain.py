@@ -31,15 +31,17 @@ from harness import (
     WaitTimeout,
     arp_answers,
     client_vip_mac,
-    lab_topology,
     servers_answering,
+    target,
     wait_until,
 )
 from harness.faults import Fault, Partition, Pause
 from harness.restore import restore
 from harness.topology import REACTION_MARGIN
 
-TOPO = lab_topology()
+pytestmark = pytest.mark.faults
+
+TOPO = target.topology()
 DIRECTORS = TOPO.director_names
 PREFERRED_MASTER = TOPO.preferred_master.name
 (OTHER,) = TOPO.others(PREFERRED_MASTER)

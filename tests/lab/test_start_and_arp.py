@@ -3,11 +3,24 @@ answering through genuine LVS-DR, and only the MASTER's MAC answering ARP for th
 
 from __future__ import annotations
 
-import pytest
-from harness import Lab, arp_answers, lab_topology, masters, servers_answering, wait_until
-from harness.faults import ArpLeak, Kill
+import contextlib
 
-TOPO = lab_topology()
+import pytest
+from harness import (
+    Lab,
+    WaitTimeout,
+    arp_answers,
+    masters,
+    servers_answering,
+    target,
+    wait_until,
+)
+from harness.checks import instance_of, real_server_health
+from harness.faults import ArpLeak, Kill
+from harness.probes import director_status
+from harness.topology import REACTION_MARGIN
+
+TOPO = target.topology()
 
 # Bound for a VIP move after the master dies: RFC 3768 §6.1 Master_Down_Interval of the backup,
 # plus a margin for the daemon's reaction and for polling through `docker exec`.
@@ -23,6 +36,38 @@ def test_exactly_one_director_holds_the_vip(healthy_lab: Lab) -> None:
     assert holders <= set(TOPO.director_names)
 
 
+def test_each_directors_own_status_agrees_with_who_holds_the_vip(healthy_lab: Lab) -> None:
+    """`vipkeeper status --json` through each director's control socket: the director holding
+    the VIP says MASTER, the others BACKUP, and each sees every real server healthy (each
+    director checks the real servers itself: allowed one check cycle to agree)."""
+    if healthy_lab.director_daemon() != "vipkeeper":
+        pytest.skip("the keepalived baseline has no `vipkeeper status`")
+    (master,) = masters(healthy_lab)
+    problems: list[str] = ["not asked yet"]
+
+    def agree() -> bool:
+        problems.clear()
+        for director in TOPO.director_names:
+            status = director_status(healthy_lab, director)
+            instance = instance_of(status)
+            expected = "MASTER" if director == master else "BACKUP"
+            if instance is None or instance.get("state") != expected:
+                problems.append(f"{director}: not {expected}: {instance}")
+            health = real_server_health(status, healthy_lab)
+            if health != dict.fromkeys(TOPO.real_server_names, True):
+                problems.append(f"{director}: real servers {health}")
+        return not problems
+
+    with contextlib.suppress(WaitTimeout):
+        wait_until(
+            agree,
+            timeout=TOPO.health.up_bound() + REACTION_MARGIN,
+            interval=0.5,
+            what="every director's status to agree",
+        )
+    assert problems == []
+
+
 def test_client_gets_answers_from_both_real_servers(healthy_lab: Lab) -> None:
     answers = servers_answering(healthy_lab, requests=30)
     assert "" not in answers, f"failed requests: {answers}"
@@ -33,6 +78,8 @@ def test_director_forwards_requests_and_never_sees_replies(healthy_lab: Lab) -> 
     """LVS-DR: the master receives client->VIP packets on the frontend and sends them, IP
     untouched, out of its servers interface; the replies (VIP->client) never pass it."""
     (master,) = masters(healthy_lab)
+    if healthy_lab.kind == "inventory" and not healthy_lab.exec(master, "command -v tcpdump").ok:
+        pytest.skip(f"tcpdump is not installed on {master}: the capture needs it")
     capture = "/tmp/dr-capture.txt"
     healthy_lab.exec(master, ["rm", "-f", capture])
     healthy_lab.exec_detached(
@@ -79,6 +126,7 @@ def test_real_server_holds_vip_on_lo_with_arp_suppressed(
     assert VIP not in frontend_if.addresses
 
 
+@pytest.mark.faults
 def test_arp_probe_catches_a_real_server_answering_when_suppression_is_off(
     healthy_lab: Lab,
 ) -> None:
@@ -93,6 +141,7 @@ def test_arp_probe_catches_a_real_server_answering_when_suppression_is_off(
     assert leak.node not in answering, answering
 
 
+@pytest.mark.faults
 def test_only_the_new_masters_mac_answers_arp_after_failover(healthy_lab: Lab) -> None:
     (old,) = masters(healthy_lab)
     (new,) = TOPO.others(old)

@@ -100,6 +100,27 @@ def entry_moves(lab: Lab, sender: Host, peer: Host, address: str) -> None:
     updated()
 
 
+def announce_watched(
+    lab: Lab,
+    pair: tuple[Host, Host],
+    pcap: Path,
+    address: str,
+    prefixlen: int,
+    count: int,
+    **how: bool,
+) -> None:
+    """The second host of the pair watches (`watch_peer`) while the first announces `address`."""
+    sender, peer = pair
+    watch_peer(lab, peer, address, pcap)
+    announce(lab, sender, address, prefixlen, count, **how)
+
+
+@pytest.fixture
+def pcap(tmp_path: Path) -> Path:
+    """Where the peer's capture goes."""
+    return tmp_path / "b.pcap"
+
+
 @pytest.fixture
 def pair(lab: Lab) -> tuple[Host, Host]:
     return lab.add_host("a", ["10.0.0.1/24", "fd00::1/64"]), lab.add_host(
@@ -108,13 +129,10 @@ def pair(lab: Lab) -> tuple[Host, Host]:
 
 
 def test_gratuitous_arp_moves_the_peers_neighbour_entry_to_the_sender(
-    lab: Lab, pair: tuple[Host, Host], tmp_path: Path
+    lab: Lab, pair: tuple[Host, Host], pcap: Path
 ) -> None:
     a, b = pair
-    pcap = tmp_path / "b.pcap"
-    watch_peer(lab, b, "10.0.0.100", pcap)
-
-    announce(lab, a, "10.0.0.100", 24, count=3)
+    announce_watched(lab, pair, pcap, "10.0.0.100", 24, count=3)
 
     entry_moves(lab, a, b, "10.0.0.100")
 
@@ -133,13 +151,10 @@ def test_gratuitous_arp_moves_the_peers_neighbour_entry_to_the_sender(
 
 
 def test_announcing_at_once_sends_every_round_without_the_loop(
-    lab: Lab, pair: tuple[Host, Host], tmp_path: Path
+    lab: Lab, pair: tuple[Host, Host], pcap: Path
 ) -> None:
     a, b = pair
-    pcap = tmp_path / "b.pcap"
-    watch_peer(lab, b, "10.0.0.101", pcap)
-
-    announce(lab, a, "10.0.0.101", 24, count=2, at_once=True)
+    announce_watched(lab, pair, pcap, "10.0.0.101", 24, count=2, at_once=True)
 
     @poll
     def two_announcements_and_the_entry_moved() -> None:
@@ -153,13 +168,10 @@ def test_announcing_at_once_sends_every_round_without_the_loop(
 
 
 def test_unsolicited_neighbour_advertisement_overrides_the_peers_entry(
-    lab: Lab, pair: tuple[Host, Host], tmp_path: Path
+    lab: Lab, pair: tuple[Host, Host], pcap: Path
 ) -> None:
     a, b = pair
-    pcap = tmp_path / "b.pcap"
-    watch_peer(lab, b, "fd00::100", pcap)
-
-    announce(lab, a, "fd00::100", 64, count=2, via_class=True)
+    announce_watched(lab, pair, pcap, "fd00::100", 64, count=2, via_class=True)
 
     entry_moves(lab, a, b, "fd00::100")
 

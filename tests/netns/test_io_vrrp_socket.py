@@ -74,6 +74,11 @@ def received(out: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
 
 
+def priority(packet: dict[str, object]) -> int:
+    """The VRRP priority of a packet `received` logged."""
+    return bytes.fromhex(str(packet["payload"]))[2]
+
+
 def link_local(lab: Lab, host: Host) -> str:
     return next(a.split("/")[0] for a in lab.addresses(host, "inet6") if a.startswith("fe80:"))
 
@@ -221,20 +226,21 @@ POOL_RECEIVER = """
 import asyncio, json, socket, sys
 from vipkeeper.io.vrrp_socket import VrrpSocketPool
 
-async def main(interface, out):
+async def main(interface, lazy, out):
     log = open(out, "a")
     loop = asyncio.get_running_loop()
     def sink(interface, family, packet, received_at):
-        age = loop.time() - received_at
         log.write(json.dumps({
             "interface": interface, "family": family, "source": packet.source,
             "destination": packet.destination, "ttl": packet.ttl,
-            "payload": packet.payload.hex(), "fresh": 0 <= age < 1,
+            "payload": packet.payload.hex(), "waited": loop.time() - received_at,
         }) + "\\n")
         log.flush()
     pool = VrrpSocketPool(sink)
-    await pool.open(interface, socket.AF_INET)
-    await pool.open(interface, socket.AF_INET6)
+    for family in (socket.AF_INET, socket.AF_INET6):
+        await pool.open(interface, family)
+        if lazy == "lazy":
+            pool.set_lazy(interface, family, True)
     open(out + ".ready", "w").close()
     await asyncio.Event().wait()
 
@@ -257,19 +263,30 @@ asyncio.run(main(*sys.argv[1:]))
 """
 
 
+def pool_receiving(
+    lab: Lab, pair: tuple[Host, Host], tmp_path: Path, mode: str
+) -> tuple[Path, str]:
+    """POOL_RECEIVER (`mode` "eager" or "lazy") runs on the second host: its log, and the first
+    host's link-local address to send from."""
+    sender, receiver = pair
+    out = tmp_path / "b.jsonl"
+    spawn_ready(lab, receiver, out, POOL_RECEIVER, receiver.ifname, mode, str(out))
+    return out, link_local(lab, sender)
+
+
 def test_socket_pool_opens_per_family_and_tags_packets_with_interface_and_family(
     lab: Lab, pair: tuple[Host, Host], tmp_path: Path
 ) -> None:
-    a, b = pair
-    out = tmp_path / "b.jsonl"
-    spawn_ready(lab, b, out, POOL_RECEIVER, b.ifname, str(out))
-    source6 = link_local(lab, a)
+    a, _ = pair
+    out, source6 = pool_receiving(lab, pair, tmp_path, "eager")
 
     lab.python(a, POOL_SENDER, a.ifname, "10.0.0.1", source6, PAYLOAD.hex())
 
     @poll
     def both_arrived() -> None:
         packets = sorted(received(out), key=lambda p: int(str(p["family"])))
+        for packet in packets:  # handed over at once, stamped with when it arrived
+            packet["fresh"] = 0 <= float(str(packet.pop("waited"))) < 1
         assert packets == [
             {"interface": "eth0", "family": 2, "source": "10.0.0.1",
              "destination": "224.0.0.18", "ttl": 255, "payload": PAYLOAD.hex(), "fresh": True},
@@ -280,39 +297,14 @@ def test_socket_pool_opens_per_family_and_tags_packets_with_interface_and_family
     both_arrived()
 
 
-LAZY_RECEIVER = """
-import asyncio, json, socket, sys
-from vipkeeper.io.vrrp_socket import VrrpSocketPool
-
-async def main(interface, out):
-    log = open(out, "a")
-    loop = asyncio.get_running_loop()
-    def sink(interface, family, packet, received_at):
-        log.write(json.dumps({
-            "family": family, "priority": packet.payload[2],
-            "waited": loop.time() - received_at,
-        }) + "\\n")
-        log.flush()
-    pool = VrrpSocketPool(sink)
-    for family in (socket.AF_INET, socket.AF_INET6):
-        await pool.open(interface, family)
-        pool.set_lazy(interface, family, True)
-    open(out + ".ready", "w").close()
-    await asyncio.Event().wait()
-
-asyncio.run(main(*sys.argv[1:]))
-"""
-
 HELD_BACK = 0.3  # seconds the routine advertisements sit unread before the doorbell rings
 
 
 def test_a_lazy_socket_holds_routine_adverts_until_a_priority_zero_one_rings_the_doorbell(
     lab: Lab, pair: tuple[Host, Host], tmp_path: Path
 ) -> None:
-    a, b = pair
-    out = tmp_path / "b.jsonl"
-    spawn_ready(lab, b, out, LAZY_RECEIVER, b.ifname, str(out))
-    source6 = link_local(lab, a)
+    a, _ = pair
+    out, source6 = pool_receiving(lab, pair, tmp_path, "lazy")
     routine = PAYLOAD  # priority 100
     leaving = PAYLOAD[:2] + b"\x00" + PAYLOAD[3:]  # priority 0: a Master leaving
     lab.python(a, POOL_SENDER, a.ifname, "10.0.0.1", source6, routine.hex())
@@ -330,7 +322,7 @@ def test_a_lazy_socket_holds_routine_adverts_until_a_priority_zero_one_rings_the
         for family in (2, 10):
             first, second = [p for p in packets if p["family"] == family]
             # In arrival order, each stamped with when it arrived, not when it was read.
-            assert (first["priority"], second["priority"]) == (100, 0)
+            assert (priority(first), priority(second)) == (100, 0)
             assert float(first["waited"]) >= HELD_BACK
             assert 0 <= float(second["waited"]) < HELD_BACK
 

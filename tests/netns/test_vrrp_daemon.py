@@ -396,14 +396,19 @@ def _assert_counter_at_least(lab: Lab, host: Host, name: str, packets: int) -> N
 # -- versions and authentication ---------------------------------------------------------------
 
 
-def test_v2_pass_authentication_elects_and_fails_over(lab: Lab) -> None:
+def pass_pair(lab: Lab, passwords: tuple[str, str]) -> tuple[Subnet, Host, Host, list[Vipkeeper]]:
+    """Two routers, r1 at priority 200 and r2 at 100, with VRRPv2 PASS `passwords`."""
     net = Subnet.next()
     r1, r2 = add_routers(lab, net, 2)
-    daemons = start_all(
-        lab,
-        [r1, r2],
-        [instance_config(priority=p, vips=[net.vip4_cidr], auth_pass="s3cret") for p in (200, 100)],
-    )
+    configs = [
+        instance_config(priority=p, vips=[net.vip4_cidr], auth_pass=password)
+        for p, password in zip((200, 100), passwords, strict=True)
+    ]
+    return net, r1, r2, start_all(lab, [r1, r2], configs)
+
+
+def test_v2_pass_authentication_elects_and_fails_over(lab: Lab) -> None:
+    net, r1, r2, daemons = pass_pair(lab, ("s3cret", "s3cret"))
     wait_for_holders(lab, [r1, r2], net.vip4_cidr, ["r1"], within=SETTLE, daemons=daemons)
     # r2 accepts r1's authenticated adverts: a whole Master_Down_Interval passes and r2 stays
     # Backup (with a wrong password it would not; see the next test).
@@ -422,16 +427,7 @@ def test_v2_pass_authentication_elects_and_fails_over(lab: Lab) -> None:
 
 
 def test_v2_wrong_password_on_one_side_gives_two_masters(lab: Lab) -> None:
-    net = Subnet.next()
-    r1, r2 = add_routers(lab, net, 2)
-    daemons = start_all(
-        lab,
-        [r1, r2],
-        [
-            instance_config(priority=200, vips=[net.vip4_cidr], auth_pass="right"),
-            instance_config(priority=100, vips=[net.vip4_cidr], auth_pass="wrong"),
-        ],
-    )
+    net, r1, r2, daemons = pass_pair(lab, ("right", "wrong"))
     # Each drops the other's adverts, so each believes the Master is down.
     wait_for_holders(lab, [r1, r2], net.vip4_cidr, ["r1", "r2"], within=SETTLE, daemons=daemons)
 

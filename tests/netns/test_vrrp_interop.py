@@ -82,6 +82,15 @@ def build(
         ka_host,
         global_defs("ka") + settings.config(priority=keepalived_priority, vip=net.vip4_cidr),
     )
+    # Elected: the higher priority alone holds the VIP and the other says it is Backup.
+    both = [vipkeeper, keepalived]
+    hosts = [vk_host, ka_host]
+    if vipkeeper_priority > keepalived_priority:
+        wait_for_holders(lab, hosts, net.vip4_cidr, ["vk"], within=SETTLE, daemons=both)
+        poll(SETTLE, lambda: _keepalived_is_backup(keepalived))
+    else:
+        wait_for_holders(lab, hosts, net.vip4_cidr, ["ka"], within=SETTLE, daemons=both)
+        poll(SETTLE, lambda: _assert_vipkeeper_state(vipkeeper, "BACKUP"))
     return net, vk_host, ka_host, client, vipkeeper, keepalived
 
 
@@ -100,8 +109,6 @@ def test_vipkeeper_master_with_keepalived_backup_then_keepalived_takes_over(
         lab, flavour, vipkeeper_priority=200, keepalived_priority=100
     )
     both = [vipkeeper, keepalived]
-    wait_for_holders(lab, [vk_host, ka_host], net.vip4_cidr, ["vk"], within=SETTLE, daemons=both)
-    poll(SETTLE, lambda: _keepalived_is_backup(keepalived))
     wait_until_reachable(lab, client, net.vip4, within=5, daemons=both)
 
     lab.hard_fail(vk_host)  # vk keeps its addresses after SIGKILL: only ka counts
@@ -117,8 +124,6 @@ def test_keepalived_master_with_vipkeeper_backup_then_vipkeeper_takes_over(
         lab, flavour, vipkeeper_priority=100, keepalived_priority=200
     )
     both = [vipkeeper, keepalived]
-    wait_for_holders(lab, [vk_host, ka_host], net.vip4_cidr, ["ka"], within=SETTLE, daemons=both)
-    poll(SETTLE, lambda: _assert_vipkeeper_state(vipkeeper, "BACKUP"))
     wait_until_reachable(lab, client, net.vip4, within=5, daemons=both)
 
     killed_at = lab.hard_fail(ka_host)
@@ -145,9 +150,6 @@ def test_graceful_stops_hand_over_between_implementations_after_skew_time(
     )
     both = [vipkeeper, keepalived]
     hosts = [vk_host, ka_host]
-    wait_for_holders(lab, hosts, net.vip4_cidr, ["vk"], within=SETTLE, daemons=both)
-    poll(SETTLE, lambda: _keepalived_is_backup(keepalived))
-
     settings = FLAVOURS[flavour]
 
     assert vipkeeper.stop() == 0, describe([vipkeeper])

@@ -177,6 +177,17 @@ def closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
+async def released_everything(
+    poller: SocketPoller, server: Server, before: set[tuple[str, str]]
+) -> None:
+    """No probe is left in the poller; once it is closed and the server has dropped its side,
+    no descriptor opened after `before` stays open."""
+    assert poller._probes == {}
+    poller.close()
+    await server.drop_connections()
+    await wait_for(lambda: open_fds() <= before)
+
+
 class Started:
     """One check started on a poller by hand, with its result as a future."""
 
@@ -218,10 +229,7 @@ async def test_an_http_check_releases_everything_whatever_its_outcome(scenario, 
         else:
             assert isinstance(result, expected)
         started.assert_released()
-        assert poller._probes == {}
-        poller.close()
-        await server.drop_connections()
-        await wait_for(lambda: open_fds() <= before)
+        await released_everything(poller, server, before)
 
 
 @pytest.mark.parametrize("kind", ["http", "tcp"])
@@ -328,10 +336,7 @@ async def test_cancelling_a_check_waiting_for_its_answer_closes_it_and_never_rep
         probe.cancel()  # idempotent
         await asyncio.sleep(0.4)  # past the deadline: a live timer would report now
         assert results == []
-        assert poller._probes == {}
-        poller.close()
-        await server.drop_connections()
-        await wait_for(lambda: open_fds() <= before)
+        await released_everything(poller, server, before)
 
 
 @pytest.mark.parametrize("kind", ["http", "tcp"])
@@ -579,10 +584,7 @@ async def test_a_result_callback_that_raises_does_not_stop_the_other_checks():
             await wait_for(lambda: len(results) == 3 and len(reported) == 1)
             assert all(isinstance(r, CheckSucceeded) for r in results)
             assert "receiver bug" in repr(reported[0].get("exception"))
-            assert poller._probes == {}
-            poller.close()
-            await server.drop_connections()
-            await wait_for(lambda: open_fds() <= before)
+            await released_everything(poller, server, before)
     finally:
         loop.set_exception_handler(None)
 

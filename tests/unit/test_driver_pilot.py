@@ -199,6 +199,16 @@ async def piloted_backup(
 # ---- handing over --------------------------------------------------------------------------------
 
 
+def answer_recall(pilot: FakePilot, count: int) -> tuple[Beacon, SteadyReport]:
+    """The pilot carries VI_1's Beacon; its next recall reports `count` adverts sent at the
+    Beacon's cadence from its first due time."""
+    beacon = pilot.steady["VI_1"]
+    assert isinstance(beacon, Beacon)
+    report = SteadyReport(count=count, last_at=beacon.next_at + (count - 1) * beacon.interval)
+    pilot.answers["VI_1"] = Recalled(report=report)
+    return beacon, report
+
+
 async def test_a_master_is_handed_over_only_once_its_takeover_is_carried_out():
     recorder = Recorder(gate=asyncio.Event())
     pilot = FakePilot(recorder.log)
@@ -303,11 +313,8 @@ async def test_a_carried_master_gets_no_timer_from_the_loop():
 )
 async def test_any_event_first_takes_the_master_back_and_applies_the_report(event: Event):
     driver, master, pilot, _ = await piloted_master()
-    beacon = pilot.steady["VI_1"]
-    assert isinstance(beacon, Beacon)
     token = pilot.held["VI_1"]
-    report = SteadyReport(count=3, last_at=beacon.next_at + 2 * beacon.interval)
-    pilot.answers["VI_1"] = Recalled(report=report)
+    beacon, report = answer_recall(pilot, 3)
     sent_before = master.stats.adverts_sent
     seen = len(master.seen)
 
@@ -322,10 +329,7 @@ async def test_any_event_first_takes_the_master_back_and_applies_the_report(even
 
 async def test_a_packet_for_a_carried_master_takes_it_back_first():
     driver, master, pilot, recorder = await piloted_master()
-    beacon = pilot.steady["VI_1"]
-    assert isinstance(beacon, Beacon)
-    report = SteadyReport(count=2, last_at=beacon.next_at + beacon.interval)
-    pilot.answers["VI_1"] = Recalled(report=report)
+    _, report = answer_recall(pilot, 2)
     seen = len(master.seen)
     lower = packet(100)
     sent = recorder.sends("eth51")
@@ -421,11 +425,8 @@ async def test_a_stale_hand_back_is_ignored():
 
 async def test_stop_takes_every_machine_back_and_closes_the_pilot():
     driver, master, pilot, _ = await piloted_master()
-    beacon = pilot.steady["VI_1"]
-    assert isinstance(beacon, Beacon)
     token = pilot.held["VI_1"]
-    report = SteadyReport(count=5, last_at=beacon.next_at + 4 * beacon.interval)
-    pilot.answers["VI_1"] = Recalled(report=report)
+    beacon, report = answer_recall(pilot, 5)
     sent = master.stats.adverts_sent
 
     await driver.stop()

@@ -87,6 +87,15 @@ def make_watch(now: list[float]) -> tuple[Watch, FakeDirectors, FakeArp, FakeHtt
     return watch, directors, arp, http
 
 
+def watched_once(now: list[float]) -> tuple[Watch, FakeDirectors, FakeArp, FakeHttp]:
+    """`make_watch` after one poll and one snapshot, its clock half a second on."""
+    made = make_watch(now)
+    made[0].poll_once()
+    made[0].snapshot()
+    now[0] += 0.5
+    return made
+
+
 def test_the_view_shows_directors_client_http_and_real_servers() -> None:
     now = [1000.0]
     watch, *_ = make_watch(now)
@@ -104,10 +113,7 @@ def test_the_view_shows_directors_client_http_and_real_servers() -> None:
 
 def test_a_failover_shows_as_transitions_with_reasons() -> None:
     now = [1000.0]
-    watch, directors, arp, http = make_watch(now)
-    watch.poll_once()
-    watch.snapshot()
-    now[0] += 0.5
+    watch, directors, arp, http = watched_once(now)
     directors.views["dir1"] = DirectorView(name="dir1", container="exited", holds_vip=False)
     directors.views["dir2"] = director(
         "dir2", "MASTER", 100, True, reason="master down interval expired"
@@ -126,10 +132,7 @@ def test_a_failover_shows_as_transitions_with_reasons() -> None:
 
 def test_split_brain_and_a_real_server_arp_entry_and_a_drain_are_called_out() -> None:
     now = [1000.0]
-    watch, directors, arp, _ = make_watch(now)
-    watch.poll_once()
-    watch.snapshot()
-    now[0] += 0.5
+    watch, directors, arp, _ = watched_once(now)
     directors.views["dir2"] = director("dir2", "MASTER", 100, True)
     directors.views["dir1"] = DirectorView(
         name="dir1",

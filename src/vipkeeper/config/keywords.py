@@ -324,6 +324,10 @@ UNSUPPORTED_REASONS: dict[str, str] = {
         "virtual_server_group",
     ),
     **_reasons(
+        "with unicast_peer configured, an advert from any other source is always dropped",
+        "check_unicast_src vrrp_check_unicast_src",
+    ),
+    **_reasons(
         "configuration reload is not supported",
         "reload_check_config reload_time_file reload_repeat reload_file config_save_dir",
     ),

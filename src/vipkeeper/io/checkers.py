@@ -32,7 +32,7 @@ import select
 import socket
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from vipkeeper.core.health import (
     CheckerId,
@@ -391,8 +391,11 @@ class _HttpProbe(_Probe):
 
 
 @dataclass(frozen=True, kw_only=True)
-class TcpCheck:
-    """TCP_CHECK: the server accepts a connection within `connect_timeout`."""
+class _ConnectingCheck:
+    """What TCP_CHECK and HTTP_GET share: the server they connect to within `connect_timeout`,
+    and a check as a `_probe` in flight on a `SocketPoller`."""
+
+    _probe: ClassVar[Callable[..., CheckInFlight]]  # (check, poller, checker, done)
 
     address: str  # connect_ip, or the real server's address
     port: int  # connect_port, or the real server's port
@@ -407,10 +410,17 @@ class TcpCheck:
     def start(
         self, checker: CheckerId, done: ResultCallback, poller: SocketPoller
     ) -> CheckInFlight:
-        return _TcpProbe(self, poller, checker, done)
+        return type(self)._probe(self, poller, checker, done)
 
     async def run(self, checker: CheckerId) -> HealthEvent:
         return await _await_result(self, checker)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TcpCheck(_ConnectingCheck):
+    """TCP_CHECK: the server accepts a connection within `connect_timeout`."""
+
+    _probe = _TcpProbe
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -429,22 +439,18 @@ class UrlCheck:
 
 
 @dataclass(frozen=True, kw_only=True)
-class HttpGetCheck:
+class HttpGetCheck(_ConnectingCheck):
     """HTTP_GET: every url answers with an accepted status (and body digest, if configured)."""
 
-    address: str
-    port: int
+    _probe = _HttpProbe
+
     urls: tuple[UrlCheck, ...] = (UrlCheck(),)
     virtualhost: str | None = None
     http_protocol: str = "1.0"  # "1.0", "1.0C" (1.0 with Connection: close) or "1.1"
-    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
-    _target: tuple[socket.AddressFamily, tuple[str, int]] = field(
-        init=False, repr=False, compare=False
-    )
     _requests: tuple[bytes, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_target", _target(self.address, self.port))
+        super().__post_init__()
         # The requests never change: build their bytes once, not once per check.
         object.__setattr__(self, "_requests", tuple(self.request(url) for url in self.urls))
 
@@ -459,14 +465,6 @@ class HttpGetCheck:
         if self.http_protocol in ("1.0C", "1.1"):
             lines.append("Connection: close")
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-
-    def start(
-        self, checker: CheckerId, done: ResultCallback, poller: SocketPoller
-    ) -> CheckInFlight:
-        return _HttpProbe(self, poller, checker, done)
-
-    async def run(self, checker: CheckerId) -> HealthEvent:
-        return await _await_result(self, checker)
 
 
 def _verify(url: UrlCheck, response: ResponseReader) -> None:

@@ -16,7 +16,6 @@ Must never: decide what a change means for an instance (the core does), or poll.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import socket
 from collections.abc import AsyncIterator, Callable
@@ -25,6 +24,8 @@ from typing import Any
 
 from pyroute2.iproute.linux import AsyncIPRoute
 from pyroute2.netlink.rtnl import RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR, RTMGRP_LINK
+
+from vipkeeper.io.cancel import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -100,10 +101,7 @@ class LinkMonitor:
 
     async def close(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
         if self._events is not None:
             self._events.close()
             self._events = None

@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -150,22 +150,35 @@ class LbNet:
             }}""",
         )
 
-    def count_dr_paths(self, directors: Sequence[str] = tuple(DIRECTORS)) -> None:
-        """Counters on the DR paths: "to_vip" (table "probe") on each real server's srv0,
-        "replies" from the VIP on each director's fe0 and srv0 (tables "probe_fe0",
+    def count_dr_paths(self, directors: Sequence[str] = tuple(DIRECTORS), vip: str = VIP) -> None:
+        """Counters on the DR paths of `vip`: "to_vip" (table "probe") on each real server's
+        srv0, "replies" from the VIP on each director's fe0 and srv0 (tables "probe_fe0",
         "probe_srv0"), and "from_<server>" on the client (replies from the VIP with that real
         server's MAC, table "probe")."""
         for name in REAL_SERVERS:
-            self.count_ingress(name, "srv0", {"to_vip": f"ip daddr {VIP} tcp dport 80"})
+            self.count_ingress(name, "srv0", {"to_vip": f"ip daddr {vip} tcp dport 80"})
         for director in directors:
             for device in ("fe0", "srv0"):
                 self.count_ingress(
-                    director, device, {"replies": f"ip saddr {VIP}"}, f"probe_{device}"
+                    director, device, {"replies": f"ip saddr {vip}"}, f"probe_{device}"
                 )
         self.count_ingress("cli", "eth0", {
-            f"from_{name}": f"ether saddr {self.mac(name, 'fe0')} ip saddr {VIP} tcp sport 80"
+            f"from_{name}": f"ether saddr {self.mac(name, 'fe0')} ip saddr {vip} tcp sport 80"
             for name in REAL_SERVERS
         })  # fmt: skip
+
+    def assert_direct_return(
+        self, seen: Mapping[str, int], directors: Sequence[str] = tuple(DIRECTORS)
+    ) -> None:
+        """By the `count_dr_paths` counters, each real server's `seen[name]` answers took the DR
+        path: the request reached it with the VIP still its destination address, the answer came
+        to the client from its own MAC, and no reply passed back through a director."""
+        for name in REAL_SERVERS:
+            assert self.counter(name, "netdev", "probe", "to_vip") >= seen[name]
+            assert self.counter("cli", "netdev", "probe", f"from_{name}") >= seen[name]
+        for director in directors:
+            for device in ("fe0", "srv0"):
+                assert self.counter(director, "netdev", f"probe_{device}", "replies") == 0
 
     def chain_packets(self, role: str, family: str, table: str, chain: str) -> int:
         """Sum of the anonymous counters in one chain's rules."""

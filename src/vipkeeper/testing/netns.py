@@ -80,6 +80,10 @@ class Host:
     ifname: str  # the host's interface on the bridge, inside ns
     port: str  # the bridge port (in the bridge namespace) the host hangs off
 
+    def argv(self, *argv: str) -> list[str]:
+        """The command line that runs `argv` inside this host's namespace."""
+        return ["ip", "netns", "exec", self.ns, *argv]
+
 
 def _ip(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["ip", *argv], capture_output=True, text=True, check=check, timeout=30)
@@ -248,7 +252,7 @@ class Lab:
         input: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
-            ["ip", "netns", "exec", host.ns, *argv],
+            host.argv(*argv),
             input=input,
             capture_output=True,
             text=True,
@@ -271,7 +275,7 @@ class Lab:
         text: bool = False,
     ) -> subprocess.Popen[Any]:
         process = subprocess.Popen(
-            ["ip", "netns", "exec", host.ns, *argv],
+            host.argv(*argv),
             stdin=stdin,
             stdout=stdout,
             stderr=stderr,
