@@ -81,6 +81,9 @@ class DropReason:
     VRID_MISMATCH = "vrid_mismatch"
     OWN_ADVERT = "own_advert"
     UNICAST_PEER = "unicast_peer"  # unicast mode: the source is not a configured peer
+    # keepalived's three authentication counters: a type RFC 2338 does not define (invalid), a
+    # defined type other than ours (mismatch), our type with another password (failure).
+    AUTH_TYPE_INVALID = "auth_type_invalid"  # v2 Auth Type not NONE, PASS or AH
     AUTH_TYPE = "auth_type"  # RFC 3768 §7.1: auth type must match
     AUTH_MISMATCH = "auth_mismatch"  # v2 simple password differs
     INTERVAL_MISMATCH = "interval_mismatch"  # RFC 3768 §7.1: v2 Adver Int must match
@@ -108,6 +111,9 @@ class InstanceStats:
     @property
     def total_dropped(self) -> int:
         return sum(self.dropped.values())
+
+
+_AUTH_TYPES = frozenset(vrrp_wire.AuthType)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -569,6 +575,9 @@ class VrrpInstance:
             expected = (
                 vrrp_wire.AuthType.PASS if self._password is not None else vrrp_wire.AuthType.NONE
             )
+            if advert.auth_type not in _AUTH_TYPES:
+                self.stats.drop(DropReason.AUTH_TYPE_INVALID)
+                return None
             if advert.auth_type != expected:
                 self.stats.drop(DropReason.AUTH_TYPE)
                 return None
