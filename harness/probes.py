@@ -107,7 +107,12 @@ def client_vip_mac(lab: Lab) -> str | None:
     result = lab.exec(client, argv, timeout=10)
     if not result.ok:
         return None
-    for entry in json.loads(result.output or "[]"):
+    return neighbour_mac(json.loads(result.output or "[]"))
+
+
+def neighbour_mac(entries: list[dict[str, Any]]) -> str | None:
+    """The usable MAC in `ip -j neigh show` entries (a FAILED entry has none)."""
+    for entry in entries:
         mac = entry.get("lladdr")
         if mac and "FAILED" not in entry.get("state", []):
             return str(mac).lower()
