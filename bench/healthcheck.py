@@ -2,7 +2,7 @@
 
 A child process (this script with --serve) opens N listeners on 127.0.0.1 in one asyncio loop and
 answers TCP connects or a minimal HTTP/1.0 reply. This process runs `core.health.HealthMonitor`
-with `io.checkers.HealthScheduler` against all of them at `delay_loop` for `--duration` seconds
+with `drivers.health.HealthScheduler` against all of them at `delay_loop` for `--duration` seconds
 and measures its own CPU time (time.process_time, user + system of this process only) against
 wall time. Then it breaks servers one at a time ("kill": the listener closes, so connects are
 refused; "hang": HTTP mode only, the server accepts and never answers) and measures the time
@@ -50,15 +50,15 @@ from vipkeeper.core.health import (
     ServerUp,
     VirtualServerSpec,
 )
+from vipkeeper.drivers.health import HealthScheduler
 from vipkeeper.io.checkers import (
     Checker,
     CheckInFlight,
-    HealthScheduler,
     HttpGetCheck,
     ResultCallback,
-    SocketPoller,
     TcpCheck,
 )
+from vipkeeper.io.poller import SocketPoller
 
 # The bound chains up to four timers (delay_loop, connect_timeout, delay_before_retry, ...); an
 # asyncio timer fires up to about a millisecond late, more on a loaded machine. Detection within

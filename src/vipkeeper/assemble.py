@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 from vipkeeper.config import model
 from vipkeeper.core.effects import VirtualAddress
-from vipkeeper.core.vrrp import InstanceSettings, State
+from vipkeeper.core.states import State
+from vipkeeper.core.vrrp_settings import InstanceSettings
 from vipkeeper.core.vrrp_wire import MULTICAST_V4, MULTICAST_V6
 
 

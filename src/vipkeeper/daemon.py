@@ -1,13 +1,15 @@
 """`vipkeeper run`: wires the configuration, the pure core and the Linux adapters together.
 
 Owns the daemon's life: pidfile, signals (TERM/INT stop, HUP reload), start-up clean-up of
-addresses a crashed run left behind, link and address monitoring, track-script polling and
-notify scripts; it wires in the operator's side, each from its own module: the control socket
-(`control`), the status document (`status`), what a reload changes (`reload`), /metrics
-(`metrics`), the service manager's notices (`service`) and the notify FIFOs
-(`io.notify_fifo`). Every protocol decision is the core's; every kernel call is an adapter's.
-A configuration that does not load is refused with its located diagnostics, and on reload the
-running configuration stays in force.
+addresses a crashed run left behind, link monitoring, and the order of start, reload and stop.
+Its collaborators each own one job: the instances' source addresses (`source_addresses`),
+tracked scripts (`track_scripts`), notify scripts (`notify_scripts`), background tasks
+(`tasks`), how sockets are read (`read_policy`). It wires in the operator's side, each from its
+own module: the control socket (`control`), the status document (`status`), what a reload
+changes (`reload`), /metrics (`metrics`), the service manager's notices (`service`) and the
+notify FIFOs (`io.notify_fifo`). Every protocol decision is the core's; every kernel call is an
+adapter's. A configuration that does not load is refused with its located diagnostics, and on
+reload the running configuration stays in force.
 """
 
 from __future__ import annotations
@@ -20,36 +22,40 @@ import logging
 import signal
 import socket
 import time
-from collections import Counter
-from collections.abc import Coroutine, Iterable
+from collections.abc import Iterable
 
-from vipkeeper import metrics, pidfile, reload, service, status
+from vipkeeper import metrics, pidfile, read_policy, reload, service, status
 from vipkeeper.assemble import Plan, plan
 from vipkeeper.config import model
 from vipkeeper.config.load import LoadResult, load_config
 from vipkeeper.control import ControlServer
-from vipkeeper.core.effects import ReportTransition, RunNotify, VirtualAddress
+from vipkeeper.core.effects import ReportTransition, VirtualAddress
 from vipkeeper.core.events import (
+    Event,
     PacketReceived,
     Reconfigured,
     ShutdownRequested,
-    SourceAddressChanged,
     Started,
     TrackChanged,
 )
+from vipkeeper.core.states import TrackKind
 from vipkeeper.core.sync_group import SyncGroup
-from vipkeeper.core.track import ScriptTracker
-from vipkeeper.core.vrrp import InstanceSettings, State, VrrpInstance
+from vipkeeper.core.vrrp import VrrpInstance
+from vipkeeper.core.vrrp_settings import InstanceSettings
 from vipkeeper.director import Director
-from vipkeeper.driver import Driver, Machine
+from vipkeeper.drivers.vrrp import Driver, Machine
 from vipkeeper.io.addresses import AddressManager
 from vipkeeper.io.autopilot import Autopilot
 from vipkeeper.io.gratuitous import GratuitousSender
 from vipkeeper.io.links import AddressChanged, LinkChanged, LinkEvent, LinkMonitor, link_states
 from vipkeeper.io.notify_fifo import NotifyFifos
-from vipkeeper.io.scripts import ScriptRunner, TrackScriptPoller, notify_arguments
+from vipkeeper.io.scripts import ScriptRunner
 from vipkeeper.io.vrrp_socket import VrrpSocketPool
 from vipkeeper.logsetup import setup_logging
+from vipkeeper.notify_scripts import NotifyScripts
+from vipkeeper.source_addresses import SourceAddresses, socket_family
+from vipkeeper.tasks import BackgroundTasks
+from vipkeeper.track_scripts import TrackScripts
 
 log = logging.getLogger("vipkeeper")
 
@@ -67,11 +73,9 @@ def _family_number(family: int) -> int:
     return 6 if family == socket.AF_INET6 else 4
 
 
-def _socket_family(family: int) -> socket.AddressFamily:
-    return socket.AF_INET6 if family == 6 else socket.AF_INET
-
-
 class Daemon:
+    """One `vipkeeper run`: `run()` starts everything, waits for a stop signal, stops it all."""
+
     def __init__(
         self,
         config: model.Config,
@@ -98,25 +102,24 @@ class Daemon:
             else None
         )
         self.plan: Plan = plan(config)
-        self._own_vips = self._vips_of(self.plan)
         self.instances: dict[str, VrrpInstance] = {}
         self.routes: dict[tuple[str, int, int], tuple[str, str | None]] = {}
         self._stop = asyncio.Event()
         self._reload_lock = asyncio.Lock()
-        self._notify_tasks: set[asyncio.Task[object]] = set()
-        self._pollers: dict[str, TrackScriptPoller] = {}
-        self._trackers: dict[str, ScriptTracker] = {}
-        self._sources: dict[str, str | None] = {}
-        self._refresh_pending: set[tuple[str, int]] = set()
         self._modes_pending = False
+        self.tasks = BackgroundTasks()
         self.runner = ScriptRunner()
         self.addresses = AddressManager()
+        self.sources = SourceAddresses(self.addresses, self._feed_instance, self.tasks.spawn)
+        self.sources.use(self.plan, ())
+        self.track_scripts = TrackScripts(self.runner, self._on_script_changed)
         self.gratuitous = GratuitousSender()
         self.sockets = VrrpSocketPool(self._on_packet)
         self.autopilot = Autopilot(self.sockets) if autopilot else None
         self.driver: Driver | None = None
         self.links: LinkMonitor | None = None
         self.fifos = NotifyFifos(config.global_defs, self.runner)
+        self.notify = NotifyScripts(config, self.runner, self.fifos, self.tasks.spawn)
         self.director = Director(config, runner=self.runner, fifos=self.fifos)
         self.check_latency = metrics.CheckLatency()
         self.director.check_observers.append(
@@ -138,7 +141,7 @@ class Daemon:
             sender=self.sockets,
             addresses=self.addresses,
             gratuitous=self.gratuitous,
-            notify=self._notify,
+            notify=self.notify,
             route_packet=self._route,
             before_timers=self.sockets.drain,
             on_transition=self._on_transition,
@@ -197,12 +200,10 @@ class Daemon:
             started.append(group)
         self.plan = whole or new
         self.routes = self.plan.routes()
-        self._own_vips = self._vips_of(self.plan)
-        for name in new.settings:
-            self._sources.pop(name, None)  # a new instance has been told nothing yet
+        self.sources.use(self.plan, new.settings)
         for settings in new.settings.values():
             try:
-                await self.sockets.open(settings.interface, _socket_family(settings.family))
+                await self.sockets.open(settings.interface, socket_family(settings.family))
             except OSError as exc:
                 # The interface may appear later; the instance stays in FAULT until it does.
                 log.error("%s: cannot listen on %s: %s", settings.name, settings.interface, exc)
@@ -210,78 +211,31 @@ class Daemon:
         if self.links is None:
             self.links = await LinkMonitor.open(self._on_link_event)
         await self._initial_facts(new.settings.values())
-        self._start_track_scripts()
-        self.driver.pilotable = self._pilotable() if self.autopilot is not None else ()
+        used = {name for s in self.plan.settings.values() for name in s.track_scripts}
+        self.track_scripts.start(self.config.vrrp_scripts, used)
+        self.driver.pilotable = (
+            read_policy.pilotable(self.plan) if self.autopilot is not None else ()
+        )
         self.driver.feed_all(Started(), started)
         self._update_receive_modes()
 
-    async def _initial_facts(self, settings: Iterable[InstanceSettings]) -> None:
+    def _feed_instance(self, name: str, event: Event) -> None:
+        """Give `event` to the instance `name`, inside its sync group if it has one."""
         assert self.driver is not None
+        machine, member = self.plan.machine_of(name)
+        self.driver.feed(machine, event, member=member)
+
+    async def _initial_facts(self, settings: Iterable[InstanceSettings]) -> None:
         states = await link_states()
         by_link: dict[tuple[str, int], list[InstanceSettings]] = {}
         for item in settings:
-            machine, member = self.plan.machine_of(item.name)
             for interface in item.track_interfaces:
-                up = states.get(interface, False)
-                if not up:
-                    event = TrackChanged(name=interface, up=False, kind="interface")
-                    self.driver.feed(machine, event, member=member)
+                if not states.get(interface, False):
+                    event = TrackChanged(name=interface, up=False, kind=TrackKind.INTERFACE)
+                    self._feed_instance(item.name, event)
             by_link.setdefault((item.interface, item.family), []).append(item)
         for (interface, family), items in by_link.items():
-            await self._refresh_sources(interface, family, items)
-
-    async def _refresh_sources(
-        self, interface: str, family: int, items: Iterable[InstanceSettings]
-    ) -> None:
-        """Look up the interface's primary address once and tell every instance that speaks
-        from it (unless it has a configured unicast_src_ip) when it changed."""
-        assert self.driver is not None
-        items = [item for item in items if not item.unicast_src_ip]
-        if not items:
-            return
-        try:
-            source = await self.addresses.primary_address(interface, _socket_family(family))
-        except LookupError:
-            source = None
-        except Exception as exc:  # netlink trouble: keep the old address, say so
-            log.warning("cannot read the addresses of %s: %s", interface, exc)
-            return
-        if source is not None and source in self._own_vips:
-            return  # our own VIP is never the address we speak from
-        for item in items:
-            if self._sources.get(item.name, "unset") == source:
-                continue
-            self._sources[item.name] = source
-            machine, member = self.plan.machine_of(item.name)
-            self.driver.feed(machine, SourceAddressChanged(address=source), member=member)
-
-    def _refresh_soon(self, interface: str, family: int) -> None:
-        # Address events come in bursts (a Master adding many VIPs): one lookup per burst.
-        key = (interface, family)
-        if key in self._refresh_pending:
-            return
-        self._refresh_pending.add(key)
-
-        async def refresh() -> None:
-            self._refresh_pending.discard(key)
-            items = [
-                s
-                for s in self.plan.settings.values()
-                if s.interface == interface and s.family == family
-            ]
-            await self._refresh_sources(interface, family, items)
-
-        self._spawn(refresh())
-
-    def _spawn(self, coroutine: Coroutine[object, object, object]) -> None:
-        task = asyncio.get_running_loop().create_task(coroutine)
-        self._notify_tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[object]) -> None:
-        self._notify_tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("%s failed", task.get_coro(), exc_info=task.exception())
+            await self.sources.refresh(interface, family, items)
 
     async def _remove_stale(self, settings: Iterable[InstanceSettings]) -> None:
         vips: list[VirtualAddress] = [v for s in settings for v in s.virtual_addresses]
@@ -297,14 +251,10 @@ class Daemon:
         assert self.driver is not None
         self.driver.feed_all(ShutdownRequested(), machines)
         await self.driver.drain()
-        me = asyncio.current_task()  # a reload shuts instances down from inside a task
-        pending = [t for t in self._notify_tasks if not t.done() and t is not me]
-        if pending:
-            await asyncio.wait(pending, timeout=NOTIFY_GRACE)
+        await self.tasks.wait(NOTIFY_GRACE)
 
     async def _close(self) -> None:
-        for poller in self._pollers.values():
-            await poller.stop()
+        await self.track_scripts.stop()
         if self.links is not None:
             await self.links.close()
         if self.driver is not None:
@@ -318,7 +268,7 @@ class Daemon:
     def _on_transition(self, transition: ReportTransition) -> None:
         self.journal.record_transition(transition, time.time())
         if self.director.follows(transition.instance):
-            self._spawn(self.director.vrrp_state(transition.instance, transition.new))
+            self.tasks.spawn(self.director.vrrp_state(transition.instance, transition.new))
         # Not urgent, and not on a takeover's path: once per burst of transitions, just after.
         if not self._modes_pending:
             self._modes_pending = True
@@ -332,30 +282,9 @@ class Daemon:
         return service.status_line(i.state.name for i in self.instances.values())
 
     def _update_receive_modes(self) -> None:
-        """Read an interface's VRRP socket lazily while every instance on it is a Backup.
-
-        A Backup only needs its packets when its Master_Down_Timer is due (the driver drains
-        lazy sockets before every timer) or when a Master leaves with priority 0 (the socket's
-        doorbell); a Master, or an instance starting or in FAULT, reads every packet as it comes.
-        """
         self._modes_pending = False
-        all_backup: dict[tuple[str, int], bool] = {}
-        for instance in self.instances.values():
-            key = (instance.settings.interface, instance.settings.family)
-            all_backup[key] = all_backup.get(key, True) and instance.state is State.BACKUP
-        for (interface, family), lazy in all_backup.items():
-            self.sockets.set_lazy(interface, _socket_family(family), lazy)
-
-    def _pilotable(self) -> set[str]:
-        """Instances the autopilot may carry: not in a sync group, and alone on their socket
-        (a Watch reads the socket by itself; several instances there stay with the loop, which
-        batches their wake-ups)."""
-        sharing = Counter((s.interface, s.family) for s in self.plan.settings.values())
-        return {
-            name
-            for name in self.plan.solo
-            if sharing[(self.plan.settings[name].interface, self.plan.settings[name].family)] == 1
-        }
+        for (interface, family), lazy in read_policy.lazy_links(self.instances.values()).items():
+            self.sockets.set_lazy(interface, socket_family(family), lazy)
 
     def _route(self, interface: str, family: int, vrid: int) -> tuple[str, str | None] | None:
         return self.routes.get((interface, _family_number(family), vrid))
@@ -367,88 +296,22 @@ class Daemon:
         self.driver.receive(interface, family, packet, received_at)
 
     def _on_link_event(self, event: LinkEvent) -> None:
-        assert self.driver is not None
         if isinstance(event, LinkChanged):
             for name, settings in self.plan.settings.items():
                 if event.interface in settings.track_interfaces:
-                    machine, member = self.plan.machine_of(name)
-                    change = TrackChanged(name=event.interface, up=event.up, kind="interface")
-                    self.driver.feed(machine, change, member=member)
+                    change = TrackChanged(
+                        name=event.interface, up=event.up, kind=TrackKind.INTERFACE
+                    )
+                    self._feed_instance(name, change)
         elif isinstance(event, AddressChanged):
-            if event.address in self._own_vips:
-                return  # our own doing: it never changes the address we speak from
-            self._refresh_soon(event.interface, _family_number(event.family))
-
-    def _start_track_scripts(self) -> None:
-        used = {name for s in self.plan.settings.values() for name in s.track_scripts}
-        for script in self.config.vrrp_scripts:
-            if script.name not in used or script.name in self._pollers:
-                continue
-            self._trackers[script.name] = ScriptTracker(rise=script.rise, fall=script.fall)
-            poller = TrackScriptPoller(
-                self.runner,
-                name=script.name,
-                command=script.command.argv,
-                interval=script.interval,
-                timeout=script.timeout if script.timeout is not None else script.interval,
-                on_result=self._on_script_result,
+            self.sources.address_changed(
+                event.address, event.interface, _family_number(event.family)
             )
-            self._pollers[script.name] = poller
-            poller.start()
 
-    def _on_script_result(self, name: str, ok: bool) -> None:
-        assert self.driver is not None
-        change = self._trackers[name].record(ok)
-        if change is None:
-            return
-        log.info("track script %s is now %s", name, "up" if change else "down")
-        for instance, settings in self.plan.settings.items():
-            if name in settings.track_scripts:
-                machine, member = self.plan.machine_of(instance)
-                event = TrackChanged(name=name, up=change, kind="script")
-                self.driver.feed(machine, event, member=member)
-
-    # -- notify scripts ---------------------------------------------------------------------
-
-    def _notify_commands(self, order: RunNotify) -> list[tuple[model.Command, tuple[str, ...]]]:
-        owner: model.VrrpInstance | model.VrrpSyncGroup | None
-        if order.kind == "GROUP":
-            owner = next(
-                (g for g in self.config.vrrp_sync_groups if g.name == order.instance), None
-            )
-        else:
-            owner = next((i for i in self.config.vrrp_instances if i.name == order.instance), None)
-        if owner is None:
-            return []
-        commands: list[tuple[model.Command, tuple[str, ...]]] = []
-        specific = getattr(owner, f"notify_{order.state.lower()}", None)
-        if specific is not None:
-            commands.append((specific, ()))
-        if owner.notify is not None:
-            args = notify_arguments(
-                kind=order.kind, name=order.instance, state=order.state, priority=order.priority
-            )
-            commands.append((owner.notify, args))
-        return commands
-
-    async def _notify(self, order: RunNotify) -> None:
-        self.fifos.vrrp(
-            kind=order.kind, name=order.instance, state=order.state, priority=order.priority
-        )
-        # Scripts run beside the effect queue, never in it: a slow notify_master must not
-        # delay the next advertisement or address change.
-        for command, args in self._notify_commands(order):
-            self._spawn(self._run_notify(command, args))
-
-    async def _run_notify(self, command: model.Command, args: tuple[str, ...]) -> None:
-        result = await self.runner.run(command.argv, args=args)
-        if not result.ok:
-            log.warning(
-                "notify script %s failed: exit %s%s",
-                " ".join(result.argv),
-                result.exit_code,
-                " (timed out)" if result.timed_out else "",
-            )
+    def _on_script_changed(self, script: str, up: bool) -> None:
+        for name, settings in self.plan.settings.items():
+            if script in settings.track_scripts:
+                self._feed_instance(name, TrackChanged(name=script, up=up, kind=TrackKind.SCRIPT))
 
     # -- the control socket ---------------------------------------------------------------
 
@@ -466,7 +329,9 @@ class Daemon:
             },
             director=self.director,
             journal=self.journal,
-            present_vips=await self._present_vips(),
+            present_vips=await self.addresses.present(
+                {v.dev for s in self.plan.settings.values() for v in s.virtual_addresses}
+            ),
             now=time.time(),
             wall_offset=time.time() - loop.time(),
         )
@@ -487,10 +352,7 @@ class Daemon:
                 for instance in self.config.vrrp_instances
             },
             garp_delay={name: s.garp_master_delay for name, s in self.plan.settings.items()},
-            scripts=[
-                (name, self._trackers[name].up, poller.checking)
-                for name, poller in self._pollers.items()
-            ],
+            scripts=self.track_scripts.states(),
             transitions=dict(self.journal.transitions),
             reloads=dict(self.journal.reloads),
             control_requests=self.control.served if self.control is not None else 0,
@@ -501,22 +363,10 @@ class Daemon:
             service_connections=connections,
         )
 
-    async def _present_vips(self) -> frozenset[tuple[str, str]]:
-        """(address, dev) of the configured VIPs found on their interfaces."""
-        devices = {v.dev for s in self.plan.settings.values() for v in s.virtual_addresses}
-        present: set[tuple[str, str]] = set()
-        for dev in sorted(devices):
-            try:
-                found = await self.addresses.list_addresses(dev)
-            except Exception:  # a missing interface holds nothing
-                continue
-            present.update((str(ipaddress.ip_address(a.address)), dev) for a in found)
-        return frozenset(present)
-
     # -- reload -----------------------------------------------------------------------------
 
     def _reload_soon(self) -> None:
-        self._spawn(self.reload())
+        self.tasks.spawn(self.reload())
 
     async def _reload_request(self, _arguments: object) -> dict[str, object]:
         record = await self.reload()
@@ -561,12 +411,12 @@ class Daemon:
         self.gratuitous.prepare(
             {v.dev for s in steps.reconfigured.values() for v in s.virtual_addresses}
         )
-        await self._stop_changed_scripts(result.config)
+        await self.track_scripts.stop_changed(self.config, result.config)
         if reload.lvs_differs(self.config, result.config):
             self.director = await self.director.hand_over(result.config)
             for name, instance in self.instances.items():
-                await self.director.vrrp_state(name, instance.state.value)
-        self.config = result.config
+                await self.director.vrrp_state(name, instance.state)
+        self.config = self.notify.config = result.config
         await self.fifos.reconfigure(result.config.global_defs)
         fresh = Plan(
             settings={
@@ -584,22 +434,6 @@ class Daemon:
         )
         log.info("reloaded %s: %s", self.config_path, what.summary())
         return status.ReloadRecord(time.time(), "applied", (), what.as_dict())
-
-    async def _stop_changed_scripts(self, config: model.Config) -> None:
-        """Stop the track-script pollers whose script changed or is no longer used; the others
-        keep running with their rise/fall counts (`_start_track_scripts` starts the new ones)."""
-        used = {
-            track.name for instance in config.vrrp_instances for track in instance.track_scripts
-        }
-        for name in list(self._pollers):
-            if name in used and config.vrrp_script(name) == self.config.vrrp_script(name):
-                continue
-            await self._pollers.pop(name).stop()
-            self._trackers.pop(name, None)
-
-    @staticmethod
-    def _vips_of(plan: Plan) -> frozenset[str]:
-        return frozenset(v.address for s in plan.settings.values() for v in s.virtual_addresses)
 
     def _members(self, machine_name: str) -> set[str]:
         assert self.driver is not None

@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING
 
 from vipkeeper.config import model
 from vipkeeper.core import health, lb, maglev
+from vipkeeper.core.states import State
+from vipkeeper.drivers.health import HealthScheduler
 from vipkeeper.io import checkers as io_checkers
 from vipkeeper.io.lb_backend import (
     BackendKind,
@@ -43,20 +45,6 @@ log = logging.getLogger("vipkeeper.lvs")
 # Seconds before re-applying when a DR real server's MAC could not be resolved.
 UNRESOLVED_RETRY = 1.0
 
-_SCHEDULERS = {
-    model.LvsScheduler.RR: lb.Scheduler.ROUND_ROBIN,
-    model.LvsScheduler.WRR: lb.Scheduler.WEIGHTED_ROUND_ROBIN,
-    model.LvsScheduler.SH: lb.Scheduler.SOURCE_HASH,
-    model.LvsScheduler.MH: lb.Scheduler.MAGLEV_HASH,
-    model.LvsScheduler.LC: lb.Scheduler.LEAST_CONNECTION,
-    model.LvsScheduler.WLC: lb.Scheduler.WEIGHTED_LEAST_CONNECTION,
-}
-_METHODS = {
-    model.LvsMethod.DR: lb.ForwardingMethod.DR,
-    model.LvsMethod.NAT: lb.ForwardingMethod.NAT,
-}
-_PROTOCOLS = {model.Protocol.TCP: lb.Protocol.TCP, model.Protocol.UDP: lb.Protocol.UDP}
-
 
 @dataclass(frozen=True)
 class CheckRecord:
@@ -77,6 +65,13 @@ def _port(vs: model.VirtualServer, port: int | None) -> int:
     return port if port is not None else (vs.port or 0)
 
 
+def _endpoint(
+    vs: model.VirtualServer, server: model.RealServer | model.SorryServer
+) -> health.Endpoint:
+    """Where a real or sorry server of `vs` is reached (its port defaults to the service's)."""
+    return health.Endpoint(address=server.address, port=_port(vs, server.port))
+
+
 def _status_codes(ranges: Sequence[tuple[int, int]]) -> frozenset[int]:
     return frozenset(code for low, high in ranges for code in range(low, high + 1))
 
@@ -93,20 +88,17 @@ def virtual_service(config: model.Config, vs: model.VirtualServer) -> lb.Virtual
         address=vs.address,
         port=vs.port,
         fwmark=vs.fwmark,
-        protocol=_PROTOCOLS[vs.protocol],
-        scheduler=_SCHEDULERS[vs.scheduler],
+        protocol=vs.protocol,
+        scheduler=vs.scheduler,
         scheduler_flags=frozenset(lb.SchedulerFlag(flag) for flag in vs.scheduler_flags),
-        method=_METHODS[vs.method],
+        method=vs.method,
         persistence_timeout=vs.persistence_timeout or 0,
         hash_seed=hash_seed(config, vs),
         # Sized by the configured servers, never the healthy ones: a resize remaps every flow.
         table_size=maglev.table_size_for(max(len(vs.real_servers), 1)),
         # The reference pool that keeps buckets in place when a server fails its checks.
         configured_weights=tuple(
-            sorted(
-                (lb.RealServer(address=rs.address, port=_port(vs, rs.port)).name, rs.weight)
-                for rs in vs.real_servers
-            )
+            sorted((str(_endpoint(vs, rs)), rs.weight) for rs in vs.real_servers)
         ),
     )
 
@@ -131,7 +123,7 @@ def health_spec(vs: model.VirtualServer, rng: random.Random) -> health.VirtualSe
         name=vs.key,
         real_servers=tuple(
             health.RealServerSpec(
-                server=health.Endpoint(address=rs.address, port=_port(vs, rs.port)),
+                server=_endpoint(vs, rs),
                 weight=rs.weight,
                 inhibit_on_failure=rs.inhibit_on_failure,
                 notify_up=_script(rs.notify_up),
@@ -144,9 +136,7 @@ def health_spec(vs: model.VirtualServer, rng: random.Random) -> health.VirtualSe
         hysteresis=vs.hysteresis,
         quorum_up=_script(vs.quorum_up),
         quorum_down=_script(vs.quorum_down),
-        sorry_server=(
-            health.Endpoint(address=sorry.address, port=_port(vs, sorry.port)) if sorry else None
-        ),
+        sorry_server=_endpoint(vs, sorry) if sorry else None,
         omega=vs.omega,
     )
 
@@ -246,7 +236,7 @@ class Director:
         self._misc_dynamic: dict[health.CheckerId, bool] = {}
         for vs in config.virtual_servers:
             for rs in vs.real_servers:
-                endpoint = health.Endpoint(address=rs.address, port=_port(vs, rs.port))
+                endpoint = _endpoint(vs, rs)
                 for index, checker in enumerate(rs.checkers):
                     checker_id = health.CheckerId(
                         virtual_server=vs.key, server=endpoint, index=index
@@ -254,7 +244,7 @@ class Director:
                     checkers[checker_id] = make_checker(vs, rs, checker, runner)
                     if isinstance(checker, model.MiscCheck):
                         self._misc_dynamic[checker_id] = checker.misc_dynamic
-        self._scheduler = io_checkers.HealthScheduler(self.monitor, checkers, self._emit)
+        self._scheduler = HealthScheduler(self.monitor, checkers, self._emit)
         self._scheduler.on_check = self._on_check
         # The last finished check of each real server, by (virtual server, real server).
         self.last_checks: dict[tuple[str, health.Endpoint], CheckRecord] = {}
@@ -290,15 +280,11 @@ class Director:
 
     @staticmethod
     def real_servers(vs: model.VirtualServer) -> list[tuple[model.RealServer, health.Endpoint]]:
-        return [
-            (rs, health.Endpoint(address=rs.address, port=_port(vs, rs.port)))
-            for rs in vs.real_servers
-        ]
+        return [(rs, _endpoint(vs, rs)) for rs in vs.real_servers]
 
     @staticmethod
     def sorry_server(vs: model.VirtualServer) -> health.Endpoint | None:
-        sorry = vs.sorry_server
-        return health.Endpoint(address=sorry.address, port=_port(vs, sorry.port)) if sorry else None
+        return _endpoint(vs, vs.sorry_server) if vs.sorry_server else None
 
     async def traffic(
         self,
@@ -371,13 +357,13 @@ class Director:
         from vipkeeper.io.lvs_sync import SyncDaemons
 
         self._sync = SyncDaemons(self._sync_settings)
-        await self.vrrp_state(self._sync_settings.instance, "BACKUP")
+        await self.vrrp_state(self._sync_settings.instance, State.BACKUP)
 
     def follows(self, instance: str) -> bool:
         """Whether the sync daemon moves with VRRP instance `instance`."""
         return self._sync is not None and instance == self._sync.settings.instance
 
-    async def vrrp_state(self, instance: str, state: str) -> None:
+    async def vrrp_state(self, instance: str, state: State) -> None:
         """VRRP instance `instance` entered `state`: move the sync daemon if it follows it."""
         if not self.follows(instance):
             return
@@ -471,20 +457,9 @@ class Director:
         result = []
         for name, service in self._services.items():
             members = self._pools.get(name, ())
-            real = tuple(
-                lb.RealServer(address=m.server.address, port=m.server.port, weight=m.weight)
-                for m in members
-                if not m.sorry
-            )
+            real = tuple(lb.RealServer.at(m.server, m.weight) for m in members if not m.sorry)
             sorry = next(
-                (
-                    lb.RealServer(
-                        address=m.server.address, port=m.server.port, weight=max(m.weight, 1)
-                    )
-                    for m in members
-                    if m.sorry
-                ),
-                None,
+                (lb.RealServer.at(m.server, max(m.weight, 1)) for m in members if m.sorry), None
             )
             in_quorum = self.monitor.quorum_is_up(name)
             result.append(

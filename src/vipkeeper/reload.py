@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from vipkeeper.assemble import Plan
 from vipkeeper.config import model
-from vipkeeper.core.vrrp import InstanceSettings
+from vipkeeper.core.vrrp_settings import InstanceSettings
 from vipkeeper.director import ingress_devices
 
 

@@ -21,8 +21,9 @@ from vipkeeper import __version__
 from vipkeeper.assemble import Plan
 from vipkeeper.config import model
 from vipkeeper.core.effects import ReportTransition
+from vipkeeper.core.states import State
 from vipkeeper.core.sync_group import SyncGroup
-from vipkeeper.core.vrrp import State, VrrpInstance
+from vipkeeper.core.vrrp import VrrpInstance
 from vipkeeper.director import Director
 
 STATUS_FORMAT = 1

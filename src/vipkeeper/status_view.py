@@ -148,13 +148,21 @@ def _console(stream: TextIO) -> Console:
     return Console(file=stream, highlight=False, soft_wrap=False)
 
 
+def _ask(socket_path: str, command: str) -> dict[str, Any] | int:
+    """The daemon's answer to `command`, or the exit code when it could not be had (said on
+    stderr)."""
+    try:
+        return request(socket_path, command)
+    except ControlError as exc:
+        print(f"vipkeeper {command}: {exc.message}", file=sys.stderr)
+        return EXIT_UNREACHABLE if exc.code == "unreachable" else EXIT_REFUSED
+
+
 def run_status(socket_path: str, *, as_json: bool, out: TextIO | None = None) -> int:
     out = out or sys.stdout
-    try:
-        document = request(socket_path, "status")
-    except ControlError as exc:
-        print(f"vipkeeper status: {exc.message}", file=sys.stderr)
-        return EXIT_UNREACHABLE if exc.code == "unreachable" else EXIT_REFUSED
+    document = _ask(socket_path, "status")
+    if isinstance(document, int):
+        return document
     if as_json:
         json.dump(document, out, indent=2, sort_keys=True)
         out.write("\n")
@@ -165,11 +173,9 @@ def run_status(socket_path: str, *, as_json: bool, out: TextIO | None = None) ->
 
 def run_reload(socket_path: str, *, out: TextIO | None = None) -> int:
     out = out or sys.stdout
-    try:
-        answer = request(socket_path, "reload")
-    except ControlError as exc:
-        print(f"vipkeeper reload: {exc.message}", file=sys.stderr)
-        return EXIT_UNREACHABLE if exc.code == "unreachable" else EXIT_REFUSED
+    answer = _ask(socket_path, "reload")
+    if isinstance(answer, int):
+        return answer
     console = _console(out)
     if answer["result"] == "applied":
         render_changes(answer["changes"], console)

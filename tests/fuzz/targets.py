@@ -11,7 +11,7 @@ functions, so every finding replays as a unit test.
     config    config.load.parse_text (lexer, parser, includes, builder, validation): never
               raises, answers with diagnostics. Includes resolve inside a sandbox directory
               of sample files; paths outside it are refused like missing files.
-    http      io.checkers' HTTP response reader, fed in pieces then closed: CheckError only,
+    http      io.http_response's response reader, fed in pieces then closed: CheckError only,
               and never holds more than MAX_RESPONSE_BYTES.
 
 There is no ARP or neighbour-advertisement decoder: vipkeeper only sends those.
@@ -32,7 +32,7 @@ from vipkeeper.config import parser
 from vipkeeper.config.diagnostics import Diagnostics, Location
 from vipkeeper.config.load import LoadResult, parse_text
 from vipkeeper.core import vrrp_wire
-from vipkeeper.io import checkers
+from vipkeeper.io import http_response
 
 V4 = ("10.0.0.1", "224.0.0.18")
 V6 = ("fe80::1", "ff02::12")
@@ -114,17 +114,17 @@ def http(data: bytes) -> None:
     need_body = bool(data[0] & 1)
     piece = 1 + data[1] % 64  # how recv splits the response
     body = data[2:]
-    reader = checkers._ResponseReader(need_body=need_body)
+    reader = http_response.ResponseReader(need_body=need_body)
     try:
         for start in range(0, len(body), piece):
             if reader.feed(body[start : start + piece]):
                 break
         else:
             reader.feed(b"")
-    except checkers.CheckError:
+    except http_response.CheckError:
         return
     held = len(reader._body or b"") + len(reader._head or b"")
-    assert held <= checkers.MAX_RESPONSE_BYTES + piece, f"held {held} bytes"
+    assert held <= http_response.MAX_RESPONSE_BYTES + piece, f"held {held} bytes"
 
 
 TARGETS: dict[str, Callable[[bytes], None]] = {"vrrp": vrrp, "config": config, "http": http}

@@ -30,8 +30,8 @@ from vipkeeper.core.health import (
     ServerUp,
     VirtualServerSpec,
 )
+from vipkeeper.drivers.health import HealthScheduler
 from vipkeeper.io.checkers import (
-    HealthScheduler,
     HttpGetCheck,
     MiscCheck,
     TcpCheck,

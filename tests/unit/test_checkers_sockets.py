@@ -34,16 +34,15 @@ from vipkeeper.core.health import (
     ServerDown,
     VirtualServerSpec,
 )
-from vipkeeper.io import checkers
+from vipkeeper.drivers.health import HealthScheduler
+from vipkeeper.io import checkers, http_response
 from vipkeeper.io.checkers import (
-    CheckError,
-    HealthScheduler,
     HttpGetCheck,
-    SocketPoller,
     TcpCheck,
     UrlCheck,
-    _ResponseReader,
 )
+from vipkeeper.io.http_response import CheckError, ResponseReader
+from vipkeeper.io.poller import SocketPoller
 
 LOCALHOST = "127.0.0.1"
 GUARD = 20.0  # only guards against a hung test; no assertion depends on it
@@ -517,7 +516,7 @@ async def test_a_broken_response_fails_with_its_reason(reply, reason):
 
 @pytest.mark.parametrize("pause", [0.0, 0.005])
 async def test_a_body_past_the_limit_fails(monkeypatch, pause):
-    monkeypatch.setattr(checkers, "MAX_RESPONSE_BYTES", 64)
+    monkeypatch.setattr(http_response, "MAX_RESPONSE_BYTES", 64)
     reply = b"HTTP/1.0 200 OK\r\n\r\n" + b"x" * 200
     async with serving(reply, piece=16, pause=pause) as (_server, port):
         url = UrlCheck(digest=hashlib.md5(b"").hexdigest())
@@ -604,7 +603,7 @@ async def test_an_unexpected_error_inside_a_check_is_reported_as_a_checker_error
     def broken(head: bytes, end: int) -> int:
         raise RuntimeError("parser bug")
 
-    monkeypatch.setattr(checkers, "_status", broken)
+    monkeypatch.setattr(http_response, "_status", broken)
     async with serving(OK) as (server, port):
         before = open_fds()
         result = await HttpGetCheck(address=LOCALHOST, port=port).run(checker_id(port))
@@ -648,8 +647,8 @@ async def test_scheduler_reports_a_checker_whose_start_raises_as_a_failed_check(
 # --- the response reader, sans I/O ----------------------------------------------------------------
 
 
-def read(pieces: list[bytes], *, need_body: bool) -> _ResponseReader:
-    reader = _ResponseReader(need_body=need_body)
+def read(pieces: list[bytes], *, need_body: bool) -> ResponseReader:
+    reader = ResponseReader(need_body=need_body)
     for piece in pieces:
         if reader.feed(piece):
             return reader
@@ -670,7 +669,7 @@ def test_the_reader_gives_the_same_answer_for_every_split_of_a_response(mode):
 
 
 def test_the_reader_without_a_digest_is_done_at_the_end_of_the_head():
-    reader = _ResponseReader(need_body=False)
+    reader = ResponseReader(need_body=False)
     head, body = OK.split(b"\r\n\r\n", 1)
     assert not reader.feed(head + b"\r\n")
     assert reader.feed(b"\r\n" + body[:3])
@@ -678,7 +677,7 @@ def test_the_reader_without_a_digest_is_done_at_the_end_of_the_head():
 
 
 def test_the_reader_fails_a_connection_closed_before_the_head():
-    reader = _ResponseReader(need_body=False)
+    reader = ResponseReader(need_body=False)
     assert not reader.feed(b"HTTP/1.1 200 OK\r\n")
     with pytest.raises(CheckError, match="before the response headers"):
         reader.feed(b"")

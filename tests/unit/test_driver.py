@@ -18,7 +18,7 @@ from vipkeeper.core.effects import (
     VirtualAddress,
 )
 from vipkeeper.core.events import Event, PacketReceived, Started, TimerFired
-from vipkeeper.driver import Driver
+from vipkeeper.drivers.vrrp import Driver
 
 VIP = VirtualAddress(address="192.0.2.10", prefixlen=32, dev="eth0")
 

@@ -17,7 +17,7 @@ from vipkeeper.core.effects import (
     VirtualAddress,
 )
 from vipkeeper.core.events import Started
-from vipkeeper.driver import Driver
+from vipkeeper.drivers.vrrp import Driver
 
 VIP2 = VirtualAddress(address="192.0.2.11", prefixlen=32, dev="eth0")
 ADVERT = SendAdvert(interface="eth0", source="192.0.2.1", destination="224.0.0.18", payload=b"")

@@ -25,7 +25,7 @@ from vipkeeper.core.steady import Beacon, Steady, Watch
 from vipkeeper.core.timing import skew_time
 from vipkeeper.core.vrrp import InstanceSettings, State, VrrpInstance
 from vipkeeper.core.vrrp_wire import MULTICAST_V4, Advertisement, encode
-from vipkeeper.driver import Driver
+from vipkeeper.drivers.vrrp import Driver
 from vipkeeper.io.autopilot import HeldPacket
 
 VIP = VirtualAddress(address="172.16.9.1", prefixlen=32, dev="eth0")

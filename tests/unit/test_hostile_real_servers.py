@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 
 from vipkeeper.core.health import CheckerId, CheckFailed, Endpoint
-from vipkeeper.io import checkers
+from vipkeeper.io import http_response
 from vipkeeper.io.checkers import HttpGetCheck, UrlCheck
 
 LOCALHOST = "127.0.0.1"
@@ -113,7 +113,7 @@ def _guarded(handler: Handler) -> Handler:
 
 
 async def test_misbehaving_servers_fail_every_check_and_leak_nothing(monkeypatch) -> None:
-    monkeypatch.setattr(checkers, "MAX_RESPONSE_BYTES", LIMIT)
+    monkeypatch.setattr(http_response, "MAX_RESPONSE_BYTES", LIMIT)
     before = open_fds()
     servers = {}
     for name, (handler, _reason) in BEHAVIOURS.items():

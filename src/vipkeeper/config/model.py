@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from vipkeeper.config.diagnostics import Location
+from vipkeeper.core import lb
 from vipkeeper.core.vrrp_wire import MULTICAST_V4, MULTICAST_V6
 
 DEFAULT_MCAST_GROUP4 = MULTICAST_V4
@@ -40,23 +41,10 @@ class LvsBackend(enum.Enum):
     NFTABLES = "nftables"
 
 
-class LvsScheduler(enum.Enum):
-    RR = "rr"
-    WRR = "wrr"
-    SH = "sh"  # source hashing
-    MH = "mh"  # Maglev hashing
-    LC = "lc"  # least connection (IPVS; hashed like wrr on the nftables data plane)
-    WLC = "wlc"  # weighted least connection (likewise)
-
-
-class LvsMethod(enum.Enum):
-    DR = "DR"
-    NAT = "NAT"
-
-
-class Protocol(enum.Enum):
-    TCP = "TCP"
-    UDP = "UDP"
+# The LVS closed sets are the load balancer's (core.lb), named here in the configuration's words.
+LvsScheduler = lb.Scheduler
+LvsMethod = lb.ForwardingMethod
+Protocol = lb.Protocol
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,12 +1,14 @@
 """Outputs of the VRRP core, named as orders for the I/O adapters to carry out.
 
 Every effect is a frozen, keyword-only dataclass holding plain values. The core decides what and
-when; `vipkeeper.driver` executes the orders in the order they were returned.
+when; `vipkeeper.drivers.vrrp` executes the orders in the order they were returned.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from vipkeeper.core.states import NotifyState, NotifyTarget, State
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -53,23 +55,32 @@ class ReportTransition:
     """Log a state change with its reason (one line per transition)."""
 
     instance: str
-    old: str
-    new: str
+    old: State
+    new: State
     reason: str
+
+    def __post_init__(self) -> None:
+        # Callers outside the core may give the words; the record holds the enum.
+        object.__setattr__(self, "old", State(self.old))
+        object.__setattr__(self, "new", State(self.new))
 
 
 @dataclass(frozen=True, kw_only=True)
 class RunNotify:
     """Run the notify scripts configured for entering `state` (MASTER, BACKUP, FAULT, STOP).
 
-    `kind` is "INSTANCE" (`instance` names a vrrp_instance) or "GROUP" (`instance` names a
+    `kind` is INSTANCE (`instance` names a vrrp_instance) or GROUP (`instance` names a
     vrrp_sync_group), keepalived's first notify argument.
     """
 
     instance: str
-    state: str
+    state: NotifyState
     priority: int
-    kind: str = "INSTANCE"
+    kind: NotifyTarget = NotifyTarget.INSTANCE
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "state", NotifyState(self.state))
+        object.__setattr__(self, "kind", NotifyTarget(self.kind))
 
 
 Effect = SendAdvert | AddVips | DelVips | SendGratuitous | ReportTransition | RunNotify

@@ -8,10 +8,9 @@ sockets, netlink and script results; nothing here knows how.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # the settings type lives with the state machine, which imports this module
-    from vipkeeper.core.vrrp import InstanceSettings
+from vipkeeper.core.states import GroupRequest, TrackKind
+from vipkeeper.core.vrrp_settings import InstanceSettings
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -44,13 +43,17 @@ class TrackChanged:
     """A tracked object (interface or script) changed state.
 
     `name` is the interface or vrrp_script name as configured; `up` is its new state.
-    `kind` ("interface" or "script") says which table the name belongs to; None applies the
-    change to every tracked object of that name.
+    `kind` says which table the name belongs to; None applies the change to every tracked
+    object of that name.
     """
 
     name: str
     up: bool
-    kind: str | None = None
+    kind: TrackKind | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind is not None:
+            object.__setattr__(self, "kind", TrackKind(self.kind))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -84,13 +87,15 @@ class Reconfigured:
 class SyncGroupRequested:
     """A vrrp_sync_group asked this member to follow another member.
 
-    `state` is "MASTER", "BACKUP", "FAULT" (hold the member in FAULT) or "FAULT_CLEARED" (the
-    group fault is over). Only `vipkeeper.core.sync_group` creates these.
+    Only `vipkeeper.core.sync_group` creates these.
     """
 
     group: str
-    state: str
+    state: GroupRequest
     reason: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "state", GroupRequest(self.state))
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -4,6 +4,7 @@ Owns: the per-checker retry state machine, the up/down state of each real server
 weights, and each virtual server's quorum, sorry-server switching and desired pool.
 Must never: open a socket, run a script, read a clock or draw a random number. The caller runs the
 checks (`RunCheck`), reports their results as facts with `now`, and carries out the orders.
+The records it is given and answers with are defined in `health_records`.
 
 Semantics follow keepalived.conf(5), "LVS CONFIGURATION":
 - `retry` counts *additional* checks made after a live server's check fails, spaced by
@@ -30,192 +31,60 @@ from __future__ import annotations
 import dataclasses
 import heapq
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from enum import Enum
 
-# ---------------------------------------------------------------------------------------------
-# Configuration the core needs (resolved by the caller from the keepalived.conf model: the
-# virtual-server value is the default for real servers, the real-server value for checkers).
-
-
-@dataclass(frozen=True, kw_only=True, order=True)
-class Endpoint:
-    """A real or sorry server: IP address (text) and port."""
-
-    address: str
-    port: int
-
-    def __str__(self) -> str:
-        host = f"[{self.address}]" if ":" in self.address else self.address
-        return f"{host}:{self.port}"
-
-
-@dataclass(frozen=True, kw_only=True)
-class CheckerSpec:
-    """Timing and policy of one checker (HTTP_GET, TCP_CHECK, MISC_CHECK ...) of a real server."""
-
-    delay_loop: float = 60.0
-    retry: int = 1  # keepalived's default; 0 for MISC_CHECK, 3 for DNS_CHECK
-    delay_before_retry: float = 1.0  # keepalived: 3 s for HTTP_GET / SSL_GET, 1 s otherwise
-    alpha: bool = False
-    misc_dynamic: bool = False
-    initial_delay: float = 0.0  # keepalived's warmup: the caller draws the random delay
-
-    def __post_init__(self) -> None:
-        if self.delay_loop <= 0 or self.delay_before_retry < 0 or self.initial_delay < 0:
-            raise ValueError(f"checker timers must be positive: {self}")
-        if self.retry < 0:
-            raise ValueError(f"retry must be >= 0, got {self.retry}")
-
-
-@dataclass(frozen=True, kw_only=True)
-class RealServerSpec:
-    server: Endpoint
-    weight: int = 1
-    inhibit_on_failure: bool = False
-    notify_up: str | None = None
-    notify_down: str | None = None
-    checkers: tuple[CheckerSpec, ...] = ()
-
-
-@dataclass(frozen=True, kw_only=True)
-class VirtualServerSpec:
-    name: str  # unique, e.g. "172.16.9.1:80" or "fwmark 1"
-    real_servers: tuple[RealServerSpec, ...]
-    quorum: int = 1
-    hysteresis: int = 0
-    quorum_up: str | None = None
-    quorum_down: str | None = None
-    sorry_server: Endpoint | None = None
-    sorry_server_weight: int = 1
-    sorry_server_inhibit: bool = False  # keep the sorry server in the pool at weight 0
-    omega: bool = False
-
-
-@dataclass(frozen=True, kw_only=True, order=True)
-class CheckerId:
-    """Names one checker: the `index`-th checker of `server` in `virtual_server`."""
-
-    virtual_server: str
-    server: Endpoint
-    index: int
-
-
-# ---------------------------------------------------------------------------------------------
-# Inputs: facts about finished checks.
-
-
-@dataclass(frozen=True, kw_only=True)
-class CheckSucceeded:
-    checker: CheckerId
-
-
-@dataclass(frozen=True, kw_only=True)
-class CheckFailed:
-    checker: CheckerId
-    reason: str
-
-
-@dataclass(frozen=True, kw_only=True)
-class MiscResult:
-    """A MISC_CHECK script finished; `exit_code` None: it timed out, was killed or never ran."""
-
-    checker: CheckerId
-    exit_code: int | None
-
-
-HealthEvent = CheckSucceeded | CheckFailed | MiscResult
-
-
-# ---------------------------------------------------------------------------------------------
-# Outputs: orders for the adapters.
-
-
-@dataclass(frozen=True, kw_only=True)
-class RunCheck:
-    """Run this checker now and report its result with `HealthMonitor.handle`."""
-
-    checker: CheckerId
-
-
-@dataclass(frozen=True, kw_only=True)
-class ServerUp:
-    virtual_server: str
-    server: Endpoint
-    reason: str
-
-
-@dataclass(frozen=True, kw_only=True)
-class ServerDown:
-    virtual_server: str
-    server: Endpoint
-    reason: str
-
-
-@dataclass(frozen=True, kw_only=True)
-class WeightChanged:
-    """misc_dynamic moved a real server's weight."""
-
-    virtual_server: str
-    server: Endpoint
-    old: int
-    new: int
-
-
-@dataclass(frozen=True, kw_only=True)
-class QuorumGained:
-    virtual_server: str
-    live_weight: int
-
-
-@dataclass(frozen=True, kw_only=True)
-class QuorumLost:
-    virtual_server: str
-    live_weight: int
-
-
-@dataclass(frozen=True, kw_only=True)
-class PoolMember:
-    server: Endpoint
-    weight: int
-    sorry: bool = False
-
-
-@dataclass(frozen=True, kw_only=True)
-class PoolChanged:
-    """The virtual server's desired pool: the LB backend makes the kernel match `members`."""
-
-    virtual_server: str
-    members: tuple[PoolMember, ...]
-
-
-class NotifyKind(Enum):
-    NOTIFY_UP = "notify_up"
-    NOTIFY_DOWN = "notify_down"
-    QUORUM_UP = "quorum_up"
-    QUORUM_DOWN = "quorum_down"
-
-
-@dataclass(frozen=True, kw_only=True)
-class RunNotifyScript:
-    """Run a configured notify_up / notify_down / quorum_up / quorum_down script."""
-
-    script: str
-    kind: NotifyKind
-    virtual_server: str
-    server: Endpoint | None  # None for quorum scripts
-
-
-HealthEffect = (
-    RunCheck
-    | ServerUp
-    | ServerDown
-    | WeightChanged
-    | QuorumGained
-    | QuorumLost
-    | PoolChanged
-    | RunNotifyScript
+from vipkeeper.core.health_records import (
+    CheckerId,
+    CheckerSpec,
+    CheckFailed,
+    CheckSucceeded,
+    Endpoint,
+    HealthEffect,
+    HealthEvent,
+    MiscResult,
+    NotifyKind,
+    PoolChanged,
+    PoolMember,
+    QuorumGained,
+    QuorumLost,
+    RealServerSpec,
+    RunCheck,
+    RunNotifyScript,
+    ServerDown,
+    ServerUp,
+    VirtualServerSpec,
+    WeightChanged,
 )
+
+# The records are defined in health_records; they are this module's vocabulary too.
+__all__ = [
+    "CheckFailed",
+    "CheckSucceeded",
+    "CheckerId",
+    "CheckerSpec",
+    "CheckerState",
+    "Endpoint",
+    "HealthEffect",
+    "HealthEvent",
+    "HealthMonitor",
+    "HealthProtocolError",
+    "MiscResult",
+    "NotifyKind",
+    "Outcome",
+    "PoolChanged",
+    "PoolMember",
+    "QuorumGained",
+    "QuorumLost",
+    "RealServerSpec",
+    "RunCheck",
+    "RunNotifyScript",
+    "ServerDown",
+    "ServerUp",
+    "VirtualServerSpec",
+    "WeightChanged",
+    "misc_outcome",
+    "sorry_in_use",
+]
 
 
 class HealthProtocolError(Exception):
@@ -325,7 +194,11 @@ class _VirtualServer:
 
     def compute_pool(self) -> tuple[PoolMember, ...]:
         spec = self.spec
-        sorry_active = spec.sorry_server is not None and not self.quorum_up
+        sorry_active = sorry_in_use(
+            configured=spec.sorry_server is not None,
+            in_quorum=self.quorum_up,
+            weights=(rs.weight for rs in self.servers.values() if rs.up),
+        )
         members: list[PoolMember] = []
         for rs in self.servers.values():
             if rs.up and not sorry_active:
@@ -339,6 +212,22 @@ class _VirtualServer:
             elif spec.sorry_server_inhibit:
                 members.append(PoolMember(server=spec.sorry_server, weight=0, sorry=True))
         return tuple(members)
+
+
+def sorry_in_use(*, configured: bool, in_quorum: bool, weights: Iterable[int]) -> bool:
+    """Whether the sorry server takes the traffic: one is configured, and quorum is lost or no
+    live real server has a positive weight (keepalived.conf(5), sorry_server). The one rule the
+    health pool and the load balancer's destinations both follow."""
+    return configured and (not in_quorum or not any(weight > 0 for weight in weights))
+
+
+def _run_script(
+    script: str | None, kind: NotifyKind, virtual_server: str, server: Endpoint | None
+) -> list[HealthEffect]:
+    """The order to run a configured notify/quorum script; none when it is not configured."""
+    if not script:
+        return []
+    return [RunNotifyScript(script=script, kind=kind, virtual_server=virtual_server, server=server)]
 
 
 def _settings_of(spec: RealServerSpec) -> RealServerSpec:
@@ -546,26 +435,10 @@ class HealthMonitor:
         if rs.refresh():
             if rs.up:
                 effects.append(ServerUp(virtual_server=name, server=server, reason=reason))
-                if rs.spec.notify_up:
-                    scripts.append(
-                        RunNotifyScript(
-                            script=rs.spec.notify_up,
-                            kind=NotifyKind.NOTIFY_UP,
-                            virtual_server=name,
-                            server=server,
-                        )
-                    )
+                scripts += _run_script(rs.spec.notify_up, NotifyKind.NOTIFY_UP, name, server)
             else:
                 effects.append(ServerDown(virtual_server=name, server=server, reason=reason))
-                if rs.spec.notify_down:
-                    scripts.append(
-                        RunNotifyScript(
-                            script=rs.spec.notify_down,
-                            kind=NotifyKind.NOTIFY_DOWN,
-                            virtual_server=name,
-                            server=server,
-                        )
-                    )
+                scripts += _run_script(rs.spec.notify_down, NotifyKind.NOTIFY_DOWN, name, server)
         up_changed = bool(effects)
         if rs.weight != old_weight:
             effects.append(
@@ -592,24 +465,12 @@ class HealthMonitor:
             if not vs.spec.omega:
                 continue
             for rs in vs.servers.values():
-                if rs.up and rs.spec.notify_down:
-                    effects.append(
-                        RunNotifyScript(
-                            script=rs.spec.notify_down,
-                            kind=NotifyKind.NOTIFY_DOWN,
-                            virtual_server=name,
-                            server=rs.spec.server,
-                        )
+                if rs.up:
+                    effects += _run_script(
+                        rs.spec.notify_down, NotifyKind.NOTIFY_DOWN, name, rs.spec.server
                     )
-            if vs.quorum_up and vs.spec.quorum_down:
-                effects.append(
-                    RunNotifyScript(
-                        script=vs.spec.quorum_down,
-                        kind=NotifyKind.QUORUM_DOWN,
-                        virtual_server=name,
-                        server=None,
-                    )
-                )
+            if vs.quorum_up:
+                effects += _run_script(vs.spec.quorum_down, NotifyKind.QUORUM_DOWN, name, None)
         return effects
 
     # -- internals ----------------------------------------------------------------------------
@@ -619,28 +480,12 @@ class HealthMonitor:
         live = vs.live_weight()
         if vs.quorum_up and (live == 0 or live < spec.quorum - spec.hysteresis):
             vs.quorum_up = False
-            if spec.quorum_down:
-                scripts.append(
-                    RunNotifyScript(
-                        script=spec.quorum_down,
-                        kind=NotifyKind.QUORUM_DOWN,
-                        virtual_server=spec.name,
-                        server=None,
-                    )
-                )
+            scripts += _run_script(spec.quorum_down, NotifyKind.QUORUM_DOWN, spec.name, None)
             return [QuorumLost(virtual_server=spec.name, live_weight=live)]
         # Regaining needs some live weight too, or a quorum <= hysteresis would flap at zero.
         if not vs.quorum_up and live > 0 and live >= spec.quorum + spec.hysteresis:
             vs.quorum_up = True
-            if spec.quorum_up:
-                scripts.append(
-                    RunNotifyScript(
-                        script=spec.quorum_up,
-                        kind=NotifyKind.QUORUM_UP,
-                        virtual_server=spec.name,
-                        server=None,
-                    )
-                )
+            scripts += _run_script(spec.quorum_up, NotifyKind.QUORUM_UP, spec.name, None)
             return [QuorumGained(virtual_server=spec.name, live_weight=live)]
         return []
 

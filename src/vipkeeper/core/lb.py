@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from enum import Enum
 
 from vipkeeper.core import maglev
+from vipkeeper.core.health import sorry_in_use
+from vipkeeper.core.health_records import Endpoint
 
 
 class Protocol(Enum):
@@ -24,14 +26,21 @@ class Protocol(Enum):
 
 
 class Scheduler(Enum):
-    """keepalived's `lvs_sched` names this project supports."""
+    """keepalived's `lvs_sched` names this project supports; the short member names are the
+    configuration's words for the same members."""
 
     ROUND_ROBIN = "rr"
     WEIGHTED_ROUND_ROBIN = "wrr"
     SOURCE_HASH = "sh"
     MAGLEV_HASH = "mh"
-    LEAST_CONNECTION = "lc"
-    WEIGHTED_LEAST_CONNECTION = "wlc"
+    LEAST_CONNECTION = "lc"  # hashed like wrr on the nftables data plane
+    WEIGHTED_LEAST_CONNECTION = "wlc"  # likewise
+    RR = "rr"
+    WRR = "wrr"
+    SH = "sh"
+    MH = "mh"
+    LC = "lc"
+    WLC = "wlc"
 
 
 class ForwardingMethod(Enum):
@@ -128,15 +137,22 @@ class RealServer:
         if self.weight < 0:
             raise ValueError(f"weight must be >= 0, got {self.weight}")
 
+    @classmethod
+    def at(cls, endpoint: Endpoint, weight: int = 1) -> RealServer:
+        return cls(address=endpoint.address, port=endpoint.port, weight=weight)
+
     @property
     def key(self) -> tuple[str, int]:
         return (self.address, self.port)
 
     @property
+    def endpoint(self) -> Endpoint:
+        return Endpoint(address=self.address, port=self.port)
+
+    @property
     def name(self) -> str:
         """Stable name fed to the Maglev hashes; the weight is deliberately not part of it."""
-        host = f"[{self.address}]" if ":" in self.address else self.address
-        return f"{host}:{self.port}"
+        return str(self.endpoint)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -160,9 +176,11 @@ class VirtualServer:
 
     @property
     def sorry_active(self) -> bool:
-        if self.sorry_server is None:
-            return False
-        return not self.in_quorum or not any(s.weight > 0 for s in self.real_servers)
+        return sorry_in_use(
+            configured=self.sorry_server is not None,
+            in_quorum=self.in_quorum,
+            weights=(s.weight for s in self.real_servers),
+        )
 
 
 def destinations(virtual_server: VirtualServer) -> tuple[RealServer, ...]:

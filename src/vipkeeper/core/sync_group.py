@@ -5,7 +5,7 @@ Owns: routing events to member instances and the follow rules between them:
   member has a fault of its own left;
 - a member going Backup -> Master by itself brings the other Backup members to Master;
 - a member going Master -> Backup by itself brings the other Master members to Backup;
-- the group as a whole entering MASTER / BACKUP / FAULT is reported as RunNotify(kind="GROUP").
+- the group as a whole entering MASTER / BACKUP / FAULT is reported as RunNotify(kind=GROUP).
 The coordinator talks to members only through `SyncGroupRequested` events, so each member's
 transition table stays the single place where states change.
 Must never: do I/O or read a clock (same shape as `VrrpInstance`: handle / next_deadline).
@@ -17,7 +17,8 @@ from collections.abc import Sequence
 
 from vipkeeper.core.effects import Effect, RunNotify
 from vipkeeper.core.events import Event, SyncGroupRequested, TimerFired
-from vipkeeper.core.vrrp import State, VrrpInstance
+from vipkeeper.core.states import GroupRequest, NotifyState, NotifyTarget, State
+from vipkeeper.core.vrrp import VrrpInstance
 
 
 class SyncGroup:
@@ -70,7 +71,9 @@ class SyncGroup:
             reasons.remove(member.group_fault)
         return bool(reasons) and member.state is not State.INITIALIZE
 
-    def _request(self, member: VrrpInstance, state: str, reason: str, now: float) -> list[Effect]:
+    def _request(
+        self, member: VrrpInstance, state: GroupRequest, reason: str, now: float
+    ) -> list[Effect]:
         return member.handle(SyncGroupRequested(group=self.name, state=state, reason=reason), now)
 
     def _follow_faults(self, own_fault_before: dict[str, bool], now: float) -> list[Effect]:
@@ -79,7 +82,9 @@ class SyncGroup:
             if not own_fault_before[name] and self._own_fault(member):
                 for other in self.instances.values():
                     if other is not member:
-                        effects += self._request(other, "FAULT", f"{name} entered FAULT", now)
+                        effects += self._request(
+                            other, GroupRequest.FAULT, f"{name} entered FAULT", now
+                        )
         cleared = [
             n for n, m in self.instances.items() if own_fault_before[n] and not self._own_fault(m)
         ]
@@ -87,7 +92,7 @@ class SyncGroup:
             for member in self.instances.values():
                 if member.group_fault is not None:
                     effects += self._request(
-                        member, "FAULT_CLEARED", f"{cleared[0]} recovered", now
+                        member, GroupRequest.FAULT_CLEARED, f"{cleared[0]} recovered", now
                     )
         return effects
 
@@ -98,9 +103,9 @@ class SyncGroup:
         for member in targets:
             old, new = states_before[member.name], member.state
             if new is State.MASTER and old is not State.MASTER:
-                wanted, from_state = "MASTER", State.BACKUP
+                wanted, from_state = GroupRequest.MASTER, State.BACKUP
             elif new is State.BACKUP and old is State.MASTER:
-                wanted, from_state = "BACKUP", State.MASTER
+                wanted, from_state = GroupRequest.BACKUP, State.MASTER
             else:
                 continue
             for other in self.instances.values():
@@ -120,4 +125,11 @@ class SyncGroup:
         if new is self.state:
             return []
         self.state = new
-        return [RunNotify(instance=self.name, state=new.value, priority=0, kind="GROUP")]
+        return [
+            RunNotify(
+                instance=self.name,
+                state=NotifyState(new.value),
+                priority=0,
+                kind=NotifyTarget.GROUP,
+            )
+        ]

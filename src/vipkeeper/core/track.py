@@ -12,15 +12,11 @@ Must never: run scripts, read interfaces or clocks. The driver feeds results in.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+
+from vipkeeper.core.states import TrackKind
 
 MIN_WEIGHT = -253  # keepalived's accepted range for track_interface / track_script weights
 MAX_WEIGHT = 253
-
-
-class TrackKind(Enum):
-    INTERFACE = "interface"
-    SCRIPT = "script"
 
 
 class ScriptTracker:

@@ -14,15 +14,18 @@ Rules:
   raises `ProtocolError`. There is no silent fall-through.
 Must never: import anything that does I/O, read a clock, draw random numbers, or act on the
 world other than by returning effects.
+
+Its settings and counters live in `vrrp_settings`. The rest stays in one module on purpose (as
+h11 keeps its state machine in one): the table and the handlers it names are one piece, and a
+reader following a transition should not have to change files; hence its length.
 """
 
 from __future__ import annotations
 
 import functools
 import ipaddress
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from enum import Enum
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from vipkeeper.core import timing, vrrp_wire
@@ -34,7 +37,6 @@ from vipkeeper.core.effects import (
     RunNotify,
     SendAdvert,
     SendGratuitous,
-    VirtualAddress,
 )
 from vipkeeper.core.events import (
     Event,
@@ -49,18 +51,16 @@ from vipkeeper.core.events import (
     TimerFired,
     TrackChanged,
 )
+from vipkeeper.core.states import GroupRequest, NotifyState, State
 from vipkeeper.core.steady import Beacon, Echo, Steady, Watch, next_advert_due
-from vipkeeper.core.track import TrackKind, TrackSet
-
-OWNER_PRIORITY = 255  # RFC 9568 §6.1: the address owner
-MAX_BACKUP_PRIORITY = 254
-
-
-class State(Enum):
-    INITIALIZE = "INITIALIZE"
-    BACKUP = "BACKUP"
-    MASTER = "MASTER"
-    FAULT = "FAULT"
+from vipkeeper.core.track import TrackSet
+from vipkeeper.core.vrrp_settings import (
+    MAX_BACKUP_PRIORITY,
+    OWNER_PRIORITY,
+    DropReason,
+    InstanceSettings,
+    InstanceStats,
+)
 
 
 class ProtocolError(Exception):
@@ -70,47 +70,6 @@ class ProtocolError(Exception):
         super().__init__(f"no transition for {type(event).__name__} in state {state.value}")
         self.state = state
         self.event = event
-
-
-class DropReason:
-    """Counter keys for discarded packets (decoder errors add `vrrp_wire.WireError.reason`)."""
-
-    TTL = "ttl"  # RFC 3768 §7.1 / RFC 9568 §7.1: TTL / hop limit must be 255
-    FAMILY = "family"
-    VERSION_MISMATCH = "version_mismatch"
-    VRID_MISMATCH = "vrid_mismatch"
-    OWN_ADVERT = "own_advert"
-    UNICAST_PEER = "unicast_peer"  # unicast mode: the source is not a configured peer
-    # keepalived's three authentication counters: a type RFC 2338 does not define (invalid), a
-    # defined type other than ours (mismatch), our type with another password (failure).
-    AUTH_TYPE_INVALID = "auth_type_invalid"  # v2 Auth Type not NONE, PASS or AH
-    AUTH_TYPE = "auth_type"  # RFC 3768 §7.1: auth type must match
-    AUTH_MISMATCH = "auth_mismatch"  # v2 simple password differs
-    INTERVAL_MISMATCH = "interval_mismatch"  # RFC 3768 §7.1: v2 Adver Int must match
-    INTERVAL_INVALID = "interval_invalid"  # v3 interval of 0 cannot drive a timer
-    NOT_RUNNING = "not_running"  # received before Started or after shutdown
-    FAULT_STATE = "fault_state"  # received while in FAULT
-
-
-@dataclass
-class InstanceStats:
-    """Counters for one instance; `dropped` maps a drop reason to its count."""
-
-    adverts_sent: int = 0
-    adverts_received: int = 0  # accepted advertisements
-    priority_zero_sent: int = 0
-    priority_zero_received: int = 0
-    became_master: int = 0
-    lower_priority_discarded: int = 0  # Backup discarded a lower-priority advert (preemption)
-    address_list_mismatch: int = 0  # logged only, the advertisement is still processed
-    dropped: dict[str, int] = field(default_factory=dict)
-
-    def drop(self, reason: str) -> None:
-        self.dropped[reason] = self.dropped.get(reason, 0) + 1
-
-    @property
-    def total_dropped(self) -> int:
-        return sum(self.dropped.values())
 
 
 _AUTH_TYPES = frozenset(vrrp_wire.AuthType)
@@ -125,101 +84,6 @@ def _normalise(address: str) -> str:
 def _address_key(address: str) -> int:
     """Primary addresses compare as unsigned integers (RFC 9568 §6.4.3 tie-break)."""
     return int(ipaddress.ip_address(address))
-
-
-@dataclass(frozen=True, kw_only=True)
-class InstanceSettings:
-    """Configuration of one vrrp_instance, as the state machine needs it.
-
-    Times are in seconds. `virtual_addresses` all belong to `family` (4 or 6). Weights in
-    `track_interfaces` / `track_scripts` follow `vipkeeper.core.track` (0: FAULT when down).
-    `initial_state` is keepalived's `state` keyword: MASTER makes a non-owner claim mastership
-    after one advertisement interval of silence instead of the full Master_Down_Interval.
-    """
-
-    name: str
-    interface: str
-    vrid: int
-    priority: int = 100
-    version: int = 2
-    family: int = 4
-    advert_int: float = 1.0
-    virtual_addresses: tuple[VirtualAddress, ...] = ()
-    preempt: bool = True
-    nopreempt: bool = False
-    preempt_delay: float = 0.0
-    auth_pass: str | None = None  # v2 auth_type PASS; None: no authentication
-    unicast_src_ip: str | None = None  # also keepalived's mcast_src_ip: the address we send from
-    unicast_peers: tuple[str, ...] = ()
-    mcast_group: str | None = None  # None: 224.0.0.18 / ff02::12 (RFC 3768 §5.2.2, RFC 9568)
-    track_interfaces: Mapping[str, int] = field(default_factory=dict)
-    track_scripts: Mapping[str, int] = field(default_factory=dict)
-    garp_master_delay: float = 5.0
-    garp_master_repeat: int = 5
-    garp_master_refresh: float = 0.0
-    garp_master_refresh_repeat: int = 1
-    initial_state: State = State.BACKUP
-    accept: bool = True  # RFC 9568 §6.1 Accept_Mode; carried for the driver, not used here
-    lower_prio_no_advert: bool = False  # keepalived: Master answers a lower-priority advert
-    # keepalived: a Master hearing a lower-priority advert (a partition healing, a frozen peer
-    # waking up) announces its addresses again, so clients that followed the other Master's
-    # gratuitous ARP come back; a second burst follows after the delay.
-    garp_lower_prio_repeat: int = 5
-    garp_lower_prio_delay: float = 5.0
-    # keepalived: a Master stepping down for a higher priority first sends one advert at its
-    # own priority, so the new Master learns there was a split and re-announces.
-    higher_prio_send_advert: bool = False
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.vrid <= 255:
-            raise ValueError(f"virtual_router_id {self.vrid} is not 1..255")
-        if not 1 <= self.priority <= OWNER_PRIORITY:
-            raise ValueError(f"priority {self.priority} is not 1..255")
-        if self.version not in (2, 3):
-            raise ValueError(f"version {self.version} is not 2 or 3")
-        if self.family not in (4, 6):
-            raise ValueError(f"family {self.family} is not 4 or 6")
-        if self.version == 2:
-            if self.family != 4:
-                raise ValueError("VRRPv2 is IPv4 only (RFC 3768); use version 3 for IPv6")
-        elif self.auth_pass is not None:
-            raise ValueError("authentication exists only in VRRPv2 (RFC 9568 removed it)")
-        problem = timing.advert_int_error(
-            version=self.version, seconds=self.advert_int, exact=False
-        )
-        if problem is not None:
-            raise ValueError(f"advert_int {problem}")
-        for vip in self.virtual_addresses:
-            if ipaddress.ip_address(vip.address).version != self.family:
-                raise ValueError(f"virtual address {vip.address} is not IPv{self.family}")
-        for peer in (*self.unicast_peers, *filter(None, [self.unicast_src_ip, self.mcast_group])):
-            if ipaddress.ip_address(peer).version != self.family:
-                raise ValueError(f"unicast address {peer} is not IPv{self.family}")
-        if self.initial_state not in (State.MASTER, State.BACKUP):
-            raise ValueError("initial state is MASTER or BACKUP")
-        if self.preempt_delay < 0 or self.garp_master_delay < 0 or self.garp_master_refresh < 0:
-            raise ValueError("delays are not negative")
-
-    @property
-    def preempt_enabled(self) -> bool:
-        return self.preempt and not self.nopreempt
-
-    @property
-    def wire_interval(self) -> int:
-        """Advertisement interval as carried on the wire (s for v2, cs for v3).
-
-        v2 carries whole seconds only (RFC 3768 §5.3.7): a fractional advert_int is rounded.
-        """
-        if self.version == 2:
-            return max(1, min(timing.V2_MAX_SECONDS, round(self.advert_int)))
-        return timing.seconds_to_centiseconds(self.advert_int)
-
-    @property
-    def advert_interval(self) -> float:
-        """Advertisement interval in seconds as actually sent (v3 rounded to centiseconds)."""
-        if self.version == 2:
-            return float(self.wire_interval)
-        return timing.centiseconds_to_seconds(self.wire_interval)
 
 
 _Handler = Callable[["VrrpInstance", Any, float], None]
@@ -396,10 +260,10 @@ class VrrpInstance:
 
     def _report(self, new: State, reason: str) -> None:
         self._out.append(
-            ReportTransition(instance=self.name, old=self.state.value, new=new.value, reason=reason)
+            ReportTransition(instance=self.name, old=self.state, new=new, reason=reason)
         )
 
-    def _notify(self, state: str) -> None:
+    def _notify(self, state: NotifyState) -> None:
         self._out.append(RunNotify(instance=self.name, state=state, priority=self.priority))
 
     def _send_advert(self, priority: int) -> None:
@@ -474,7 +338,7 @@ class VrrpInstance:
             self._garp_repeat = self.settings.garp_master_repeat
         if self.settings.garp_master_refresh > 0:
             self._garp_refresh_at = now + self.settings.garp_master_refresh
-        self._notify("MASTER")
+        self._notify(NotifyState.MASTER)
 
     def _enter_backup(self, now: float, reason: str, *, down_in: float | None = None) -> None:
         if self.state is State.MASTER and self.settings.virtual_addresses:
@@ -484,7 +348,7 @@ class VrrpInstance:
         self._cancel_timers()
         delay = self._master_down_interval() if down_in is None else down_in
         self._master_down_at = now + delay
-        self._notify("BACKUP")
+        self._notify(NotifyState.BACKUP)
 
     def _enter_fault(self, reason: str) -> None:
         if self.state is State.MASTER:
@@ -499,7 +363,7 @@ class VrrpInstance:
         self._report(State.FAULT, reason)
         self.state = State.FAULT
         self._cancel_timers()
-        self._notify("FAULT")
+        self._notify(NotifyState.FAULT)
 
     def _leave_initialize_or_fault(self, now: float, reason: str) -> None:
         """RFC 9568 §6.4.1 Startup, also used when the last fault clears."""
@@ -542,8 +406,9 @@ class VrrpInstance:
     def _on_packet_in_fault(self, event: PacketReceived, now: float) -> None:
         self.stats.drop(DropReason.FAULT_STATE)
 
-    def _accept(self, event: PacketReceived) -> vrrp_wire.Advertisement | None:
-        """RFC 3768 §7.1 / RFC 9568 §7.1 receive checks; count and return None on a drop."""
+    def _accept(self, event: PacketReceived) -> tuple[vrrp_wire.Advertisement, str] | None:
+        """RFC 3768 §7.1 / RFC 9568 §7.1 receive checks: the advertisement and its normalised
+        source address; None (counted) on a drop."""
         settings = self.settings
         if event.ttl != vrrp_wire.VRRP_TTL:
             self.stats.drop(DropReason.TTL)
@@ -598,7 +463,7 @@ class VrrpInstance:
         self.stats.adverts_received += 1
         if advert.priority == 0:
             self.stats.priority_zero_received += 1
-        return advert
+        return advert, source
 
     def _addresses_match(self, addresses: tuple[str, ...]) -> bool:
         seen, match = self._seen_addresses
@@ -617,10 +482,10 @@ class VrrpInstance:
         return now < self._preempt_at
 
     def _on_packet_backup(self, event: PacketReceived, now: float) -> None:
-        advert = self._accept(event)
-        if advert is None:
+        received = self._accept(event)
+        if received is None:
             return
-        source = _normalise(event.source)
+        advert, source = received
         # RFC 9568 §6.4.2 Backup, "If an ADVERTISEMENT is received".
         if advert.priority == 0:
             # The Master is leaving: take over after Skew_Time only.
@@ -647,10 +512,10 @@ class VrrpInstance:
         self.stats.lower_priority_discarded += 1
 
     def _on_packet_master(self, event: PacketReceived, now: float) -> None:
-        advert = self._accept(event)
-        if advert is None:
+        received = self._accept(event)
+        if received is None:
             return
-        source = _normalise(event.source)
+        advert, source = received
         # RFC 9568 §6.4.3 Master, "If an ADVERTISEMENT is received".
         if advert.priority == 0:
             self._send_advert(self.priority)
@@ -735,8 +600,7 @@ class VrrpInstance:
         """FAULT has no timers; a late TimerFired from an earlier state is harmless."""
 
     def _on_track(self, event: TrackChanged, now: float) -> None:
-        kind = None if event.kind is None else TrackKind(event.kind)
-        if not self.tracks.update(event.name, event.up, kind):
+        if not self.tracks.update(event.name, event.up, event.kind):
             return
         what = f"{event.kind or 'tracked object'} {event.name}"
         self._refresh_fault(now, f"{what} up")
@@ -806,24 +670,24 @@ class VrrpInstance:
         self._report(State.INITIALIZE, "shutdown requested")
         self.state = State.INITIALIZE
         self._cancel_timers()
-        self._notify("STOP")
+        self._notify(NotifyState.STOP)
 
     def _on_shutdown_idle(self, event: ShutdownRequested, now: float) -> None:
         """Not started, or already stopped: nothing to undo."""
 
     def _on_sync_group(self, event: SyncGroupRequested, now: float) -> None:
         reason = f"sync group {event.group}: {event.reason}"
-        if event.state == "FAULT":
+        if event.state is GroupRequest.FAULT:
             self.group_fault = reason
             if self.state in (State.BACKUP, State.MASTER):
                 self._enter_fault(reason)
-        elif event.state == "FAULT_CLEARED":
+        elif event.state is GroupRequest.FAULT_CLEARED:
             self.group_fault = None
             self._refresh_fault(now, reason)
-        elif event.state == "MASTER":
+        elif event.state is GroupRequest.MASTER:
             if self.state is State.BACKUP:
                 self._enter_master(now, reason)
-        elif event.state == "BACKUP":
+        elif event.state is GroupRequest.BACKUP:
             if self.state is State.MASTER:
                 self._enter_backup(now, reason)
         else:

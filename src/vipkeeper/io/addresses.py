@@ -280,6 +280,17 @@ class AddressManager:
             log.warning("removed stale VIP %s/%d from %s", vip.address, vip.prefixlen, vip.dev)
         return removed
 
+    async def present(self, devices: Iterable[str]) -> frozenset[tuple[str, str]]:
+        """(address, device) of every address on `devices`; a missing device holds nothing."""
+        present: set[tuple[str, str]] = set()
+        for device in sorted(devices):
+            try:
+                found = await self.list_addresses(device)
+            except Exception:  # a missing interface holds nothing
+                continue
+            present.update((str(ipaddress.ip_address(a.address)), device) for a in found)
+        return frozenset(present)
+
     async def list_addresses(
         self, interface: str, family: int = socket.AF_UNSPEC
     ) -> list[InterfaceAddress]:

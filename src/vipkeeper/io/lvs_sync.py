@@ -28,6 +28,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.generic import ipvs as genl_ipvs
 
 from vipkeeper.config.model import LvsSyncDaemon
+from vipkeeper.core.states import State
 
 log = logging.getLogger("vipkeeper.lvs")
 
@@ -139,9 +140,9 @@ class SyncDaemons:
         self.running.discard(state)
         log.info("LVS: sync daemon %s stopped", STATE_NAMES[state])
 
-    async def follow(self, vrrp_state: str) -> None:
+    async def follow(self, vrrp_state: State) -> None:
         """The instance entered `vrrp_state`: Master thread on MASTER, else Backup thread."""
-        wanted = IP_VS_STATE_MASTER if vrrp_state == "MASTER" else IP_VS_STATE_BACKUP
+        wanted = IP_VS_STATE_MASTER if vrrp_state == State.MASTER else IP_VS_STATE_BACKUP
         for state in sorted(self.running - {wanted}):
             await self._stop(state)
         if wanted not in self.running:

@@ -23,6 +23,10 @@ socket and the loop does not read it): byte-for-byte copies of one expected adve
 counted without decoding, other VRIDs' datagrams are skipped and counted (`foreign_skipped`), and
 the first other datagram is handed back for the loop. Datagrams the kernel dropped for want of
 buffer space are counted (SO_RXQ_OVFL).
+
+The module is long on purpose: the three ways to read are one socket's state (its queue, its
+lazy flag, its doorbell, the autopilot's hook) and change each other's invariants; kept in one
+class they can be checked together.
 """
 
 from __future__ import annotations

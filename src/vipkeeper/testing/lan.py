@@ -27,7 +27,9 @@ from vipkeeper.core.events import (
     TimerFired,
     TrackChanged,
 )
-from vipkeeper.core.vrrp import InstanceSettings, State, VrrpInstance
+from vipkeeper.core.states import State, TrackKind
+from vipkeeper.core.vrrp import VrrpInstance
+from vipkeeper.core.vrrp_settings import InstanceSettings
 from vipkeeper.testing.clock import FakeClock
 from vipkeeper.testing.recorder import EffectRecorder
 
@@ -127,8 +129,12 @@ class FakeLan:
             return []
         return self.deliver(name, PriorityChanged(priority=priority))
 
-    def set_track(self, name: str, track: str, up: bool, kind: str | None = None) -> list[Effect]:
-        return self.deliver(name, TrackChanged(name=track, up=up, kind=kind))
+    def set_track(
+        self, name: str, track: str, up: bool, kind: TrackKind | str | None = None
+    ) -> list[Effect]:
+        return self.deliver(
+            name, TrackChanged(name=track, up=up, kind=None if kind is None else TrackKind(kind))
+        )
 
     def partition(self, *groups: list[str] | tuple[str, ...] | set[str]) -> None:
         """Split the segment: routers in the same group hear each other; routers not named
