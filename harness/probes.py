@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
+import docker.errors
+
 from harness.lab import Lab, LabError
 from harness.waits import wait_until
 
@@ -39,17 +41,22 @@ def vip_url(lab: Lab) -> str:
 # --- VIP ownership ------------------------------------------------------------------------------
 def holds_vip(lab: Lab, director: str) -> bool | None:
     """True/False when known; None when the director cannot be asked (not running nor paused)."""
+    stopped = ("exited", "created", "dead")
     state = lab.state(director)
     script = f"ip -o -4 addr show dev {lab.topology.front_if(director)}"
     if state == "running":
-        result = lab.exec(director, script, timeout=10)
+        try:
+            result = lab.exec(director, script, timeout=10)
+        except docker.errors.APIError:
+            # Killed since the state was read: say so now, not at the next look.
+            return False if lab.state(director) in stopped else None
         if result.refused_paused:  # paused since the state was read
             result = lab.netns_run(director, script)
     elif state == "paused":
         # A frozen container cannot run `docker exec`; its network namespace can still be read.
         result = lab.netns_run(director, script)
     else:
-        return False if state in ("exited", "created", "dead") else None
+        return False if state in stopped else None
     if not result.ok:
         return None
     return f" {lab.topology.vip}/" in result.output
