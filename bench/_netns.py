@@ -1,15 +1,13 @@
-"""Shared helpers for the VRRP benchmarks: a namespace lab, both daemons, /proc readings.
+"""What the VRRP benchmarks share beyond the test package: both daemons, /proc readings.
 
-The lab is tests/netns/netlab.py (imported through sys.path): every host is a namespace on one
-bridge, and `Lab.teardown()` kills what runs there and deletes the namespaces. This module adds
-what the benchmarks need on top of it:
+The lab is `vipkeeper.testing.netns.Lab` (every host a namespace on one bridge; `teardown()`
+kills what runs there and deletes the namespaces; `hard_fail`, `namespace_pids`), the waits are
+`vipkeeper.testing.waits`. This module adds what only the benchmarks need:
 
     keepalived_conf(...)            one keepalived.conf text that both daemons read unchanged
     start_daemon(lab, host, daemon, conf) -> Daemon   "keepalived" or "vipkeeper", in host's ns
+    failover_lab(lab, daemon, ...)  r1 (Master), r2 (Backup) and a client, r1 holding the VIP
     vips_on(host) -> set[str]       addresses on host's eth0 (ip -n, no process in the ns)
-    wait_until(predicate, timeout)  poll; raises TimeoutError with a description
-    fail_hard(lab, host, pids)      freeze the host's processes, cut its link, kill them
-    namespace_pids(ns) -> list[int] every process in a namespace (a daemon and its children)
     cpu_seconds(pids), rss_kib(pids)  /proc/PID/schedstat run time and /proc/PID/status VmRSS
 
 Needs root, iproute2, /usr/sbin/keepalived and the project's venv (the `vipkeeper` script).
@@ -18,7 +16,6 @@ Nothing here sends a packet outside the lab's namespaces.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import platform
@@ -26,17 +23,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "netns"))
-
-from netlab import KEEPALIVED, DaemonProcess, Host, Lab  # noqa: E402
-
-VIPKEEPER = ROOT / ".venv" / "bin" / "vipkeeper"
+from vipkeeper.testing.daemons import start_vipkeeper
+from vipkeeper.testing.netns import KEEPALIVED, DaemonProcess, Host, Lab
+from vipkeeper.testing.waits import WaitTimeout, wait_until
 
 
 def _exit_on_sigterm(signum: int, _frame: object) -> None:
@@ -51,21 +45,18 @@ DAEMONS = ("keepalived", "vipkeeper")
 
 __all__ = [
     "DAEMONS",
-    "KEEPALIVED",
-    "VIPKEEPER",
     "Daemon",
     "Host",
     "Lab",
     "cpu_seconds",
-    "fail_hard",
+    "elected",
     "failover_lab",
     "keepalived_conf",
     "machine_summary",
-    "namespace_pids",
     "rss_kib",
     "start_daemon",
+    "start_routers",
     "vips_on",
-    "wait_until",
     "wake_ups",
 ]
 
@@ -119,15 +110,20 @@ class Daemon(DaemonProcess):
         """Ask the profiled daemon for its statistics; the path once written, else None."""
         if self.profile is None:
             return None
-        self.profile.unlink(missing_ok=True)
+        profile = self.profile
+        profile.unlink(missing_ok=True)
         self.process.send_signal(signal.SIGUSR1)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.profile.exists() and self.profile.stat().st_size > 0:
-                time.sleep(0.2)  # let the write finish
-                return self.profile
-            time.sleep(0.05)
-        return None
+        try:
+            wait_until(
+                lambda: profile.exists() and profile.stat().st_size > 0,
+                timeout=timeout,
+                what=f"{profile} written",
+                interval=0.05,
+            )
+        except WaitTimeout:
+            return None
+        time.sleep(0.2)  # let the write finish
+        return profile
 
     def stop(self, timeout: float = 60.0) -> int:
         """SIGTERM (graceful: priority 0, VIPs removed); SIGKILL if it lingers."""
@@ -136,12 +132,12 @@ class Daemon(DaemonProcess):
     def pids(self) -> list[int]:
         """The daemon's processes: everything in its namespace (keepalived: parent + VRRP
         child; vipkeeper: one process, as `ip netns exec` execs it)."""
-        return namespace_pids(self.host.ns)
+        return Lab.namespace_pids(self.host)
 
 
 # vipkeeper under cProfile, controllable from outside: SIGUSR2 clears the statistics (start of
 # a measured window), SIGUSR1 writes them to argv[1] (end of it); they are written at exit too.
-_PROFILED_VIPKEEPER = """
+_PROFILED = """
 import cProfile, signal, sys
 from vipkeeper.cli import main
 profiler = cProfile.Profile()
@@ -175,22 +171,13 @@ def start_daemon(
     `extra_args` (vipkeeper only): more `vipkeeper run` options, e.g. `--no-autopilot`.
     """
     if kind == "keepalived":
-        started = lab.start_keepalived(host, conf)
-        return Daemon(kind, host, started.process, started.log_path)
-    if kind == "vipkeeper":
-        directory = lab.workdir / f"vipkeeper-{host.name}"
-        directory.mkdir(parents=True, exist_ok=True)
-        conf_path = directory / "keepalived.conf"
-        conf_path.write_text(conf)
-        log_path = directory / "vipkeeper.log"
-        argv = [str(VIPKEEPER), "run", "-f", str(conf_path), *extra_args]
-        if profile is not None:
-            python = str(VIPKEEPER.parent / "python")
-            argv = [python, "-c", _PROFILED_VIPKEEPER, str(profile), *argv[1:]]
-        with log_path.open("wb") as log:
-            process = lab.popen(host, *argv, stdout=log, stderr=log)
-        return Daemon(kind, host, process, log_path, profile)
-    raise ValueError(f"unknown daemon {kind!r}")
+        started: DaemonProcess = lab.start_keepalived(host, conf)
+    elif kind == "vipkeeper":
+        command = None if profile is None else [sys.executable, "-c", _PROFILED, str(profile)]
+        started = start_vipkeeper(lab, host, conf, command=command, extra_args=extra_args)
+    else:
+        raise ValueError(f"unknown daemon {kind!r}")
+    return Daemon(kind, host, started.process, started.log_path, profile)
 
 
 def vips_on(host: Host) -> set[str]:
@@ -206,78 +193,64 @@ def vips_on(host: Host) -> set[str]:
     return {f"{a['local']}/{a['prefixlen']}" for entry in info for a in entry["addr_info"]}
 
 
-def wait_until(
-    predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.05
-) -> float:
-    """Poll `predicate` until true; returns the time it took. TimeoutError after `timeout`."""
-    start = time.monotonic()
-    while True:
-        if predicate():
-            return time.monotonic() - start
-        if time.monotonic() - start > timeout:
-            raise TimeoutError(f"not within {timeout:g} s: {what}")
-        time.sleep(interval)
+def start_routers(
+    lab: Lab,
+    daemon: str,
+    *,
+    version: int,
+    advert_int: float,
+    vips: Sequence[tuple[int, str]],
+    prefixlen: int = 24,
+    profiles: tuple[Path | None, Path | None] = (None, None),
+) -> tuple[Daemon, Daemon]:
+    """Routers r1 (10.0.0.1, priority 150) and r2 (10.0.0.2, priority 100) running `daemon`
+    with one instance per (vrid, VIP) in `vips`; `profiles` as `start_daemon`'s, per router."""
+    r1, r2 = (
+        start_daemon(
+            lab,
+            lab.add_host(f"r{index}", [f"10.0.0.{index}/{prefixlen}"]),
+            daemon,
+            keepalived_conf(
+                router_id=f"r{index}",
+                priority=priority,
+                version=version,
+                advert_int=advert_int,
+                vips=vips,
+            ),
+            profile=profile,
+        )
+        for index, priority, profile in ((1, 150, profiles[0]), (2, 100, profiles[1]))
+    )
+    return r1, r2
 
 
 def failover_lab(
     lab: Lab, daemon: str, *, version: int, advert_int: float, vip_cidr: str, vrid: int = 51
 ) -> tuple[Host, Host, Host]:
-    """Routers r1 (priority 150) and r2 (priority 100) running `daemon` with one instance, and a
-    client, on one bridge (10.0.0.0/24); returns (r1, r2, client) once r1 holds the VIP."""
-    r1 = lab.add_host("r1", ["10.0.0.1/24"])
-    r2 = lab.add_host("r2", ["10.0.0.2/24"])
+    """`start_routers` with one instance, and a client (10.0.0.100), on one bridge
+    (10.0.0.0/24); returns (r1, r2, client) once r1 holds the VIP."""
+    daemons = start_routers(
+        lab, daemon, version=version, advert_int=advert_int, vips=[(vrid, vip_cidr)]
+    )
+    r1, r2 = (each.host for each in daemons)
     client = lab.add_host("client", ["10.0.0.100/24"])
-    daemons = [
-        start_daemon(
-            lab,
-            host,
-            daemon,
-            keepalived_conf(
-                router_id=host.name,
-                priority=priority,
-                version=version,
-                advert_int=advert_int,
-                vips=[(vrid, vip_cidr)],
-            ),
-        )
-        for host, priority in ((r1, 150), (r2, 100))
-    ]
 
-    def r1_is_master() -> bool:
-        for each in daemons:
-            if not each.running():
-                raise RuntimeError(f"{daemon} on {each.host.name} exited:\n{each.log()}")
-        return vip_cidr in vips_on(r1) and vip_cidr not in vips_on(r2)
-
-    wait_until(r1_is_master, 30, f"{daemon}: r1 holds {vip_cidr}, r2 does not")
+    wait_until(
+        lambda: elected(daemons, {vip_cidr}),
+        timeout=30,
+        what=f"{daemon}: r1 holds {vip_cidr}, r2 does not",
+    )
     return r1, r2, client
 
 
-def fail_hard(lab: Lab, host: Host, pids: Iterable[int]) -> None:
-    """The host dies at once: its processes are frozen, its link is cut, then they are killed.
-
-    SIGSTOP first, so no process gets to react (keepalived's VRRP child would otherwise catch
-    the SIGTERM its parent's death sends it and announce priority 0, a graceful hand-over);
-    the cut follows at once, so the moment adverts stop and the moment the host stops
-    answering the client are the same. `pids` are listed beforehand (`namespace_pids`), so
-    nothing slow sits between the two.
-    """
-    pids = list(pids)
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGSTOP)
-    lab.cut(host)
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    lab.kill_all(host)  # anything that appeared meanwhile
-
-
-def namespace_pids(ns: str) -> list[int]:
-    out = subprocess.run(
-        ["ip", "netns", "pids", ns], capture_output=True, text=True, timeout=30
-    ).stdout
-    return sorted(int(pid) for pid in out.split())
+def elected(routers: tuple[Daemon, Daemon], wanted: set[str]) -> bool:
+    """Whether the first router holds every address of `wanted` and the second none; a
+    router whose daemon exited is an error, with its log."""
+    for each in routers:
+        if not each.running():
+            raise RuntimeError(f"{each.kind} on {each.host.name} exited:\n{each.log()}")
+    master, backup = (vips_on(each.host) for each in routers)
+    return wanted <= master and not wanted & backup
 
 
 def cpu_seconds(pids: Iterable[int]) -> float:

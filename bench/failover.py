@@ -5,7 +5,7 @@ bridge, one VRRP instance (VRID 51, VIP 10.0.0.50/24), both routers starting as 
 r1 holds the VIP (and a few advertisements have reached r2), the client pings the VIP every
 10 ms (`ping -D -i 0.01`, as root in its namespace, each reply time-stamped by ping); then r1
 fails hard: every process in its namespace is frozen (SIGSTOP), its bridge port is taken down
-(carrier lost) and the processes are SIGKILLed (`_netns.fail_hard`: without the freeze,
+(carrier lost) and the processes are SIGKILLed (`Lab.hard_fail`: without the freeze,
 keepalived's VRRP child catches the SIGTERM its parent's death sends it and hands over
 gracefully with priority 0, which is not the failure measured here). The
 figure is the longest gap between consecutive ping replies in the whole ping run. The run ends
@@ -35,18 +35,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _netns import (
-    DAEMONS,
-    Lab,
-    fail_hard,
-    failover_lab,
-    machine_summary,
-    namespace_pids,
-    vips_on,
-    wait_until,
-)
+from _netns import DAEMONS, Lab, failover_lab, machine_summary, vips_on
+from vipkeeper.testing.waits import wait_until
 
 
 @dataclass(frozen=True)
@@ -120,24 +110,24 @@ def one_run(daemon: str, setting: Setting, run: int) -> Result:
             )  # fmt: skip
         wait_until(
             lambda: len(reply_times(ping_log)) >= REPLIES_BEFORE,
-            10,
-            f"{REPLIES_BEFORE} ping replies from {VIP} before the failure",
+            timeout=10,
+            what=f"{REPLIES_BEFORE} ping replies from {VIP} before the failure",
             interval=0.02,
         )
         if VIP_CIDR in vips_on(r2):
             raise RuntimeError(f"{daemon}: r2 took the VIP before the failure")
 
-        doomed = namespace_pids(r1.ns)
-        failed_at = time.time()
-        fail_hard(lab, r1, doomed)
+        failed_at = lab.hard_fail(r1, lab.namespace_pids(r1))
 
         def recovered() -> bool:
             times = reply_times(ping_log)
             _gap, end = longest_gap(times)
             return times[-1] > failed_at and len(times) - end >= REPLIES_AFTER
 
-        wait_until(lambda: VIP_CIDR in vips_on(r2), 30, f"{daemon}: r2 takes over {VIP_CIDR}")
-        wait_until(recovered, 30, "ping replies resume through r2", interval=0.05)
+        wait_until(
+            lambda: VIP_CIDR in vips_on(r2), timeout=30, what=f"{daemon}: r2 takes over {VIP_CIDR}"
+        )
+        wait_until(recovered, timeout=30, what="ping replies resume through r2", interval=0.05)
         ping.send_signal(signal.SIGINT)
         ping.wait(10)
         times = reply_times(ping_log)

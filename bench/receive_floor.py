@@ -26,21 +26,17 @@ import argparse
 import statistics
 import sys
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _netns import (
     Lab,
     cpu_seconds,
     keepalived_conf,
     machine_summary,
-    namespace_pids,
     start_daemon,
     vips_on,
-    wait_until,
     wake_ups,
 )
+from vipkeeper.testing.waits import wait_until
 
 MINIMAL_ASYNCIO = """
 import asyncio, socket, sys
@@ -88,7 +84,7 @@ RECEIVERS = (
 
 
 def measure(ns: str, window: float) -> tuple[float, float]:
-    pids = namespace_pids(ns)
+    pids = Lab.namespace_pids(ns)
     cpu_before, wakes_before = cpu_seconds(pids), wake_ups(pids)
     time.sleep(window)  # the measured window itself, not a wait for a condition
     cpu = (cpu_seconds(pids) - cpu_before) / window * 100
@@ -117,7 +113,7 @@ def main() -> None:
         )
         backup_conf = master_conf.replace("priority 150", "priority 100").replace("r1", "r2")
         master = start_daemon(lab, r1, "keepalived", master_conf)
-        wait_until(lambda: vip in vips_on(r1), 30, "r1 holds the VIP")
+        wait_until(lambda: vip in vips_on(r1), timeout=30, what="r1 holds the VIP")
         for _round in range(args.rounds):
             for kind in RECEIVERS:
                 if kind.startswith("minimal"):

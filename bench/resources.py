@@ -30,19 +30,17 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 from _netns import (
     DAEMONS,
     Lab,
     cpu_seconds,
-    keepalived_conf,
+    elected,
     machine_summary,
     rss_kib,
-    start_daemon,
+    start_routers,
     vips_on,
-    wait_until,
 )
+from vipkeeper.testing.waits import WaitTimeout, wait_until
 
 CPU_RATIO_TARGET = 3.0
 RSS_TARGET_MB = 60.0
@@ -88,32 +86,23 @@ def measure(
     vips = vips_for(scenario.instances)
     wanted = {vip for _vrid, vip in vips}
     with Lab() as lab:
-        r1 = lab.add_host("r1", ["10.0.0.1/16"])
-        r2 = lab.add_host("r2", ["10.0.0.2/16"])
-        daemons = {
-            role: start_daemon(
-                lab,
-                host,
-                daemon,
-                keepalived_conf(
-                    router_id=host.name,
-                    priority=priority,
-                    version=3,
-                    advert_int=scenario.advert_int,
-                    vips=vips,
-                ),
-                profile=None
-                if profile_dir is None or daemon != "vipkeeper"
-                else profile_dir / f"vipkeeper-{scenario.instances}-{role.lower()}.pstats",
-            )
-            for role, host, priority in (("Master", r1, 150), ("Backup", r2, 100))
-        }
 
-        def elected() -> bool:
-            for d in daemons.values():
-                if not d.running():
-                    raise RuntimeError(f"{daemon} on {d.host.name} exited:\n{d.log()}")
-            return wanted <= vips_on(r1) and not wanted & vips_on(r2)
+        def profile(role: str) -> Path | None:
+            if profile_dir is None or daemon != "vipkeeper":
+                return None
+            return profile_dir / f"vipkeeper-{scenario.instances}-{role}.pstats"
+
+        pair = start_routers(
+            lab,
+            daemon,
+            version=3,
+            advert_int=scenario.advert_int,
+            vips=vips,
+            prefixlen=16,
+            profiles=(profile("master"), profile("backup")),
+        )
+        daemons = dict(zip(("Master", "Backup"), pair, strict=True))
+        r1, r2 = (each.host for each in pair)
 
         def held() -> str:
             on1, on2 = len(wanted & vips_on(r1)), len(wanted & vips_on(r2))
@@ -122,10 +111,13 @@ def measure(
         note = ""
         try:
             wait_until(
-                elected, converge, f"{daemon}: r1 holds all {len(wanted)} VIPs, r2 none", 0.2
+                lambda: elected(pair, wanted),
+                timeout=converge,
+                what=f"{daemon}: r1 holds all {len(wanted)} VIPs, r2 none",
+                interval=0.2,
             )
             time.sleep(settle)  # past the start-up work (gratuitous ARP rounds, first adverts)
-        except TimeoutError:
+        except WaitTimeout:
             # Measure anyway, and say so: a daemon that cannot elect is a finding, not a crash.
             note = f"not converged after {converge:g} s: " + held()
             print(f"# {daemon}: {note}", file=sys.stderr)
@@ -138,7 +130,7 @@ def measure(
         after = {role: cpu_seconds(p) for role, p in pids.items()}
         elapsed = time.monotonic() - started
         rss = {role: rss_kib(p) for role, p in pids.items()}
-        if not note and not elected():
+        if not note and not elected(pair, wanted):
             note = "the election changed during the window: " + held()
         elif note:
             note += "; at the end " + held()

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import compileall
-import datetime
 import json
 import statistics
 import subprocess
@@ -35,31 +34,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 from _netns import DAEMONS, Lab, machine_summary, start_daemon
+from vipkeeper.core import timing
+from vipkeeper.testing.daemons import log_time
 
 ADVERT_INT = 0.1
 PRIORITY = 254
-MASTER_DOWN = 3 * ADVERT_INT + (256 - PRIORITY) * ADVERT_INT / 256
+MASTER_DOWN = timing.master_down_interval(
+    version=3, priority=PRIORITY, master_adver_interval=ADVERT_INT
+)
 SUBNET = "10.0.0"
-
-# Waits for one VRRP packet and prints its kernel receive time (SO_TIMESTAMPNS, epoch seconds).
-LISTENER = r"""
-import socket, struct, sys
-SO_TIMESTAMPNS = 35  # Linux; the socket module does not name it
-sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, 112)
-sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
-                socket.inet_aton("224.0.0.18") + socket.inet_aton(sys.argv[1]))
-print("ready", flush=True)
-sock.settimeout(float(sys.argv[2]))
-data, ancillary, _flags, _addr = sock.recvmsg(2048, 256)
-for level, kind, value in ancillary:
-    if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
-        seconds, nanoseconds = struct.unpack("qq", value[:16])
-        print(f"{seconds + nanoseconds / 1e9:.6f}", flush=True)
-"""
 
 
 def config(kind: str) -> str:
@@ -87,9 +71,7 @@ def config(kind: str) -> str:
 def _log_backup_time(log: str) -> float | None:
     for line in log.splitlines():
         if "INITIALIZE -> BACKUP" in line and line.startswith("{"):
-            stamp = json.loads(line)["ts"]
-            moment = datetime.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ")
-            return moment.replace(tzinfo=datetime.UTC).timestamp()
+            return log_time(json.loads(line)["ts"])
     return None
 
 
@@ -98,19 +80,18 @@ def one_run(daemon: str, kind: str) -> dict[str, Any]:
         router = lab.add_host("r1", [f"{SUBNET}.1/24"])
         listener_host = lab.add_host("listen", [f"{SUBNET}.2/24"])
         listener = lab.popen(
-            listener_host, sys.executable, "-c", LISTENER, f"{SUBNET}.2", "30",
-            stdout=subprocess.PIPE,
+            listener_host, sys.executable, "-m", "vipkeeper.testing.adverts", f"{SUBNET}.2",
+            "--count", "1", "--timeout", "30", stdout=subprocess.PIPE,
         )  # fmt: skip
         assert listener.stdout is not None
         if listener.stdout.readline().strip() != b"ready":
             raise RuntimeError("the listener did not start")
         exec_at = time.time()
-        extra = ["--log-format", "json"] if daemon == "vipkeeper" else []
-        started = start_daemon(lab, router, daemon, config(kind), extra_args=extra)
+        started = start_daemon(lab, router, daemon, config(kind))
         line = listener.stdout.readline().strip()
         if not line:
             raise RuntimeError(f"{daemon}: no advert within 30 s\n{started.log()}")
-        first_advert = float(line) - exec_at
+        first_advert = float(line.split()[0]) - exec_at
         result: dict[str, Any] = {
             "daemon": daemon,
             "first_advert": first_advert,

@@ -6,14 +6,15 @@ millisecond or two between the daemons. This measures the part that is the daemo
 
 Routers r1 (priority 150) and r2 (priority 100) and a client on one bridge, one instance
 (VRID 51, VIP 10.0.0.50/24), both routers of the same daemon. Once r1 is Master, the client
-captures VRRP and ARP (tcpdump); r1 then fails hard (`_netns.fail_hard`). From the capture:
+captures VRRP and ARP (tcpdump); r1 then fails hard (`Lab.hard_fail`). From the capture:
 
     latency = first gratuitous ARP for the VIP from r2
               - (last advertisement from r1 + Master_Down_Interval)
 
-Master_Down_Interval = 3 x advert_int + (256 - 100) / 256 x advert_int for both versions
-(r1's adverts carry the configured interval). Both timestamps come from the client's capture,
-so the clocks agree. Runs alternate between the daemons; the median per cell is printed.
+Master_Down_Interval is r2's (priority 100) for the run's version and interval, from the
+core's `timing` (r1's adverts carry the configured interval). Both timestamps come from the
+client's capture, so the clocks agree. Runs alternate between the daemons; the median per cell
+is printed.
 
     sudo .venv/bin/python bench/takeover.py [--runs 5]
 
@@ -28,33 +29,20 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from scapy.layers.inet import IP
 from scapy.layers.l2 import ARP
 from scapy.utils import rdpcap
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _netns import (
-    DAEMONS,
-    Lab,
-    fail_hard,
-    failover_lab,
-    machine_summary,
-    namespace_pids,
-    vips_on,
-    wait_until,
-)
+from _netns import DAEMONS, Lab, failover_lab, machine_summary, vips_on
+from vipkeeper.core import timing
+from vipkeeper.core.vrrp_wire import VRRP_PROTOCOL
+from vipkeeper.testing.waits import wait_until
 
 VIP = "10.0.0.50"
 VIP_CIDR = f"{VIP}/24"
 BACKUP_PRIORITY = 100
 SETTINGS = ((2, 1.0), (3, 0.1), (3, 0.01))
-
-
-def master_down_interval(advert_int: float) -> float:
-    return 3 * advert_int + (256 - BACKUP_PRIORITY) / 256 * advert_int
 
 
 def one_run(daemon: str, version: int, advert_int: float) -> float:
@@ -72,17 +60,23 @@ def one_run(daemon: str, version: int, advert_int: float) -> float:
         )  # fmt: skip
         # Let r2 hear r1 for a while (v3: learn its interval) with the capture running.
         time.sleep(1.0 + 3 * advert_int)  # a fixed lead-in, not a wait for a condition
-        fail_hard(lab, r1, namespace_pids(r1.ns))
-        wait_until(lambda: VIP_CIDR in vips_on(r2), 30, f"{daemon}: r2 holds {VIP_CIDR}")
+        lab.hard_fail(r1)
+        wait_until(
+            lambda: VIP_CIDR in vips_on(r2), timeout=30, what=f"{daemon}: r2 holds {VIP_CIDR}"
+        )
         time.sleep(1.0)  # let the capture write out r2's announcements before stopping it
         capture.send_signal(signal.SIGINT)
         capture.wait(timeout=10)
         packets = rdpcap(str(pcap))
     adverts = [
-        float(p.time) for p in packets if IP in p and p[IP].proto == 112 and p[IP].src == "10.0.0.1"
+        float(p.time)
+        for p in packets
+        if IP in p and p[IP].proto == VRRP_PROTOCOL and p[IP].src == "10.0.0.1"
     ]
     last_advert = max(adverts)
-    deadline = last_advert + master_down_interval(advert_int)
+    deadline = last_advert + timing.master_down_interval(
+        version=version, priority=BACKUP_PRIORITY, master_adver_interval=advert_int
+    )
     # r1 may repeat its own gratuitous ARPs (garp_master_delay); r2's come after the deadline.
     announcements = [
         float(p.time)

@@ -3,7 +3,7 @@
 Run (root, iproute2, wrk, nginx):
     .venv/bin/python bench/throughput.py [--duration 10] [--repeat 3] [--cpu-quota 0.2]
 
-The lab is tests/netns/lbnet.py: a client, director d1 running `vipkeeper run` (VRRP puts the VIP
+The lab is vipkeeper.testing.lbnet: a client, director d1 running `vipkeeper run` (VRRP puts the VIP
 on its fe0; the nftables DR data plane forwards), real servers rs1 / rs2 on their own links with
 the VIP on lo. Each real server runs nginx (one worker, no access log, `/whoami` a 3-byte file);
 wrk runs in the client namespace.
@@ -40,10 +40,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "netns"))
-
-from lbnet import REAL_SERVERS, VIP, LbNet, director_config  # noqa: E402
+from vipkeeper.testing.lbnet import REAL_SERVERS, VIP, LbNet, director_config
+from vipkeeper.testing.waits import wait_until
 
 CGROUP_CPU = Path("/sys/fs/cgroup/cpu")
 PERIOD_US = 100_000
@@ -69,16 +67,6 @@ http {{
     }}
 }}
 """
-
-
-def wait_until(what: str, timeout: float, predicate: object) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(Exception):
-            if predicate():  # type: ignore[operator]
-                return
-        time.sleep(0.1)
-    raise TimeoutError(f"{what} not within {timeout}s")
 
 
 class Cgroup:
@@ -111,13 +99,10 @@ class Nginx:
         (root / "whoami").write_text(name)
         conf = root / "nginx.conf"
         conf.write_text(NGINX_CONF.format(pid=root / "nginx.pid", root=root))
-        self.process = subprocess.Popen(
-            ["ip", "netns", "exec", net.ns(name), NGINX, "-c", str(conf), "-p", str(root)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+        self.process = net.popen(name, NGINX, "-c", str(conf), "-p", str(root))
+        wait_until(
+            lambda: self.requests() >= 0, timeout=10, what=f"nginx in {name}", ignore=(Exception,)
         )
-        net.processes.append(self.process)  # type: ignore[arg-type]
-        wait_until(f"nginx in {name}", 10, lambda: self.requests() >= 0)
 
     def requests(self) -> int:
         """Requests served so far (stub_status), asked over the namespace's loopback."""
@@ -160,16 +145,17 @@ def lab(workdir: Path) -> Iterator[LbNet]:
     with LbNet(workdir) as net:
         daemon = net.start_vipkeeper("d1", director_config(priority=150))
         try:
-            wait_until("d1 MASTER", 10, lambda: daemon.states()[-1:] == ["MASTER"])
+            wait_until(lambda: daemon.states()[-1:] == ["MASTER"], timeout=10, what="d1 MASTER")
             wait_until(
-                "DR pool with both real servers",
-                10,
                 lambda: (
                     net.run("d1", "nft", "list", "map", "netdev", "vipkeeper", "vs0_buckets").count(
                         "goto vs0_rs1"
                     )
                     > 0
                 ),
+                timeout=10,
+                what="DR pool with both real servers",
+                ignore=(Exception,),
             )
             yield net
         finally:
@@ -244,12 +230,13 @@ def main() -> None:
                 with contextlib.suppress(OSError):
                     (group.path / "cpu.cfs_quota_us").write_text("-1")
             wait_until(
-                "rs2 out of the DR pool",
-                15,
                 lambda: (
                     "goto vs0_rs1"
                     not in net.run("d1", "nft", "list", "map", "netdev", "vipkeeper", "vs0_buckets")
                 ),
+                timeout=15,
+                what="rs2 out of the DR pool",
+                ignore=(Exception,),
             )
             label = "uncapped, rs1 alone in the pool"
             results[label] = measure(net, servers, args.duration, args.connections, args.repeat)

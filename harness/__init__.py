@@ -3,8 +3,8 @@
 `topology` reads the lab from compose.yaml and the directors' keepalived.conf; `Lab` finds the
 running Compose project's containers; `probes` measure it from inside its containers (the host
 never sends lab traffic); `faults` break it on purpose, each fault an object with apply/undo;
-`waits.wait_until` polls with a stated bound; `timeline` writes JSON + PNG artifacts;
-`restore.restore` puts the lab back in its starting state.
+`wait_until` (vipkeeper.testing.waits) polls with a stated bound; `timeline` writes JSON + PNG
+artifacts; `restore.restore` puts the lab back in its starting state.
 """
 
 from harness.faults import FAULTS, Fault, make
@@ -24,7 +24,7 @@ from harness.probes import (
 )
 from harness.timeline import Mark, Timeline
 from harness.topology import Topology, lab_topology
-from harness.waits import LabTimeout, wait_until
+from vipkeeper.testing.waits import WaitTimeout, wait_until
 
 __all__ = [
     "FAULTS",
@@ -34,12 +34,12 @@ __all__ = [
     "HttpProber",
     "Lab",
     "LabError",
-    "LabTimeout",
     "Mark",
     "Request",
     "Timeline",
     "Topology",
     "VipWatcher",
+    "WaitTimeout",
     "arp_answers",
     "client_vip_mac",
     "holds_vip",

@@ -26,7 +26,7 @@ from typing import Any
 from harness.lab import Lab
 from harness.probes import masters, servers_answering
 from harness.topology import SCRAPE_INTERVAL
-from harness.waits import LabTimeout, wait_until
+from vipkeeper.testing.waits import WaitTimeout, wait_until
 
 
 def up_report(lab: Lab, timeout: float) -> int:
@@ -49,7 +49,7 @@ def up_report(lab: Lab, timeout: float) -> int:
             interval=0.5,
             what=f"http://{topo.vip}/ to answer",
         )
-    except LabTimeout as exc:
+    except WaitTimeout as exc:
         print(f"lab is up but not serving: {exc}", file=sys.stderr)
         print("see `make logs`", file=sys.stderr)
         return 1
@@ -132,7 +132,7 @@ def heal(lab: Lab) -> int:
         failed = failed or error is not None
     try:
         restore(lab, flush_client=False)
-    except LabTimeout as exc:
+    except WaitTimeout as exc:
         print(f"the lab did not return to its start state: {exc}", file=sys.stderr)
         failed = True
     ok = checks.report("start state:", checks.run(lab, checks.start_state()), sys.stdout)

@@ -26,7 +26,7 @@ from harness.lab import Lab, LabError
 from harness.probes import director_status, masters
 from harness.timeline import Timeline
 from harness.topology import DIRECTOR_CONF, REACTION_MARGIN
-from harness.waits import wait_until
+from vipkeeper.testing.waits import wait_until
 
 PARTITION_TABLE = "harness_partition"
 STATE_DIR = Path("artifacts/workshop/state")  # relative to the repository root

@@ -19,7 +19,7 @@ from typing import Any
 import docker.errors
 
 from harness.lab import Lab, LabError
-from harness.waits import wait_until
+from vipkeeper.testing.waits import wait_until
 
 PROBE_DIR = "/tmp/harness"
 
@@ -297,6 +297,19 @@ class VipWatcher:
                 self.on_change(now, current)
                 last = current
             self._stop.wait(self.interval)
+
+    def first_held(self, holders: set[str], *, after: float = 0.0) -> float:
+        """When exactly `holders` held the VIP first after `after` (0.0: not yet)."""
+        return next((t for t, h in self.history if t > after and h == holders), 0.0)
+
+    def wait_held(self, holders: set[str], *, after: float, timeout: float) -> float:
+        """Wait until exactly `holders` hold the VIP after `after`; when they first did."""
+        return wait_until(
+            lambda: self.first_held(holders, after=after),
+            timeout=timeout,
+            interval=0.05,
+            what=f"{', '.join(sorted(holders))} alone to hold the VIP",
+        )
 
     def __enter__(self) -> VipWatcher:
         self._thread.start()

@@ -17,7 +17,7 @@ from harness.lab import Lab
 from harness.probes import HttpProber, VipWatcher
 from harness.timeline import Timeline
 from harness.topology import REACTION_MARGIN
-from harness.waits import wait_until
+from vipkeeper.testing.waits import wait_until
 
 BASELINE = 2.0  # s of normal traffic before the fault
 STEADY = 2.0  # s without a VIP change that end the recording

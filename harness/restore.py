@@ -13,7 +13,7 @@ from harness.faults import Kill, Pause, flush_client_vip, present_faults
 from harness.lab import Lab
 from harness.probes import client_vip_mac, masters, servers_answering
 from harness.topology import REACTION_MARGIN
-from harness.waits import LabTimeout, wait_until
+from vipkeeper.testing.waits import WaitTimeout, wait_until
 
 UP_TIMEOUT = 60.0  # s: containers started -> one master and HTTP through the VIP
 
@@ -58,6 +58,6 @@ def _client_follows(lab: Lab, director: str) -> bool:
             timeout=lab.topology.director(director).master_down_interval + REACTION_MARGIN,
             what=f"the client's VIP entry to name {director}",
         )
-    except LabTimeout:
+    except WaitTimeout:
         return False
     return True

@@ -4,9 +4,10 @@ Owns: which services exist and what they are (director, real server, client: fro
 `vipkeeper.role` label or else the image name `vipkeeper/<role>:...`), their networks,
 addresses and interface names (Docker names interfaces by attach order, highest `priority:`
 first), the VIP and its port, and each director's VRRP settings and the real servers' health
-check timing as vipkeeper's own configuration parser reads them.  Also the protocol arithmetic
-the tests bound their waits with (RFC 3768 §6.1).  Must never: talk to Docker or the network;
-keep a second copy of a fact that compose.yaml or keepalived.conf states.
+check timing as vipkeeper's own configuration parser reads them; a director's
+Master_Down_Interval (the tests' bound) is the core's `timing` for its settings.  Must never:
+talk to Docker or the network; keep a second copy of a fact that compose.yaml or
+keepalived.conf states.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 import yaml
 
 from vipkeeper.config import load_config
+from vipkeeper.core import timing
 
 ROOT = Path(__file__).resolve().parents[1]  # the repository: compose.yaml and lab/ live here
 COMPOSE_FILE = ROOT / "compose.yaml"
@@ -45,16 +47,6 @@ class TopologyError(ValueError):
     """compose.yaml or a director's configuration does not describe a usable lab."""
 
 
-def skew_time(priority: int, advert_int: float) -> float:
-    """RFC 3768 §6.1 Skew_Time = ((256 - Priority) / 256) x Advertisement_Interval."""
-    return (256 - priority) / 256 * advert_int
-
-
-def master_down_interval(priority: int, advert_int: float) -> float:
-    """RFC 3768 §6.1 Master_Down_Interval = 3 x Advertisement_Interval + Skew_Time."""
-    return 3 * advert_int + skew_time(priority, advert_int)
-
-
 @dataclass(frozen=True, kw_only=True)
 class Node:
     name: str  # the Compose service
@@ -71,12 +63,15 @@ class Director(Node):
     instance: str  # its VRRP instance
     vrid: int
     priority: int
+    version: int
     advert_int: float
     preempt: bool
 
     @property
     def master_down_interval(self) -> float:
-        return master_down_interval(self.priority, self.advert_int)
+        return timing.master_down_interval(
+            version=self.version, priority=self.priority, master_adver_interval=self.advert_int
+        )
 
     def variant_config(self, variant: str) -> str:
         """A variant of the default file next to it: keepalived.<variant>.conf, written as
@@ -265,6 +260,7 @@ def load(compose_file: Path = COMPOSE_FILE, *, env: Mapping[str, str] | None = N
             instance=instance.name,
             vrid=instance.virtual_router_id,
             priority=instance.priority,
+            version=instance.version,
             advert_int=instance.advert_int,
             preempt=instance.preempt,
         )

@@ -3,9 +3,13 @@
 # Included from the top-level Makefile.
 #
 #   soak        vipkeeper and keepalived side by side under the same seeded random faults,
-#               DURATION minutes each (default 10); SEED=<n> replays a sequence;
+#               DURATION minutes each (default 10), at the same time on separate LANs
+#               (SOAK_SERIAL=1: one after the other); SEED=<n> replays a sequence;
 #               figures to $(ARTIFACTS)/soak.json
 #   fuzz        coverage-guided fuzzing of every parser, FUZZ_SECONDS each (see below)
+#   soak-lab    the chaos soak over the Compose lab (bench/soak_lab.py): seeded faults on directors
+#               and real servers under HTTP load for DURATION minutes, under the machine-wide
+#               lab lock; figures to $(ARTIFACTS)/soak-lab.json
 #   soak-short  the soak suite (tests/soak): vipkeeper alone for SOAK_SECONDS (120), part of
 #               `make test`; SOAK_SEED=<n> replays
 #
@@ -14,15 +18,20 @@
 
 DURATION ?= 10
 SEED ?=
+SOAK_SERIAL ?=
 SOAK_SECONDS ?= 120
 SOAK_SEED ?=
 export SOAK_SECONDS SOAK_SEED
 
-.PHONY: soak soak-short
+.PHONY: soak soak-short soak-lab
 
 soak: venv | $(ARTIFACTS)
 	$(PY) bench/soak.py --minutes $(DURATION) $(if $(SEED),--seed $(SEED)) \
-	    --json $(ARTIFACTS)/soak.json
+	    $(if $(SOAK_SERIAL),,--concurrent) --json $(ARTIFACTS)/soak.json
+
+soak-lab: images | $(ARTIFACTS)
+	flock /tmp/vipkeeper-lab.lock $(PY) bench/soak_lab.py --minutes $(DURATION) \
+	    $(if $(SEED),--seed $(SEED)) --json $(ARTIFACTS)/soak-lab.json
 
 soak-short: venv | $(ARTIFACTS)
 	$(PYTEST) tests/soak -s --junitxml=$(ARTIFACTS)/junit-soak.xml $(PYTEST_FLAGS)

@@ -8,7 +8,7 @@ which interface). It must stay free of I/O: the daemon and the tests call it ali
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from vipkeeper.config import model
 from vipkeeper.core.effects import VirtualAddress
@@ -17,11 +17,12 @@ from vipkeeper.core.vrrp_settings import InstanceSettings
 from vipkeeper.core.vrrp_wire import MULTICAST_V4, MULTICAST_V6
 
 
-def virtual_address(vip: model.VirtualIpAddress, interface: str) -> VirtualAddress:
+def virtual_address(vip: model.VirtualIpAddress, device: str) -> VirtualAddress:
+    """`vip` on `device`: the instance's `vip_device(vip)`."""
     return VirtualAddress(
         address=str(ipaddress.ip_address(vip.address)),
         prefixlen=vip.prefix_length,
-        dev=vip.device or interface,
+        dev=device,
         label=vip.label,
         scope=vip.scope,
     )
@@ -34,6 +35,9 @@ def instance_settings(config: model.Config, instance: model.VrrpInstance) -> Ins
     if not instance.dont_track_primary:
         # keepalived tracks the instance's own interface: losing it is a FAULT.
         track_interfaces.setdefault(instance.interface, 0)
+    if instance.use_vmac is not None:
+        # The macvlan carries the VIPs: while it is missing or down the instance is in FAULT.
+        track_interfaces.setdefault(instance.use_vmac, 0)
     track_scripts = {
         track.name: track.weight if track.weight is not None else scripts[track.name].weight
         for track in instance.track_scripts
@@ -42,14 +46,14 @@ def instance_settings(config: model.Config, instance: model.VrrpInstance) -> Ins
     group = instance.mcast_group
     return InstanceSettings(
         name=instance.name,
-        interface=instance.interface,
+        interface=instance.advert_interface,
         vrid=instance.virtual_router_id,
         priority=instance.priority,
         version=3 if family == 6 else instance.version,
         family=family,
         advert_int=instance.advert_int,
         virtual_addresses=tuple(
-            virtual_address(vip, instance.interface) for vip in instance.virtual_ipaddresses
+            virtual_address(vip, instance.vip_device(vip)) for vip in instance.virtual_ipaddresses
         ),
         preempt=instance.preempt,
         preempt_delay=instance.preempt_delay,
@@ -79,6 +83,12 @@ class Plan:
     settings: dict[str, InstanceSettings]  # every instance, by name
     groups: dict[str, tuple[str, ...]]  # sync group name -> member instance names
     solo: tuple[str, ...]  # instances in no sync group
+    # instance -> the interface whose primary address it speaks from, where that is not the
+    # interface its adverts use (use_vmac: the macvlan has no address of its own)
+    source_interfaces: dict[str, str] = field(default_factory=dict)
+
+    def source_interface(self, settings: InstanceSettings) -> str:
+        return self.source_interfaces.get(settings.name, settings.interface)
 
     def machine_of(self, instance: str) -> tuple[str, str | None]:
         """(driver machine name, member name or None) for an instance."""
@@ -103,4 +113,12 @@ def plan(config: model.Config) -> Plan:
     }
     grouped = {name for members in groups.values() for name in members}
     solo = tuple(name for name in settings if name not in grouped)
-    return Plan(settings=settings, groups={g: m for g, m in groups.items() if m}, solo=solo)
+    sources = {
+        i.name: i.interface for i in config.vrrp_instances if i.advert_interface != i.interface
+    }
+    return Plan(
+        settings=settings,
+        groups={g: m for g, m in groups.items() if m},
+        solo=solo,
+        source_interfaces=sources,
+    )

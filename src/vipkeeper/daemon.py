@@ -4,12 +4,13 @@ Owns the daemon's life: pidfile, signals (TERM/INT stop, HUP reload), start-up c
 addresses a crashed run left behind, link monitoring, and the order of start, reload and stop.
 Its collaborators each own one job: the instances' source addresses (`source_addresses`),
 tracked scripts (`track_scripts`), notify scripts (`notify_scripts`), background tasks
-(`tasks`), how sockets are read (`read_policy`). It wires in the operator's side, each from its
-own module: the control socket (`control`), the status document (`status`), what a reload
-changes (`reload`), /metrics (`metrics`), the service manager's notices (`service`) and the
-notify FIFOs (`io.notify_fifo`). Every protocol decision is the core's; every kernel call is an
-adapter's. A configuration that does not load is refused with its located diagnostics, and on
-reload the running configuration stays in force.
+(`tasks`), how sockets are read (`read_policy`); the instances' virtual MAC interfaces are
+`io.vmac`'s, made before the instances start and removed after they stop. It wires in the
+operator's side, each from its own module: the control socket (`control`), the status document
+(`status`), what a reload changes (`reload`), /metrics (`metrics`), the service manager's
+notices (`service`) and the notify FIFOs (`io.notify_fifo`). Every protocol decision is the
+core's; every kernel call is an adapter's. A configuration that does not load is refused with
+its located diagnostics, and on reload the running configuration stays in force.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from vipkeeper.core.states import TrackKind
 from vipkeeper.core.sync_group import SyncGroup
 from vipkeeper.core.vrrp import VrrpInstance
 from vipkeeper.core.vrrp_settings import InstanceSettings
+from vipkeeper.core.vrrp_wire import virtual_mac
 from vipkeeper.director import Director
 from vipkeeper.drivers.vrrp import Driver, Machine
 from vipkeeper.io.addresses import AddressManager
@@ -49,7 +51,8 @@ from vipkeeper.io.autopilot import Autopilot
 from vipkeeper.io.gratuitous import GratuitousSender
 from vipkeeper.io.links import AddressChanged, LinkChanged, LinkEvent, LinkMonitor, link_states
 from vipkeeper.io.notify_fifo import NotifyFifos
-from vipkeeper.io.scripts import ScriptRunner
+from vipkeeper.io.scripts import ScriptRunner, script_security
+from vipkeeper.io.vmac import Vmac, VmacError, VmacManager
 from vipkeeper.io.vrrp_socket import VrrpSocketPool
 from vipkeeper.logsetup import setup_logging
 from vipkeeper.notify_scripts import NotifyScripts
@@ -108,13 +111,14 @@ class Daemon:
         self._reload_lock = asyncio.Lock()
         self._modes_pending = False
         self.tasks = BackgroundTasks()
-        self.runner = ScriptRunner()
+        self.runner = ScriptRunner(security=script_security(config.global_defs))
         self.addresses = AddressManager()
         self.sources = SourceAddresses(self.addresses, self._feed_instance, self.tasks.spawn)
         self.sources.use(self.plan, ())
         self.track_scripts = TrackScripts(self.runner, self._on_script_changed)
         self.gratuitous = GratuitousSender()
         self.sockets = VrrpSocketPool(self._on_packet)
+        self.vmacs = VmacManager()
         self.autopilot = Autopilot(self.sockets) if autopilot else None
         self.driver: Driver | None = None
         self.links: LinkMonitor | None = None
@@ -167,6 +171,7 @@ class Daemon:
             if self.control is not None:
                 await self.control.stop()
             await self.director.stop()
+            await self.vmacs.remove_all()
             await self._close()
             await self.fifos.close()
             self.notifier.close()
@@ -201,6 +206,7 @@ class Daemon:
         self.plan = whole or new
         self.routes = self.plan.routes()
         self.sources.use(self.plan, new.settings)
+        await self._sync_vmacs()
         for settings in new.settings.values():
             try:
                 await self.sockets.open(settings.interface, socket_family(settings.family))
@@ -225,6 +231,37 @@ class Daemon:
         machine, member = self.plan.machine_of(name)
         self.driver.feed(machine, event, member=member)
 
+    def _wanted_vmacs(self) -> dict[str, Vmac]:
+        return {
+            instance.use_vmac: Vmac(
+                name=instance.use_vmac,
+                base=instance.interface,
+                mac=virtual_mac(instance.virtual_router_id),
+            )
+            for instance in self.config.vrrp_instances
+            if instance.use_vmac is not None
+        }
+
+    async def _sync_vmacs(self) -> None:
+        """Create the configured macvlans not there yet, remove those no longer configured.
+        One that cannot be created is logged; its instance tracks it and stays in FAULT."""
+        wanted = self._wanted_vmacs()
+        for name, vmac in self.vmacs.created.items():
+            if wanted.get(name) != vmac:
+                await self.vmacs.remove(name)
+        created = self.vmacs.created
+        for name, vmac in wanted.items():
+            if name in created:
+                continue
+            try:
+                await self.vmacs.create(vmac)
+            except VmacError as exc:
+                log.error("%s; its instance stays in FAULT", exc)
+            except Exception as exc:  # netlink or /proc trouble: the same outcome, said plainly
+                log.error("use_vmac: cannot create %s: %s; its instance stays in FAULT", name, exc)
+            else:
+                log.info("use_vmac: %s (%s) on %s", vmac.name, vmac.mac, vmac.base)
+
     async def _initial_facts(self, settings: Iterable[InstanceSettings]) -> None:
         states = await link_states()
         by_link: dict[tuple[str, int], list[InstanceSettings]] = {}
@@ -233,7 +270,7 @@ class Daemon:
                 if not states.get(interface, False):
                     event = TrackChanged(name=interface, up=False, kind=TrackKind.INTERFACE)
                     self._feed_instance(item.name, event)
-            by_link.setdefault((item.interface, item.family), []).append(item)
+            by_link.setdefault((self.plan.source_interface(item), item.family), []).append(item)
         for (interface, family), items in by_link.items():
             await self.sources.refresh(interface, family, items)
 
@@ -346,7 +383,7 @@ class Daemon:
             status=await self._status_request({}),
             excluded_vips={
                 instance.name: [
-                    (str(ipaddress.ip_address(vip.address)), vip.device or instance.interface)
+                    (str(ipaddress.ip_address(vip.address)), instance.vip_device(vip))
                     for vip in instance.virtual_ipaddresses_excluded
                 ]
                 for instance in self.config.vrrp_instances

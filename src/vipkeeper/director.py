@@ -178,7 +178,7 @@ def ingress_devices(config: model.Config) -> dict[str, str]:
     devices: dict[str, str] = {}
     for instance in config.vrrp_instances:
         for vip in (*instance.virtual_ipaddresses, *instance.virtual_ipaddresses_excluded):
-            devices.setdefault(vip.address, vip.device or instance.interface)
+            devices.setdefault(vip.address, instance.vip_device(vip))
     return devices
 
 

@@ -83,7 +83,7 @@ class SourceAddresses:
             items = [
                 s
                 for s in self._plan.settings.values()
-                if s.interface == interface and s.family == family
+                if self._plan.source_interface(s) == interface and s.family == family
             ]
             await self.refresh(interface, family, items)
 

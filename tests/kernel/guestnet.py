@@ -1,4 +1,4 @@
-"""The namespace lab of tests/netns (lbnet.LbNet) tuned for the emulated guest.
+"""The load-balancing namespace lab (vipkeeper.testing.lbnet.LbNet) tuned for the emulated guest.
 
 Python starts about 50x slower in the guest, so nothing here starts a Python process to look at
 the lab: a real server is ready when bash can open a TCP connection to it, a one-shot request is
@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from lbnet import DIRECTORS, LbNet, Vipkeeper
+from vipkeeper.testing import waits
+from vipkeeper.testing.daemons import Vipkeeper
+from vipkeeper.testing.lbnet import DIRECTORS, LbNet
 
 T = TypeVar("T")
 
@@ -39,17 +39,8 @@ def artifacts() -> Path:
 def poll(
     check: Callable[[], T], *, within: float = GUEST_BOUND, daemons: Sequence[Vipkeeper] = ()
 ) -> T:
-    """Call `check` until it stops raising AssertionError (or KeyError: an entry not there
-    yet), for at most `within` seconds."""
-    deadline = time.monotonic() + within
-    while True:
-        try:
-            return check()
-        except (AssertionError, KeyError) as error:
-            if time.monotonic() >= deadline:
-                logs = "\n".join(f"--- {d!r} ---\n{d.log()[-6000:]}" for d in daemons)
-                raise AssertionError(f"{error}\n(after {within:.0f} s)\n{logs}") from error
-        time.sleep(POLL)
+    """`waits.poll` at the guest's pace: a KeyError (an entry not there yet) is "not yet"."""
+    return waits.poll(within, check, daemons, interval=POLL, retry_on=(AssertionError, KeyError))
 
 
 class GuestNet(LbNet):
@@ -74,15 +65,7 @@ class GuestNet(LbNet):
     def _wait_http(self, name: str) -> None:
         port = self.server_ports[name]
 
-        def accepting() -> None:
-            result = subprocess.run(
-                ["ip", "netns", "exec", self.ns(name), "bash", "-c",
-                 f"exec 3<>/dev/tcp/127.0.0.1/{port}"],
-                capture_output=True, check=False, timeout=60,
-            )  # fmt: skip
-            assert result.returncode == 0, f"{name}: nothing accepts on port {port}"
-
-        poll(accepting)
+        poll(lambda: self.run(name, "bash", "-c", f"exec 3<>/dev/tcp/127.0.0.1/{port}"))
 
     def curl(self, vip: str, port: int = 80, *, timeout: float = 20) -> str:
         """One request on a fresh connection from the client: the answering server's name."""
@@ -113,8 +96,3 @@ class GuestNet(LbNet):
         """The IPVS sync threads running in `director`: "master" and/or "backup"."""
         out = self.run(director, "ipvsadm", "-L", "--daemon")
         return sorted(line.split()[0] for line in out.splitlines() if "sync daemon" in line)
-
-    def restore(self, director: str) -> None:
-        """Undo hard_fail's cut: the director's links come back up (nothing runs in it)."""
-        for device in ("fe0", "srv0"):
-            self.run(director, "ip", "link", "set", device, "up")

@@ -2,12 +2,14 @@
 
 One namespace for the module, no daemon: every scheduler vipkeeper offers (rr, wrr, lc, wlc, sh,
 mh, with and without the port/fallback flags), both forwarding methods, weights, persistence and
-a fwmark service, then an update, a removal and `clear()`.
+a fwmark service, then an update, a removal and `clear()`. A namespace without any IPv4
+address refuses every real server (the kernel routes each address there as broadcast): the
+backend says so. Each test is one coroutine: a backend's netlink socket belongs to the event
+loop that opened it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -25,7 +27,7 @@ from vipkeeper.core.lb import (
     VirtualServer,
     VirtualService,
 )
-from vipkeeper.io.lb_ipvs import IpvsBackend
+from vipkeeper.io.lb_ipvs import IpvsBackend, IpvsError
 
 VIP = "172.16.9.1"
 RS1 = RealServer(address="192.168.0.54", port=80, weight=3)
@@ -71,10 +73,20 @@ def matrix_servers() -> list[VirtualServer]:
     return servers
 
 
-@pytest.fixture(scope="module")
-def namespace() -> Iterator[str]:
+def add_namespace() -> str:
     name = f"vkkernel{uuid.uuid4().hex[:6]}"
     subprocess.run(["ip", "netns", "add", name], check=True)
+    return name
+
+
+def lo_up(name: str) -> None:
+    subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+
+
+@pytest.fixture(scope="module")
+def namespace() -> Iterator[str]:
+    name = add_namespace()
+    lo_up(name)  # 127.0.0.1: as on any host, the namespace has a local routing table
     # pyroute2 opens a socket in another namespace through a forked child that must hand the
     # socket back within 2 s (10 s in all): far too short for the emulated guest.
     with pytest.MonkeyPatch.context() as patch:
@@ -86,15 +98,30 @@ def namespace() -> Iterator[str]:
             subprocess.run(["ip", "netns", "del", name], check=False)
 
 
-def run(coroutine: object) -> None:
-    asyncio.run(coroutine)  # type: ignore[arg-type]
+async def test_a_namespace_without_addresses_refuses_real_servers_with_the_cause(
+    namespace: str,  # for its longer pyroute2 timeouts
+) -> None:
+    bare = add_namespace()
+    backend = IpvsBackend(netns=bare)
+    web = VirtualServer(service=VirtualService(address=VIP, port=80), real_servers=(RS1,))
+    try:
+        with pytest.raises(IpvsError, match="AddDestination failed") as raised:
+            await backend.apply([web])
+        assert "without any IPv4 address" in str(raised.value)
+        assert list(ipvsadm.table(bare)) == [f"TCP {VIP}:80"]  # the service went in, RS1 not
+        lo_up(bare)
+        await backend.apply([web])
+        assert ipvsadm.table(bare)[f"TCP {VIP}:80"].weights() == {f"{RS1.address}:80": 3}
+    finally:
+        backend.close()
+        subprocess.run(["ip", "netns", "del", bare], check=False)
 
 
-def test_kernel_holds_exactly_the_applied_services(namespace: str) -> None:
+async def test_kernel_holds_exactly_the_applied_services(namespace: str) -> None:
     backend = IpvsBackend(netns=namespace)
     desired = matrix_servers()
     try:
-        run(backend.apply(desired))
+        await backend.apply(desired)
         held = ipvsadm.table(namespace)
     finally:
         backend.close()
@@ -111,13 +138,13 @@ def test_kernel_holds_exactly_the_applied_services(namespace: str) -> None:
         }, port
 
 
-def test_updates_reach_the_kernel_and_clear_leaves_nothing(namespace: str) -> None:
+async def test_updates_reach_the_kernel_and_clear_leaves_nothing(namespace: str) -> None:
     backend = IpvsBackend(netns=namespace)
     first = matrix_servers()
     web = VirtualService(address=VIP, port=80, scheduler=Scheduler.MAGLEV_HASH)
     try:
         # A second backend adopts what the first test left (EEXIST -> set), then changes it.
-        run(backend.apply([*first, VirtualServer(service=web, real_servers=(RS1, RS2))]))
+        await backend.apply([*first, VirtualServer(service=web, real_servers=(RS1, RS2))])
         assert ipvsadm.table(namespace)[f"TCP {VIP}:80"].weights() == {
             "192.168.0.54:80": 3,
             "192.168.0.55:80": 1,
@@ -125,32 +152,30 @@ def test_updates_reach_the_kernel_and_clear_leaves_nothing(namespace: str) -> No
         rehashed = VirtualService(
             address=VIP, port=80, scheduler=Scheduler.SOURCE_HASH, persistence_timeout=60
         )
-        run(
-            backend.apply(
-                [*first[1:], VirtualServer(service=rehashed, real_servers=(RS1, RS2_DOWN))]
-            )
+        await backend.apply(
+            [*first[1:], VirtualServer(service=rehashed, real_servers=(RS1, RS2_DOWN))]
         )
         held = ipvsadm.table(namespace)
         assert f"TCP {VIP}:1001" not in held
         assert held[f"TCP {VIP}:80"].scheduler == "sh"
         assert held[f"TCP {VIP}:80"].persistent == 60
         assert held[f"TCP {VIP}:80"].weights() == {"192.168.0.54:80": 3, "192.168.0.55:80": 0}
-        run(backend.clear())
+        await backend.clear()
         assert ipvsadm.table(namespace) == {}
     finally:
         backend.close()
 
 
-def test_fwmark_service(namespace: str) -> None:
+async def test_fwmark_service(namespace: str) -> None:
     backend = IpvsBackend(netns=namespace)
     service = VirtualService(fwmark=7, scheduler=Scheduler.WEIGHTED_LEAST_CONNECTION)
     try:
-        run(backend.apply([VirtualServer(service=service, real_servers=(RS1,))]))
+        await backend.apply([VirtualServer(service=service, real_servers=(RS1,))])
         held = ipvsadm.table(namespace)
         assert list(held) == ["FWM 7"]
         assert held["FWM 7"].scheduler == "wlc"
         assert held["FWM 7"].destinations == {"192.168.0.54:80": ("Route", 3)}
-        run(backend.clear())
+        await backend.clear()
         assert ipvsadm.table(namespace) == {}
     finally:
         backend.close()

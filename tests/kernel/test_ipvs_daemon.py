@@ -10,8 +10,9 @@ Proves:
 - the kernel holds exactly the configured services: schedulers rr, wrr, lc, wlc, sh (with and
   without sh-port), mh (with and without mh-port), weights, DR ("Route") and NAT ("Masq"),
   persistence; both directors hold the same table;
-- DR and NAT traffic through the Master; persistence_timeout holds the client on one real server
-  where rr without it alternates;
+- DR and NAT traffic through the Master: a DR real server receives packets addressed to the VIP
+  and answers the client from its own MAC, no reply passes a director; persistence_timeout
+  holds the client on one real server where rr without it alternates;
 - a failed health check (the server refuses connections) sets weight 0 (inhibit_on_failure) or
   removes the server, quorum loss switches to the sorry server, and all of it comes back when
   the server does;
@@ -35,10 +36,11 @@ from collections.abc import Iterator, Sequence
 import ipvsadm
 import pytest
 from guestnet import GATEWAY, GUEST_BOUND, VIPS, GuestNet, artifacts, poll
-from lbnet import Client, Vipkeeper
 
 from vipkeeper.config.check import run_check
 from vipkeeper.director import describe_data_plane
+from vipkeeper.testing.daemons import Vipkeeper
+from vipkeeper.testing.lbnet import Client
 
 VIP, VIP_PERSIST, VIP_SORRY, VIP_RR = VIPS
 RS1, RS2, SORRY = "192.168.0.54", "192.168.0.55", "192.168.0.56"
@@ -203,7 +205,28 @@ def test_check_names_the_ipvs_data_plane(directors: Directors) -> None:
 
 
 def test_dr_and_nat_traffic_through_the_master(net: GuestNet, directors: Directors) -> None:
-    assert Counter(net.curl(VIP_RR) for _ in range(4)) == {"rs1": 2, "rs2": 2}
+    for name in ("rs1", "rs2"):
+        net.count_ingress(name, "srv0", {"to_vip": f"ip daddr {VIP_RR} tcp dport 80"})
+    for director in ("d1", "d2"):
+        for device in ("fe0", "srv0"):
+            net.count_ingress(
+                director, device, {"replies": f"ip saddr {VIP_RR}"}, f"probe_{device}"
+            )
+    net.count_ingress("cli", "eth0", {
+        f"from_{name}": f"ether saddr {net.mac(name, 'fe0')} ip saddr {VIP_RR} tcp sport 80"
+        for name in ("rs1", "rs2")
+    })  # fmt: skip
+    seen = Counter(net.curl(VIP_RR) for _ in range(4))
+    assert seen == {"rs1": 2, "rs2": 2}
+    for name in ("rs1", "rs2"):
+        # DR: the frame reached the real server with the VIP still its destination address,
+        assert net.counter(name, "netdev", "probe", "to_vip") >= seen[name]
+        # and the answer came to the client from that real server's own MAC,
+        assert net.counter("cli", "netdev", "probe", f"from_{name}") >= seen[name]
+    for director in ("d1", "d2"):
+        for device in ("fe0", "srv0"):
+            # never back through a director
+            assert net.counter(director, "netdev", f"probe_{device}", "replies") == 0
     assert {net.curl(VIP) for _ in range(2)} <= {"rs1", "rs2"}
     # NAT: wrr with equal weights alternates; the replies return through the Master
     assert Counter(net.curl(VIP, NAT_PORT) for _ in range(4)) == {"rs1": 2, "rs2": 2}

@@ -6,12 +6,10 @@
 #   KERNEL_DIR    where `dpkg -x` unpacked the linux-image package (boot/vmlinuz-*, lib/modules)
 #   ARTIFACT_DIR  shared read-write with the guest: JUnit XML and daemon logs land there
 # Environment: VNG (the vng command), PYTHON (the venv's interpreter), VM_TIMEOUT (seconds for
-# the whole guest), VM_TEST_TIMEOUT (seconds per test), VM_MEMORY, KVM=auto|yes|no.
-# The guest's pytest output is written to ARTIFACT_DIR/pytest.log as it runs (the console only
-# shows it at the end).
-#
-# Python runs about 50x slower in the emulated guest: pytest loads only the plugins these tests
-# use and no conftest above tests/kernel.
+# the whole guest), VM_TEST_TIMEOUT (seconds per test), VM_MEMORY, KVM=auto|yes|no,
+# VM_RUN=bench (run bench/kernel_dataplane.py with the remaining args instead of the tests).
+# In the guest, tests/kernel/guest.sh runs pytest; its output goes to ARTIFACT_DIR/pytest-*.log
+# (the console shows it at the end), its JUnit XML to junit-*.xml, merged here into junit.xml.
 # Must never: run the tests on the host kernel (the guest sets VIPKEEPER_KERNEL_VM to the release
 # it booted, and tests/kernel/conftest.py refuses to run anywhere else).
 set -euo pipefail
@@ -44,19 +42,12 @@ blacklist+=,serio_raw,crc32c_intel,ghash_clmulni_intel,crct10dif_pclmul,crc32_pc
 blacklist+=,button,intel_pmc_bxt,qemu_fw_cfg
 
 mkdir -p "$artifacts"
-extra=
-[ $# -gt 0 ] && extra=$(printf '%q ' "$@")  # (an empty '' would make pytest collect the rootdir)
-rm -f "$artifacts/junit.xml" "$artifacts/guest-ready" "$artifacts/pytest.log"
-# ip_vs is loaded as a distribution would (modules-load.d): vipkeeper's `auto` backend looks
-# for /proc/net/ip_vs. Schedulers (ip_vs_rr, ip_vs_mh, ...) load on first use.
+rm -f "$artifacts"/junit*.xml "$artifacts"/pytest*.log "$artifacts/guest-ready"
 guest_cmd="cd $(printf %q "$PWD") && \
-export PYTHONUNBUFFERED=1 VIPKEEPER_KERNEL_VM=$release VIPKEEPER_KERNEL_ARTIFACTS=$(printf %q "$artifacts") && \
-date +%s > $(printf %q "$artifacts")/guest-ready && \
-modprobe -a ip_vs macvlan veth && \
-{ PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 $(printf %q "$python") -m pytest tests/kernel -v \
-  -p pytest_asyncio.plugin -p pytest_timeout -p no:cacheprovider --confcutdir=tests/kernel \
-  --timeout=$per_test_timeout --junitxml=$(printf %q "$artifacts")/junit.xml $extra \
-  > $(printf %q "$artifacts")/pytest.log 2>&1; rc=\$?; cat $(printf %q "$artifacts")/pytest.log; exit \$rc; }"
+export CI=$(printf %q "${CI:-}") PYTHONUNBUFFERED=1 VIPKEEPER_KERNEL_VM=$release \
+  VIPKEEPER_KERNEL_RUN=$(printf %q "${VM_RUN:-tests}") \
+  VIPKEEPER_KERNEL_ARTIFACTS=$(printf %q "$artifacts") && \
+exec tests/kernel/guest.sh $(printf '%q ' "$artifacts" "$python" "$per_test_timeout" "$@")"
 
 started=$(date +%s)
 set +e
@@ -72,4 +63,20 @@ if [ ! -e "$artifacts/guest-ready" ]; then
 else
   echo "vm.sh: boot $(( $(cat "$artifacts/guest-ready") - started )) s, total $(( ended - started )) s, rc $rc" >&2
 fi
+# One JUnit file for CI: the runs' test suites side by side.
+python3 - "$artifacts" <<'PY' || true
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+folder = Path(sys.argv[1])
+parts = sorted(folder.glob("junit-*.xml"))
+if not parts:
+    sys.exit()
+merged = ET.Element("testsuites")
+for part in parts:
+    root = ET.parse(part).getroot()
+    merged.extend(root if root.tag == "testsuites" else [root])
+ET.ElementTree(merged).write(folder / "junit.xml", encoding="utf-8", xml_declaration=True)
+PY
 exit $rc

@@ -26,12 +26,7 @@ def test_vip_moves_to_the_backup_within_master_down_interval_after_kill(
     with VipWatcher(healthy_lab, timeline.vip_changed) as watcher, prober:
         wait_until(lambda: watcher.history, timeout=10, what="the VIP watcher's first answer")
         killed_at = Kill(healthy_lab, old, timeline=timeline).apply()
-        moved_at = wait_until(
-            lambda: next((t for t, h in watcher.history if t > killed_at and h == {new}), 0.0),
-            timeout=bound + 5,
-            interval=0.05,
-            what=f"{new} alone to hold the VIP",
-        )
+        moved_at = watcher.wait_held({new}, after=killed_at, timeout=bound + 5)
         # Clients recover: wait for a run of successful new connections after the move.
         recovered = moved_at + FAILOVER_MARGIN
         wait_until(

@@ -56,12 +56,7 @@ def test_keepalive_connections_survive_a_master_kill_and_new_ones_fail_only_in_t
             what="every keep-alive stream answered once, and the VIP watcher's first answer",
         )
         killed_at = Kill(lab, old, timeline=timeline).apply()
-        moved_at = wait_until(
-            lambda: next((t for t, h in watcher.history if t > killed_at and h == {new}), 0.0),
-            timeout=bound + 5,
-            interval=0.05,
-            what=f"{new} alone to hold the VIP",
-        )
+        moved_at = watcher.wait_held({new}, after=killed_at, timeout=bound + 5)
         recovered = moved_at + REACTION_MARGIN
         # Every stream has been answered again after the window, and new connections run.
         wait_until(

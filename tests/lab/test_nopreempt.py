@@ -65,11 +65,10 @@ def test_restarted_director_does_not_take_the_vip_back_with_nopreempt(
     kill = Kill(lab, PREFERRED_MASTER, timeline=timeline)
     with VipWatcher(lab, timeline.vip_changed) as watcher:
         killed_at = kill.apply()
-        took_over_at = wait_until(
-            lambda: next((t for t, h in watcher.history if t > killed_at and h == {OTHER}), 0.0),
+        took_over_at = watcher.wait_held(
+            {OTHER},
+            after=killed_at,
             timeout=TOPO.director(OTHER).master_down_interval + REACTION_MARGIN + 5,
-            interval=0.05,
-            what=f"{OTHER} alone to hold the VIP",
         )
         restarted_at = kill.undo()
         # The restarted daemon is up and has entered BACKUP (both vipkeeper and keepalived log

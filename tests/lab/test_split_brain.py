@@ -26,9 +26,9 @@ import pytest
 from harness import (
     HttpProber,
     Lab,
-    LabTimeout,
     Timeline,
     VipWatcher,
+    WaitTimeout,
     arp_answers,
     client_vip_mac,
     lab_topology,
@@ -67,14 +67,10 @@ class Outcome:
     failed_requests: int = 0
 
 
-def _first(watcher: VipWatcher, after: float, holders: set[str]) -> float:
-    return next((t for t, h in watcher.history if t > after and h == holders), 0.0)
-
-
 def _maybe(probe: Callable[[], float], *, timeout: float, what: str) -> float | None:
     try:
         return wait_until(probe, timeout=timeout, interval=0.1, what=what)
-    except LabTimeout:
+    except WaitTimeout:
         return None
 
 
@@ -94,7 +90,7 @@ def _run(lab: Lab, fault: str) -> Outcome:
             outcome.client_on_master_before = client_vip_mac(lab) == mac[PREFERRED_MASTER]
             outcome.faulted_at = split.apply()
             outcome.two_masters_at = _maybe(
-                lambda: _first(watcher, outcome.faulted_at, set(DIRECTORS)),
+                lambda: watcher.first_held(set(DIRECTORS), after=outcome.faulted_at),
                 timeout=SPLIT_BOUND + 5,
                 what="both directors to hold the VIP",
             )
@@ -106,7 +102,7 @@ def _run(lab: Lab, fault: str) -> Outcome:
             )
             outcome.repaired_at = split.undo()
             outcome.one_master_at = _maybe(
-                lambda: _first(watcher, outcome.repaired_at, {PREFERRED_MASTER}),
+                lambda: watcher.first_held({PREFERRED_MASTER}, after=outcome.repaired_at),
                 timeout=HEAL_BOUND + 5,
                 what=f"{PREFERRED_MASTER} alone to hold the VIP",
             )

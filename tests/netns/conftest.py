@@ -1,14 +1,17 @@
-"""Fixtures for the network-namespace tests: root and iproute2 required, one `Lab` per test."""
+"""Fixtures for the network-namespace tests: root and iproute2 required, one `Lab` per test,
+a directory an unprivileged daemon can reach."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from netlab import Lab
+
+from vipkeeper.testing.netns import Lab
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -34,3 +37,13 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
     """A fresh lab (bridge namespace, no hosts yet); everything it made is gone afterwards."""
     with Lab(workdir=tmp_path / "lab") as built:
         yield built
+
+
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A directory another (unprivileged) user can traverse: pytest's tmp_path is root's
+    alone."""
+    path = Path(tempfile.mkdtemp(prefix="vk-shared-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

@@ -11,24 +11,24 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from netlab import Host, Lab
 from scapy.layers.inet import IP
 from scapy.layers.inet6 import IPv6
 from scapy.packet import Packet
 from scapy.utils import rdpcap
-from vipkeepers import (
+
+from vipkeeper.core.vrrp_wire import VRRP_PROTOCOL
+from vipkeeper.testing.daemons import (
     Subnet,
     describe,
     instance_config,
-    poll,
     start_vipkeeper,
     vipkeeper_argv,
     wait_for_holders,
 )
+from vipkeeper.testing.netns import Host, Lab
+from vipkeeper.testing.waits import poll
 
 pytestmark = pytest.mark.netns
-
-VRRP_PROTOCOL = 112
 
 
 def start_capture(lab: Lab, host: Host, pcap: Path) -> subprocess.Popen[bytes]:

@@ -18,20 +18,21 @@ import time
 from pathlib import Path
 
 import pytest
-from netlab import Lab
-from vipkeepers import (
+
+from vipkeeper.testing.daemons import (
+    SETTLE,
     Subnet,
     Vipkeeper,
     describe,
     instance_config,
-    poll,
     start_vipkeeper,
     wait_for_holders,
 )
+from vipkeeper.testing.netns import Lab
+from vipkeeper.testing.waits import poll
 
 pytestmark = pytest.mark.netns
 
-SETTLE = 15.0
 FAST = {"version": 3, "advert_int": 0.05, "extra": ["garp_master_delay 0"]}
 WINDOW = 2.0  # seconds of wake-ups counted: the measured span itself, not a wait
 

@@ -9,30 +9,23 @@ answer's sender MAC and time, so the check is what a neighbour on the LAN sees.
 
 from __future__ import annotations
 
-import datetime
-
 import pytest
-from netlab import Lab
-from vipkeepers import (
+
+from vipkeeper.testing.daemons import (
+    SETTLE,
+    V3_FAST,
     Subnet,
     describe,
     instance_config,
-    poll,
+    log_time,
     start_vipkeeper,
     wait_for_holders,
 )
+from vipkeeper.testing.netns import Lab
+from vipkeeper.testing.waits import poll
 
 pytestmark = pytest.mark.netns
 
-
-def stamp(text: str) -> float:
-    """A JSON log's `ts` (UTC, milliseconds) as epoch seconds."""
-    moment = datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ")
-    return moment.replace(tzinfo=datetime.UTC).timestamp()
-
-
-SETTLE = 15.0
-V3_FAST = {"version": 3, "advert_int": 0.2}
 
 # Every 20 ms one ARP request for argv[1] from this host's eth0; prints "time mac" per answer.
 ARP_PROBER = r"""
@@ -104,10 +97,10 @@ def test_a_restarted_top_router_never_answers_arp_for_its_stale_vip(lab: Lab) ->
     assert master_again is not None, describe(daemons)
     added = next(
         (
-            stamp(entry["ts"])
+            log_time(entry["ts"])
             for entry in restarted.records()
             if entry.get("msg", "").startswith(f"added {net.vip4_cidr}")
-            and stamp(entry["ts"]) >= in_election.at
+            and log_time(entry["ts"]) >= in_election.at
         ),
         master_again.at,  # no add logged: the address was there already
     )

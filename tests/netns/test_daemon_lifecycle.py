@@ -1,7 +1,7 @@
 """The daemon's life cycle in namespaces: reloads that are refused or applied without a
 failover, addresses a crashed run left behind, and a stale pidfile.
 
-Each test is one or two routers on a bridge (netlab), vipkeeper logging JSON.
+Each test is one or two routers on a bridge (`vipkeeper.testing.netns.Lab`), vipkeeper logging JSON.
 """
 
 from __future__ import annotations
@@ -12,21 +12,21 @@ import subprocess
 import sys
 
 import pytest
-from netlab import Lab
-from vipkeepers import (
+
+from vipkeeper.testing.daemons import (
+    SETTLE,
+    V3_FAST,
     Subnet,
     describe,
     holders,
     instance_config,
-    poll,
     start_vipkeeper,
     wait_for_holders,
 )
+from vipkeeper.testing.netns import Lab
+from vipkeeper.testing.waits import poll
 
 pytestmark = pytest.mark.netns
-
-SETTLE = 15.0
-V3_FAST = {"version": 3, "advert_int": 0.2}
 
 
 def messages(daemon: object) -> list[str]:

@@ -8,7 +8,8 @@ import json
 from typing import Any
 
 import pytest
-from netlab import Host, Lab
+
+from vipkeeper.testing.netns import Host, Lab
 
 pytestmark = pytest.mark.netns
 

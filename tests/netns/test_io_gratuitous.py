@@ -8,12 +8,13 @@ import json
 from pathlib import Path
 
 import pytest
-from netlab import Host, Lab
 from scapy.layers.inet6 import ICMPv6ND_NA, ICMPv6NDOptDstLLAddr, IPv6
 from scapy.layers.l2 import ARP, Ether
 from scapy.packet import Packet
 from scapy.utils import rdpcap
-from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
+
+from vipkeeper.testing.netns import Host, Lab
+from vipkeeper.testing.waits import polled
 
 pytestmark = pytest.mark.netns
 
@@ -35,12 +36,7 @@ else:
     print(asyncio.run(send_gratuitous(vips, int(sys.argv[2]), interval=0.01)))
 """
 
-poll = retry(
-    stop=stop_after_delay(10),
-    wait=wait_fixed(0.1),
-    retry=retry_if_exception_type(AssertionError),
-    reraise=True,
-)
+poll = polled(10, interval=0.1)
 
 
 def start_capture(lab: Lab, host: Host, pcap: Path) -> None:
@@ -86,6 +82,24 @@ def announce(
     assert result.stdout.strip() == expected
 
 
+def watch_peer(lab: Lab, peer: Host, address: str, pcap: Path) -> None:
+    """The peer holds a stale entry for `address` at FAKE_MAC and captures what arrives."""
+    family = ["-6"] if ":" in address else []
+    lab.run(peer, "ip", *family, "neigh", "replace", address, "lladdr", FAKE_MAC,
+            "dev", peer.ifname, "nud", "stale")  # fmt: skip
+    start_capture(lab, peer, pcap)
+
+
+def entry_moves(lab: Lab, sender: Host, peer: Host, address: str) -> None:
+    """Wait until the peer's entry for `address` holds the sender's MAC."""
+
+    @poll
+    def updated() -> None:
+        assert neighbour_mac(lab, peer, address) == lab.mac(sender)
+
+    updated()
+
+
 @pytest.fixture
 def pair(lab: Lab) -> tuple[Host, Host]:
     return lab.add_host("a", ["10.0.0.1/24", "fd00::1/64"]), lab.add_host(
@@ -97,18 +111,12 @@ def test_gratuitous_arp_moves_the_peers_neighbour_entry_to_the_sender(
     lab: Lab, pair: tuple[Host, Host], tmp_path: Path
 ) -> None:
     a, b = pair
-    lab.run(b, "ip", "neigh", "replace", "10.0.0.100", "lladdr", FAKE_MAC, "dev", b.ifname,
-            "nud", "stale")  # fmt: skip
     pcap = tmp_path / "b.pcap"
-    start_capture(lab, b, pcap)
+    watch_peer(lab, b, "10.0.0.100", pcap)
 
     announce(lab, a, "10.0.0.100", 24, count=3)
 
-    @poll
-    def updated() -> None:
-        assert neighbour_mac(lab, b, "10.0.0.100") == lab.mac(a)
-
-    updated()
+    entry_moves(lab, a, b, "10.0.0.100")
 
     @poll
     def three_announcements() -> None:
@@ -128,10 +136,8 @@ def test_announcing_at_once_sends_every_round_without_the_loop(
     lab: Lab, pair: tuple[Host, Host], tmp_path: Path
 ) -> None:
     a, b = pair
-    lab.run(b, "ip", "neigh", "replace", "10.0.0.101", "lladdr", FAKE_MAC, "dev", b.ifname,
-            "nud", "stale")  # fmt: skip
     pcap = tmp_path / "b.pcap"
-    start_capture(lab, b, pcap)
+    watch_peer(lab, b, "10.0.0.101", pcap)
 
     announce(lab, a, "10.0.0.101", 24, count=2, at_once=True)
 
@@ -150,18 +156,12 @@ def test_unsolicited_neighbour_advertisement_overrides_the_peers_entry(
     lab: Lab, pair: tuple[Host, Host], tmp_path: Path
 ) -> None:
     a, b = pair
-    lab.run(b, "ip", "-6", "neigh", "replace", "fd00::100", "lladdr", FAKE_MAC, "dev", b.ifname,
-            "nud", "stale")  # fmt: skip
     pcap = tmp_path / "b.pcap"
-    start_capture(lab, b, pcap)
+    watch_peer(lab, b, "fd00::100", pcap)
 
     announce(lab, a, "fd00::100", 64, count=2, via_class=True)
 
-    @poll
-    def updated() -> None:
-        assert neighbour_mac(lab, b, "fd00::100") == lab.mac(a)
-
-    updated()
+    entry_moves(lab, a, b, "fd00::100")
 
     @poll
     def two_advertisements() -> None:

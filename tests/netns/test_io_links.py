@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from netlab import Host, Lab
-from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
+
+from vipkeeper.testing.netns import Host, Lab
+from vipkeeper.testing.waits import polled
 
 pytestmark = pytest.mark.netns
 
@@ -30,12 +31,7 @@ async def main(out):
 asyncio.run(main(sys.argv[1]))
 """
 
-poll = retry(
-    stop=stop_after_delay(10),
-    wait=wait_fixed(0.1),
-    retry=retry_if_exception_type(AssertionError),
-    reraise=True,
-)
+poll = polled(10, interval=0.1)
 
 
 def events(out: Path) -> list[dict[str, Any]]:

@@ -8,8 +8,9 @@ import shutil
 import subprocess
 
 import pytest
-from netlab import KEEPALIVED, Host, Lab
-from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
+
+from vipkeeper.testing.netns import KEEPALIVED, Host, Lab
+from vipkeeper.testing.waits import polled
 
 pytestmark = [
     pytest.mark.netns,
@@ -34,12 +35,7 @@ vrrp_instance VI_1 {{
 }}
 """
 
-poll = retry(
-    stop=stop_after_delay(15),
-    wait=wait_fixed(0.2),
-    retry=retry_if_exception_type(AssertionError),
-    reraise=True,
-)
+poll = polled(15, interval=0.2)
 
 
 def holders(lab: Lab, *hosts: Host) -> list[str]:

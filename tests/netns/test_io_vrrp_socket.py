@@ -10,10 +10,10 @@ import time
 from pathlib import Path
 
 import pytest
-from netlab import KEEPALIVED, Host, Lab
-from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from vipkeeper.io.vrrp_socket import parse_ipv4_datagram
+from vipkeeper.testing.netns import KEEPALIVED, Host, Lab
+from vipkeeper.testing.waits import polled
 
 pytestmark = pytest.mark.netns
 
@@ -50,16 +50,16 @@ asyncio.run(main(*sys.argv[1:]))
 
 PAYLOAD = bytes.fromhex("3101640100010000") + b"vipkeeper-test"
 
-poll = retry(
-    stop=stop_after_delay(10),
-    wait=wait_fixed(0.1),
-    retry=retry_if_exception_type(AssertionError),
-    reraise=True,
-)
+poll = polled(10, interval=0.1)
 
 
 def start_receiver(lab: Lab, host: Host, family: str, out: Path) -> None:
-    lab.spawn_python(host, RECEIVER, host.ifname, family, str(out))
+    spawn_ready(lab, host, out, RECEIVER, host.ifname, family, str(out))
+
+
+def spawn_ready(lab: Lab, host: Host, out: Path, script: str, *args: str) -> None:
+    """Run `script` in `host`; return once it has written `<out>.ready`."""
+    lab.spawn_python(host, script, *args)
 
     @poll
     def ready() -> None:
@@ -262,13 +262,7 @@ def test_socket_pool_opens_per_family_and_tags_packets_with_interface_and_family
 ) -> None:
     a, b = pair
     out = tmp_path / "b.jsonl"
-    lab.spawn_python(b, POOL_RECEIVER, b.ifname, str(out))
-
-    @poll
-    def ready() -> None:
-        assert Path(f"{out}.ready").exists()
-
-    ready()
+    spawn_ready(lab, b, out, POOL_RECEIVER, b.ifname, str(out))
     source6 = link_local(lab, a)
 
     lab.python(a, POOL_SENDER, a.ifname, "10.0.0.1", source6, PAYLOAD.hex())
@@ -317,13 +311,7 @@ def test_a_lazy_socket_holds_routine_adverts_until_a_priority_zero_one_rings_the
 ) -> None:
     a, b = pair
     out = tmp_path / "b.jsonl"
-    lab.spawn_python(b, LAZY_RECEIVER, b.ifname, str(out))
-
-    @poll
-    def ready() -> None:
-        assert Path(f"{out}.ready").exists()
-
-    ready()
+    spawn_ready(lab, b, out, LAZY_RECEIVER, b.ifname, str(out))
     source6 = link_local(lab, a)
     routine = PAYLOAD  # priority 100
     leaving = PAYLOAD[:2] + b"\x00" + PAYLOAD[3:]  # priority 0: a Master leaving

@@ -14,10 +14,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from lbnet import VIP, LbNet
 
 from vipkeeper.core.lb import RealServer, VirtualServer, VirtualService
 from vipkeeper.io.lb_nftables import IpCommandLinkLayer, NftablesBackend
+from vipkeeper.testing.lbnet import VIP, Client, LbNet
 
 pytestmark = pytest.mark.netns
 
@@ -57,18 +57,18 @@ def spread(net: LbNet, requests: int = 24) -> dict[str, int]:
     return seen
 
 
+def open_connections(client: Client, count: int) -> dict[int, str]:
+    """Open `count` keep-alive connections to the VIP: which server answered each."""
+    owners: dict[int, str] = {}
+    for conn in range(count):
+        client.open(conn)
+        owners[conn] = client.get_on(conn)
+    return owners
+
+
 def test_dr_spreads_flows_and_real_servers_receive_packets_addressed_to_the_vip(net: LbNet):
     for name in RS:
-        net.nft(
-            name,
-            f"""table netdev probe {{
-              counter to_vip {{}}
-              chain srv0 {{
-                type filter hook ingress device "srv0" priority -10; policy accept;
-                ip daddr {VIP} tcp dport 80 counter name "to_vip"
-              }}
-            }}""",
-        )
+        net.count_ingress(name, "srv0", {"to_vip": f"ip daddr {VIP} tcp dport 80"})
     apply(net, "d1", *RS.values())
     net.add_vip("d1")
 
@@ -81,34 +81,7 @@ def test_dr_spreads_flows_and_real_servers_receive_packets_addressed_to_the_vip(
 
 
 def test_dr_replies_go_from_the_real_server_to_the_client_not_through_the_director(net: LbNet):
-    net.nft(
-        "d1",
-        f"""table netdev probe {{
-          counter replies_fe {{}}
-          counter replies_srv {{}}
-          chain fe0 {{
-            type filter hook ingress device "fe0" priority -10; policy accept;
-            ip saddr {VIP} counter name "replies_fe"
-          }}
-          chain srv0 {{
-            type filter hook ingress device "srv0" priority -10; policy accept;
-            ip saddr {VIP} counter name "replies_srv"
-          }}
-        }}""",
-    )
-    rs_macs = {name: net.mac(name, "fe0") for name in RS}
-    net.nft(
-        "cli",
-        f"""table netdev probe {{
-          counter from_rs1 {{}}
-          counter from_rs2 {{}}
-          chain eth0 {{
-            type filter hook ingress device "eth0" priority -10; policy accept;
-            ether saddr {rs_macs["rs1"]} ip saddr {VIP} tcp sport 80 counter name "from_rs1"
-            ether saddr {rs_macs["rs2"]} ip saddr {VIP} tcp sport 80 counter name "from_rs2"
-          }}
-        }}""",
-    )
+    net.count_dr_paths(("d1",))
     apply(net, "d1", *RS.values())
     net.add_vip("d1")
 
@@ -117,8 +90,8 @@ def test_dr_replies_go_from_the_real_server_to_the_client_not_through_the_direct
     assert set(seen) == {"rs1", "rs2"}
     assert net.counter("cli", "netdev", "probe", "from_rs1") > 0
     assert net.counter("cli", "netdev", "probe", "from_rs2") > 0
-    assert net.counter("d1", "netdev", "probe", "replies_fe") == 0
-    assert net.counter("d1", "netdev", "probe", "replies_srv") == 0
+    assert net.counter("d1", "netdev", "probe_fe0", "replies") == 0
+    assert net.counter("d1", "netdev", "probe_srv0", "replies") == 0
     # the director did forward the requests: its per-real-server chains counted them
     forwarded = sum(
         net.chain_packets("d1", "netdev", "vipkeeper", chain) for chain in ("vs0_rs0", "vs0_rs1")
@@ -132,10 +105,7 @@ def test_reweight_and_removal_keep_in_flight_keepalive_connections_to_remaining_
     apply(net, "d1", *RS.values())
     net.add_vip("d1")
     client = net.client()
-    owners: dict[int, str] = {}
-    for conn in range(8):
-        client.open(conn)
-        owners[conn] = client.get_on(conn)
+    owners = open_connections(client, 8)
     assert set(owners.values()) == {"rs1", "rs2"}
     keep = owners[0]
     leave = "rs2" if keep == "rs1" else "rs1"
@@ -163,10 +133,7 @@ def test_two_directors_with_the_same_configuration_keep_flows_on_the_same_real_s
     apply(net, "d2", *RS.values())
     net.add_vip("d1")
     client = net.client()
-    owners: dict[int, str] = {}
-    for conn in range(10):
-        client.open(conn)
-        owners[conn] = client.get_on(conn)
+    owners = open_connections(client, 10)
     assert set(owners.values()) == {"rs1", "rs2"}
     chains = ("vs0_rs0", "vs0_rs1")
     assert sum(net.chain_packets("d2", "netdev", "vipkeeper", c) for c in chains) == 0

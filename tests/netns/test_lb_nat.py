@@ -12,10 +12,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from lbnet import VIP, LbNet
 
 from vipkeeper.core.lb import ForwardingMethod, RealServer, VirtualServer, VirtualService
 from vipkeeper.io.lb_nftables import NftablesBackend
+from vipkeeper.testing.lbnet import VIP, LbNet
 
 pytestmark = pytest.mark.netns
 

@@ -4,7 +4,7 @@ Unlike test_lb_dr.py / test_lb_nat.py (the nftables backend driven by hand, the 
 hand), here the daemons do everything from one keepalived.conf: VRRP elects the Master and puts
 the VIP on its fe0, the health checkers decide the pool, the director applies it to nftables.
 
-Proves, in namespaces (lbnet.py):
+Proves, in namespaces (`vipkeeper.testing.lbnet`):
 - DR: requests to VIP:80 spread over both real servers; each real server receives packets whose
   destination is the VIP; replies go from the real servers to the client, never through a
   director; only the Master forwards.
@@ -19,15 +19,24 @@ Proves, in namespaces (lbnet.py):
 
 from __future__ import annotations
 
-import datetime
 import json
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
-from lbnet import CLIENT_IP, VIP, Client, LbNet, Vipkeeper, director_config, serving
-from vipkeepers import poll
+
+from vipkeeper.testing.daemons import log_time
+from vipkeeper.testing.lbnet import (
+    CLIENT_IP,
+    VIP,
+    Client,
+    LbNet,
+    Vipkeeper,
+    director_config,
+    serving,
+)
+from vipkeeper.testing.waits import poll
 
 pytestmark = pytest.mark.netns
 
@@ -42,11 +51,6 @@ ELECTION = 15.0
 # delay_before_retry 1): delay_loop + (retry + 1) * connect_timeout + retry * delay_before_retry
 DETECTION_BOUND = 1 + (1 + 1) * 1 + 1 * 1
 MARGIN = 1.5  # an nft transaction, process scheduling on a loaded 2-core machine
-
-
-def _timestamp(entry: dict[str, object]) -> float:
-    moment = datetime.datetime.strptime(str(entry["ts"]), "%Y-%m-%dT%H:%M:%S.%fZ")
-    return moment.replace(tzinfo=datetime.UTC).timestamp()
 
 
 def pool(net: LbNet, director: str) -> set[str]:
@@ -103,22 +107,6 @@ def counts(client: Client, requests: int) -> dict[str, int]:
     return seen
 
 
-def probe(net: LbNet, role: str, device: str, rules: dict[str, str], table: str = "probe") -> None:
-    """A netdev ingress table on `device` with one named counter per rule."""
-    counters = "\n".join(f"counter {name} {{}}" for name in rules)
-    lines = "\n".join(f'{match} counter name "{name}"' for name, match in rules.items())
-    net.nft(
-        role,
-        f"""table netdev {table} {{
-          {counters}
-          chain ingress {{
-            type filter hook ingress device "{device}" priority -10; policy accept;
-            {lines}
-          }}
-        }}""",
-    )
-
-
 @pytest.fixture
 def net(tmp_path: Path) -> Iterator[LbNet]:
     with LbNet(tmp_path) as built:
@@ -146,21 +134,13 @@ def test_dr_daemons_spread_requests_and_replies_bypass_the_director(
     net: LbNet, directors: tuple[Vipkeeper, Vipkeeper]
 ):
     d1, d2 = directors
-    for name in ("rs1", "rs2"):
-        probe(net, name, "srv0", {"to_vip": f"ip daddr {VIP} tcp dport 80"})
-    for director in ("d1", "d2"):
-        for device in ("fe0", "srv0"):
-            probe(net, director, device, {"replies": f"ip saddr {VIP}"}, f"probe_{device}")
-    rs_macs = {name: net.mac(name, "fe0") for name in ("rs1", "rs2")}
-    probe(net, "cli", "eth0", {
-        f"from_{name}": f"ether saddr {mac} ip saddr {VIP} tcp sport 80"
-        for name, mac in rs_macs.items()
-    })  # fmt: skip
+    net.count_dr_paths(("d1", "d2"))
     # The switch floods every frame for d1 to all ports (no learning on d1's port), as a
     # switch does for an unknown MAC: the Backup sees them all and must not forward any.
-    net.run("sw", "bridge", "link", "set", "dev", "pd1fe", "learning", "off")
-    net.run("sw", "bridge", "fdb", "del", net.mac("d1", "fe0"), "dev", "pd1fe", "master")
-    probe(net, "d2", "fe0", {"to_vip": f"ip daddr {VIP} tcp dport 80"}, "flooded")
+    port = net.port("d1", "fe0")
+    net.run("sw", "bridge", "link", "set", "dev", port, "learning", "off")
+    net.run("sw", "bridge", "fdb", "del", net.mac("d1", "fe0"), "dev", port, "master")
+    net.count_ingress("d2", "fe0", {"to_vip": f"ip daddr {VIP} tcp dport 80"}, "flooded")
     client = net.client()
     before_d2 = forwarded(net, "d2")
 
@@ -204,9 +184,9 @@ def test_real_server_whose_http_dies_leaves_the_pool_within_the_bound_and_comes_
 
     for daemon in (d1, d2):  # both directors check; both must agree
         line = poll(DETECTION_BOUND + MARGIN, lambda d=daemon: reported_down(d), [d1, d2])
-        took = _timestamp(line) - killed_at
+        took = log_time(str(line["ts"])) - killed_at
         assert took <= DETECTION_BOUND + MARGIN, f"{checker} detection took {took:.2f}s"
-        print(f"{checker} {dies} down in {daemon.director} after {took:.2f}s")
+        print(f"{checker} {dies} down in {daemon.host.name} after {took:.2f}s")
     poll(MARGIN, lambda: _assert_equal(pool(net, "d1"), {address[stays]}), [d1])
     poll(MARGIN, lambda: _assert_equal(pool(net, "d2"), {address[stays]}), [d2])
 
@@ -280,7 +260,7 @@ def test_nat_mode_with_the_daemons_and_a_floating_gateway(tmp_path: Path):
         wait_master(d1, [d2], ELECTION)
         poll(ELECTION, lambda: _assert_equal(nat_pool(net, "d1"), {RS1, RS2}), [d1, d2])
         for name in ("rs1", "rs2"):
-            probe(net, name, "srv0", {"from_client": f"ip saddr {CLIENT_IP} ip daddr "
+            net.count_ingress(name, "srv0", {"from_client": f"ip saddr {CLIENT_IP} ip daddr "
                                       f"{net.servers[name][1]} tcp dport 80"})  # fmt: skip
         client = net.client()
         serving(client, {"rs1", "rs2"}, within=5)

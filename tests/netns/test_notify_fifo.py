@@ -16,21 +16,22 @@ import re
 from pathlib import Path
 
 import pytest
-from lbnet import LbNet, director_config
-from netlab import Lab
-from vipkeepers import (
+
+from vipkeeper.testing.daemons import (
+    SETTLE,
     Subnet,
     describe,
     global_defs,
     instance_config,
-    poll,
     start_vipkeeper,
     wait_for_holders,
 )
+from vipkeeper.testing.lbnet import LbNet, director_config
+from vipkeeper.testing.netns import Lab
+from vipkeeper.testing.waits import poll
 
 pytestmark = pytest.mark.netns
 
-SETTLE = 15.0
 LINE = re.compile(r'^INSTANCE "VI_1" (BACKUP|MASTER|FAULT|STOP) (\d+)$')
 
 

@@ -1,6 +1,6 @@
 """Operating running daemons in namespaces: `vipkeeper status`, `status --json`, `reload`, /metrics.
 
-Proves, against two real directors on the load-balancing lab (tests/netns/lbnet.py):
+Proves, against two real directors on the load-balancing lab (vipkeeper.testing.lbnet):
 - `status --json` validates against docs/status.schema.json and says who is MASTER, that the VIP
   is present there and absent on the BACKUP, and that both real servers are up with a last
   check; the human table shows the same; /metrics has keepalived-exporter's state 2 / 1 on the
@@ -24,11 +24,9 @@ from __future__ import annotations
 import json
 import os
 import select
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,10 +34,10 @@ from typing import Any
 
 import jsonschema
 import pytest
-from lbnet import VIP, LbNet, Vipkeeper, director_config
-from vipkeepers import poll
 
 from vipkeeper import control
+from vipkeeper.testing.lbnet import VIP, LbNet, Vipkeeper, director_config
+from vipkeeper.testing.waits import poll
 
 pytestmark = pytest.mark.netns
 
@@ -125,6 +123,8 @@ def test_status_and_metrics_before_and_after_a_failover(
     poll(STARTUP, lambda: _assert(instance(status(d1))["state"] == "MASTER"), daemons)
     poll(STARTUP, lambda: _assert(instance(status(d2))["state"] == "BACKUP"), daemons)
     poll(CHECKS, lambda: _both_servers_checked(status(d1)), daemons)
+    # The Backup learns the Master's address from the first advert it accepts after it started.
+    poll(ELECTION, lambda: _assert(instance(status(d2))["master_address"] is not None), daemons)
 
     master, backup = instance(status(d1)), instance(status(d2))
     assert master["vips"] == [{"address": VIP, "prefixlen": 16, "dev": "fe0", "present": True}]
@@ -200,15 +200,6 @@ def _raw(path: Path, payload: bytes, *, half_close: bool = True) -> dict[str, An
                 break
             answer += chunk
     return dict(json.loads(answer))
-
-
-@pytest.fixture
-def shared_dir() -> Iterator[Path]:
-    # A directory another user can traverse (pytest's tmp_path is root's alone).
-    path = Path(tempfile.mkdtemp(prefix="vk-ops-"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def test_bad_requests_and_strangers_never_stall_the_daemon(
@@ -407,6 +398,9 @@ def test_twenty_reloads_under_traffic_fail_no_request_and_move_no_state(tmp_path
                 except ConnectionError as error:
                     failures += 1
                     failed.append(f"after {what}: {error}")
+        # The session spans every reload and goes on after them: its answers are counted
+        # from before the first reload, however fast the reloads went.
+        poll(CHECKS, lambda: _assert(client.session_count(0) > RELOADS), daemons)
         session = client.stop_session(0)
 
         assert failures == 0, failed

@@ -20,24 +20,24 @@ import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from lbnet import VIPKEEPER, LbNet, Vipkeeper, director_config, serving
-from netlab import Lab
-from vipkeepers import (
+
+from vipkeeper.core.vrrp_wire import VRRP_PROTOCOL
+from vipkeeper.testing.daemons import (
+    SETTLE,
     Subnet,
+    Vipkeeper,
     describe,
     instance_config,
-    poll,
     vipkeeper_argv,
 )
-from vipkeepers import (
-    Vipkeeper as NetnsVipkeeper,
-)
+from vipkeeper.testing.lbnet import LbNet, director_config, serving
+from vipkeeper.testing.netns import Lab
+from vipkeeper.testing.waits import poll
 
 pytestmark = pytest.mark.netns
 
@@ -54,7 +54,6 @@ SERVICE_CAP_MASK = (1 << 12) | (1 << 13)
 # advert_int 1: Master_Down_Interval plus the daemons' start (several seconds of Python start-up
 # on a loaded 2-core machine); no assertion is about this time.
 ELECTION = 15.0
-SETTLE = 15.0
 
 
 def unit_capabilities() -> set[str]:
@@ -87,7 +86,7 @@ def logs(daemons: list[Vipkeeper]) -> str:
     return "\n".join(f"--- {d!r} ---\n{d.log()}" for d in daemons)
 
 
-def errors_in(daemon: Vipkeeper | NetnsVipkeeper) -> list[str]:
+def errors_in(daemon: Vipkeeper) -> list[str]:
     return [str(e.get("msg")) for e in daemon.records() if e.get("level") == "error"]
 
 
@@ -100,21 +99,12 @@ def service_vipkeeper(uid: int) -> list[str]:
     return vipkeeper_argv()
 
 
-@pytest.fixture
-def userdir() -> Iterator[Path]:
-    """A directory the unprivileged daemons can reach (pytest's tmp_path is root's alone)."""
-    path = Path(tempfile.mkdtemp(prefix="vk-svc-"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
 def test_the_test_drops_exactly_the_privileges_the_unit_keeps() -> None:
     assert unit_capabilities() == {f"CAP_{c.upper()}" for c in SERVICE_CAPS.split(",")}
 
 
-def test_unprivileged_directors_elect_forward_and_fail_over(userdir: Path) -> None:
-    with LbNet(userdir) as net:
+def test_unprivileged_directors_elect_forward_and_fail_over(shared_dir: Path) -> None:
+    with LbNet(shared_dir) as net:
         vipkeeper = service_vipkeeper(SERVICE_UID)
         command = [*setpriv(SERVICE_UID), *vipkeeper]
         d1 = net.start_vipkeeper(
@@ -216,9 +206,10 @@ def manager(tmp_path: Path) -> Iterator[FakeManager]:
 
 
 def vrrp_sockets(lab: Lab, host_name: str) -> int:
-    """Raw IPPROTO_VRRP (112) sockets open in the host's namespace."""
+    """Raw IPPROTO_VRRP sockets open in the host's namespace."""
     text = lab.run(lab.hosts[host_name], "cat", "/proc/net/raw").stdout
-    return sum(1 for line in text.splitlines()[1:] if line.split()[1].endswith(f":{112:04X}"))
+    protocol = f":{VRRP_PROTOCOL:04X}"
+    return sum(1 for line in text.splitlines()[1:] if line.split()[1].endswith(protocol))
 
 
 def test_ready_after_the_config_is_applied_watchdog_from_the_loop_reload_and_stop(
@@ -239,7 +230,7 @@ def test_ready_after_the_config_is_applied_watchdog_from_the_loop_reload_and_sto
         argv = ["env", *environment, *vipkeeper_argv(), "run", "-f", str(config),
                 "--log-format", "json", "--control-socket", str(control)]  # fmt: skip
         process = lab.popen(r1, *argv, stdout=log, stderr=subprocess.STDOUT)
-    daemon = NetnsVipkeeper(lab, r1, process, config, log_path, directory / "none.pid", control)
+    daemon = Vipkeeper(lab, r1, process, config, log_path, directory / "none.pid", control)
 
     ready = manager.wait_for("READY", SETTLE)
     # Read at once: whatever READY promises must already be true.
@@ -289,7 +280,7 @@ def test_systemd_analyze_verify_accepts_the_unit(tmp_path: Path) -> None:
     # directory holding it over that one directory, so the real system is untouched.
     bindir = tmp_path / "bin"
     bindir.mkdir()
-    (bindir / installed.name).symlink_to(VIPKEEPER)
+    (bindir / installed.name).symlink_to(vipkeeper_argv()[0])
     script = f'mount --bind "{bindir}" "{installed.parent}" && exec "{analyze}" verify "{UNIT}"'
     result = subprocess.run(
         ["unshare", "--mount", "--propagation", "private", "sh", "-c", script],

@@ -13,45 +13,45 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
-from netlab import Host, Lab
-from vipkeepers import (
+
+from vipkeeper.core import timing
+from vipkeeper.testing.daemons import (
+    SETTLE,
+    V3_FAST,
     Subnet,
     Vipkeeper,
     assert_holders_throughout,
     describe,
     global_defs,
-    hard_fail,
     holders,
     instance_config,
-    poll,
     script_config,
     start_vipkeeper,
     vipkeeper_argv,
     wait_for_holders,
     wait_until_reachable,
 )
+from vipkeeper.testing.netns import Host, Lab
+from vipkeeper.testing.waits import poll
 
 pytestmark = pytest.mark.netns
 
 # Slack for the daemon's own reaction (process scheduling, the effect queue, netlink) on a
 # loaded 2-core machine, added to every protocol-level bound.
 MARGIN = 0.5
-# How long the "did it happen" polls may take: generous, so a slow run fails on the timing
-# assertion (with the measured figure) rather than on a poll timeout.
-SETTLE = 15.0
 
 
 def skew_time(version: int, priority: int, advert_int: float) -> float:
-    """RFC 3768 §6.1: (256 - Priority) / 256 s; RFC 9568 §6.1: scaled by the interval."""
-    if version == 2:
-        return (256 - priority) / 256
-    return (256 - priority) * advert_int / 256
+    return timing.skew_time(version=version, priority=priority, master_adver_interval=advert_int)
 
 
 def master_down_interval(version: int, priority: int, advert_int: float) -> float:
-    return 3 * advert_int + skew_time(version, priority, advert_int)
+    return timing.master_down_interval(
+        version=version, priority=priority, master_adver_interval=advert_int
+    )
 
 
 def add_routers(lab: Lab, net: Subnet, count: int, *, ipv6: bool = False) -> list[Host]:
@@ -149,7 +149,7 @@ def test_hard_failure_moves_the_vip_within_master_down_interval_and_the_client_f
     wait_for_holders(lab, [r1, r2], net.vip4_cidr, ["r1"], within=SETTLE, daemons=daemons)
     wait_until_reachable(lab, client, net.vip4, within=5, daemons=daemons)
 
-    killed_at = hard_fail(lab, r1)  # r1 keeps its addresses after SIGKILL: only r2 counts
+    killed_at = lab.hard_fail(r1)  # r1 keeps its addresses after SIGKILL: only r2 counts
 
     wait_for_holders(lab, [r2], net.vip4_cidr, ["r2"], within=SETTLE, daemons=daemons)
     wait_until_reachable(lab, client, net.vip4, within=5, daemons=daemons)
@@ -193,8 +193,6 @@ def test_graceful_stop_hands_over_after_skew_time_and_removes_the_vip(lab: Lab) 
 
 
 # -- preemption ----------------------------------------------------------------------------------
-
-V3_FAST = {"version": 3, "advert_int": 0.2}
 
 
 def test_higher_priority_router_takes_the_vip_back_when_it_returns(lab: Lab) -> None:
@@ -252,12 +250,16 @@ def _assert_state(daemon: Vipkeeper, state: str) -> None:
 # -- tracking ---------------------------------------------------------------------------------
 
 
-def test_failing_track_script_with_weight_zero_puts_the_master_in_fault(lab: Lab) -> None:
+def tracked_pair(
+    lab: Lab, *, weight: int
+) -> tuple[Subnet, tuple[Host, Host], Path, tuple[Vipkeeper, Vipkeeper]]:
+    """r1 (priority 200, tracking script `chk` with `weight`, which passes while `flag`
+    exists) and r2 (priority 100), both v3 fast; the flag exists."""
     net = Subnet.next()
     r1, r2 = add_routers(lab, net, 2)
     flag = lab.workdir / "r1-healthy"
     flag.touch()
-    script = script_config("chk", f"/usr/bin/test -f {flag}", interval=0.1, weight=0)
+    script = script_config("chk", f"/usr/bin/test -f {flag}", interval=0.1, weight=weight)
     master, backup = start_all(
         lab,
         [r1, r2],
@@ -268,6 +270,11 @@ def test_failing_track_script_with_weight_zero_puts_the_master_in_fault(lab: Lab
             instance_config(priority=100, vips=[net.vip4_cidr], **V3_FAST),
         ],
     )
+    return net, (r1, r2), flag, (master, backup)
+
+
+def test_failing_track_script_with_weight_zero_puts_the_master_in_fault(lab: Lab) -> None:
+    net, (r1, r2), flag, (master, backup) = tracked_pair(lab, weight=0)
     wait_for_holders(lab, [r1, r2], net.vip4_cidr, ["r1"], within=SETTLE, daemons=[master, backup])
 
     flag.unlink()
@@ -280,21 +287,7 @@ def test_failing_track_script_with_weight_zero_puts_the_master_in_fault(lab: Lab
 
 
 def test_failing_weighted_track_script_lowers_priority_below_the_peer(lab: Lab) -> None:
-    net = Subnet.next()
-    r1, r2 = add_routers(lab, net, 2)
-    flag = lab.workdir / "r1-healthy"
-    flag.touch()
-    script = script_config("chk", f"/usr/bin/test -f {flag}", interval=0.1, weight=-150)
-    master, backup = start_all(
-        lab,
-        [r1, r2],
-        [
-            global_defs("r1")
-            + script
-            + instance_config(priority=200, vips=[net.vip4_cidr], track_scripts=["chk"], **V3_FAST),
-            instance_config(priority=100, vips=[net.vip4_cidr], **V3_FAST),
-        ],
-    )
+    net, (r1, r2), flag, (master, backup) = tracked_pair(lab, weight=-150)
     wait_for_holders(lab, [r1, r2], net.vip4_cidr, ["r1"], within=SETTLE, daemons=[master, backup])
 
     flag.unlink()  # 200 - 150 = 50 < 100: r2 preempts, r1 stays a healthy Backup
@@ -386,7 +379,7 @@ def test_unicast_mode_works_with_multicast_blocked(lab: Lab) -> None:
     assert backup.states() == ["BACKUP"], describe([backup])
     assert holders(lab, [r1, r2], net.vip4_cidr) == ["r1"], describe([master, backup])
 
-    hard_fail(lab, r1)
+    lab.hard_fail(r1)
     wait_for_holders(lab, [r2], net.vip4_cidr, ["r2"], within=SETTLE, daemons=[backup])
     wait_until_reachable(lab, client, net.vip4, within=5, daemons=[backup])
     for host in (r1, r2):
@@ -424,7 +417,7 @@ def test_v2_pass_authentication_elects_and_fails_over(lab: Lab) -> None:
     )
     assert daemons[1].state() == "BACKUP", describe(daemons)
 
-    hard_fail(lab, r1)
+    lab.hard_fail(r1)
     wait_for_holders(lab, [r2], net.vip4_cidr, ["r2"], within=SETTLE, daemons=daemons)
 
 
@@ -455,7 +448,7 @@ def test_v3_ipv6_vip_moves_on_hard_failure_and_the_client_follows(lab: Lab) -> N
     wait_for_holders(lab, [r1, r2], net.vip6_cidr, ["r1"], within=SETTLE, daemons=daemons)
     wait_until_reachable(lab, client, net.vip6, within=5, daemons=daemons)
 
-    killed_at = hard_fail(lab, r1)
+    killed_at = lab.hard_fail(r1)
     wait_for_holders(lab, [r2], net.vip6_cidr, ["r2"], within=SETTLE, daemons=daemons)
     wait_until_reachable(lab, client, net.vip6, within=5, daemons=daemons)
     takeover = daemons[1].entered("MASTER", after=killed_at)
@@ -479,12 +472,12 @@ def test_three_routers_hand_the_vip_down_the_priority_order(lab: Lab) -> None:
     )
     wait_for_holders(lab, routers, net.vip4_cidr, ["r1"], within=SETTLE, daemons=daemons)
 
-    killed_at = hard_fail(lab, r1)  # r1 keeps its addresses after SIGKILL: only survivors count
+    killed_at = lab.hard_fail(r1)  # r1 keeps its addresses after SIGKILL: only survivors count
     wait_for_holders(lab, [r2, r3], net.vip4_cidr, ["r2"], within=SETTLE, daemons=daemons)
     assert daemons[2].entered("MASTER", after=killed_at) is None, describe(daemons)
     wait_until_reachable(lab, client, net.vip4, within=5, daemons=daemons)
 
-    hard_fail(lab, r2)
+    lab.hard_fail(r2)
     wait_for_holders(lab, [r3], net.vip4_cidr, ["r3"], within=SETTLE, daemons=daemons)
     wait_until_reachable(lab, client, net.vip4, within=5, daemons=daemons)
 

@@ -14,26 +14,27 @@ import time
 from dataclasses import dataclass
 
 import pytest
-from netlab import KEEPALIVED, Host, Keepalived, Lab
-from vipkeepers import (
+
+from vipkeeper.core import timing
+from vipkeeper.testing.daemons import (
+    SETTLE,
     Subnet,
     Vipkeeper,
     describe,
     global_defs,
-    hard_fail,
     instance_config,
-    poll,
     start_vipkeeper,
     wait_for_holders,
     wait_until_reachable,
 )
+from vipkeeper.testing.netns import KEEPALIVED, Host, Keepalived, Lab
+from vipkeeper.testing.waits import poll
 
 pytestmark = [
     pytest.mark.netns,
     pytest.mark.skipif(shutil.which(KEEPALIVED) is None, reason="keepalived not installed"),
 ]
 
-SETTLE = 15.0
 MARGIN = 0.5
 
 
@@ -53,9 +54,11 @@ class Flavour:
         )
 
     def master_down_interval(self, priority: int) -> float:
-        """RFC 3768 §6.1 / RFC 9568 §6.1, from the RFC formulas (not the code under test)."""
-        skew = (256 - priority) / 256 * (1.0 if self.version == 2 else self.advert_int)
-        return 3 * self.advert_int + skew
+        """RFC 3768 §6.1 / RFC 9568 §6.1 (`core.timing`, checked against the RFCs' figures
+        in tests/unit/test_timing.py)."""
+        return timing.master_down_interval(
+            version=self.version, priority=priority, master_adver_interval=self.advert_int
+        )
 
 
 FLAVOURS = {
@@ -101,7 +104,7 @@ def test_vipkeeper_master_with_keepalived_backup_then_keepalived_takes_over(
     poll(SETTLE, lambda: _keepalived_is_backup(keepalived))
     wait_until_reachable(lab, client, net.vip4, within=5, daemons=both)
 
-    hard_fail(lab, vk_host)  # vk keeps its addresses after SIGKILL: only ka counts
+    lab.hard_fail(vk_host)  # vk keeps its addresses after SIGKILL: only ka counts
     wait_for_holders(lab, [ka_host], net.vip4_cidr, ["ka"], within=SETTLE, daemons=both)
     wait_until_reachable(lab, client, net.vip4, within=5, daemons=both)
 
@@ -118,7 +121,7 @@ def test_keepalived_master_with_vipkeeper_backup_then_vipkeeper_takes_over(
     poll(SETTLE, lambda: _assert_vipkeeper_state(vipkeeper, "BACKUP"))
     wait_until_reachable(lab, client, net.vip4, within=5, daemons=both)
 
-    killed_at = hard_fail(lab, ka_host)
+    killed_at = lab.hard_fail(ka_host)
     wait_for_holders(lab, [vk_host], net.vip4_cidr, ["vk"], within=SETTLE, daemons=both)
     wait_until_reachable(lab, client, net.vip4, within=5, daemons=both)
     takeover = vipkeeper.entered("MASTER", after=killed_at)

@@ -1,15 +1,11 @@
-"""The soak suite: the netns helpers (tests/netns) on the path, root and iproute2 required."""
+"""The soak suite: root, iproute2 and nftables required."""
 
 from __future__ import annotations
 
 import os
 import shutil
-import sys
-from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "netns"))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

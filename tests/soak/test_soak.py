@@ -11,7 +11,8 @@ import secrets
 from pathlib import Path
 
 import pytest
-from chaos import run_soak
+
+from vipkeeper.testing.chaos import run_soak
 
 pytestmark = pytest.mark.netns
 
@@ -30,8 +31,8 @@ def test_the_checker_reports_a_backup_holding_the_vip_and_a_client_outage(tmp_pa
     """The watcher must be able to fail: a VIP planted on a Backup is two violations (a
     non-Master holding it, a second holder in a steady phase), and a client outage outside
     any fault window is one more."""
-    from chaos import Soak
-    from netlab import Lab
+    from vipkeeper.testing.chaos import Soak
+    from vipkeeper.testing.netns import Lab
 
     with Lab(workdir=tmp_path / "lab") as lab:
         soak = Soak(lab, daemon="vipkeeper", seed=1, duration=0, out=lambda _text: None)

@@ -14,18 +14,18 @@ from dataclasses import dataclass, field
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from polling import wait_for
 
 from vipkeeper.core.effects import SendAdvert
 from vipkeeper.core.events import PacketReceived, SourceAddressChanged, Started, TimerFired
 from vipkeeper.core.steady import Beacon, Watch
 from vipkeeper.core.vrrp import InstanceSettings, VrrpInstance
+from vipkeeper.core.vrrp_wire import MULTICAST_V4 as GROUP
 from vipkeeper.io.autopilot import Autopilot, HeldPacket, _BeaconJob, _WatchJob
+from vipkeeper.testing.waits import wait_for
 
 ME = "192.168.0.53"
 PEER = "192.168.0.57"
 PEERS = ("192.168.0.57", "192.168.0.58")
-GROUP = "224.0.0.18"
 
 ADVERT = PacketReceived(source=PEER, destination=GROUP, ttl=255, payload=b"\x21\x33\x96repeat")
 OTHER = PacketReceived(source=PEER, destination=GROUP, ttl=255, payload=b"\x21\x33\x00leaving")

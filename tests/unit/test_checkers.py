@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import pytest
-from polling import GUARD, wait_for
 
 from vipkeeper.core.health import (
     CheckerId,
@@ -39,6 +38,8 @@ from vipkeeper.io.checkers import (
     misc_runner,
 )
 from vipkeeper.io.scripts import ScriptRunner
+from vipkeeper.testing.builders import virtual_server_spec
+from vipkeeper.testing.waits import GUARD, wait_for
 
 LOCALHOST = "127.0.0.1"
 
@@ -357,10 +358,7 @@ async def test_scheduler_takes_a_dead_server_out_of_the_pool_and_back_when_it_re
     victim_port = victim.port
     endpoints = [Endpoint(address=LOCALHOST, port=p) for p in (http_server.port, victim_port)]
     spec = CheckerSpec(delay_loop=0.05, retry=1, delay_before_retry=0.05)
-    vs = VirtualServerSpec(
-        name="vs",
-        real_servers=tuple(RealServerSpec(server=e, checkers=(spec,)) for e in endpoints),
-    )
+    vs = virtual_server_spec(endpoints, spec)
     monitor = HealthMonitor([vs])
     checks = {checker_id(e.port): http_check(e.port, connect_timeout=1.0) for e in endpoints}
     recorder = Recorder()
@@ -393,12 +391,7 @@ class Exploding:
 
 async def test_scheduler_reports_a_checker_that_raises_as_a_failed_check():
     server = Endpoint(address=LOCALHOST, port=1)
-    vs = VirtualServerSpec(
-        name="vs",
-        real_servers=(
-            RealServerSpec(server=server, checkers=(CheckerSpec(retry=0, delay_loop=60),)),
-        ),
-    )
+    vs = virtual_server_spec([server], CheckerSpec(retry=0, delay_loop=60))
     recorder = Recorder()
     scheduler = HealthScheduler(HealthMonitor([vs]), {checker_id(1): Exploding()}, recorder)
     scheduler.start()

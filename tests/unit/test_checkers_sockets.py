@@ -16,8 +16,7 @@ import hashlib
 import os
 import socket
 import struct
-import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 
 import pytest
@@ -30,9 +29,7 @@ from vipkeeper.core.health import (
     Endpoint,
     HealthEvent,
     HealthMonitor,
-    RealServerSpec,
     ServerDown,
-    VirtualServerSpec,
 )
 from vipkeeper.drivers.health import HealthScheduler
 from vipkeeper.io import checkers, http_response
@@ -43,9 +40,10 @@ from vipkeeper.io.checkers import (
 )
 from vipkeeper.io.http_response import CheckError, ResponseReader
 from vipkeeper.io.poller import SocketPoller
+from vipkeeper.testing.builders import virtual_server_spec
+from vipkeeper.testing.waits import GUARD, wait_for
 
 LOCALHOST = "127.0.0.1"
-GUARD = 20.0  # only guards against a hung test; no assertion depends on it
 BODY = b"<html>real server</html>\n" * 4
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(BODY), BODY)
 
@@ -179,13 +177,6 @@ def closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def until(condition: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + GUARD
-    while not condition():
-        assert time.monotonic() < deadline, "condition never held"
-        await asyncio.sleep(0.01)
-
-
 class Started:
     """One check started on a poller by hand, with its result as a future."""
 
@@ -230,7 +221,7 @@ async def test_an_http_check_releases_everything_whatever_its_outcome(scenario, 
         assert poller._probes == {}
         poller.close()
         await server.drop_connections()
-        await until(lambda: open_fds() <= before)
+        await wait_for(lambda: open_fds() <= before)
 
 
 @pytest.mark.parametrize("kind", ["http", "tcp"])
@@ -244,9 +235,9 @@ async def test_a_connect_that_never_completes_times_out_and_releases_everything(
             check = HttpGetCheck(address=LOCALHOST, port=port, connect_timeout=0.2)
         else:
             check = TcpCheck(address=LOCALHOST, port=port, connect_timeout=0.2)
+        begun = loop.time()  # before the check starts: its connect deadline counts from there
         started = Started(check, poller, port)
         assert poller._probes  # waiting for the handshake, not established at once
-        begun = loop.time()
         result = await asyncio.wait_for(started.result, GUARD)
         assert loop.time() - begun >= 0.2
         prefix = "GET /: " if kind == "http" else ""
@@ -313,12 +304,12 @@ async def test_a_tcp_check_established_at_once_still_reports_from_the_loop():
             checker_id(port), results.append, poller
         )
         assert results == []  # never from inside start
-        await until(lambda: bool(results))
+        await wait_for(lambda: bool(results))
         assert results == [CheckSucceeded(checker=checker_id(port))]
         started.cancel()  # a no-op once finished
         poller.close()
         await server.drop_connections()
-        await until(lambda: open_fds() <= before)
+        await wait_for(lambda: open_fds() <= before)
 
 
 # --- cancellation ---------------------------------------------------------------------------------
@@ -332,7 +323,7 @@ async def test_cancelling_a_check_waiting_for_its_answer_closes_it_and_never_rep
         results: list[HealthEvent] = []
         check = HttpGetCheck(address=LOCALHOST, port=port, connect_timeout=0.2)
         probe = check.start(checker_id(port), results.append, poller)
-        await until(lambda: server.connections == 1)
+        await wait_for(lambda: server.connections == 1)
         probe.cancel()
         probe.cancel()  # idempotent
         await asyncio.sleep(0.4)  # past the deadline: a live timer would report now
@@ -340,7 +331,7 @@ async def test_cancelling_a_check_waiting_for_its_answer_closes_it_and_never_rep
         assert poller._probes == {}
         poller.close()
         await server.drop_connections()
-        await until(lambda: open_fds() <= before)
+        await wait_for(lambda: open_fds() <= before)
 
 
 @pytest.mark.parametrize("kind", ["http", "tcp"])
@@ -377,19 +368,19 @@ async def test_cancelling_a_check_whose_result_is_queued_drops_the_result():
         assert results == []
         poller.close()
         await server.drop_connections()
-        await until(lambda: open_fds() <= before)
+        await wait_for(lambda: open_fds() <= before)
 
 
 async def test_cancelling_run_cancels_the_check_and_closes_everything():
     async with serving(None) as (server, port):
         before = open_fds()
         task = asyncio.create_task(HttpGetCheck(address=LOCALHOST, port=port).run(checker_id(port)))
-        await until(lambda: server.connections == 1)
+        await wait_for(lambda: server.connections == 1)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
         await server.drop_connections()
-        await until(lambda: open_fds() <= before)
+        await wait_for(lambda: open_fds() <= before)
 
 
 async def test_scheduler_stop_cancels_checks_in_flight_and_closes_every_socket():
@@ -402,10 +393,7 @@ async def test_scheduler_stop_cancels_checks_in_flight_and_closes_every_socket()
                 Endpoint(address=LOCALHOST, port=silent_port),
             ]
             spec = CheckerSpec(delay_loop=60, retry=0)
-            vs = VirtualServerSpec(
-                name="vs",
-                real_servers=tuple(RealServerSpec(server=e, checkers=(spec,)) for e in endpoints),
-            )
+            vs = virtual_server_spec(endpoints, spec)
             checks = {
                 checker_id(port): HttpGetCheck(address=LOCALHOST, port=port, connect_timeout=30),
                 checker_id(silent_port): TcpCheck(
@@ -414,13 +402,13 @@ async def test_scheduler_stop_cancels_checks_in_flight_and_closes_every_socket()
             }
             scheduler = HealthScheduler(HealthMonitor([vs]), checks, lambda effects: None)
             scheduler.start()
-            await until(lambda: hanging.connections == 1)
+            await wait_for(lambda: hanging.connections == 1)
             assert scheduler.checks_running == 2
             assert len(asyncio.all_tasks()) == 1  # this test's: the checks run without tasks
             await scheduler.stop()
             assert scheduler.checks_running == 0
             await hanging.drop_connections()
-            await until(lambda: open_fds() <= before)
+            await wait_for(lambda: open_fds() <= before)
             assert not loop.is_closed()
 
 
@@ -454,7 +442,7 @@ async def test_a_response_delivered_byte_by_byte_is_read_whole(mode):
         )
         assert isinstance(status_only, CheckSucceeded)
         await server.drop_connections()
-        await until(lambda: open_fds() <= before)
+        await wait_for(lambda: open_fds() <= before)
 
 
 async def test_connect_timeout_bounds_a_url_as_a_whole_even_when_bytes_keep_coming():
@@ -588,13 +576,13 @@ async def test_a_result_callback_that_raises_does_not_stop_the_other_checks():
             check = HttpGetCheck(address=LOCALHOST, port=port)
             probes = [check.start(checker_id(port), explode, poller)]
             probes += [check.start(checker_id(port), results.append, poller) for _ in range(3)]
-            await until(lambda: len(results) == 3 and len(reported) == 1)
+            await wait_for(lambda: len(results) == 3 and len(reported) == 1)
             assert all(isinstance(r, CheckSucceeded) for r in results)
             assert "receiver bug" in repr(reported[0].get("exception"))
             assert poller._probes == {}
             poller.close()
             await server.drop_connections()
-            await until(lambda: open_fds() <= before)
+            await wait_for(lambda: open_fds() <= before)
     finally:
         loop.set_exception_handler(None)
 
@@ -611,7 +599,7 @@ async def test_an_unexpected_error_inside_a_check_is_reported_as_a_checker_error
             checker=checker_id(port), reason="checker error: RuntimeError('parser bug')"
         )
         await server.drop_connections()
-        await until(lambda: open_fds() <= before)
+        await wait_for(lambda: open_fds() <= before)
 
 
 class StartExplodes:
@@ -624,12 +612,7 @@ class StartExplodes:
 
 async def test_scheduler_reports_a_checker_whose_start_raises_as_a_failed_check():
     server = Endpoint(address=LOCALHOST, port=1)
-    vs = VirtualServerSpec(
-        name="vs",
-        real_servers=(
-            RealServerSpec(server=server, checkers=(CheckerSpec(retry=0, delay_loop=60),)),
-        ),
-    )
+    vs = virtual_server_spec([server], CheckerSpec(retry=0, delay_loop=60))
     downs: list[ServerDown] = []
     scheduler = HealthScheduler(
         HealthMonitor([vs]),
@@ -638,7 +621,7 @@ async def test_scheduler_reports_a_checker_whose_start_raises_as_a_failed_check(
     )
     scheduler.start()
     try:
-        await until(lambda: bool(downs))
+        await wait_for(lambda: bool(downs))
         assert "bug in start" in downs[0].reason
     finally:
         await scheduler.stop()

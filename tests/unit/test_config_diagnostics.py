@@ -27,13 +27,12 @@ def only(diagnostics: list[Diagnostic], severity: Severity) -> list[Diagnostic]:
 
 
 def test_known_but_unsupported_keyword_is_a_located_warning_and_config_stays_usable() -> None:
-    result = parse_text(instance("    smtp_alert\n    use_vmac vrrp.51"), "k.conf")
+    result = parse_text(instance("    smtp_alert\n    use_ipvlan ipv.51"), "k.conf")
     assert result.config is not None
     messages = [item.format() for item in result.diagnostics]
     assert messages == [
         "k.conf:7:5: warning: smtp_alert: e-mail alerts are not supported, ignored",
-        "k.conf:8:5: warning: use_vmac: virtual MAC (macvlan) interfaces are not supported"
-        " (the interface's own MAC is used), ignored",
+        "k.conf:8:5: warning: use_ipvlan: ipvlan interfaces are not supported, ignored",
     ]
 
 
@@ -242,3 +241,48 @@ def test_a_keyword_with_spaces_from_a_stray_quote_is_shown_quoted() -> None:
     lines = [d.format() for d in result.diagnostics]
     assert lines, "a bogus keyword must be reported"
     assert lines[0].startswith("quote.conf:1:1: error: ' Configuration File"), lines[0]
+
+
+def test_use_vmac_names_the_macvlan_vrrp_vrid_by_default_and_carries_the_vips() -> None:
+    result = parse_text(instance("    use_vmac"), "k.conf")
+    assert result.config is not None and result.diagnostics == []
+    (vrrp,) = result.config.vrrp_instances
+    assert vrrp.use_vmac == "vrrp.51"
+    assert vrrp.advert_interface == "vrrp.51"
+    assert [vrrp.vip_device(vip) for vip in vrrp.virtual_ipaddresses] == ["vrrp.51"]
+
+
+def test_use_vmac_with_a_name_and_vmac_xmit_base_keeps_adverts_on_the_interface() -> None:
+    result = parse_text(instance("    use_vmac vmac51\n    vmac_xmit_base"), "k.conf")
+    assert result.config is not None and result.diagnostics == []
+    (vrrp,) = result.config.vrrp_instances
+    assert (vrrp.use_vmac, vrrp.vmac_xmit_base, vrrp.advert_interface) == ("vmac51", True, "eth0")
+    assert [vrrp.vip_device(vip) for vip in vrrp.virtual_ipaddresses] == ["vmac51"]
+
+
+def test_use_vmac_refuses_a_name_longer_than_an_interface_name() -> None:
+    result = parse_text(instance("    use_vmac vrrp.0123456789ab"), "k.conf")
+    assert result.config is None
+    (error,) = result.diagnostics
+    assert error.format().startswith("k.conf:7:14: error: use_vmac: 'vrrp.0123456789ab' is longer")
+
+
+def test_vmac_xmit_base_without_use_vmac_is_a_located_warning() -> None:
+    result = parse_text(instance("    vmac_xmit_base"), "k.conf")
+    assert result.config is not None
+    assert [d.format() for d in result.diagnostics] == [
+        "k.conf:7:5: warning: vmac_xmit_base: has no effect without use_vmac, ignored"
+    ]
+    assert result.config.vrrp_instances[0].vmac_xmit_base is False
+
+
+def test_use_vmac_on_an_ipv6_instance_is_a_located_warning_and_ignored() -> None:
+    text = INSTANCE.replace("192.0.2.10", "2001:db8::10").format(extra="    use_vmac")
+    result = parse_text(text, "k.conf")
+    assert result.config is not None
+    assert [d.format() for d in result.diagnostics] == [
+        "k.conf:7:5: warning: use_vmac: the virtual MAC is supported for IPv4 instances only"
+        " (the interface's own MAC is used), ignored"
+    ]
+    (vrrp,) = result.config.vrrp_instances
+    assert (vrrp.use_vmac, vrrp.advert_interface) == (None, "eth0")

@@ -15,69 +15,10 @@ from vipkeeper.core.effects import (
     RunNotify,
     SendAdvert,
     SendGratuitous,
-    VirtualAddress,
 )
 from vipkeeper.core.events import Event, PacketReceived, Started, TimerFired
 from vipkeeper.drivers.vrrp import Driver
-
-VIP = VirtualAddress(address="192.0.2.10", prefixlen=32, dev="eth0")
-
-
-@dataclass
-class ScriptedMachine:
-    """Answers each event type with a fixed list of effects and keeps a settable deadline."""
-
-    replies: dict[type, list[Effect]] = field(default_factory=dict)
-    deadline: float | None = None
-    seen: list[Event] = field(default_factory=list)
-    after_timer: float | None = None
-
-    def handle(self, event: Event, now: float) -> list[Effect]:
-        self.seen.append(event)
-        if isinstance(event, TimerFired):
-            self.deadline = self.after_timer
-        return list(self.replies.get(type(event), []))
-
-    def next_deadline(self) -> float | None:
-        return self.deadline
-
-
-@dataclass
-class Recorder:
-    log: list[str] = field(default_factory=list)
-    fail_add: bool = False
-
-    def send(self, *, interface: str, source: str, destination: str, payload: bytes) -> None:
-        self.log.append(f"send {destination}")
-
-    async def add(self, address: VirtualAddress) -> None:
-        await asyncio.sleep(0)  # a real netlink call yields to the loop
-        if self.fail_add:
-            raise OSError("netlink said no")
-        self.log.append(f"add {address.address}")
-
-    async def delete(self, address: VirtualAddress) -> None:
-        self.log.append(f"del {address.address}")
-
-    async def announce(self, addresses: tuple[VirtualAddress, ...], count: int) -> None:
-        self.log.append(f"garp {count}")
-
-    async def notify(self, order: RunNotify) -> None:
-        self.log.append(f"notify {order.state}")
-
-
-def make_driver(machines: dict[str, ScriptedMachine], recorder: Recorder) -> Driver:
-    def route(interface: str, family: int, vrid: int) -> tuple[str, str | None] | None:
-        return ("vi1", None) if vrid == 51 else None
-
-    return Driver(
-        machines=machines,
-        sender=recorder,
-        addresses=recorder,
-        gratuitous=recorder,
-        notify=recorder.notify,
-        route_packet=route,
-    )
+from vipkeeper.testing.adapters import VIP, Recorder, ScriptedMachine, make_driver
 
 
 async def test_effects_are_carried_out_in_the_order_the_core_returned_them() -> None:

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from test_driver import VIP, Recorder, ScriptedMachine, make_driver
-
 from vipkeeper.core.effects import (
     AddVips,
     ReportTransition,
@@ -18,6 +16,7 @@ from vipkeeper.core.effects import (
 )
 from vipkeeper.core.events import Started
 from vipkeeper.drivers.vrrp import Driver
+from vipkeeper.testing.adapters import VIP, Recorder, ScriptedMachine, make_driver
 
 VIP2 = VirtualAddress(address="192.0.2.11", prefixlen=32, dev="eth0")
 ADVERT = SendAdvert(interface="eth0", source="192.0.2.1", destination="224.0.0.18", payload=b"")

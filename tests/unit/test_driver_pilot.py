@@ -9,7 +9,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
-from polling import GUARD, wait_for
 
 from vipkeeper.core.effects import Effect, RunNotify, VirtualAddress
 from vipkeeper.core.events import (
@@ -24,27 +23,16 @@ from vipkeeper.core.events import (
 from vipkeeper.core.steady import Beacon, Steady, Watch
 from vipkeeper.core.timing import skew_time
 from vipkeeper.core.vrrp import InstanceSettings, State, VrrpInstance
-from vipkeeper.core.vrrp_wire import MULTICAST_V4, Advertisement, encode
 from vipkeeper.drivers.vrrp import Driver
 from vipkeeper.io.autopilot import HeldPacket
-
-VIP = VirtualAddress(address="172.16.9.1", prefixlen=32, dev="eth0")
-ME = "192.168.0.53"
-PEER = "192.168.0.57"
+from vipkeeper.testing import adapters
+from vipkeeper.testing.builders import ME, advert, instance_settings
+from vipkeeper.testing.waits import GUARD, wait_for
 
 
 def settings(name: str = "VI_1", vrid: int = 51, **overrides: typing.Any) -> InstanceSettings:
-    base: dict[str, typing.Any] = {
-        "name": name,
-        "interface": f"eth{vrid}",
-        "vrid": vrid,
-        "priority": 100,
-        "virtual_addresses": (VIP,),
-        "unicast_src_ip": ME,
-        "garp_master_delay": 0.0,
-    }
-    base.update(overrides)
-    return InstanceSettings(**base)
+    fields = {"interface": f"eth{vrid}", "unicast_src_ip": ME, "garp_master_delay": 0.0}
+    return instance_settings(name=name, vrid=vrid, **(fields | overrides))
 
 
 def owner(name: str = "VI_1", vrid: int = 51, **overrides: typing.Any) -> InstanceSettings:
@@ -53,18 +41,8 @@ def owner(name: str = "VI_1", vrid: int = 51, **overrides: typing.Any) -> Instan
 
 
 def packet(priority: int = 150, *, vrid: int = 51, version: int = 2) -> PacketReceived:
-    payload = encode(
-        Advertisement(
-            version=version,
-            vrid=vrid,
-            priority=priority,
-            addresses=(VIP.address,),
-            wire_interval=1,  # 1 s in v2, 1 cs in v3
-        ),
-        source=PEER,
-        destination=MULTICAST_V4,
-    )
-    return PacketReceived(source=PEER, destination=MULTICAST_V4, ttl=255, payload=payload)
+    # wire interval 1: 1 s in v2, 1 cs in v3
+    return advert(priority=priority, vrid=vrid, version=version, interval=1)
 
 
 class Recording(VrrpInstance):
@@ -135,8 +113,9 @@ class FakePilot:
 
 
 @dataclass
-class Recorder:
-    log: list[str] = field(default_factory=list)
+class Recorder(adapters.Recorder):
+    """The adapters, logging the interface an advert left by and the instance notified."""
+
     gate: asyncio.Event | None = None  # while set to an unset Event, adding an address waits
 
     def send(self, *, interface: str, source: str, destination: str, payload: bytes) -> None:
@@ -147,12 +126,6 @@ class Recorder:
         if self.gate is not None:
             await self.gate.wait()
         self.log.append(f"add {address.address}")
-
-    async def delete(self, address: VirtualAddress) -> None:
-        self.log.append(f"del {address.address}")
-
-    async def announce(self, addresses: tuple[VirtualAddress, ...], count: int) -> None:
-        self.log.append(f"garp {count}")
 
     async def notify(self, order: RunNotify) -> None:
         self.log.append(f"notify {order.instance} {order.state}")
@@ -173,15 +146,7 @@ def make_driver(
     def route(interface: str, family: int, vrid: int) -> tuple[str, str | None] | None:
         return routes.get((interface, family, vrid))
 
-    driver = Driver(
-        machines=machines,
-        sender=recorder,
-        addresses=recorder,
-        gratuitous=recorder,
-        notify=recorder.notify,
-        route_packet=route,
-        pilot=pilot,
-    )
+    driver = adapters.make_driver(machines, recorder, route=route, pilot=pilot)
     driver.pilotable = set(pilotable)
     return driver
 

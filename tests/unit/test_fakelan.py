@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
-from vipkeeper.core.effects import ReportTransition, SendAdvert, VirtualAddress
+from vipkeeper.core.effects import ReportTransition, SendAdvert
 from vipkeeper.core.timing import master_down_interval, skew_time
 from vipkeeper.core.vrrp import InstanceSettings, State
 from vipkeeper.testing import EffectRecorder, FakeClock, FakeLan
-
-VIP = VirtualAddress(address="172.16.9.1", prefixlen=32, dev="eth0")
+from vipkeeper.testing.builders import instance_settings
 
 
 def settings(priority: int, **extra) -> InstanceSettings:
-    return InstanceSettings(
-        name="VI_1", interface="eth0", vrid=51, priority=priority, virtual_addresses=(VIP,), **extra
-    )
+    return instance_settings(priority=priority, **extra)
+
+
+def became_master(lan: FakeLan, name: str) -> list[float]:
+    """When `name` entered MASTER, each time."""
+    return [t for t, e in lan.recorder.timed(ReportTransition, name) if e.new == "MASTER"]
 
 
 def two_directors(**extra) -> FakeLan:
@@ -23,6 +27,19 @@ def two_directors(**extra) -> FakeLan:
     lan.add_router("dir1", settings(150, **extra), address="192.168.0.53")
     lan.add_router("dir2", settings(100, **extra), address="192.168.0.57")
     return lan
+
+
+def dir2_takes_over(fault: Callable[[FakeLan, str], object], *, then: float) -> tuple[float, float]:
+    """Two directors settle for 5 s, `fault` befalls dir1, `then` seconds pass: dir2 must be
+    the only Master. When the fault happened, and when dir2 became Master (once)."""
+    lan = two_directors()
+    lan.run_for(5)
+    at = lan.clock.now
+    fault(lan, "dir1")
+    lan.run_for(then)
+    assert lan.masters() == ["dir2"]
+    [when] = became_master(lan, "dir2")
+    return at, when
 
 
 def test_highest_priority_director_becomes_master_and_holds_the_vip():
@@ -34,30 +51,14 @@ def test_highest_priority_director_becomes_master_and_holds_the_vip():
 
 
 def test_backup_takes_over_one_master_down_interval_after_the_master_dies():
-    lan = two_directors()
-    lan.run_for(5)
-    died = lan.clock.now
-    lan.kill("dir1")
-    lan.run_for(10)
-    assert lan.masters() == ["dir2"]
-    [(when, _)] = [
-        (t, e) for t, e in lan.recorder.timed(ReportTransition, "dir2") if e.new == "MASTER"
-    ]
+    died, when = dir2_takes_over(FakeLan.kill, then=10)
     # dir2's timer was last reset by dir1's last advert, at most one interval before the death.
     mdi = master_down_interval(version=2, priority=100, master_adver_interval=1)
     assert died - 1 + mdi <= when <= died + mdi
 
 
 def test_graceful_stop_hands_over_after_skew_time_only():
-    lan = two_directors()
-    lan.run_for(5)
-    stopped = lan.clock.now
-    lan.stop("dir1")
-    lan.run_for(1)
-    assert lan.masters() == ["dir2"]
-    [(when, _)] = [
-        (t, e) for t, e in lan.recorder.timed(ReportTransition, "dir2") if e.new == "MASTER"
-    ]
+    stopped, when = dir2_takes_over(FakeLan.stop, then=1)
     assert when == stopped + skew_time(version=2, priority=100, master_adver_interval=1)
 
 

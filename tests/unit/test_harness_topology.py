@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from harness.topology import COMPOSE_FILE, TopologyError, load, master_down_interval
+from harness.topology import COMPOSE_FILE, TopologyError, load
 
 LAB = Path(COMPOSE_FILE).parent / "lab"
 
@@ -46,7 +46,8 @@ def test_the_environment_picks_another_configuration(tmp_path: Path) -> None:
     topo = load(env={"LAB_DIR2_CONF": str(conf)})
     assert topo.director("dir2").priority == 200
     assert topo.preferred_master.name == "dir2"
-    assert topo.director("dir2").master_down_interval == master_down_interval(200, 1.0)
+    # RFC 3768 §6.1, v2 at advert_int 1: 3 x 1 s + (256 - 200) / 256 s
+    assert topo.director("dir2").master_down_interval == 3 + 56 / 256
 
 
 def _third_director(tmp_path: Path) -> Path:

@@ -142,13 +142,14 @@ def test_update_and_remove_use_the_matching_commands():
 class FakeSocket:
     prid = 0x22
 
-    def __init__(self, fail_first_with: int | None = None) -> None:
+    def __init__(self, fail_first_with: int | None = None, *, fail_cmd: int | None = None) -> None:
         self.sent: list[int] = []
         self.fail_first_with = fail_first_with
+        self.fail_cmd = fail_cmd  # fail the first request with this command (default: any)
 
     async def nlm_request(self, msg: genl.ipvsmsg, msg_type: int, msg_flags: int) -> Any:
         self.sent.append(msg["cmd"])
-        if self.fail_first_with is not None:
+        if self.fail_first_with is not None and self.fail_cmd in (None, msg["cmd"]):
             code, self.fail_first_with = self.fail_first_with, None
             raise NetlinkError(code)
 
@@ -188,6 +189,19 @@ async def test_backend_reports_other_netlink_errors(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(backend, "_socket", FakeSocket(fail_first_with=errno.EINVAL))
     with pytest.raises(lb_ipvs.IpvsError, match="AddService"):
         await backend.apply([VirtualServer(service=WEB, real_servers=(RS1,))])
+
+
+async def test_a_refused_destination_names_the_address_and_the_namespace_cause(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    backend = IpvsBackend()
+    fake = FakeSocket(fail_first_with=errno.EINVAL, fail_cmd=genl.IPVS_CMD_NEW_DEST)
+    monkeypatch.setattr(backend, "_socket", fake)
+    with pytest.raises(lb_ipvs.IpvsError, match="AddDestination failed") as raised:
+        await backend.apply([VirtualServer(service=WEB, real_servers=(RS1,))])
+    assert f"real server {RS1.address}" in str(raised.value)
+    assert "without any IPv4 address" in str(raised.value)
+    assert fake.sent == [genl.IPVS_CMD_NEW_SERVICE, genl.IPVS_CMD_NEW_DEST]
 
 
 def test_enable_sloppy_tcp_writes_the_sysctl(tmp_path: Path):

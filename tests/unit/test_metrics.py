@@ -18,10 +18,10 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import CollectorRegistry
-from tests.unit.test_status import _document
 
 from vipkeeper import metrics
 from vipkeeper.core.health import Endpoint
+from vipkeeper.testing.samples import status_document
 
 
 @pytest.fixture
@@ -49,7 +49,7 @@ def _snapshot() -> metrics.Snapshot:
     for seconds in (0.002, 0.003, 0.3):
         latency.observe("TCP 10.0.0.100:80", server, seconds)
     return metrics.Snapshot(
-        status=_document(),
+        status=status_document(),
         excluded_vips={"VI_1": [("10.0.0.250", "eth0")]},
         garp_delay={"VI_1": 5.0, "VI_2": 5.0},
         scripts=[("chk_up", True, False), ("chk_down", False, True)],

@@ -8,7 +8,6 @@ import stat
 from pathlib import Path
 
 import pytest
-from polling import wait_for
 
 from vipkeeper.config import parse_text
 from vipkeeper.config.diagnostics import Location
@@ -23,6 +22,7 @@ from vipkeeper.io.notify_fifo import (
     vrrp_line,
 )
 from vipkeeper.io.scripts import ScriptRunner
+from vipkeeper.testing.waits import wait_for
 
 HERE = Location(file="test.conf", line=1, column=1)
 

@@ -9,7 +9,6 @@ import typing
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from test_vrrp_state import ME, PEER, make  # the same instance settings as the state tests
 
 from vipkeeper.core import vrrp_wire
 from vipkeeper.core.effects import SendAdvert
@@ -17,8 +16,6 @@ from vipkeeper.core.events import (
     PacketReceived,
     PriorityChanged,
     ShutdownRequested,
-    SourceAddressChanged,
-    Started,
     SteadyReport,
     TimerFired,
     TrackChanged,
@@ -26,41 +23,19 @@ from vipkeeper.core.events import (
 from vipkeeper.core.steady import Beacon, Watch
 from vipkeeper.core.timing import master_down_interval
 from vipkeeper.core.vrrp import InstanceSettings, State, VrrpInstance
-from vipkeeper.core.vrrp_wire import MULTICAST_V4, Advertisement, encode
+from vipkeeper.testing import builders
+from vipkeeper.testing.builders import ME
+from vipkeeper.testing.builders import instance_settings as make
 
 PEERS = ("192.168.0.57", "192.168.0.58")
 
 
 def start(settings: InstanceSettings, now: float = 0.0, address: str | None = ME) -> VrrpInstance:
-    instance = VrrpInstance(settings)
-    if address is not None:
-        instance.handle(SourceAddressChanged(address=address), now)
-    instance.handle(Started(), now)
-    return instance
+    return builders.start(settings, now, address)[0]
 
 
-def packet(
-    priority: int = 150,
-    *,
-    version: int = 2,
-    interval: int | None = None,
-    addresses: tuple[str, ...] = ("172.16.9.1",),
-    source: str = PEER,
-) -> PacketReceived:
-    if interval is None:
-        interval = 1 if version == 2 else 100
-    payload = encode(
-        Advertisement(
-            version=version,
-            vrid=51,
-            priority=priority,
-            addresses=addresses,
-            wire_interval=interval,
-        ),
-        source=source,
-        destination=MULTICAST_V4,
-    )
-    return PacketReceived(source=source, destination=MULTICAST_V4, ttl=255, payload=payload)
+def packet(priority: int = 150, **fields: typing.Any) -> PacketReceived:
+    return builders.advert(priority=priority, **fields)
 
 
 def snapshot(instance: VrrpInstance) -> tuple[object, ...]:

@@ -12,10 +12,11 @@ import time
 
 import pytest
 
+from vipkeeper.core.vrrp_wire import MULTICAST_V4 as GROUP
 from vipkeeper.core.vrrp_wire import Advertisement, encode
 from vipkeeper.io.vrrp_socket import VrrpSocket
 
-SOURCE, GROUP = "192.0.2.1", "224.0.0.18"
+SOURCE = "192.0.2.1"
 
 
 def advert(vrid: int = 51, priority: int = 150) -> bytes:

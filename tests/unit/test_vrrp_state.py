@@ -38,73 +38,18 @@ from vipkeeper.core.vrrp import (
     transitions,
 )
 from vipkeeper.core.vrrp_wire import (
-    MULTICAST_V4,
     MULTICAST_V6,
-    Advertisement,
     AuthType,
     decode,
-    encode,
     pack_password,
 )
 from vipkeeper.testing import FakeLan
+from vipkeeper.testing.builders import ME, PEER, VIP, start
+from vipkeeper.testing.builders import advert as packet
+from vipkeeper.testing.builders import instance_settings as make
 
-VIP = VirtualAddress(address="172.16.9.1", prefixlen=32, dev="eth0")
 VIP6 = VirtualAddress(address="2001:db8::1", prefixlen=128, dev="eth0")
-ME = "192.168.0.53"
-PEER = "192.168.0.57"
 LOWER_PEER = "192.168.0.10"
-
-
-def make(**overrides: typing.Any) -> InstanceSettings:
-    base: dict[str, typing.Any] = {
-        "name": "VI_1",
-        "interface": "eth0",
-        "vrid": 51,
-        "priority": 100,
-        "virtual_addresses": (VIP,),
-    }
-    base.update(overrides)
-    return InstanceSettings(**base)
-
-
-def start(settings: InstanceSettings, now: float = 0.0, address: str | None = ME):
-    instance = VrrpInstance(settings)
-    if address is not None:
-        instance.handle(SourceAddressChanged(address=address), now)
-    return instance, instance.handle(Started(), now)
-
-
-def packet(
-    source: str = PEER,
-    priority: int = 100,
-    *,
-    version: int = 2,
-    vrid: int = 51,
-    interval: int | None = None,
-    addresses: tuple[str, ...] = ("172.16.9.1",),
-    auth_type: int = AuthType.NONE,
-    auth_data: bytes = b"",
-    ttl: int = 255,
-    destination: str | None = None,
-) -> PacketReceived:
-    if destination is None:
-        destination = MULTICAST_V4 if ":" not in source else MULTICAST_V6
-    if interval is None:
-        interval = 1 if version == 2 else 100
-    payload = encode(
-        Advertisement(
-            version=version,
-            vrid=vrid,
-            priority=priority,
-            addresses=addresses,
-            wire_interval=interval,
-            auth_type=auth_type,
-            auth_data=auth_data,
-        ),
-        source=source,
-        destination=destination,
-    )
-    return PacketReceived(source=source, destination=destination, ttl=ttl, payload=payload)
 
 
 def of(kind, effects):

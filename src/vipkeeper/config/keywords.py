@@ -296,8 +296,8 @@ UNSUPPORTED_REASONS: dict[str, str] = {
         "fifo_write_vrrp_states_on_reload",
     ),
     **_reasons(
-        "virtual MAC (macvlan) interfaces are not supported (the interface's own MAC is used)",
-        "use_vmac use_vmac_addr vmac_xmit_base vmac_prefix vmac_addr_prefix",
+        "only the RFC virtual MAC 00-00-5E-00-01-{VRID} is supported (use_vmac)",
+        "use_vmac_addr vmac_prefix vmac_addr_prefix",
     ),
     **_reasons("ipvlan interfaces are not supported", "use_ipvlan"),
     **_reasons(
@@ -322,6 +322,10 @@ UNSUPPORTED_REASONS: dict[str, str] = {
     **_reasons(
         "virtual server groups are not supported (declare each virtual_server)",
         "virtual_server_group",
+    ),
+    **_reasons(
+        "with unicast_peer configured, an advert from any other source is always dropped",
+        "check_unicast_src vrrp_check_unicast_src",
     ),
     **_reasons(
         "configuration reload is not supported",

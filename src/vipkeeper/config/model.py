@@ -236,6 +236,10 @@ class VrrpInstance:
     notify: Command | None = None
     native_ipv6: bool = False
     dont_track_primary: bool = False
+    # use_vmac: the macvlan carrying the RFC virtual MAC and the VIPs (None: not used);
+    # vmac_xmit_base: adverts go out and come in on `interface` instead of the macvlan.
+    use_vmac: str | None = None
+    vmac_xmit_base: bool = False
     accept: bool | None = None  # None: not configured (accept unless strict)
     skip_check_adv_addr: bool = False
     strict_mode: bool = False
@@ -254,6 +258,17 @@ class VrrpInstance:
     @property
     def is_address_owner(self) -> bool:
         return self.priority == 255
+
+    @property
+    def advert_interface(self) -> str:
+        """Where adverts are sent and heard: the macvlan, unless vmac_xmit_base or no vmac."""
+        if self.use_vmac is None or self.vmac_xmit_base:
+            return self.interface
+        return self.use_vmac
+
+    def vip_device(self, vip: VirtualIpAddress) -> str:
+        """The interface a virtual address lives on: its `dev`, else the macvlan, else ours."""
+        return vip.device or self.use_vmac or self.interface
 
     @property
     def uses_unicast(self) -> bool:

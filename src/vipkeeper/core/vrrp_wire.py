@@ -22,6 +22,8 @@ VRRP_PROTOCOL = 112  # IANA protocol number, RFC 3768 §5.2 / RFC 9568 §5.1.1.4
 VRRP_TTL = 255  # RFC 3768 §5.2.3, RFC 9568 §5.1.1.3 / §5.1.2.3: TTL / hop limit must be 255
 MULTICAST_V4 = "224.0.0.18"  # RFC 3768 §5.2.2, RFC 9568 §5.1.1.2
 MULTICAST_V6 = "ff02::12"  # RFC 9568 §5.1.2.2
+# RFC 3768 §7.3 / RFC 9568 §7.3: the virtual router MAC, 00-00-5E-00-01-{VRID} (IPv4)
+VIRTUAL_MAC_PREFIX_V4 = "00:00:5e:00:01"
 ADVERTISEMENT_TYPE = 1  # RFC 9568 §5.2.2: the only defined type
 
 _HEADER_LEN = 8
@@ -259,3 +261,8 @@ def decode(payload: bytes, *, source: str, destination: str) -> Advertisement:
         auth_data=b"",
         checksum=checksum,
     )
+
+
+def virtual_mac(vrid: int) -> str:
+    """The IPv4 virtual router MAC address of `vrid` (RFC 3768 §7.3), as `ip link` writes it."""
+    return f"{VIRTUAL_MAC_PREFIX_V4}:{vrid:02x}"

@@ -8,9 +8,13 @@ synchronous `IPVS` wrapper runs its own loop and is not used.
 Kernel facts (include/uapi/linux/ip_vs.h): forwarding methods MASQ (NAT) = 0, DROUTE (DR) = 3;
 service flags PERSISTENT = 0x1, SCHED1 = 0x8 (sh/mh "fallback"), SCHED2 = 0x10 (sh/mh "port").
 A full service entry needs scheduler, flags, timeout and netmask; a full destination needs
-forwarding method, weight and both thresholds. For failover survival with `mh`, set
-net.ipv4.vs.sloppy_tcp = 1 (`enable_sloppy_tcp`): the new Master then accepts mid-stream TCP
-packets of connections it never saw, and mh sends them to the same real server.
+forwarding method, weight and both thresholds. The kernel accepts a destination only when the
+network namespace classifies its address as unicast or local (ip_vs_new_dest, inet_addr_type):
+a namespace without any IPv4 address, not even 127.0.0.1 on an up `lo`, has no local routing
+table yet and classifies every address as broadcast, so each destination is refused with EINVAL
+(ipvsadm: "Invalid operation. Possibly ... address not unicast"). For failover survival with
+`mh`, set net.ipv4.vs.sloppy_tcp = 1 (`enable_sloppy_tcp`): the new Master then accepts
+mid-stream TCP packets of connections it never saw, and mh sends them to the same real server.
 """
 
 from __future__ import annotations
@@ -220,7 +224,7 @@ class IpvsBackend:
             except NetlinkError as error:
                 retry = _as_update(operation) if error.code == errno.EEXIST else None
                 if retry is None:
-                    raise IpvsError(f"{type(operation).__name__} failed: {error}") from error
+                    raise IpvsError(_failure(operation, error)) from error
                 await self._send(build_request(retry))
 
     async def apply(self, desired: Sequence[VirtualServer]) -> None:
@@ -235,6 +239,17 @@ class IpvsBackend:
         if self._socket is not None:
             self._socket.close()
             self._socket = None
+
+
+def _failure(operation: Operation, error: NetlinkError) -> str:
+    message = f"{type(operation).__name__} failed: {error}"
+    if error.code == errno.EINVAL and isinstance(operation, AddDestination | UpdateDestination):
+        message += (
+            f" (the kernel takes real server {operation.server.address} only if this network"
+            " namespace routes it as unicast: a namespace without any IPv4 address, not even"
+            " 127.0.0.1 on an up lo, routes every address as broadcast)"
+        )
+    return message
 
 
 def _as_update(operation: Operation) -> Operation | None:

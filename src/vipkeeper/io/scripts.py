@@ -15,12 +15,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import grp
 import logging
 import os
+import pwd
 import shlex
+import shutil
 import signal
+import stat
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
 
 log = logging.getLogger(__name__)
 
@@ -73,11 +79,111 @@ def notify_arguments(*, kind: str, name: str, state: str, priority: int) -> tupl
     return (kind, name, state, str(priority))
 
 
+# keepalived.conf(5): without `script_user`, scripts run as this user if it exists, else root.
+DEFAULT_SCRIPT_USER = "keepalived_script"
+
+
+class ScriptSecurityDefs(Protocol):
+    """What `script_security` reads (the configuration's global_defs)."""
+
+    @property
+    def enable_script_security(self) -> bool: ...
+    @property
+    def script_user(self) -> str | None: ...
+    @property
+    def script_group(self) -> str | None: ...
+
+
+@dataclass(frozen=True)
+class ScriptSecurity:
+    """keepalived's `enable_script_security` and `script_user USER [GROUP]` (global_defs).
+
+    `user` None: DEFAULT_SCRIPT_USER when that account exists and the daemon runs as root, else
+    the daemon's own user.
+    With `enabled`, a script that would run as root is refused when its file, or a directory on
+    its path, can be changed by someone other than root (see `insecure_path`).
+    """
+
+    enabled: bool = False
+    user: str | None = None
+    group: str | None = None
+
+
+def script_security(global_defs: ScriptSecurityDefs) -> ScriptSecurity:
+    """The `ScriptSecurity` of a configuration's global_defs."""
+    return ScriptSecurity(
+        enabled=global_defs.enable_script_security,
+        user=global_defs.script_user,
+        group=global_defs.script_group,
+    )
+
+
+@dataclass(frozen=True)
+class _Identity:
+    uid: int | None  # None: the daemon's own
+    gid: int | None
+    error: str | None = None
+
+
+def _identity(security: ScriptSecurity) -> _Identity:
+    name = security.user
+    if name is None:
+        if os.geteuid() != 0:
+            return _Identity(None, None)  # only root can switch; scripts run as the daemon does
+        try:
+            entry = pwd.getpwnam(DEFAULT_SCRIPT_USER)
+        except KeyError:
+            return _Identity(None, None)
+    else:
+        try:
+            entry = pwd.getpwnam(name)
+        except KeyError:
+            return _Identity(None, None, f"script_user {name!r}: no such user")
+    gid = entry.pw_gid
+    if security.group is not None:
+        try:
+            gid = grp.getgrnam(security.group).gr_gid
+        except KeyError:
+            return _Identity(None, None, f"script_user group {security.group!r}: no such group")
+    return _Identity(entry.pw_uid, gid)
+
+
+def insecure_path(executable: str) -> str | None:
+    """Why running `executable` as root is unsafe, or None: the file (and, for a symbolic link,
+    its target) and every directory above it must belong to root and be writable by nobody
+    else (no group or other write bit, unless the group is root's). A directory anyone can
+    write, even with the sticky bit (/tmp), lets another user replace the script."""
+    found = executable if "/" in executable else shutil.which(executable)
+    if found is None:
+        return None  # not found: running it fails with its own error
+    candidates = [Path(os.path.abspath(found))]
+    resolved = candidates[0].resolve()
+    if resolved != candidates[0]:
+        candidates.append(resolved)
+    for path in candidates:
+        for part in (path, *path.parents):
+            try:
+                info = part.lstat()
+            except OSError as error:
+                return f"{part}: {error.strerror}"
+            if stat.S_ISLNK(info.st_mode):
+                continue  # the link itself is not what runs; its target is checked too
+            if info.st_uid != 0:
+                return f"{part} belongs to uid {info.st_uid}, not root"
+            if info.st_mode & stat.S_IWOTH:
+                return f"{part} is writable by every user"
+            if info.st_mode & stat.S_IWGRP and info.st_gid != 0:
+                return f"{part} is writable by group {info.st_gid}"
+    return None
+
+
 class ScriptRunner:
     """Runs commands asynchronously, at most `max_concurrent` at a time.
 
     `run` returns when the command exited or was killed after `timeout` seconds. Cancelling the
-    awaiting task also kills the process group, so no script outlives its caller.
+    awaiting task also kills the process group, so no script outlives its caller. `security`
+    says as whom scripts run and whether insecure ones are refused (`ScriptSecurity`); a
+    refused script is a failed result with the reason, logged once per executable.
     """
 
     def __init__(
@@ -86,12 +192,32 @@ class ScriptRunner:
         max_concurrent: int = DEFAULT_CONCURRENCY,
         default_timeout: float = DEFAULT_TIMEOUT,
         env: Mapping[str, str] | None = None,
+        security: ScriptSecurity | None = None,
     ) -> None:
         if max_concurrent < 1:
             raise ValueError("max_concurrent must be at least 1")
         self._slots = asyncio.Semaphore(max_concurrent)
         self._default_timeout = default_timeout
         self._env = dict(env) if env is not None else None
+        self.security = security or ScriptSecurity()
+        self._identity = _identity(self.security)
+        self._refusals: dict[str, str | None] = {}
+
+    def refusal(self, executable: str) -> str | None:
+        """Why `executable` may not run, or None (checked once per executable)."""
+        if self._identity.error is not None:
+            return self._identity.error
+        if not self.security.enabled:
+            return None
+        runs_as = os.geteuid() if self._identity.uid is None else self._identity.uid
+        if runs_as != 0:
+            return None
+        if executable not in self._refusals:
+            problem = insecure_path(executable)
+            self._refusals[executable] = problem
+            if problem is not None:
+                log.warning("%s: refused by enable_script_security: %s", executable, problem)
+        return self._refusals[executable]
 
     async def run(
         self,
@@ -104,6 +230,9 @@ class ScriptRunner:
         argv = split_command(command, args)
         if not argv:
             return ScriptResult(argv=argv, exit_code=None, error="empty command line")
+        refused = self.refusal(argv[0])
+        if refused is not None:
+            return ScriptResult(argv=argv, exit_code=None, error=refused)
         limit = self._default_timeout if timeout is None else timeout
         async with self._slots:
             return await self._run_one(argv, limit, capture_output)
@@ -120,6 +249,8 @@ class ScriptRunner:
                 stderr=asyncio.subprocess.STDOUT if capture_output else output_pipe,
                 start_new_session=True,  # its own process group, so a timeout kills all of it
                 env=self._env,
+                user=self._identity.uid,
+                group=self._identity.gid,
             )
         except OSError as error:
             log.warning("cannot run %s: %s", shlex.join(argv), error)
@@ -154,12 +285,16 @@ class ScriptRunner:
         """Start a program that runs as long as the daemon (a notify FIFO's reader): its own
         process group, no timeout, outside the concurrency limit. None if it cannot start."""
         argv = split_command(command, args)
+        if argv and self.refusal(argv[0]) is not None:
+            return None
         try:
             return await asyncio.create_subprocess_exec(
                 *argv,
                 stdin=asyncio.subprocess.DEVNULL,
                 start_new_session=True,
                 env=self._env,
+                user=self._identity.uid,
+                group=self._identity.gid,
             )
         except (OSError, ValueError) as error:
             log.warning("cannot run %s: %s", shlex.join(argv), error)

@@ -29,6 +29,8 @@ from vipkeeper.config.values import count_args, to_int, to_ip
 from vipkeeper.core.timing import V2_MAX_SECONDS, advert_int_error
 
 AUTH_PASS_MAX = 8  # RFC 2338 §5.3.6: the 8-octet Authentication Data field
+IFNAME_MAX = 15  # IFNAMSIZ (16) less the terminating NUL
+VMAC_DEFAULT_PREFIX = "vrrp."  # keepalived's name for a virtual MAC interface: vrrp.{VRID}
 SCOPES = frozenset({"site", "link", "host", "nowhere", "global"})
 VIP_OPTIONS_WITH_VALUE_UNSUPPORTED = frozenset({"peer", "preferred_lft", "track_group"})
 VIP_FLAGS_UNSUPPORTED = frozenset(
@@ -117,6 +119,10 @@ class InstanceReader(BlockReader):
                 **self._tracking.notify_handlers(fields),
                 "native_ipv6": self._set_flag(fields, "native_ipv6"),
                 "dont_track_primary": self._set_flag(fields, "dont_track_primary"),
+                "use_vmac": remember("use_vmac", self._use_vmac_handler(fields)),
+                "vmac_xmit_base": remember(
+                    "vmac_xmit_base", self._set_flag(fields, "vmac_xmit_base")
+                ),
                 "accept": self._set_flag(fields, "accept"),
                 "no_accept": self._set_flag(fields, "accept", False),
                 "skip_check_adv_addr": self._set_flag(fields, "skip_check_adv_addr"),
@@ -162,6 +168,7 @@ class InstanceReader(BlockReader):
         ok = self._check_has_vips(name, statement, fields, vips, family) and ok
         if not ok:
             return
+        self._resolve_vmac(fields, where, family)
         global_defs = self.parts.global_defs
         for key in (
             "garp_master_delay",
@@ -197,6 +204,43 @@ class InstanceReader(BlockReader):
                 **fields,
             )
         )
+
+    def _use_vmac_handler(self, fields: Fields) -> Handler:
+        def handle(line: Statement) -> None:
+            if not count_args(line, self.diagnostics, 0, 1, "use_vmac [IFNAME]"):
+                return
+            name = line.args[0].value if line.args else ""
+            if len(name) > IFNAME_MAX:
+                self.diagnostics.error(
+                    line.args[0].location,
+                    f"use_vmac: {name!r} is longer than an interface name may be"
+                    f" ({IFNAME_MAX} characters)",
+                )
+                return
+            fields["use_vmac"] = name  # "" until the VRID is known: vrrp.{VRID}
+
+        return handle
+
+    def _resolve_vmac(self, fields: Fields, where: dict[str, Statement], family: int) -> None:
+        if "use_vmac" not in fields:
+            if fields.get("vmac_xmit_base"):
+                self.diagnostics.warning(
+                    where["vmac_xmit_base"].location,
+                    "vmac_xmit_base: has no effect without use_vmac, ignored",
+                )
+                del fields["vmac_xmit_base"]
+            return
+        if family == 6:
+            self.diagnostics.warning(
+                where["use_vmac"].location,
+                "use_vmac: the virtual MAC is supported for IPv4 instances only"
+                " (the interface's own MAC is used), ignored",
+            )
+            del fields["use_vmac"]
+            fields.pop("vmac_xmit_base", None)
+            return
+        if not fields["use_vmac"]:
+            fields["use_vmac"] = f"{VMAC_DEFAULT_PREFIX}{fields['virtual_router_id']}"
 
     def _priority_handler(self, fields: Fields) -> Handler:
         def handle(line: Statement) -> None:

@@ -10,7 +10,7 @@ keepalived.conf text, so both daemons meet the same sequence on the same LAN.
 It never sleeps to wait for a condition without looking: every wait is a loop of ticks, and each
 tick reads the routers' addresses and logs and checks the invariants.
 
-The LAN (netlab): routers r1, r2, r3 (priorities 150, 120, 100; a track script `chk`, weight
+The LAN (a `netns.Lab`): routers r1, r2, r3 (priorities 150, 120, 100; a track script `chk`, weight
 -60, fails while the router's flag file exists) and a client, on one bridge. One VRRP instance,
 v3, one VIP. Every router runs a small HTTP server on port 80 that answers with its name, so the
 client's HTTP requests to the VIP reach whichever router holds it. The client pings the VIP
@@ -39,6 +39,10 @@ sch_netem: loss is an nftables `numgen random` drop of VRRP on the bridge, delay
 shaper on the Master's link (queueing delay for every burst), duplicates are an nftables `dup`
 of the Master's adverts to every other port. Reordering has no stand-in; `Soak.netem` tells
 whether the kernel has sch_netem, and with it, the slow link is netem delay/reorder instead.
+
+Why one module of over 800 lines: the faults, the watcher and the summary all read and write
+the same round state (the routers, their daemon runs, the fault windows) against the same
+bounds; split apart, each part would import every other.
 """
 
 from __future__ import annotations
@@ -61,9 +65,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from netlab import DaemonProcess, Host, Lab
-from nsaddr import AddressReader
-from vipkeepers import Subnet, global_defs, instance_config, script_config, start_vipkeeper
+from vipkeeper.core import timing
+from vipkeeper.testing.daemons import (
+    Subnet,
+    global_defs,
+    instance_config,
+    script_config,
+    start_vipkeeper,
+)
+from vipkeeper.testing.netns import DaemonProcess, Host, Lab
+from vipkeeper.testing.nsaddr import AddressReader
 
 TICK = 0.05  # seconds between two looks at the routers
 MARGIN = 1.0  # seconds of convergence bound beyond Master_Down_Interval (polling, load)
@@ -89,11 +100,6 @@ VRID = 51
 FAULTS = ("kill", "stop", "link", "partition", "loss", "slow", "dup", "priority", "reload")
 # Faults after which the VIP may move; the others must leave the holders alone.
 DISTURBING = {"kill", "stop", "link", "partition", "loss", "slow", "priority"}
-
-
-def master_down_interval(priority: int, advert_int: float) -> float:
-    """RFC 9568 §6.1: 3 x Master_Adver_Interval + Skew_Time (v3)."""
-    return 3 * advert_int + (256 - priority) * advert_int / 256
 
 
 @dataclass(frozen=True)
@@ -190,28 +196,6 @@ with open(out, "a", buffering=1) as log:
             pass
         log.write(json.dumps([start, time.time(), ok, who]) + "\n")
         time.sleep(max(0.0, interval - (time.time() - start)))
-"""
-
-# Every VRRP packet the client hears, one line each: kernel receive time, source, priority.
-# Not checked: it is there to explain a violation (who advertised what, when).
-ADVERT_RECORDER = r"""
-import socket, struct, sys
-SO_TIMESTAMPNS = 35  # Linux; the socket module does not name it
-sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, 112)
-sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
-                socket.inet_aton("224.0.0.18") + socket.inet_aton(sys.argv[1]))
-with open(sys.argv[2], "a", buffering=1) as out:
-    while True:
-        data, ancillary, _flags, (source, _port) = sock.recvmsg(2048, 256)
-        stamp = 0.0
-        for level, kind, value in ancillary:
-            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
-                seconds, nanoseconds = struct.unpack("qq", value[:16])
-                stamp = seconds + nanoseconds / 1e9
-        header = (data[0] & 0x0F) * 4
-        priority = data[header + 2] if len(data) > header + 2 else -1
-        out.write(f"{stamp:.6f} {source} {priority}\n")
 """
 
 _KEEPALIVED_STATE = re.compile(r"\((\S+)\) Entering (\w+) STATE")
@@ -425,12 +409,8 @@ class Soak:
     ) -> None:
         if daemon not in ("vipkeeper", "keepalived"):
             raise ValueError(f"daemon {daemon!r}")
-        self.lab = lab
-        self.daemon = daemon
-        self.seed = seed
-        self.duration = duration
-        self.advert_int = advert_int
-        self.out = out
+        self.lab, self.daemon, self.seed, self.out = lab, daemon, seed, out
+        self.duration, self.advert_int = duration, advert_int
         self.netem = has_netem()
         self.net = Subnet.next()
         self.routers: dict[str, Router] = {}
@@ -465,9 +445,11 @@ class Soak:
                            self.net.vip4, stdout=handle, stderr=subprocess.STDOUT)  # fmt: skip
         self.lab.spawn_python(self.client, HTTP_PROBER, self.net.vip4, str(self.http_log),
                               f"{HTTP_INTERVAL:g}", f"{HTTP_TIMEOUT:g}")  # fmt: skip
-        (work / "adverts.log").unlink(missing_ok=True)
-        self.lab.spawn_python(self.client, ADVERT_RECORDER, self.net.v4(CLIENT_HOST),
-                              str(work / "adverts.log"))  # fmt: skip
+        # Every VRRP packet the client hears, one line each: kernel receive time, source,
+        # priority. Not checked: it is there to explain a violation (who advertised what, when).
+        with (work / "adverts.log").open("w") as handle:
+            self.lab.popen(self.client, sys.executable, "-m", "vipkeeper.testing.adverts",
+                           self.net.v4(CLIENT_HOST), stdout=handle)  # fmt: skip
         self.probes_from = time.time() + 1.0  # the probers' first answers
         self.watch(1.0, expected=top)
 
@@ -611,7 +593,11 @@ class Soak:
             else:
                 shaper = ["tbf", "rate", "16kbit", "burst", "1600", "latency", "300ms"]
             self.lab.run(host, "tc", "qdisc", "add", "dev", host.ifname, "root", *shaper)
-            return lambda: self.lab.run(host, "tc", "qdisc", "del", "dev", host.ifname, "root")
+
+            def unshape() -> None:
+                self.lab.run(host, "tc", "qdisc", "del", "dev", host.ifname, "root")
+
+            return unshape
         if fault.kind == "dup":
             master = self.expected_holder()
             port = self.routers[master].host.port
@@ -642,7 +628,9 @@ class Soak:
 
     def bound(self, fault: Fault) -> float:
         expected = self.routers[self.expected_holder()]
-        bound = master_down_interval(expected.effective_priority, self.advert_int) + MARGIN
+        bound = MARGIN + timing.master_down_interval(
+            version=3, priority=expected.effective_priority, master_adver_interval=self.advert_int
+        )
         if fault.kind == "kill":
             bound += STARTUP_ALLOWANCE
         if fault.kind == "priority":

@@ -1,12 +1,14 @@
-"""A small network-namespace lab for tests: hosts on one bridge, processes inside them.
+"""The network-namespace lab every netns test, soak and benchmark builds on: hosts on bridges.
 
 Needs root and iproute2. Every lab has a unique prefix (`vk` + 6 hex digits) used for all its
 namespaces, so parallel runs never collide; `teardown()` kills every process in them and deletes
 them, and runs from the pytest fixture finalizer and, as a last resort, from `atexit`.
+Must never: touch a namespace it did not create, or wait without a bound.
 
-Topology: one namespace `<prefix>-br` holds a bridge `br0` (STP off, multicast snooping off so
-224.0.0.18 / ff02::12 reach every port). Each host is a namespace `<prefix>-<name>` with `lo` up
-and one veth `eth0` whose peer is the bridge port `p-<name>` in the bridge namespace. IPv6
+Topology: one namespace `<prefix>-br` holds the bridges (`br0` from the start, more with
+`add_bridge`; STP off, multicast snooping off so 224.0.0.18 / ff02::12 reach every port). Each
+host is a namespace `<prefix>-<name>` with `lo` up and one veth `eth0` whose peer is the bridge
+port `p-<name>` in the bridge namespace; `add_link` gives it more (ports `p-<name>-<n>`). IPv6
 duplicate address detection is off in host namespaces, so addresses are usable at once.
 
 API (all methods are synchronous; a test drives asyncio code inside a namespace by running a
@@ -15,23 +17,30 @@ Python child there, see `python` / `spawn_python`):
     lab = Lab(workdir=None)            prefix, bridge namespace; workdir holds configs, pid
                                        files, logs (a temporary directory, removed at teardown,
                                        when None)
-    host = lab.add_host(name, addresses=(), ifname="eth0")
+    lab.add_bridge(name)               one more bridge in the bridge namespace
+    host = lab.add_host(name, addresses=(), ifname="eth0", bridge="br0")
                                        name: <= 10 characters [a-z0-9], not "br"; addresses
                                        like "10.0.0.1/24", "fd00::1/64";
                                        returns Host(name, ns, ifname, port)
-    lab.hosts[name]                    Host by name
-    lab.run(host, *argv, check=True, timeout=30) -> CompletedProcess[str]   (ip netns exec)
+    lab.add_link(host, ifname, bridge, addresses=())   one more interface on another bridge
+    lab.hosts[name]                    Host by name; lab.bridge: the bridge namespace as a Host
+    lab.ports[name][ifname]            the bridge port a host's interface hangs off
+    lab.run(host, *argv, check=True, timeout=30, input=None) -> CompletedProcess[str]
     lab.popen(host, *argv, stdout=None, stderr=None) -> Popen   (killed at teardown)
     lab.python(host, code, *args, check=True, timeout=30) -> CompletedProcess[str]
     lab.spawn_python(host, code, *args, stdout=..., stderr=...) -> Popen
                                        the test interpreter (the venv's) with `-c code args`
     lab.mac(host) -> "aa:bb:..."       MAC of host.ifname
     lab.addresses(host, family="inet") -> list of "addr/prefixlen" on host.ifname
-    lab.cut(host) / lab.restore(host)  bridge port down / up: the host loses / regains carrier
+    lab.cut(host) / lab.restore(host)  the host's bridge ports down / up: it loses / regains
+                                       carrier
     lab.detach(host) / lab.attach(host)
                                        bridge port off / back on the bridge: the host's link
                                        stays up but its frames go nowhere (a silent partition)
-    lab.kill_all(host)                 SIGKILL every process in the namespace (ip netns pids)
+    lab.namespace_pids(host) -> [pid]  every process in the namespace (ip netns pids)
+    lab.kill_all(host)                 SIGKILL every process in the namespace
+    lab.hard_fail(host, pids=None) -> float
+                                       pull the plug: freeze, cut, kill; the time of the freeze
     lab.start_keepalived(host, config_text, vrrp_only=True) -> Keepalived
                                        real keepalived 2.2.x in the namespace with per-lab pid
                                        files; .stop() (SIGTERM, then SIGKILL), .log() text
@@ -100,7 +109,7 @@ class DaemonProcess:
     def running(self) -> bool:
         return self.process.poll() is None
 
-    def stop(self, timeout: float = 10.0) -> int:
+    def stop(self, timeout: float = 15.0) -> int:
         """SIGTERM (a VRRP daemon sends priority 0 and removes its VIPs), SIGKILL if it
         lingers past `timeout`; its exit status (negative: the signal that ended it)."""
         if self.process.poll() is None:
@@ -152,6 +161,8 @@ class Lab:
         self.prefix = "vk" + secrets.token_hex(3)
         self.bridge_ns = f"{self.prefix}-br"
         self.hosts: dict[str, Host] = {}
+        self.ports: dict[str, dict[str, str]] = {}  # host name -> its interface -> bridge port
+        self.bridge = Host(name="br", ns=self.bridge_ns, ifname="br0", port="")
         self._processes: list[subprocess.Popen[Any]] = []
         self._namespaces: list[str] = []
         self._own_workdir = workdir is None
@@ -163,9 +174,7 @@ class Lab:
         _live_labs.add(self)
         try:
             self._add_namespace(self.bridge_ns)
-            _ip("-n", self.bridge_ns, "link", "add", "br0", "type", "bridge",
-                "stp_state", "0", "mcast_snooping", "0", "forward_delay", "0")  # fmt: skip
-            _ip("-n", self.bridge_ns, "link", "set", "br0", "up")
+            self.add_bridge("br0")
         except BaseException:
             self.teardown()
             raise
@@ -183,7 +192,18 @@ class Lab:
         self._namespaces.append(ns)
         _ip("-n", ns, "link", "set", "lo", "up")
 
-    def add_host(self, name: str, addresses: Sequence[str] = (), ifname: str = "eth0") -> Host:
+    def add_bridge(self, name: str) -> None:
+        _ip("-n", self.bridge_ns, "link", "add", name, "type", "bridge",
+            "stp_state", "0", "mcast_snooping", "0", "forward_delay", "0")  # fmt: skip
+        _ip("-n", self.bridge_ns, "link", "set", name, "up")
+
+    def add_host(
+        self,
+        name: str,
+        addresses: Sequence[str] = (),
+        ifname: str = "eth0",
+        bridge: str = "br0",
+    ) -> Host:
         if not _NAME.match(name):
             raise ValueError(f"host name {name!r}: use 1-10 characters a-z, 0-9")
         if name in self.hosts or name == "br":
@@ -193,24 +213,43 @@ class Lab:
         # Before the veth exists, so it inherits the defaults: no DAD delay for IPv6 addresses.
         _sysctl(host.ns, "net.ipv6.conf.all.accept_dad", "0")
         _sysctl(host.ns, "net.ipv6.conf.default.accept_dad", "0")
-        _ip("-n", self.bridge_ns, "link", "add", host.port, "type", "veth",
+        self.hosts[name] = host
+        self.ports[name] = {}
+        self._link(host, ifname, bridge, host.port, addresses)
+        return host
+
+    def add_link(self, host: Host, ifname: str, bridge: str, addresses: Sequence[str] = ()) -> str:
+        """One more interface `ifname` in `host`, on `bridge`; the bridge port's name."""
+        port = f"p-{host.name}-{len(self.ports[host.name])}"
+        self._link(host, ifname, bridge, port, addresses)
+        return port
+
+    def _link(
+        self, host: Host, ifname: str, bridge: str, port: str, addresses: Sequence[str]
+    ) -> None:
+        _ip("-n", self.bridge_ns, "link", "add", port, "type", "veth",
             "peer", "name", ifname, "netns", host.ns)  # fmt: skip
-        _ip("-n", self.bridge_ns, "link", "set", host.port, "master", "br0")
-        _ip("-n", self.bridge_ns, "link", "set", host.port, "up")
+        self.ports[host.name][ifname] = port
+        _ip("-n", self.bridge_ns, "link", "set", port, "master", bridge)
+        _ip("-n", self.bridge_ns, "link", "set", port, "up")
         for address in addresses:
             extra = ["nodad"] if ":" in address else []
             _ip("-n", host.ns, "addr", "add", address, "dev", ifname, *extra)
         _ip("-n", host.ns, "link", "set", ifname, "up")
-        self.hosts[name] = host
-        return host
 
     # -- running things -------------------------------------------------------------------
 
     def run(
-        self, host: Host, *argv: str, check: bool = True, timeout: float = 30
+        self,
+        host: Host,
+        *argv: str,
+        check: bool = True,
+        timeout: float = 30,
+        input: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
             ["ip", "netns", "exec", host.ns, *argv],
+            input=input,
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -226,14 +265,17 @@ class Lab:
         self,
         host: Host,
         *argv: str,
+        stdin: int | IO[Any] | None = subprocess.DEVNULL,
         stdout: int | IO[Any] | None = None,
         stderr: int | IO[Any] | None = None,
-    ) -> subprocess.Popen[bytes]:
+        text: bool = False,
+    ) -> subprocess.Popen[Any]:
         process = subprocess.Popen(
             ["ip", "netns", "exec", host.ns, *argv],
-            stdin=subprocess.DEVNULL,
+            stdin=stdin,
             stdout=stdout,
             stderr=stderr,
+            text=text,
             start_new_session=True,
         )
         self._processes.append(process)
@@ -245,14 +287,10 @@ class Lab:
         return self.run(host, sys.executable, "-c", code, *args, check=check, timeout=timeout)
 
     def spawn_python(
-        self,
-        host: Host,
-        code: str,
-        *args: str,
-        stdout: int | IO[Any] | None = None,
-        stderr: int | IO[Any] | None = None,
-    ) -> subprocess.Popen[bytes]:
-        return self.popen(host, sys.executable, "-c", code, *args, stdout=stdout, stderr=stderr)
+        self, host: Host, code: str, *args: str, **popen: Any
+    ) -> subprocess.Popen[Any]:
+        """The test interpreter with `-c code args` in `host`; `popen` as `Lab.popen`'s."""
+        return self.popen(host, sys.executable, "-c", code, *args, **popen)
 
     # -- looking ----------------------------------------------------------------------------
 
@@ -271,10 +309,12 @@ class Lab:
     # -- faults -----------------------------------------------------------------------------
 
     def cut(self, host: Host) -> None:
-        _ip("-n", self.bridge_ns, "link", "set", host.port, "down")
+        for port in self.ports[host.name].values():
+            _ip("-n", self.bridge_ns, "link", "set", port, "down")
 
     def restore(self, host: Host) -> None:
-        _ip("-n", self.bridge_ns, "link", "set", host.port, "up")
+        for port in self.ports[host.name].values():
+            _ip("-n", self.bridge_ns, "link", "set", port, "up")
 
     def detach(self, host: Host) -> None:
         _ip("-n", self.bridge_ns, "link", "set", host.port, "nomaster")
@@ -282,16 +322,33 @@ class Lab:
     def attach(self, host: Host) -> None:
         _ip("-n", self.bridge_ns, "link", "set", host.port, "master", "br0")
 
+    @staticmethod
+    def namespace_pids(host: Host | str) -> list[int]:
+        """Every process in the namespace (a daemon and its children)."""
+        ns = host.ns if isinstance(host, Host) else host
+        return sorted(int(pid) for pid in _ip("netns", "pids", ns, check=False).stdout.split())
+
     def kill_all(self, host: Host | str) -> None:
         """SIGKILL every process in the namespace, after freezing them all (SIGSTOP) so none
         can react to another's death: keepalived's VRRP child would otherwise notice its
         parent dying and send priority 0, turning a crash into a graceful hand-over."""
-        ns = host.ns if isinstance(host, Host) else host
-        pids = _ip("netns", "pids", ns, check=False).stdout.split()
-        for signum in (signal.SIGSTOP, signal.SIGKILL):
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError, ValueError):
-                    os.kill(int(pid), signum)
+        _signal_all(self.namespace_pids(host), signal.SIGSTOP, signal.SIGKILL)
+
+    def hard_fail(self, host: Host, pids: Sequence[int] | None = None) -> float:
+        """The host dies at once, like a pulled plug; the wall-clock time it died.
+
+        Its processes are frozen (SIGSTOP, so none gets to say goodbye: no priority-0
+        advert, no address removal), its links are cut at once, so the moment adverts stop
+        and the moment it stops answering are the same, then they are killed. `pids` listed
+        beforehand (`namespace_pids`) keep the slow listing out of that moment.
+        """
+        pids = self.namespace_pids(host) if pids is None else list(pids)
+        died_at = time.time()
+        _signal_all(pids, signal.SIGSTOP)
+        self.cut(host)
+        _signal_all(pids, signal.SIGKILL)
+        self.kill_all(host)  # anything that appeared meanwhile
+        return died_at
 
     # -- keepalived ---------------------------------------------------------------------------
 
@@ -346,6 +403,13 @@ class Lab:
             _ip("netns", "delete", ns, check=False)
         if self._own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _signal_all(pids: Sequence[int], *signals: signal.Signals) -> None:
+    for signum in signals:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
 
 
 @atexit.register

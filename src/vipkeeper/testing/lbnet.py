@@ -1,8 +1,8 @@
-"""A load-balancing lab in network namespaces: client, directors, real servers, two bridges.
+"""A load-balancing lab on the namespace `Lab`: client, directors, real servers, two bridges.
 
-Needs root and iproute2. Every namespace is `<prefix><role>` with a fresh `vklb` + 6 hex prefix;
-`LbNet.close()` (also run by `with`) kills every process it started and deletes every namespace,
-even when a test fails half way through building.
+Needs root and iproute2. It is a `netns.Lab` (one prefix, one teardown that kills every process
+it started and deletes every namespace, even when a test fails half way through building) with
+a fixed topology, addressed by role:
 
     frontend 172.16.0.0/16:  client .100, director fe0 .53 / .57, DR real servers fe0 .54 / .55
     servers 192.168.0.0/24:  director srv0 .53 / .57, real servers srv0 .54 / .55
@@ -18,19 +18,15 @@ can hold keep-alive connections open across a change and use them again afterwar
 For the daemon-level tests: `LbNet(..., sorry=True)` adds a third server, `sorry`
 (172.16.0.56 / 192.168.0.56), built like a real server; `stop_http` / `start_http` kill and
 restart one server's HTTP service; `start_vipkeeper(director, config_text)` runs
-`vipkeeper run -f CONF --log-format json` in a director with stderr to a file in the workdir
-(`Vipkeeper.stop()` sends SIGTERM); `hard_fail(director)` kills every process in the director's
-namespace and takes its links down, like pulling the plug; `director_config(...)` writes the
-keepalived.conf both directors read.
+`vipkeeper run` there (`daemons.start_vipkeeper`); `hard_fail(director)` pulls its plug
+(`Lab.hard_fail`) and `restore(director)` gives it its links back; `director_config(...)`
+writes the keepalived.conf both directors read.
+Must never: sleep for a condition it can poll.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import secrets
-import signal
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -38,25 +34,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
-from vipkeepers import DaemonProcess, poll
+from vipkeeper.testing.daemons import Vipkeeper, start_vipkeeper
+from vipkeeper.testing.netns import Host, Lab
+from vipkeeper.testing.waits import poll
 
 VIP = "172.16.9.1"
 CLIENT_IP = "172.16.0.100"
 DIRECTORS = {"d1": ("172.16.0.53", "192.168.0.53"), "d2": ("172.16.0.57", "192.168.0.57")}
 REAL_SERVERS = {"rs1": ("172.16.0.54", "192.168.0.54"), "rs2": ("172.16.0.55", "192.168.0.55")}
 SORRY_SERVER = ("172.16.0.56", "192.168.0.56")
-VIPKEEPER = Path(sys.executable).parent / "vipkeeper"
-
-
-def _ip(*argv: str) -> None:
-    subprocess.run(["ip", *argv], check=True, capture_output=True, text=True, timeout=30)
-
-
-@dataclass
-class Host:
-    name: str
-    ns: str
+FRONTEND = "brfe"
+SERVERS = "brsrv"
 
 
 class LbNet:
@@ -68,21 +56,19 @@ class LbNet:
         server_ports: dict[str, int] | None = None,
         sorry: bool = False,
     ):
-        self.prefix = f"vklb{secrets.token_hex(3)}"
         self.workdir = workdir
         self.nat = nat
         self.servers = dict(REAL_SERVERS)
         if sorry:
             self.servers["sorry"] = SORRY_SERVER
         self.server_ports = {name: 80 for name in self.servers} | (server_ports or {})
-        self.namespaces: list[str] = []
-        self.processes: list[subprocess.Popen[str]] = []
-        self.http: dict[str, subprocess.Popen[str]] = {}
-        self.hosts: dict[str, Host] = {}
+        self.http: dict[str, subprocess.Popen[bytes]] = {}
+        self.lab: Lab | None = None
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
     def __enter__(self) -> LbNet:
+        self.lab = Lab(workdir=self.workdir)
         try:
             self.build()
         except BaseException:
@@ -94,37 +80,36 @@ class LbNet:
         self.close()
 
     def close(self) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                process.kill()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=5)
-        for ns in reversed(self.namespaces):
-            pids = subprocess.run(
-                ["ip", "netns", "pids", ns], capture_output=True, text=True, check=False
-            ).stdout.split()
-            for pid in pids:
-                subprocess.run(["kill", "-9", pid], check=False, capture_output=True)
-            subprocess.run(["ip", "netns", "del", ns], check=False, capture_output=True)
-        self.namespaces.clear()
+        if self.lab is not None:
+            self.lab.teardown()
 
     # ---- helpers -----------------------------------------------------------------------------
 
+    @property
+    def net(self) -> Lab:
+        if self.lab is None:
+            raise RuntimeError("LbNet is built by `with LbNet(...) as net`")
+        return self.lab
+
+    def host(self, role: str) -> Host:
+        """A role's namespace; "sw" is the switch (the bridges' namespace)."""
+        return self.net.bridge if role == "sw" else self.net.hosts[role]
+
+    def port(self, role: str, device: str) -> str:
+        """The switch port `role`'s `device` hangs off."""
+        return self.net.ports[role][device]
+
     def ns(self, role: str) -> str:
-        return f"{self.prefix}{role}"
+        return self.host(role).ns
 
     def run(self, role: str, *argv: str, stdin: str | None = None, check: bool = True) -> str:
-        result = subprocess.run(
-            ["ip", "netns", "exec", self.ns(role), *argv],
-            input=stdin,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
+        return self.net.run(self.host(role), *argv, input=stdin, check=check, timeout=60).stdout
+
+    def popen(self, role: str, *argv: str) -> subprocess.Popen[bytes]:
+        """A process in `role`'s namespace, output discarded; killed at teardown."""
+        return self.net.popen(
+            self.host(role), *argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
-        if check and result.returncode != 0:
-            raise RuntimeError(f"{role}: {' '.join(argv)} failed: {result.stderr.strip()}")
-        return result.stdout
 
     def sysctl(self, role: str, **values: str) -> None:
         for key, value in values.items():
@@ -147,6 +132,41 @@ class LbNet:
                 return int(item["counter"]["packets"])
         raise LookupError(name)
 
+    def count_ingress(
+        self, role: str, device: str, rules: dict[str, str], table: str = "probe"
+    ) -> None:
+        """A netdev ingress table on `role`'s `device` with one named counter per rule
+        (name -> nft match); `counter(role, "netdev", table, name)` reads it."""
+        counters = "\n".join(f"counter {name} {{}}" for name in rules)
+        lines = "\n".join(f'{match} counter name "{name}"' for name, match in rules.items())
+        self.nft(
+            role,
+            f"""table netdev {table} {{
+              {counters}
+              chain ingress {{
+                type filter hook ingress device "{device}" priority -10; policy accept;
+                {lines}
+              }}
+            }}""",
+        )
+
+    def count_dr_paths(self, directors: Sequence[str] = tuple(DIRECTORS)) -> None:
+        """Counters on the DR paths: "to_vip" (table "probe") on each real server's srv0,
+        "replies" from the VIP on each director's fe0 and srv0 (tables "probe_fe0",
+        "probe_srv0"), and "from_<server>" on the client (replies from the VIP with that real
+        server's MAC, table "probe")."""
+        for name in REAL_SERVERS:
+            self.count_ingress(name, "srv0", {"to_vip": f"ip daddr {VIP} tcp dport 80"})
+        for director in directors:
+            for device in ("fe0", "srv0"):
+                self.count_ingress(
+                    director, device, {"replies": f"ip saddr {VIP}"}, f"probe_{device}"
+                )
+        self.count_ingress("cli", "eth0", {
+            f"from_{name}": f"ether saddr {self.mac(name, 'fe0')} ip saddr {VIP} tcp sport 80"
+            for name in REAL_SERVERS
+        })  # fmt: skip
+
     def chain_packets(self, role: str, family: str, table: str, chain: str) -> int:
         """Sum of the anonymous counters in one chain's rules."""
         out = json.loads(self.run(role, "nft", "-j", "list", "chain", family, table, chain))
@@ -157,55 +177,23 @@ class LbNet:
                     total += int(expression["counter"]["packets"])
         return total
 
-    def _add_ns(self, role: str) -> None:
-        _ip("netns", "add", self.ns(role))
-        self.namespaces.append(self.ns(role))
-        self.run(role, "ip", "link", "set", "lo", "up")
-
-    def _link(self, role: str, device: str, bridge: str, port: str) -> None:
-        _ip(
-            "-n",
-            self.ns("sw"),
-            "link",
-            "add",
-            port,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            device,
-            "netns",
-            self.ns(role),
-        )
-        _ip("-n", self.ns("sw"), "link", "set", port, "master", bridge, "up")
-        self.run(role, "ip", "link", "set", device, "up")
-
     # ---- topology ----------------------------------------------------------------------------
 
     def build(self) -> None:
-        self._add_ns("sw")
-        for bridge in ("brfe", "brsrv"):
-            _ip("-n", self.ns("sw"), "link", "add", bridge, "type", "bridge", "stp_state", "0")
-            _ip("-n", self.ns("sw"), "link", "set", bridge, "up")
-        self._add_ns("cli")
-        self._link("cli", "eth0", "brfe", "pcli")
-        self.run("cli", "ip", "addr", "add", f"{CLIENT_IP}/16", "dev", "eth0")
+        lab = self.net
+        lab.add_bridge(FRONTEND)
+        lab.add_bridge(SERVERS)
+        lab.add_host("cli", [f"{CLIENT_IP}/16"], bridge=FRONTEND)
         for name, (front, back) in DIRECTORS.items():
-            self._add_ns(name)
-            self._link(name, "fe0", "brfe", f"p{name}fe")
-            self._link(name, "srv0", "brsrv", f"p{name}sv")
-            self.run(name, "ip", "addr", "add", f"{front}/16", "dev", "fe0")
-            self.run(name, "ip", "addr", "add", f"{back}/24", "dev", "srv0")
+            host = lab.add_host(name, [f"{front}/16"], ifname="fe0", bridge=FRONTEND)
+            lab.add_link(host, "srv0", SERVERS, [f"{back}/24"])
             self.sysctl(name, **{"net.ipv4.ip_forward": "1"})
         for name, (front, back) in self.servers.items():
-            self._add_ns(name)
-            self._link(name, "srv0", "brsrv", f"p{name}sv")
-            self.run(name, "ip", "addr", "add", f"{back}/24", "dev", "srv0")
+            host = lab.add_host(name, [f"{back}/24"], ifname="srv0", bridge=SERVERS)
             if self.nat:
                 self.run(name, "ip", "route", "add", "default", "via", DIRECTORS["d1"][1])
             else:
-                self._link(name, "fe0", "brfe", f"p{name}fe")
-                self.run(name, "ip", "addr", "add", f"{front}/16", "dev", "fe0")
+                lab.add_link(host, "fe0", FRONTEND, [f"{front}/16"])
                 self.run(name, "ip", "addr", "add", f"{VIP}/32", "dev", "lo")
                 # the VIP is on lo: never answer or announce it (the seed's vipset.sh)
                 self.sysctl(
@@ -226,29 +214,10 @@ class LbNet:
         root = self.workdir / name
         root.mkdir(parents=True, exist_ok=True)
         (root / "whoami").write_text(name)
-        process = subprocess.Popen(
-            [
-                "ip",
-                "netns",
-                "exec",
-                self.ns(name),
-                sys.executable,
-                "-m",
-                "http.server",
-                "--bind",
-                "0.0.0.0",
-                "--directory",
-                str(root),
-                "--protocol",
-                "HTTP/1.1",
-                str(self.server_ports[name]),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
-        self.processes.append(process)
-        self.http[name] = process
+        self.http[name] = self.popen(
+            name, sys.executable, "-m", "http.server", "--bind", "0.0.0.0",
+            "--directory", str(root), "--protocol", "HTTP/1.1", str(self.server_ports[name]),
+        )  # fmt: skip
 
     def stop_http(self, name: str) -> None:
         """Kill one server's HTTP service: connects to it are refused from now on."""
@@ -263,20 +232,10 @@ class LbNet:
         self._start_http(name)
         self._wait_http(name)
 
-    @retry(
-        stop=stop_after_delay(15),
-        wait=wait_fixed(0.1),
-        retry=retry_if_exception_type(RuntimeError),
-        reraise=True,
-    )
     def _wait_http(self, name: str) -> None:
         port = self.server_ports[name]
-        self.run(
-            name,
-            sys.executable,
-            "-c",
-            f"import socket; socket.create_connection(('127.0.0.1', {port}), timeout=1).close()",
-        )
+        code = f"import socket; socket.create_connection(('127.0.0.1', {port}), timeout=1).close()"
+        poll(15, lambda: self.run(name, sys.executable, "-c", code), interval=0.1)
 
     def add_vip(self, director: str) -> None:
         self.run(director, "ip", "addr", "add", f"{VIP}/32", "dev", "fe0")
@@ -292,93 +251,38 @@ class LbNet:
         director: str,
         config: str,
         *,
-        command: Sequence[str] = (str(VIPKEEPER),),
+        command: Sequence[str] | None = None,
         owner: int | None = None,
         control_socket: Path | None = None,
         extra_args: Sequence[str] = (),
     ) -> Vipkeeper:
-        """`vipkeeper run -f CONF --log-format json` in `director` with its own control socket
-        (in the workdir unless given), stderr to a log file.
+        """`daemons.start_vipkeeper` in `director`."""
+        return start_vipkeeper(
+            self.net,
+            self.host(director),
+            config,
+            command=command,
+            owner=owner,
+            control_socket=control_socket,
+            extra_args=extra_args,
+        )
 
-        `command` replaces `vipkeeper` (e.g. behind setpriv, to drop privileges); `owner` (a
-        uid) gets the daemon's directory, where it writes its pidfile and control socket."""
-        directory = self.workdir / f"vipkeeper-{director}-{secrets.token_hex(2)}"
-        directory.mkdir(parents=True)
-        if owner is not None:
-            os.chown(directory, owner, owner)
-        config_path = directory / "keepalived.conf"
-        config_path.write_text(config)
-        log_path = directory / "vipkeeper.log"
-        socket_path = control_socket or directory / "vipkeeper.sock"
-        argv = [
-            "ip", "netns", "exec", self.ns(director), *command, "run",
-            "-f", str(config_path), "--log-format", "json",
-            "--pidfile", str(directory / "vipkeeper.pid"),
-            "--control-socket", str(socket_path), *extra_args,
-        ]  # fmt: skip
-        with log_path.open("w") as log:
-            process = subprocess.Popen(
-                argv, stdout=subprocess.DEVNULL, stderr=log, text=True, start_new_session=True
-            )
-        self.processes.append(process)
-        return Vipkeeper(director, process, config_path, log_path, socket_path)
+    def hard_fail(self, director: str) -> float:
+        """Pull the plug on a director (`Lab.hard_fail`): nothing in it gets to say goodbye,
+        the peer must notice the silence, and the VIP still configured on the dead director's
+        fe0 can never answer ARP again."""
+        return self.net.hard_fail(self.host(director))
 
-    def namespace_pids(self, role: str) -> list[int]:
-        out = subprocess.run(
-            ["ip", "netns", "pids", self.ns(role)], capture_output=True, text=True, check=False
-        ).stdout
-        return [int(pid) for pid in out.split()]
-
-    def hard_fail(self, director: str) -> None:
-        """Pull the plug on a director: SIGKILL everything in it, then its links go down.
-
-        Nothing gets to say goodbye (no priority-0 advert, no address removal): the peer must
-        notice the silence. The links go down so the VIP still configured on the dead
-        director's fe0 can never answer ARP again.
-        """
-        for pid in self.namespace_pids(director):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        for device in ("fe0", "srv0"):
-            self.run(director, "ip", "link", "set", device, "down")
+    def restore(self, director: str) -> None:
+        """Undo hard_fail's cut: the director's links come back (nothing runs in it)."""
+        self.net.restore(self.host(director))
 
     def client(self) -> Client:
-        process = subprocess.Popen(
-            ["ip", "netns", "exec", self.ns("cli"), sys.executable, "-u", "-c", CLIENT_SCRIPT, VIP],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
-        self.processes.append(process)
+        process = self.net.popen(
+            self.host("cli"), sys.executable, "-u", "-c", CLIENT_SCRIPT, VIP,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        )  # fmt: skip
         return Client(process)
-
-
-class Vipkeeper(DaemonProcess):
-    """A `vipkeeper run` process in a director."""
-
-    def __init__(
-        self,
-        director: str,
-        process: subprocess.Popen[str],
-        config_path: Path,
-        log_path: Path,
-        control_socket: Path,
-    ) -> None:
-        super().__init__(process, log_path)
-        self.director = director
-        self.config_path = config_path
-        self.control_socket = control_socket
-
-    def __repr__(self) -> str:
-        return f"<vipkeeper in {self.director} pid {self.process.pid}>"
-
-    def stop(self, timeout: float = 15.0) -> int:
-        return super().stop(timeout)
-
-    def states(self) -> list[str]:
-        """The VRRP states entered, in order."""
-        return [entry["new_state"] for entry in self.records() if "new_state" in entry]
 
 
 def director_config(

@@ -1,4 +1,4 @@
-"""Running vipkeeper daemons in a `netlab.Lab`, for the VRRP netns and interop tests.
+"""Running vipkeeper daemons in a namespace `Lab`, for the netns tests, the soak and benchmarks.
 
 What this owns: writing keepalived.conf text for one `vrrp_instance` (plus `vrrp_script`
 blocks), starting `vipkeeper run --log-format json` in a lab host with its stderr captured to a
@@ -6,7 +6,7 @@ file in the lab's workdir, reading the state transitions back from that JSON log
 bounded waits the tests use ("who holds the VIP", "does the client reach the VIP"), each with
 the bound stated by the caller and the daemons' logs in the failure message.
 
-It never sleeps for a fixed time to wait for a condition: every wait is a tenacity poll with a
+It never sleeps for a fixed time to wait for a condition: every wait is a `waits.poll` with a
 deadline. Processes are started with `Lab.popen`, so the lab's teardown kills them.
 
     net = Subnet.next()                      10.<n>.0.0/24 and fd00:<n>::/64, unique per test
@@ -26,17 +26,18 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
-from netlab import DaemonProcess, Host, Keepalived, Lab
-from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
+from vipkeeper.testing.netns import DaemonProcess, Host, Keepalived, Lab
+from vipkeeper.testing.waits import POLL_INTERVAL, poll
 
-T = TypeVar("T")
-
-POLL_INTERVAL = 0.05  # seconds between two looks at the lab while waiting for a condition
+# How long a "did it happen" poll of the netns tests may take: generous, so a slow run fails on
+# a timing assertion with the measured figure rather than on a poll timeout; it covers the
+# daemons' start (several seconds of Python on a loaded 2-core machine).
+SETTLE = 15.0
+V3_FAST = {"version": 3, "advert_int": 0.2}  # instance_config(**V3_FAST): sub-second failovers
 
 
 def vipkeeper_argv() -> list[str]:
@@ -188,8 +189,9 @@ class Transition:
     reason: str
 
 
-def _parse_ts(text: str) -> float:
-    # logsetup writes UTC as 2026-01-02T03:04:05.678Z
+def log_time(text: str) -> float:
+    """A JSON log line's `ts` (UTC to the millisecond, 2026-01-02T03:04:05.678Z) as epoch
+    seconds."""
     moment = datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ")
     return moment.replace(tzinfo=datetime.UTC).timestamp()
 
@@ -220,7 +222,7 @@ class Vipkeeper(DaemonProcess):
     def transitions(self, instance: str | None = None) -> list[Transition]:
         return [
             Transition(
-                at=_parse_ts(entry["ts"]),
+                at=log_time(entry["ts"]),
                 instance=entry["instance"],
                 old=entry["old_state"],
                 new=entry["new_state"],
@@ -244,20 +246,32 @@ class Vipkeeper(DaemonProcess):
 
 
 def start_vipkeeper(
-    lab: Lab, host: Host, config: str, *, extra_args: Sequence[str] = ()
+    lab: Lab,
+    host: Host,
+    config: str,
+    *,
+    extra_args: Sequence[str] = (),
+    command: Sequence[str] | None = None,
+    owner: int | None = None,
+    control_socket: Path | None = None,
 ) -> Vipkeeper:
     """`vipkeeper run -f CONF --log-format json --pidfile PID --control-socket SOCK` in
-    `host` (its own control socket in the lab's workdir); stderr to a file."""
+    `host` (its own control socket in the lab's workdir unless given); output to a file.
+
+    `command` replaces `vipkeeper` (e.g. behind setpriv, to drop privileges); `owner` (a uid)
+    gets the daemon's directory, where it writes its pidfile and control socket."""
     directory = lab.workdir / f"vipkeeper-{host.name}-{secrets.token_hex(2)}"
     directory.mkdir(parents=True)
+    if owner is not None:
+        os.chown(directory, owner, owner)
     config_path = directory / "keepalived.conf"
     log_path = directory / "vipkeeper.log"
     pid_path = directory / "vipkeeper.pid"
-    control_socket = directory / "vipkeeper.sock"
+    control_socket = control_socket or directory / "vipkeeper.sock"
     config_path.write_text(config)
-    argv = [*vipkeeper_argv(), "run", "-f", str(config_path), "--log-format", "json",
-            "--pidfile", str(pid_path), "--control-socket", str(control_socket),
-            *extra_args]  # fmt: skip
+    argv = [*(command or vipkeeper_argv()), "run", "-f", str(config_path),
+            "--log-format", "json", "--pidfile", str(pid_path),
+            "--control-socket", str(control_socket), *extra_args]  # fmt: skip
     with log_path.open("wb") as log:
         process = lab.popen(host, *argv, stdout=log, stderr=subprocess.STDOUT)
     return Vipkeeper(lab, host, process, config_path, log_path, pid_path, control_socket)
@@ -277,24 +291,6 @@ def describe(daemons: Iterable[Daemon]) -> str:
 
 
 # -- waiting -----------------------------------------------------------------------------------
-
-
-def poll(within: float, check: Callable[[], T], daemons: Sequence[DaemonProcess] = ()) -> T:
-    """Call `check` until it stops raising AssertionError, for at most `within` seconds; a
-    failure carries the logs of `daemons`."""
-    wrapped = retry(
-        stop=stop_after_delay(within),
-        wait=wait_fixed(POLL_INTERVAL),
-        retry=retry_if_exception_type(AssertionError),
-        reraise=True,
-    )(check)
-    try:
-        return wrapped()
-    except AssertionError as error:
-        if not daemons:
-            raise
-        logs = "\n".join(f"--- {d!r} ---\n{d.log()}" for d in daemons)
-        raise AssertionError(f"{error}\n{logs}") from error
 
 
 def family_of(vip_cidr: str) -> str:
@@ -377,11 +373,3 @@ def wait_until_reachable(
         )
 
     poll(within, check)
-
-
-def hard_fail(lab: Lab, host: Host) -> float:
-    """Kill every process in `host` and cut its link; the wall-clock time of the kill."""
-    killed_at = time.time()
-    lab.kill_all(host)
-    lab.cut(host)
-    return killed_at

@@ -1,0 +1,133 @@
+"""A status document built from real core objects, for the status and metrics tests.
+
+Owns one sample: CONFIG (two VRRP instances, one tracking eth9 with weight -20, a sync group, a
+virtual server with two real servers and a sorry server) and `status_document()`, the document
+`status.build_status` gives after VI_1 became Master, heard a better peer, lost eth9 and dropped
+an advert with a bad TTL. Must never: open a socket or read a clock (times are fixed).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vipkeeper import status
+from vipkeeper.assemble import plan
+from vipkeeper.config import parse_text
+from vipkeeper.core.effects import ReportTransition
+from vipkeeper.core.events import (
+    PacketReceived,
+    SourceAddressChanged,
+    Started,
+    TimerFired,
+    TrackChanged,
+)
+from vipkeeper.core.states import TrackKind
+from vipkeeper.core.vrrp import VrrpInstance
+from vipkeeper.director import Director
+from vipkeeper.io.scripts import ScriptRunner
+from vipkeeper.testing import builders
+
+CONFIG = """
+vrrp_instance VI_1 {
+    state BACKUP
+    interface eth0
+    virtual_router_id 51
+    priority 150
+    advert_int 1
+    track_interface {
+        eth9 weight -20
+    }
+    virtual_ipaddress {
+        10.0.0.100/24
+        10.0.0.101/24
+    }
+}
+vrrp_instance VI_2 {
+    interface eth1
+    virtual_router_id 52
+    priority 100
+    virtual_ipaddress {
+        10.1.0.100/24
+    }
+}
+vrrp_sync_group G {
+    group {
+        VI_2
+    }
+}
+virtual_server 10.0.0.100 80 {
+    delay_loop 5
+    lb_algo rr
+    lb_kind DR
+    protocol TCP
+    sorry_server 10.0.0.9 80
+    real_server 10.0.0.2 80 {
+        weight 2
+        TCP_CHECK {
+            connect_timeout 1
+        }
+    }
+    real_server 10.0.0.3 80 {
+        TCP_CHECK {
+            connect_timeout 1
+        }
+    }
+}
+"""
+
+
+def advert(priority: int) -> PacketReceived:
+    """VI_1's advertisement from its peer 10.0.0.7 at `priority`."""
+    return builders.advert(
+        source="10.0.0.7", priority=priority, addresses=("10.0.0.100", "10.0.0.101")
+    )
+
+
+def feed(instance: VrrpInstance, journal: status.Journal, event: Any, now: float) -> None:
+    """Hand `event` to `instance` at `now`; the journal records its transitions."""
+    for effect in instance.handle(event, now):
+        if isinstance(effect, ReportTransition):
+            journal.record_transition(effect, 1_000_000.0 + now)
+
+
+def status_document() -> dict[str, Any]:
+    result = parse_text(CONFIG, "/etc/keepalived/keepalived.conf")
+    assert result.config is not None, result.diagnostics
+    the_plan = plan(result.config)
+    journal = status.Journal(
+        started_at=1_000_000.0,
+        config_file="/etc/keepalived/keepalived.conf",
+        config_checksum="0" * 64,
+        config_loaded_at=1_000_000.0,
+    )
+    vi1 = VrrpInstance(the_plan.settings["VI_1"])
+    vi2 = VrrpInstance(the_plan.settings["VI_2"])
+    feed(vi1, journal, SourceAddressChanged(address="10.0.0.1"), 0.0)
+    feed(vi1, journal, Started(), 0.0)
+    deadline = vi1.next_deadline()
+    assert deadline is not None
+    feed(vi1, journal, TimerFired(), deadline)  # Master
+    feed(vi1, journal, advert(200), deadline + 0.5)  # back to Backup
+    feed(
+        vi1, journal, TrackChanged(name="eth9", up=False, kind=TrackKind.INTERFACE), deadline + 0.6
+    )
+    bad_ttl = advert(200)
+    feed(
+        vi1,
+        journal,
+        PacketReceived(
+            source=bad_ttl.source, destination=bad_ttl.destination, ttl=64, payload=bad_ttl.payload
+        ),
+        deadline + 0.7,
+    )
+    director = Director(result.config, runner=ScriptRunner())
+    return status.build_status(
+        plan=the_plan,
+        instances={"VI_1": vi1, "VI_2": vi2},
+        groups={},
+        director=director,
+        journal=journal,
+        present_vips=frozenset({("10.0.0.100", "eth0")}),
+        now=1_000_010.0,
+        wall_offset=1_000_000.0,
+    )
