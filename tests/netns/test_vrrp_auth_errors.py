@@ -11,10 +11,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from netlab import Lab
-from vipkeepers import Subnet, describe, instance_config, poll, start_vipkeeper
 
 from vipkeeper import control
+from vipkeeper.testing.daemons import Subnet, describe, instance_config, start_vipkeeper
+from vipkeeper.testing.netns import Lab
+from vipkeeper.testing.waits import poll
 
 pytestmark = pytest.mark.netns
 
