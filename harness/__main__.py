@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("heal")
     sub.add_parser("start-state")
     watch = sub.add_parser("watch")
-    watch.add_argument("--refresh", type=float, default=4.0, help="screen refreshes per second")
+    watch.add_argument("--refresh", type=float, default=None, help="screen refreshes per second")
     watch.add_argument("--seconds", type=float, default=None, help="stop after this long")
     sub.add_parser("exercises")
     check = sub.add_parser("check")
@@ -199,9 +199,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "start-state":
         return start_state(lab)
     if args.command == "watch":
-        from harness.watch import run_watch
+        from harness.watch import REFRESH, run_watch
 
-        return run_watch(lab, refresh=args.refresh, seconds=args.seconds)
+        return run_watch(lab, refresh=args.refresh or REFRESH, seconds=args.seconds)
     if args.command == "check":
         from harness.exercises import check_exercise
 

@@ -10,10 +10,11 @@ log.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from harness.faults import FAULTS
+from harness.faults import present_faults
 from harness.lab import Lab
 from harness.probes import (
     arp_answers,
@@ -38,15 +39,19 @@ class Outcome:
     seen: str
 
 
+PARALLEL_PROBES = 4  # steps probed side by side (each only looks; the report keeps their order)
+
+
 def run(lab: Lab, steps: Iterable[Step]) -> list[Outcome]:
-    outcomes = []
-    for step in steps:
+    def grade(step: Step) -> Outcome:
         try:
             ok, seen = step.probe(lab)
         except Exception as exc:  # a probe that cannot run is a failed step, with the reason
             ok, seen = False, f"{type(exc).__name__}: {exc}"
-        outcomes.append(Outcome(step=step, ok=ok, seen=seen))
-    return outcomes
+        return Outcome(step=step, ok=ok, seen=seen)
+
+    with ThreadPoolExecutor(max_workers=PARALLEL_PROBES) as pool:
+        return list(pool.map(grade, steps))
 
 
 def report(title: str, outcomes: list[Outcome], out: TextIO) -> bool:
@@ -102,7 +107,7 @@ def all_running() -> Step:
 
 def no_fault_present() -> Step:
     def probe(lab: Lab) -> tuple[bool, str]:
-        found = [f.label() for cls in FAULTS.values() for f in cls.present(lab)]
+        found = [f.label() for f in present_faults(lab)]
         return not found, (", ".join(found) if found else "none")
 
     return Step(

@@ -53,8 +53,9 @@ class ExecStream:
     `close()` (from any thread) ends the reading; the process then dies writing to the closed
     stream (SIGPIPE or EPIPE)."""
 
-    def __init__(self, raw: Any) -> None:
+    def __init__(self, raw: Any, *, container_id: str) -> None:
         self._raw = raw
+        self.container_id = container_id  # the container the process runs in
         self._socket: socket.socket | None = getattr(raw, "_sock", None)
 
     def chunks(self) -> Iterator[bytes]:
@@ -93,7 +94,6 @@ class Lab:
         # exclusive for pause/unpause (`_host_lock`).
         self._guards: dict[str, threading.Lock] = {}
         self._guards_lock = threading.Lock()
-        self._paused: set[str] = set()
 
     # --- discovery ------------------------------------------------------------------------------
     def containers(self) -> dict[str, Container]:
@@ -104,10 +104,12 @@ class Lab:
         return {c.labels[SERVICE_LABEL]: c for c in found}
 
     def container(self, service: str) -> Container:
-        try:
-            return self.containers()[service]
-        except KeyError:
-            raise LabError(f"no service {service!r} in Compose project {self.project!r}") from None
+        # Filtered by both labels: the engine returns (and the SDK inspects) this one only.
+        labels = [f"{PROJECT_LABEL}={self.project}", f"{SERVICE_LABEL}={service}"]
+        found = self.docker.containers.list(all=True, filters={"label": labels})
+        if not found:
+            raise LabError(f"no service {service!r} in Compose project {self.project!r}")
+        return found[0]
 
     @property
     def hosts(self) -> list[str]:
@@ -141,7 +143,7 @@ class Lab:
             argv = ["timeout", "-s", "KILL", f"{timeout:g}", *argv]
         with self._guard(service), self._host_lock(service, exclusive=False):
             container = self.container(service)
-            if service in self._paused or container.status == "paused":
+            if container.status == "paused":
                 result = ExecResult(exit_code=-1, output="paused", refused_paused=True)
             else:
                 code, output = container.exec_run(argv, demux=False)
@@ -155,7 +157,7 @@ class Lab:
     def exec_detached(self, service: str, cmd: list[str]) -> None:
         with self._guard(service), self._host_lock(service, exclusive=False):
             container = self.container(service)
-            if service not in self._paused and container.status != "paused":
+            if container.status != "paused":
                 container.exec_run(cmd, detach=True)
 
     def exec_stream(self, service: str, argv: list[str]) -> ExecStream | None:
@@ -165,11 +167,11 @@ class Lab:
         which is what `pause` must not overlap, see `exec`)."""
         with self._guard(service), self._host_lock(service, exclusive=False):
             container = self.container(service)
-            if service in self._paused or container.status == "paused":
+            if container.status == "paused":
                 return None
             api = self.docker.api
             exec_id = api.exec_create(container.id, argv, stdout=True, stderr=False)
-            return ExecStream(api.exec_start(exec_id, socket=True))
+            return ExecStream(api.exec_start(exec_id, socket=True), container_id=container.id)
 
     def states(self) -> dict[str, tuple[str, str]]:
         """service -> (container id, Docker status) for the whole project, in one request to
@@ -177,11 +179,12 @@ class Lab:
         found = self.docker.api.containers(
             all=True, filters={"label": f"{PROJECT_LABEL}={self.project}"}
         )
-        return {
-            c["Labels"][SERVICE_LABEL]: (str(c["Id"]), str(c["State"]))
-            for c in found
-            if SERVICE_LABEL in (c.get("Labels") or {})
-        }
+        states: dict[str, tuple[str, str]] = {}
+        # A running container wins over another of the same service (Compose recreating one).
+        for c in sorted(found, key=lambda c: c.get("State") == "running"):
+            if SERVICE_LABEL in (c.get("Labels") or {}):
+                states[c["Labels"][SERVICE_LABEL]] = (str(c["Id"]), str(c["State"]))
+        return states
 
     def _guard(self, service: str) -> threading.Lock:
         with self._guards_lock:
@@ -298,12 +301,10 @@ class Lab:
         """`docker pause`, once no exec into the container is under way (see `exec`)."""
         with self._guard(service), self._host_lock(service, exclusive=True):
             self.container(service).pause()
-            self._paused.add(service)
 
     def unpause(self, service: str) -> None:
         with self._guard(service), self._host_lock(service, exclusive=True):
             self.container(service).unpause()
-            self._paused.discard(service)
 
     def network_name(self, network: str) -> str:
         return f"{self.project}_{network}"

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
+import docker.errors
+
 from harness.lab import Lab, LabError
 from vipkeeper.testing.waits import wait_until
 
@@ -40,6 +42,7 @@ def vip_url(lab: Lab) -> str:
 # --- VIP ownership ------------------------------------------------------------------------------
 def holds_vip(lab: Lab, director: str) -> bool | None:
     """True/False when known; None when the director cannot be asked (not running nor paused)."""
+    stopped = ("exited", "created", "dead")
     script = f"ip -o -4 addr show dev {lab.topology.front_if(director)}"
     if lab.kind == "inventory":
         # A host is asked directly, whatever its daemon's state.  Only a link that is up
@@ -48,14 +51,18 @@ def holds_vip(lab: Lab, director: str) -> bool | None:
         return f" {lab.topology.vip}/" in result.output if result.ok else None
     state = lab.state(director)
     if state == "running":
-        result = lab.exec(director, script, timeout=10)
+        try:
+            result = lab.exec(director, script, timeout=10)
+        except docker.errors.APIError:
+            # Killed since the state was read: say so now, not at the next look.
+            return False if lab.state(director) in stopped else None
         if result.refused_paused:  # paused since the state was read
             result = lab.netns_run(director, script)
     elif state == "paused":
         # A frozen container cannot run `docker exec`; its network namespace can still be read.
         result = lab.netns_run(director, script)
     else:
-        return False if state in ("exited", "created", "dead") else None
+        return False if state in stopped else None
     if not result.ok:
         return None
     return f" {lab.topology.vip}/" in result.output
@@ -113,7 +120,12 @@ def client_vip_mac(lab: Lab) -> str | None:
     result = lab.exec(client, argv, timeout=10)
     if not result.ok:
         return None
-    for entry in json.loads(result.output or "[]"):
+    return neighbour_mac(json.loads(result.output or "[]"))
+
+
+def neighbour_mac(entries: list[dict[str, Any]]) -> str | None:
+    """The usable MAC in `ip -j neigh show` entries (a FAILED entry has none)."""
+    for entry in entries:
         mac = entry.get("lladdr")
         if mac and "FAILED" not in entry.get("state", []):
             return str(mac).lower()

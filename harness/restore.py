@@ -10,7 +10,7 @@ never: recreate containers or change the configuration (a test that does so rest
 
 from __future__ import annotations
 
-from harness.faults import FAULTS, Kill, Pause, flush_client_vip
+from harness.faults import Kill, Pause, flush_client_vip, present_faults
 from harness.lab import Lab
 from harness.probes import client_vip_mac, masters, servers_answering
 from harness.topology import REACTION_MARGIN
@@ -32,9 +32,8 @@ def restore(lab: Lab, *, timeout: float = UP_TIMEOUT, flush_client: bool = True)
         for fault in cls.present(lab):
             fault.undo()
     wait_until(lambda: lab.is_running(topo.services), timeout=30, what="all lab containers running")
-    for cls in FAULTS.values():
-        for fault in cls.present(lab):
-            fault.undo()
+    for fault in present_faults(lab):
+        fault.undo()
     preferred = topo.preferred_master.name
     wait_until(
         lambda: masters(lab) == {preferred},

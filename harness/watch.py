@@ -1,12 +1,25 @@
 """`make watch`: the lab's live view, a terminal dashboard drawn with rich.
 
-Owns: what the view shows (per director its VRRP state, priority and whether it holds the VIP;
-the client's ARP entry for the VIP; a rolling HTTP probe from the client; each real server's
-health as the MASTER's checker sees it; the last transitions with their reasons), how often it
-asks (every source in its own thread, so a slow or frozen node never holds up the others) and
-the transitions it derives from consecutive snapshots.  Sources are small objects, so the view
-can be driven by fakes.  Must never: read a log (directors are read through
-`vipkeeper status --json`, the lab through the harness probes); change the lab.
+Owns: what the view shows (per director its container, VRRP state, priority, front link and
+whether it holds the VIP; the client's ARP entry for the VIP; a rolling HTTP probe from the
+client; each real server's health as the MASTER's checker sees it, whether httpd runs and
+whether it suppresses ARP for the VIP; the last transitions with their reasons), how it gets
+them fast enough to show a change within VIEW_BOUND, and the transitions it derives from
+consecutive snapshots.
+
+How it stays fast: nothing is asked when the screen is drawn.  One long-lived process per
+container (a `feed`, started once through the Docker API and read as a stream) reports every
+FEED_INTERVAL s: in each director the daemon's status (through its control socket, by the
+Python that runs vipkeeper) with the front interface's addresses and link; in the client its
+neighbour entry for the VIP and the HTTP prober's records; in each real server httpd and ARP
+suppression.  Docker's container states come from one request to the engine every
+STATE_INTERVAL s.  A feed that ends (its container was killed, recreated or is starting) is
+started again.  A paused container's feed stalls: its last reading stands (nothing in a frozen
+container can change its addresses) and the container is shown paused.  Sources are small
+objects with non-blocking `read`s, so the view can be driven by fakes.
+
+Must never: read a log (directors are read through their control socket, what
+`vipkeeper status --json` prints); change the lab; ask the lab anything while drawing.
 """
 
 from __future__ import annotations
@@ -17,9 +30,11 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, field, replace
-from typing import Protocol
+from importlib import resources
+from typing import Any, Protocol
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
@@ -27,10 +42,17 @@ from rich.table import Table
 from rich.text import Text
 
 from harness.checks import healthy, instance_of
-from harness.lab import Lab
-from harness.probes import PROBE_DIR, Request, client_vip_mac, install_script, vip_url
+from harness.lab import ExecStream, Lab
+from harness.probes import PROBE_DIR, Request, install_script, neighbour_mac, vip_url
 
-POLL_INTERVAL = 0.2  # s between two reads of one source
+VIEW_BOUND = 1.0  # s: from a fault acting to the screen showing its effect
+REFRESH = 4.0  # screen refreshes per second
+FEED_INTERVAL = 0.2  # s between two readings of a feed inside its container
+ARP_INTERVAL = 0.1  # s between two looks at the client's neighbour entry
+STATE_INTERVAL = 0.1  # s between two asks of the engine for the containers' states
+POLL_INTERVAL = 0.05  # s between two reads of one source by the model
+RESTART = 0.2  # s before a feed that ended is started again
+STALE = 2.0  # s: a running container's reading older than this is not shown
 HTTP_WINDOW = 5.0  # s of requests the HTTP figures are computed over
 TRANSITIONS_SHOWN = 8
 
@@ -40,11 +62,20 @@ TRANSITIONS_SHOWN = 8
 class DirectorView:
     name: str
     container: str  # Docker's state: running, paused, exited, ...
-    state: str | None = None  # VRRP state from `vipkeeper status --json`; None: no answer
+    state: str | None = None  # VRRP state from its status; None: no answer
     priority: int | None = None  # effective priority
     holds_vip: bool | None = None
+    link: str | None = None  # the front interface: "up" or "down"
     reason: str | None = None  # of its last transition
     real_servers: dict[str, bool | None] = field(default_factory=dict)  # its checker's view
+
+
+@dataclass(frozen=True, kw_only=True)
+class RealServerView:
+    name: str
+    container: str
+    httpd: bool | None = None  # Apache runs
+    arp_suppressed: bool | None = None  # the VIP on lo with arp_ignore/arp_announce set
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,10 +101,17 @@ class Snapshot:
     arp: ArpView
     http: HttpView
     real_servers: tuple[str, ...]
+    real_server_views: tuple[RealServerView, ...] = ()
 
     @property
     def holders(self) -> list[str]:
         return [d.name for d in self.directors if d.holds_vip]
+
+    def director(self, name: str) -> DirectorView:
+        return next(d for d in self.directors if d.name == name)
+
+    def real_server(self, name: str) -> RealServerView | None:
+        return next((r for r in self.real_server_views if r.name == name), None)
 
     def health(self) -> dict[str, bool | None]:
         """Real server -> healthy, as the (first) VIP holder's checker sees it."""
@@ -87,6 +125,10 @@ class DirectorSource(Protocol):
     def read(self, director: str) -> DirectorView: ...
 
 
+class RealServerSource(Protocol):
+    def read(self, real_server: str) -> RealServerView: ...
+
+
 class ArpSource(Protocol):
     def read(self) -> ArpView: ...
 
@@ -97,32 +139,173 @@ class HttpSource(Protocol):
     def close(self) -> None: ...
 
 
-class LabDirectors:
-    """One `docker exec` per read: `vipkeeper status --json` and the front interface's
-    addresses together; a frozen director's addresses are read from its network namespace."""
-
-    SEPARATOR = "--- addresses ---"
+class ContainerStates:
+    """Docker's state of every lab container, asked of the engine every STATE_INTERVAL s in a
+    thread, and which service owns which MAC (read again whenever the set of containers
+    changes, e.g. one recreated)."""
 
     def __init__(self, lab: Lab) -> None:
         self.lab = lab
+        self._states: dict[str, tuple[str, str]] = {}
+        self._macs: dict[str, str] = {}
+        self._ids: frozenset[str] = frozenset()
+        self._stop = threading.Event()
+        self.ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                states = self.lab.states()
+                ids = frozenset(cid for cid, _ in states.values())
+                if ids != self._ids:
+                    self._macs = self._read_macs(states)
+                    self._ids = ids
+                self._states = states
+                self.ready.set()
+            except Exception:  # the engine is busy or restarting: keep the last answer
+                pass
+            self._stop.wait(STATE_INTERVAL)
+
+    def _read_macs(self, states: dict[str, tuple[str, str]]) -> dict[str, str]:
+        macs: dict[str, str] = {}
+        for service, (cid, _) in states.items():
+            attrs = self.lab.docker.api.inspect_container(cid)
+            for entry in (attrs.get("NetworkSettings") or {}).get("Networks", {}).values():
+                if entry.get("MacAddress"):
+                    macs[str(entry["MacAddress"]).lower()] = service
+        return macs
+
+    def state(self, service: str) -> str:
+        return self._states.get(service, ("", "missing"))[1]
+
+    def container_id(self, service: str) -> str | None:
+        entry = self._states.get(service)
+        return entry[0] if entry else None
+
+    def service_of_mac(self, mac: str) -> str | None:
+        return self._macs.get(mac.lower())
+
+    def close(self) -> None:
+        self._stop.set()
+
+
+@dataclass(frozen=True)
+class Reading:
+    container_id: str  # the container the feed ran in
+    received: float  # wall clock
+    line: bytes
+
+
+class Feed:
+    """One long-running process in a service's container, its output read line by line in a
+    thread; the newest line is kept.  Started when the container runs, and again RESTART s after
+    it ends (the container was killed, recreated, or the process failed)."""
+
+    def __init__(
+        self,
+        lab: Lab,
+        states: ContainerStates,
+        service: str,
+        argv: Callable[[], list[str]],
+        *,
+        on_line: Callable[[Reading], None] | None = None,
+    ) -> None:
+        self.lab, self.states, self.service, self.argv = lab, states, service, argv
+        self.on_line = on_line
+        self.latest: Reading | None = None
+        self._stream: ExecStream | None = None
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._closed.is_set():
+            if self.states.state(self.service) == "running":
+                with suppress(Exception):  # the container went away or is between states
+                    self._follow()
+            self._closed.wait(RESTART)
+
+    def _follow(self) -> None:
+        stream = self.lab.exec_stream(self.service, self.argv())
+        if stream is None:
+            return
+        container_id = stream.container_id
+        self._stream = stream
+        try:
+            if self._closed.is_set():
+                return
+            buffer = b""
+            for chunk in stream.chunks():
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    if line.strip():
+                        reading = Reading(container_id, time.time(), line)
+                        self.latest = reading
+                        if self.on_line is not None:
+                            self.on_line(reading)
+        finally:
+            self._stream = None
+            stream.close()
+
+    def current(self) -> Reading | None:
+        """The newest line from the container that is there now; None if there is none yet, or
+        if a running container's newest line is older than STALE s."""
+        reading = self.latest
+        if reading is None or reading.container_id != self.states.container_id(self.service):
+            return None
+        if self.states.state(self.service) == "running" and time.time() - reading.received > STALE:
+            return None
+        return reading
+
+    def close(self) -> None:
+        self._closed.set()
+        stream = self._stream
+        if stream is not None:
+            stream.close()
+
+
+def _json(reading: Reading | None) -> Any:
+    if reading is None:
+        return None
+    try:
+        return json.loads(reading.line)
+    except ValueError:
+        return None
+
+
+DIRECTOR_PYTHON = (
+    # The Python that runs vipkeeper (its console script's interpreter), else python3.
+    'py="$(dirname "$(readlink -f "$(command -v vipkeeper)")")/python"; '
+    '[ -x "$py" ] || py=python3; exec "$py" -u -c "$0" "$@"'
+)
+
+
+class LabDirectors:
+    """Each director's feed (harness/incontainer/director_feed.py) turned into a view."""
+
+    def __init__(self, lab: Lab, states: ContainerStates) -> None:
+        self.lab, self.states = lab, states
+        script = resources.files("harness.incontainer").joinpath("director_feed.py").read_text()
+        topo = lab.topology
+
+        def argv(director: str) -> Callable[[], list[str]]:
+            iface = topo.front_if(director)
+            return lambda: ["sh", "-c", DIRECTOR_PYTHON, script, f"{FEED_INTERVAL:g}", iface]
+
+        self.feeds = {d: Feed(lab, states, d, argv(d)) for d in topo.director_names}
 
     def read(self, director: str) -> DirectorView:
         topo = self.lab.topology
-        container = self.lab.state(director)
-        ip = f"ip -o -4 addr show dev {topo.front_if(director)}"
-        if container == "paused":
-            result = self.lab.netns_run(director, ip)
-            holds = f" {topo.vip}/" in result.output if result.ok else None
-            return DirectorView(name=director, container=container, holds_vip=holds)
-        if container != "running":
+        container = self.states.state(director)
+        if container not in ("running", "paused"):
             return DirectorView(name=director, container=container, holds_vip=False)
-        script = f"vipkeeper status --json 2>/dev/null; echo '{self.SEPARATOR}'; {ip}"
-        result = self.lab.exec(director, ["sh", "-c", script], timeout=5)
-        status_text, _, addresses = result.output.partition(self.SEPARATOR)
-        try:
-            status = json.loads(status_text) if status_text.strip() else None
-        except ValueError:
-            status = None
+        row = _json(self.feeds[director].current())
+        if not isinstance(row, dict):
+            return DirectorView(name=director, container=container)
+        status = row.get("status")
         instance = instance_of(status)
         last = (instance or {}).get("last_transition") or {}
         health: dict[str, bool | None] = {}
@@ -136,38 +319,99 @@ class LabDirectors:
             container=container,
             state=(instance or {}).get("state"),
             priority=(instance or {}).get("effective_priority"),
-            holds_vip=(f" {topo.vip}/" in addresses) if addresses else None,
+            holds_vip=topo.vip in (row.get("addresses") or []),
+            link=row.get("link"),
             reason=last.get("reason"),
             real_servers=health,
         )
 
+    def close(self) -> None:
+        for feed in self.feeds.values():
+            feed.close()
+
+
+# A real server's feed: "<ARP suppressed 1|0> <httpd running 1|0>" every FEED_INTERVAL s
+# (vipset.sh status is the lab's own test of the VIP on lo with ARP suppressed).
+REAL_SERVER_FEED = (
+    "while :; do "
+    "if vipset.sh status >/dev/null 2>&1; then a=1; else a=0; fi; "
+    "if pgrep -x apache2 >/dev/null; then h=1; else h=0; fi; "
+    'echo "$a $h"; sleep "$0"; done'
+)
+
+
+class LabRealServers:
+    def __init__(self, lab: Lab, states: ContainerStates) -> None:
+        self.lab, self.states = lab, states
+        self.feeds = {
+            rs: Feed(lab, states, rs, lambda: ["sh", "-c", REAL_SERVER_FEED, f"{FEED_INTERVAL:g}"])
+            for rs in lab.topology.real_server_names
+        }
+
+    def read(self, real_server: str) -> RealServerView:
+        container = self.states.state(real_server)
+        reading = self.feeds[real_server].current()
+        if container not in ("running", "paused") or reading is None:
+            return RealServerView(name=real_server, container=container)
+        words = reading.line.split()
+        if len(words) != 2:
+            return RealServerView(name=real_server, container=container)
+        return RealServerView(
+            name=real_server,
+            container=container,
+            arp_suppressed=words[0] == b"1",
+            httpd=words[1] == b"1",
+        )
+
+    def close(self) -> None:
+        for feed in self.feeds.values():
+            feed.close()
+
 
 class LabArp:
-    def __init__(self, lab: Lab) -> None:
-        self.lab = lab
+    """The client's neighbour entry for the VIP (`ip -j neigh show`), every ARP_INTERVAL s."""
+
+    def __init__(self, lab: Lab, states: ContainerStates) -> None:
+        self.lab, self.states = lab, states
+        topo = lab.topology
+        client = topo.client.name
+        script = 'while :; do ip -j neigh show "$1" dev "$2"; echo; sleep "$0"; done'
+        argv = ["sh", "-c", script, f"{ARP_INTERVAL:g}", topo.vip, topo.front_if(client)]
+        self.feed = Feed(lab, states, client, lambda: argv)
 
     def read(self) -> ArpView:
-        mac = client_vip_mac(self.lab)
-        return ArpView(mac=mac, node=self.lab.service_of_mac(mac) if mac else None)
+        if self.states.state(self.lab.topology.client.name) != "running":
+            return ArpView(mac=None, node=None)
+        entries = _json(self.feed.current())
+        mac = neighbour_mac(entries) if isinstance(entries, list) else None
+        return ArpView(mac=mac, node=self.states.service_of_mac(mac) if mac else None)
+
+    def close(self) -> None:
+        self.feed.close()
 
 
 class LabHttp:
     """The harness's HTTP prober run in the client with its records streamed back (one new
-    connection every `interval` s); restarted if its stream ends (the client was killed)."""
+    connection every `interval` s); started again if its stream ends (the client was killed).
+    It also stops on its stop file, which `close` writes."""
 
-    def __init__(self, lab: Lab, *, interval: float = 0.1, timeout: float = 1.0) -> None:
+    def __init__(
+        self,
+        lab: Lab,
+        states: ContainerStates,
+        *,
+        interval: float = 0.1,
+        timeout: float = 1.0,
+    ) -> None:
         self.lab, self.interval, self.timeout = lab, interval, timeout
         self.requests: deque[Request] = deque(maxlen=2000)
         self._lock = threading.Lock()
-        self._closed = threading.Event()
         self._stop_file = f"{PROBE_DIR}/watch-{uuid.uuid4().hex[:8]}.stop"
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+        self.feed = Feed(lab, states, lab.topology.client.name, self._argv, on_line=self._add)
 
-    def _stream(self) -> Iterator[bytes]:
-        client = self.lab.topology.client.name
+    def _argv(self) -> list[str]:
         path = install_script(self.lab, "http_prober.py")
-        argv = [
+        return [
             "python3",
             "-u",
             path,
@@ -180,31 +424,10 @@ class LabHttp:
             "86400",
             "0",  # no keep-alive streams
         ]
-        api = self.lab.docker.api
-        exec_id = api.exec_create(self.lab.container(client).id, argv, stdout=True, stderr=False)
-        return iter(api.exec_start(exec_id, stream=True))
 
-    def _run(self) -> None:
-        while not self._closed.is_set():
-            try:
-                buffer = b""
-                for chunk in self._stream():
-                    buffer += chunk
-                    *lines, buffer = buffer.split(b"\n")
-                    for line in lines:
-                        self._add(line)
-                    if self._closed.is_set():
-                        return
-            except Exception:  # the client is down or between states: try again shortly
-                pass
-            self._closed.wait(1.0)
-
-    def _add(self, line: bytes) -> None:
-        try:
-            row = json.loads(line)
-        except ValueError:
-            return
-        if not row.get("done"):
+    def _add(self, reading: Reading) -> None:
+        row = _json(reading)
+        if isinstance(row, dict) and not row.get("done"):
             with self._lock:
                 self.requests.append(Request(**row))
 
@@ -213,7 +436,7 @@ class LabHttp:
             return [r for r in self.requests if r.start >= since]
 
     def close(self) -> None:
-        self._closed.set()
+        self.feed.close()
         client = self.lab.topology.client.name
         if self.lab.state(client) == "running":
             self.lab.exec(client, ["touch", self._stop_file])
@@ -245,7 +468,9 @@ class Watch:
         director_source: DirectorSource,
         arp_source: ArpSource,
         http_source: HttpSource,
+        real_server_source: RealServerSource | None = None,
         clock: Callable[[], float] = time.time,
+        on_stop: Callable[[], None] | None = None,
     ) -> None:
         self.vip, self.director_names, self.real_servers = vip, directors, real_servers
         self.director_source, self.arp_source, self.http_source = (
@@ -253,8 +478,11 @@ class Watch:
             arp_source,
             http_source,
         )
+        self.real_server_source = real_server_source
         self.clock = clock
+        self.on_stop = on_stop
         self.directors = {d: DirectorView(name=d, container="?") for d in directors}
+        self.real_server_views = {r: RealServerView(name=r, container="?") for r in real_servers}
         self.arp = ArpView(mac=None, node=None)
         self.transitions: deque[tuple[float, str]] = deque(maxlen=TRANSITIONS_SHOWN)
         self._last: Snapshot | None = None
@@ -266,6 +494,8 @@ class Watch:
         """Read every source once, in this thread (the tests' way in)."""
         for d in self.director_names:
             self._read_director(d)
+        for r in self.real_servers:
+            self._read_real_server(r)
         self._read_arp()
 
     def _read_director(self, director: str) -> None:
@@ -276,6 +506,14 @@ class Watch:
                 self.directors[director], state=None, reason=f"unreadable: {exc}"
             )
 
+    def _read_real_server(self, real_server: str) -> None:
+        if self.real_server_source is None:
+            return
+        try:
+            self.real_server_views[real_server] = self.real_server_source.read(real_server)
+        except Exception:
+            self.real_server_views[real_server] = RealServerView(name=real_server, container="?")
+
     def _read_arp(self) -> None:
         try:
             self.arp = self.arp_source.read()
@@ -283,24 +521,29 @@ class Watch:
             self.arp = ArpView(mac=None, node=None)
 
     def start(self) -> Watch:
-        jobs: list[Callable[[], None]] = [self._read_arp]
-        jobs += [lambda d=d: self._read_director(d) for d in self.director_names]  # type: ignore[misc]
-        for job in jobs:
-            thread = threading.Thread(target=self._loop, args=(job,), daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        thread = threading.Thread(target=self._loop, daemon=True)
+        thread.start()
+        self._threads.append(thread)
         return self
 
-    def _loop(self, job: Callable[[], None]) -> None:
+    def _loop(self) -> None:
+        # The sources answer from what their feeds last reported (they never wait on the lab),
+        # so one thread reads them all.
         while not self._stop.is_set():
-            job()
+            self.poll_once()
             self._stop.wait(POLL_INTERVAL)
 
     def stop(self) -> None:
         self._stop.set()
         for thread in self._threads:
             thread.join(timeout=10)
+        for source in (self.director_source, self.arp_source, self.real_server_source):
+            close = getattr(source, "close", None)
+            if close is not None:
+                close()
         self.http_source.close()
+        if self.on_stop is not None:
+            self.on_stop()
 
     # snapshots
     def snapshot(self) -> Snapshot:
@@ -312,6 +555,11 @@ class Watch:
             arp=self.arp,
             http=http_view(self.http_source.window(now - HTTP_WINDOW), HTTP_WINDOW),
             real_servers=self.real_servers,
+            real_server_views=(
+                tuple(self.real_server_views[r] for r in self.real_servers)
+                if self.real_server_source is not None
+                else ()
+            ),
         )
         self._note_transitions(self._last, snap)
         self._last = snap
@@ -325,6 +573,8 @@ class Watch:
             if was != now:
                 why = f" ({after.reason})" if after.reason and after.state else ""
                 self.transitions.append((new.at, f"{after.name}: {was} -> {now}{why}"))
+            if before.link != after.link and after.link is not None:
+                self.transitions.append((new.at, f"{after.name}: front link {after.link}"))
         if old.holders != new.holders:
             self.transitions.append((new.at, f"VIP: {', '.join(new.holders) or 'nobody'}"))
         if old.arp.mac != new.arp.mac:
@@ -335,6 +585,15 @@ class Watch:
                 self.transitions.append(
                     (new.at, f"{rs}: {'back in the pool' if ok else 'drained (check failed)'}")
                 )
+        for before_rs, after_rs in zip(old.real_server_views, new.real_server_views, strict=True):
+            name = after_rs.name
+            if before_rs.httpd is not None and after_rs.httpd not in (None, before_rs.httpd):
+                word = "httpd running" if after_rs.httpd else "httpd stopped"
+                self.transitions.append((new.at, f"{name}: {word}"))
+            was_arp, now_arp = before_rs.arp_suppressed, after_rs.arp_suppressed
+            if was_arp is not None and now_arp not in (None, was_arp):
+                word = "ARP suppression on" if now_arp else "ARP suppression OFF (answers ARP)"
+                self.transitions.append((new.at, f"{name}: {word}"))
 
 
 def _director_word(view: DirectorView) -> str:
@@ -356,7 +615,8 @@ def render(snap: Snapshot, transitions: list[tuple[float, str]]) -> RenderableTy
     title.append(time.strftime("   %H:%M:%S", time.localtime(snap.at)), style="dim")
 
     directors = Table(title="directors", expand=True)
-    for column in ("director", "container", "VRRP state", "priority", "VIP", "last reason"):
+    columns = ("director", "container", "VRRP state", "priority", "VIP", "front link")
+    for column in (*columns, "last reason"):
         directors.add_column(column)
     for d in snap.directors:
         directors.add_row(
@@ -365,6 +625,7 @@ def render(snap: Snapshot, transitions: list[tuple[float, str]]) -> RenderableTy
             Text(d.state or "-", style=STATE_STYLE.get(d.state or "", "")),
             "-" if d.priority is None else str(d.priority),
             {True: "yes", False: "no", None: "?"}[d.holds_vip],
+            Text(d.link or "?", style="bold red" if d.link == "down" else ""),
             d.reason or "",
         )
 
@@ -381,14 +642,27 @@ def render(snap: Snapshot, transitions: list[tuple[float, str]]) -> RenderableTy
     )
     client.add_row(Text(arp, style="bold red" if snap.arp.node in snap.real_servers else ""), http)
 
-    servers = Table(title="real servers (the MASTER's checker)", expand=True)
+    servers = Table(title="real servers", expand=True)
     servers.add_column("real server")
-    servers.add_column("health")
+    servers.add_column("health (the MASTER's checker)")
+    if snap.real_server_views:
+        servers.add_column("httpd")
+        servers.add_column("ARP for the VIP")
     for rs, ok in snap.health().items():
         word = {True: ("in the pool", "green"), False: ("FAILED, drained", "bold red")}.get(
             ok, ("?", "")
         )
-        servers.add_row(rs, Text(word[0], style=word[1]))
+        cells: list[RenderableType] = [rs, Text(word[0], style=word[1])]
+        view = snap.real_server(rs)
+        if view is not None:
+            httpd = {True: ("running", ""), False: ("STOPPED", "bold red")}.get(
+                view.httpd, (view.container if view.container != "running" else "?", "")
+            )
+            arp = {True: ("suppressed", ""), False: ("ANSWERS (suppression off)", "bold red")}.get(
+                view.arp_suppressed, ("?", "")
+            )
+            cells += [Text(httpd[0], style=httpd[1]), Text(arp[0], style=arp[1])]
+        servers.add_row(*cells)
 
     log = Table(title="last transitions", expand=True, show_header=False)
     log.add_column("time", style="dim", width=9)
@@ -415,26 +689,31 @@ class _Discard:
 
 def lab_watch(lab: Lab, http: HttpSource | None = None) -> Watch:
     topo = lab.topology
+    states = ContainerStates(lab)
+    states.ready.wait(timeout=10)
     return Watch(
         vip=topo.vip,
         directors=topo.director_names,
         real_servers=topo.real_server_names,
-        director_source=LabDirectors(lab),
-        arp_source=LabArp(lab),
-        http_source=http or LabHttp(lab),
+        director_source=LabDirectors(lab, states),
+        arp_source=LabArp(lab, states),
+        http_source=http or LabHttp(lab, states),
+        real_server_source=LabRealServers(lab, states),
+        on_stop=states.close,
     )
 
 
-def run_watch(lab: Lab, *, refresh: float = 4.0, seconds: float | None = None) -> int:
+def run_watch(lab: Lab, *, refresh: float = REFRESH, seconds: float | None = None) -> int:
     """Draw the live view until Ctrl-C (or `seconds`)."""
     watch = lab_watch(lab).start()
     deadline = None if seconds is None else time.monotonic() + seconds
     try:
         with Live(refresh_per_second=refresh, screen=False, auto_refresh=False) as live:
             while deadline is None or time.monotonic() < deadline:
+                started = time.monotonic()
                 snap = watch.snapshot()
                 live.update(render(snap, list(watch.transitions)), refresh=True)
-                time.sleep(1 / refresh)
+                time.sleep(max(0.0, 1 / refresh - (time.monotonic() - started)))
     except KeyboardInterrupt:
         pass
     finally:

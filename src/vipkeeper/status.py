@@ -143,7 +143,7 @@ ERROR_KINDS: dict[str, tuple[str, ...]] = {
     "advert_interval": ("interval_mismatch", "interval_invalid"),
     "ip_ttl": ("ttl",),
     "invalid_type": ("type",),
-    "authentication_invalid": (),
+    "authentication_invalid": ("auth_type_invalid",),
     "authentication_mismatch": ("auth_type",),
     "authentication_failure": ("auth_mismatch",),
 }

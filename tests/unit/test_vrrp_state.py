@@ -434,6 +434,9 @@ DROPS = [
     ("vrid_mismatch", {}, packet(priority=200, vrid=52)),
     ("interval_mismatch", {}, packet(priority=200, interval=2)),
     ("auth_type", {"auth_pass": "pw"}, packet(priority=200)),
+    ("auth_type", {}, packet(priority=200, auth_type=AuthType.AH)),
+    ("auth_type_invalid", {"auth_pass": "pw"}, packet(priority=200, auth_type=3)),
+    ("auth_type_invalid", {}, packet(priority=200, auth_type=255)),
     (
         "auth_mismatch",
         {"auth_pass": "pw"},
@@ -446,7 +449,9 @@ DROPS = [
 ]
 
 
-@pytest.mark.parametrize(("reason", "overrides", "bad"), DROPS, ids=[d[0] for d in DROPS])
+@pytest.mark.parametrize(
+    ("reason", "overrides", "bad"), DROPS, ids=[f"{d[0]}-{n}" for n, d in enumerate(DROPS)]
+)
 def test_invalid_packets_are_dropped_and_counted(reason, overrides, bad):
     instance, _ = start(make(**overrides))
     deadline = instance.next_deadline()

@@ -1,6 +1,7 @@
-"""`make watch` in a real terminal (a pseudo-terminal) while the MASTER is killed: the view
-keeps running and shows the VIP change hands; the delay from the harness's own probe seeing
-the new holder to the screen showing it is measured and bounded."""
+"""`make watch` in a real terminal (a pseudo-terminal) while the MASTER is killed: the view keeps
+running, shows the MASTER's container exited within VIEW_BOUND (one second) of the kill, and the
+VIP in the BACKUP's hands within its Master_Down_Interval plus VIEW_BOUND, both measured from
+`Kill.apply()` returning to the text arriving on the terminal."""
 
 from __future__ import annotations
 
@@ -16,16 +17,13 @@ import termios
 import threading
 import time
 
-from harness import Lab, VipWatcher, wait_until
+from harness import Lab, wait_until
 from harness.faults import Kill
-from harness.topology import REACTION_MARGIN, lab_topology
+from harness.topology import lab_topology
+from harness.watch import VIEW_BOUND
 
 TOPO = lab_topology()
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Za-z0-9]|\r")
-# The view refreshes 4 times a second and reads each director every 0.2 s through one
-# `docker exec`; the harness's probe reads the same way.  Their difference stays under one
-# second plus one read's worth of a busy machine.
-DISPLAY_LAG = 1.0 + REACTION_MARGIN / 2
 
 
 class Screen:
@@ -83,21 +81,14 @@ def test_watch_in_a_terminal_shows_the_vip_change_hands_during_a_kill(healed_aft
             timeout=60,
             what=f"the live view to show {master} holding the VIP",
         )
-        with VipWatcher(lab, lambda t, h: None, interval=0.1) as watcher:
-            killed_at = Kill(lab, master).apply()
-            shown_at = wait_until(
-                lambda: screen.first(f"held by: {backup}", after=killed_at),
-                timeout=TOPO.director(backup).master_down_interval + REACTION_MARGIN + 10,
-                what=f"the live view to show {backup} holding the VIP",
-            )
-            seen_at = wait_until(
-                lambda: next((t for t, h in watcher.history if h == {backup}), None),
-                timeout=REACTION_MARGIN + 10,
-                what=f"the harness's probe to see {backup} holding the VIP",
-            )
-        # The transition line: MASTER -> exited (or -> "no status" first, when an exec fails
-        # before Docker reports the container gone).
-        left_at = screen.first(f"{master}: MASTER -> ", after=killed_at)
+        killed_at = Kill(lab, master).apply()
+        bound = TOPO.director(backup).master_down_interval + VIEW_BOUND
+        shown_at = wait_until(
+            lambda: screen.first(f"held by: {backup}", after=killed_at),
+            timeout=bound + 10,
+            what=f"the live view to show {backup} holding the VIP",
+        )
+        left_at = screen.first(f"{master}: MASTER -> exited", after=killed_at)
         assert proc.poll() is None, "the live view stopped during the fault"
     finally:
         os.killpg(proc.pid, signal.SIGINT)
@@ -107,9 +98,8 @@ def test_watch_in_a_terminal_shows_the_vip_change_hands_during_a_kill(healed_aft
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         os.close(primary)
-    lag = shown_at - seen_at  # negative: the view was first
-    print(f"kill -> shown {shown_at - killed_at:.2f} s; probe -> shown {lag:+.2f} s")
-    assert shown_at - killed_at <= TOPO.director(backup).master_down_interval + REACTION_MARGIN
-    assert lag <= DISPLAY_LAG, f"the view showed {backup} {lag:.2f} s after the probe saw it"
-    assert left_at is not None and left_at - killed_at <= DISPLAY_LAG
+    print(f"kill -> {master} shown exited {(left_at or 0) - killed_at:.2f} s, "
+          f"{backup} shown holding the VIP {shown_at - killed_at:.2f} s")  # fmt: skip
+    assert left_at is not None and left_at - killed_at <= VIEW_BOUND
+    assert shown_at - killed_at <= bound
     assert proc.returncode == 0

@@ -3,10 +3,10 @@ string (rich's recording console), and the test reads what an attendee would see
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from harness.probes import Request
-from harness.watch import ArpView, DirectorView, Watch, render_text
+from harness.watch import ArpView, DirectorView, RealServerView, Watch, render_text
 
 RS = {"192.168.0.54": "rs1", "192.168.0.55": "rs2"}
 
@@ -163,3 +163,37 @@ def test_a_source_that_fails_is_shown_not_fatal() -> None:
     watch.poll_once()
     text = render_text(watch.snapshot(), list(watch.transitions))
     assert "unreadable: container between states" in text
+
+
+@dataclass
+class FakeRealServers:
+    views: dict[str, RealServerView]
+
+    def read(self, real_server: str) -> RealServerView:
+        return self.views[real_server]
+
+
+def test_httpd_arp_suppression_and_a_link_show_and_their_changes_are_transitions() -> None:
+    now = [1000.0]
+    watch, directors, *_ = make_watch(now)
+    up = {"container": "running", "httpd": True, "arp_suppressed": True}
+    servers = FakeRealServers({rs: RealServerView(name=rs, **up) for rs in ("rs1", "rs2")})  # type: ignore[arg-type]
+    watch.real_server_source = servers
+    directors.views["dir1"] = replace(directors.views["dir1"], link="up")
+    watch.poll_once()
+    text = render_text(watch.snapshot(), list(watch.transitions))
+    assert text.count("running") >= 2 and text.count("suppressed") == 2
+    now[0] += 0.5
+    servers.views["rs1"] = RealServerView(
+        name="rs1", container="running", httpd=False, arp_suppressed=False
+    )
+    directors.views["dir1"] = replace(directors.views["dir1"], link="down")
+    watch.poll_once()
+    snap = watch.snapshot()
+    text = render_text(snap, list(watch.transitions))
+    assert snap.real_server("rs1") == servers.views["rs1"]
+    assert "STOPPED" in text and "ANSWERS (suppression off)" in text
+    assert "rs1: httpd stopped" in text
+    assert "rs1: ARP suppression OFF (answers ARP)" in text
+    assert "dir1: front link down" in text
+    assert "rs2: httpd" not in text  # nothing changed there

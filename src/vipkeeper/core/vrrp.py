@@ -72,6 +72,9 @@ class ProtocolError(Exception):
         self.event = event
 
 
+_AUTH_TYPES = frozenset(vrrp_wire.AuthType)
+
+
 @functools.lru_cache(maxsize=4096)
 def _normalise(address: str) -> str:
     # Cached: every received packet normalises the same few source addresses.
@@ -437,6 +440,9 @@ class VrrpInstance:
             expected = (
                 vrrp_wire.AuthType.PASS if self._password is not None else vrrp_wire.AuthType.NONE
             )
+            if advert.auth_type not in _AUTH_TYPES:
+                self.stats.drop(DropReason.AUTH_TYPE_INVALID)
+                return None
             if advert.auth_type != expected:
                 self.stats.drop(DropReason.AUTH_TYPE)
                 return None

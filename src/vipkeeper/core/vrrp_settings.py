@@ -27,6 +27,9 @@ class DropReason:
     VRID_MISMATCH = "vrid_mismatch"
     OWN_ADVERT = "own_advert"
     UNICAST_PEER = "unicast_peer"  # unicast mode: the source is not a configured peer
+    # keepalived's three authentication counters: a type RFC 2338 does not define (invalid), a
+    # defined type other than ours (mismatch), our type with another password (failure).
+    AUTH_TYPE_INVALID = "auth_type_invalid"  # v2 Auth Type not NONE, PASS or AH
     AUTH_TYPE = "auth_type"  # RFC 3768 §7.1: auth type must match
     AUTH_MISMATCH = "auth_mismatch"  # v2 simple password differs
     INTERVAL_MISMATCH = "interval_mismatch"  # RFC 3768 §7.1: v2 Adver Int must match
