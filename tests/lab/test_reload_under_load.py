@@ -52,7 +52,7 @@ from vipkeeper.director import virtual_service
 
 pytestmark = [
     pytest.mark.faults,
-    pytest.mark.compose_only("recreates the MASTER's container to mount a copy of its configuration"),
+    pytest.mark.compose_only("recreates the MASTER's container with a copy of its configuration"),
 ]
 
 TOPO = target.topology()
