@@ -57,12 +57,20 @@ def spread(net: LbNet, requests: int = 24) -> dict[str, int]:
     return seen
 
 
+# The flow hash places each connection, so a handful can all land on one server by chance (8
+# on two servers: 1 in 128); opening up to this many makes that 1 in 2**63 for a working spread.
+SPREAD_LIMIT = 64
+
+
 def open_connections(client: Client, count: int) -> dict[int, str]:
-    """Open `count` keep-alive connections to the VIP: which server answered each."""
+    """Open at least `count` keep-alive connections to the VIP, and more (up to SPREAD_LIMIT)
+    until every real server has answered one: which server answered each."""
     owners: dict[int, str] = {}
-    for conn in range(count):
+    conn = 0
+    while conn < count or (set(owners.values()) != set(RS) and conn < SPREAD_LIMIT):
         client.open(conn)
         owners[conn] = client.get_on(conn)
+        conn += 1
     return owners
 
 
