@@ -20,14 +20,11 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import CollectorRegistry
 
-from vipkeeper import metrics, status
-from vipkeeper.assemble import plan
-from vipkeeper.config import parse_text
+from vipkeeper import metrics
 from vipkeeper.core import vrrp_wire
 from vipkeeper.core.events import PacketReceived, SourceAddressChanged, Started
 from vipkeeper.core.vrrp import VrrpInstance
-from vipkeeper.director import Director
-from vipkeeper.io.scripts import ScriptRunner
+from vipkeeper.testing import samples
 
 CONFIG = """
 vrrp_instance VI_A {
@@ -75,16 +72,8 @@ def _advert(auth_type: int, password: bytes) -> PacketReceived:
 
 
 def _document() -> dict[str, Any]:
-    result = parse_text(CONFIG, "/etc/keepalived/keepalived.conf")
-    assert result.config is not None, result.diagnostics
-    the_plan = plan(result.config)
-    journal = status.Journal(
-        started_at=1_000_000.0,
-        config_file="/etc/keepalived/keepalived.conf",
-        config_checksum="0" * 64,
-        config_loaded_at=1_000_000.0,
-    )
-    instance = VrrpInstance(the_plan.settings["VI_A"])
+    loaded = samples.load(CONFIG)
+    instance = VrrpInstance(loaded.plan.settings["VI_A"])
     instance.handle(SourceAddressChanged(address="10.0.0.1"), 0.0)
     instance.handle(Started(), 0.0)
     now = 0.1
@@ -94,16 +83,7 @@ def _document() -> dict[str, Any]:
             now += 0.1
     assert instance.stats.adverts_received == 0
     assert instance.master_address is None
-    return status.build_status(
-        plan=the_plan,
-        instances={"VI_A": instance},
-        groups={},
-        director=Director(result.config, runner=ScriptRunner()),
-        journal=journal,
-        present_vips=frozenset(),
-        now=1_000_001.0,
-        wall_offset=1_000_000.0,
-    )
+    return loaded.status({"VI_A": instance}, frozenset(), now=1.0)
 
 
 def test_each_kind_of_bad_authentication_has_its_own_count_in_status() -> None:

@@ -8,11 +8,13 @@ an advert with a bad TTL. Must never: open a socket or read a clock (times are f
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from vipkeeper import status
-from vipkeeper.assemble import plan
+from vipkeeper.assemble import Plan, plan
 from vipkeeper.config import parse_text
+from vipkeeper.config.model import Config
 from vipkeeper.core.effects import ReportTransition
 from vipkeeper.core.events import (
     PacketReceived,
@@ -87,19 +89,56 @@ def feed(instance: VrrpInstance, journal: status.Journal, event: Any, now: float
     """Hand `event` to `instance` at `now`; the journal records its transitions."""
     for effect in instance.handle(event, now):
         if isinstance(effect, ReportTransition):
-            journal.record_transition(effect, 1_000_000.0 + now)
+            journal.record_transition(effect, STARTED_AT + now)
+
+
+STARTED_AT = 1_000_000.0  # the sample daemon's start, on the wall clock; core time 0 is then
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A configuration text as a freshly started daemon holds it: its model, its plan and an
+    empty journal; `status(...)` builds the status document from them."""
+
+    config: Config
+    plan: Plan
+    journal: status.Journal
+
+    def status(
+        self,
+        instances: dict[str, VrrpInstance],
+        present_vips: frozenset[tuple[str, str]],
+        now: float,
+    ) -> dict[str, Any]:
+        return status.build_status(
+            plan=self.plan,
+            instances=instances,
+            groups={},
+            director=Director(self.config, runner=ScriptRunner()),
+            journal=self.journal,
+            present_vips=present_vips,
+            now=STARTED_AT + now,
+            wall_offset=STARTED_AT,
+        )
+
+
+def load(text: str) -> Loaded:
+    """`text` parsed (it must be valid), planned, with the journal of a daemon started at
+    STARTED_AT from /etc/keepalived/keepalived.conf."""
+    result = parse_text(text, "/etc/keepalived/keepalived.conf")
+    assert result.config is not None, result.diagnostics
+    journal = status.Journal(
+        started_at=STARTED_AT,
+        config_file="/etc/keepalived/keepalived.conf",
+        config_checksum="0" * 64,
+        config_loaded_at=STARTED_AT,
+    )
+    return Loaded(config=result.config, plan=plan(result.config), journal=journal)
 
 
 def status_document() -> dict[str, Any]:
-    result = parse_text(CONFIG, "/etc/keepalived/keepalived.conf")
-    assert result.config is not None, result.diagnostics
-    the_plan = plan(result.config)
-    journal = status.Journal(
-        started_at=1_000_000.0,
-        config_file="/etc/keepalived/keepalived.conf",
-        config_checksum="0" * 64,
-        config_loaded_at=1_000_000.0,
-    )
+    loaded = load(CONFIG)
+    the_plan, journal = loaded.plan, loaded.journal
     vi1 = VrrpInstance(the_plan.settings["VI_1"])
     vi2 = VrrpInstance(the_plan.settings["VI_2"])
     feed(vi1, journal, SourceAddressChanged(address="10.0.0.1"), 0.0)
@@ -120,14 +159,4 @@ def status_document() -> dict[str, Any]:
         ),
         deadline + 0.7,
     )
-    director = Director(result.config, runner=ScriptRunner())
-    return status.build_status(
-        plan=the_plan,
-        instances={"VI_1": vi1, "VI_2": vi2},
-        groups={},
-        director=director,
-        journal=journal,
-        present_vips=frozenset({("10.0.0.100", "eth0")}),
-        now=1_000_010.0,
-        wall_offset=1_000_000.0,
-    )
+    return loaded.status({"VI_1": vi1, "VI_2": vi2}, frozenset({("10.0.0.100", "eth0")}), now=10.0)
