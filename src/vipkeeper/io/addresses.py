@@ -1,20 +1,17 @@
-"""Virtual addresses on interfaces, over rtnetlink with pyroute2's asyncio API.
+"""Virtual addresses on interfaces, over rtnetlink (`vipkeeper.io.rtnl`).
 
 Owns: adding and removing the VIPs the core orders (`AddVips` / `DelVips`), idempotently;
 cleaning VIPs a crashed run left behind; listing an interface's addresses and picking the primary
 one VRRP sends from (first non-secondary IPv4 address; first usable IPv6 link-local, which
 RFC 9568 §5.1.2.1 requires as the IPv6 source).
 
-Must never: decide which addresses should be present (the core does), shell out to `ip`, or use
-pyroute2's synchronous classes (they run their own event loop).
+Must never: decide which addresses should be present (the core does), or shell out to `ip`.
 
-Adding a VIP is on a takeover's path, before the gratuitous ARP. pyroute2's request machinery
-spends about 0.7 ms on it (a loop iteration for the answer, and parsing); the kernel needs a few
-microseconds. So once the interface's index is known, `add` encodes the RTM_NEWADDR with
-pyroute2's own `ifaddrmsg`, exactly as `AsyncIPRoute.addr("add")` does, sends it on a second
-rtnetlink socket of the manager's, and reads the acknowledgement that rtnetlink queued while
-handling the send (awaiting it through the loop in the unlikely case it is not there yet).
-Everything else (dumps, deletes, index look-ups) goes through `AsyncIPRoute`.
+Adding a VIP is on a takeover's path, before the gratuitous ARP; the kernel needs a few
+microseconds for it. So once the interface's index is known, `add_now` sends the RTM_NEWADDR and
+reads the acknowledgement that rtnetlink queued while handling the send, without a loop
+iteration (`add` awaits it through the loop in the unlikely case it is not there yet). One
+request at a time is in flight: the manager's lock orders them.
 """
 
 from __future__ import annotations
@@ -23,20 +20,13 @@ import asyncio
 import errno
 import ipaddress
 import logging
-import os
 import socket
-import struct
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
-
-from pyroute2.iproute.linux import AsyncIPRoute
-from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, NLMSG_ERROR
-from pyroute2.netlink.exceptions import NetlinkError
-from pyroute2.netlink.rtnl import RTM_NEWADDR
-from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 
 from vipkeeper.core.effects import VirtualAddress
+from vipkeeper.io import rtnl
+from vipkeeper.io.rtnl import NetlinkError
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +36,7 @@ IFA_F_NODAD = 0x02
 IFA_F_DADFAILED = 0x08
 IFA_F_TENTATIVE = 0x40
 
-# /etc/iproute2/rt_scopes; pyroute2 wants the numbers.
+# /etc/iproute2/rt_scopes; rtnetlink carries the numbers.
 SCOPES = {"global": 0, "universe": 0, "site": 200, "link": 253, "host": 254, "nowhere": 255}
 _SCOPE_NAMES = {0: "global", 200: "site", 253: "link", 254: "host", 255: "nowhere"}
 
@@ -80,12 +70,10 @@ class AddressManager:
     """Owns one rtnetlink socket; use as `async with AddressManager() as addresses: ...`."""
 
     def __init__(self) -> None:
-        self._ipr: Any = AsyncIPRoute()
-        # One request at a time: pyroute2 answers a second dump on the same socket with EBUSY.
+        self._rtnl = rtnl.Rtnl()
+        # One request at a time: answers are matched to the request in flight.
         self._lock = asyncio.Lock()
         self._indices: dict[str, int] = {}
-        self._quick: socket.socket | None = None  # see the module docstring
-        self._sequence = 0
 
     async def __aenter__(self) -> AddressManager:
         return self
@@ -94,22 +82,19 @@ class AddressManager:
         self.close()
 
     def close(self) -> None:
-        self._ipr.close()
-        if self._quick is not None:
-            self._quick.close()
-            self._quick = None
+        self._rtnl.close()
 
     async def ifindex(self, interface: str) -> int:
-        """The interface's index, cached: a link dump per address change is what made a
+        """The interface's index, cached: a link look-up per address change is what made a
         director with hundreds of VIPs spend its time in netlink."""
         cached = self._indices.get(interface)
         if cached is not None:
             return cached
-        indices = await self._ipr.link_lookup(ifname=interface)
-        if not indices:
+        index = await rtnl.link_index(self._rtnl, interface)
+        if index is None:
             raise InterfaceNotFoundError(f"no interface named {interface!r}")
-        self._indices[interface] = int(indices[0])
-        return self._indices[interface]
+        self._indices[interface] = index
+        return index
 
     def forget(self, interface: str) -> None:
         """Drop the cached index (the interface was deleted, or created again)."""
@@ -146,24 +131,11 @@ class AddressManager:
         return await operation(vip)
 
     async def _add(self, vip: VirtualAddress) -> bool:
-        index = self._indices.get(vip.dev)
-        if index is not None:
-            return await self._add_quickly(vip, index)
-        request = await self._request(vip)
-        if request["family"] == socket.AF_INET:
-            if vip.label is not None:
-                request["label"] = vip.label
-        else:
-            # A VIP must answer at once after a takeover, not after duplicate detection.
-            request["flags"] = IFA_F_NODAD
-        try:
-            await self._ipr.addr("add", **request)
-        except NetlinkError as error:
-            if error.code == errno.EEXIST:
-                return False
-            raise
-        log.info("added %s/%d on %s", vip.address, vip.prefixlen, vip.dev)
-        return True
+        """RTM_NEWADDR for `vip`; False when it was already there."""
+        sequence = self._send_new_address(vip, await self.ifindex(vip.dev))
+        while (error := self._rtnl.answer_now(sequence)) is None:
+            await _readable(self._rtnl.socket())
+        return self._added(vip, error)
 
     def add_now(self, vip: VirtualAddress) -> bool | None:
         """Put `vip` on its interface without waiting, for a takeover's first effects.
@@ -176,31 +148,10 @@ class AddressManager:
         index = self._indices.get(vip.dev)
         if index is None or self._lock.locked():
             return None
-        error = self._answer(self._send_new_address(vip, index))
+        error = self._rtnl.answer_now(self._send_new_address(vip, index))
         if error is None or error in (errno.ENODEV, errno.EINVAL):
             return None  # no answer yet, or perhaps a stale index: `add` looks it up again
         return self._added(vip, error)
-
-    async def _add_quickly(self, vip: VirtualAddress, index: int) -> bool:
-        """RTM_NEWADDR on the manager's second rtnetlink socket (see the module docstring);
-        the same message `_add` sends through pyroute2. False when it was already there."""
-        sequence = self._send_new_address(vip, index)
-        while (error := self._answer(sequence)) is None:
-            await _readable(self._quick_socket())
-        return self._added(vip, error)
-
-    def _answer(self, sequence: int) -> int | None:
-        """The errno rtnetlink answered request `sequence` with (0: done), if it has answered;
-        earlier answers still waiting in the socket are read and dropped."""
-        sock = self._quick_socket()
-        while True:
-            try:
-                answer = sock.recv(65536)
-            except BlockingIOError:
-                return None
-            error = _acknowledgement(answer, sequence)
-            if error is not None:
-                return error
 
     def _added(self, vip: VirtualAddress, error: int) -> bool:
         if error == 0:
@@ -210,50 +161,41 @@ class AddressManager:
             return True
         if error == errno.EEXIST:
             return False
-        raise NetlinkError(error, os.strerror(error))
+        raise NetlinkError(error)
 
     def _send_new_address(self, vip: VirtualAddress, index: int) -> int:
-        """Send RTM_NEWADDR for `vip` on the quick socket; its sequence number."""
+        """Send RTM_NEWADDR for `vip` (IPv4: address, label, local; IPv6: address, and no
+        duplicate address detection, since a VIP must answer at once after a takeover); its
+        sequence number."""
         address = ipaddress.ip_address(vip.address)
-        message = ifaddrmsg()
-        message["prefixlen"] = vip.prefixlen
-        message["flags"] = 0
-        message["scope"] = scope_number(vip.scope) if vip.scope is not None else 0
-        message["index"] = index
+        scope = scope_number(vip.scope) if vip.scope is not None else 0
         if address.version == 4:
-            message["family"] = socket.AF_INET
-            attrs: list[tuple[str, Any]] = [("IFA_ADDRESS", str(address))]
-            if vip.label is not None:
-                attrs.append(("IFA_LABEL", vip.label))
-            attrs.append(("IFA_LOCAL", str(address)))
+            body = rtnl.address_body(
+                family=socket.AF_INET, index=index, prefixlen=vip.prefixlen, scope=scope,
+                address=str(address), label=vip.label, local=True,
+            )  # fmt: skip
         else:
-            message["family"] = socket.AF_INET6
-            attrs = [("IFA_ADDRESS", str(address)), ("IFA_FLAGS", IFA_F_NODAD)]
-        message["attrs"] = attrs
-        self._sequence = sequence = (self._sequence % 0x7FFFFFFF) + 1
-        message["header"]["type"] = RTM_NEWADDR
-        message["header"]["flags"] = NLM_F_REQUEST | NLM_F_ACK | NLM_F_EXCL | NLM_F_CREATE
-        message["header"]["sequence_number"] = sequence
-        message.encode()
-        self._quick_socket().send(bytes(message.data))
-        return sequence
-
-    def _quick_socket(self) -> socket.socket:
-        if self._quick is None:
-            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
-            sock.setblocking(False)
-            sock.bind((0, 0))
-            self._quick = sock
-        return self._quick
+            body = rtnl.address_body(
+                family=socket.AF_INET6, index=index, prefixlen=vip.prefixlen, scope=scope,
+                address=str(address), extended_flags=IFA_F_NODAD,
+            )  # fmt: skip
+        flags = rtnl.NLM_F_ACK | rtnl.NLM_F_EXCL | rtnl.NLM_F_CREATE
+        return self._rtnl.send(rtnl.RTM_NEWADDR, flags, body)
 
     async def _delete(self, vip: VirtualAddress) -> bool:
         try:
-            request = await self._request(vip)
+            index = await self.ifindex(vip.dev)
         except InterfaceNotFoundError:
             return False  # the interface went away, and the address with it
-        request.pop("scope", None)  # the kernel matches on address and prefix length
+        address = ipaddress.ip_address(vip.address)
+        # The kernel matches on address and prefix length (IPv4: the local address).
+        body = rtnl.address_body(
+            family=socket.AF_INET if address.version == 4 else socket.AF_INET6,
+            index=index, prefixlen=vip.prefixlen, address=str(address),
+            local=address.version == 4,
+        )  # fmt: skip
         try:
-            await self._ipr.addr("del", **request)
+            await self._rtnl.request(rtnl.RTM_DELADDR, 0, body)
         except NetlinkError as error:
             if error.code in (errno.EADDRNOTAVAIL, errno.ENOENT, errno.ENODEV):
                 return False
@@ -307,19 +249,23 @@ class AddressManager:
     async def _list(self, interface: str, family: int) -> list[InterfaceAddress]:
         index = await self.ifindex(interface)
         result = []
-        async for message in await self._ipr.addr("dump", family=family, index=index):
-            if message["index"] != index:
+        dump = rtnl.address_body(family=family, index=index)
+        for message in await self._rtnl.request(rtnl.RTM_GETADDR, rtnl.NLM_F_DUMP, dump):
+            if message.kind != rtnl.RTM_NEWADDR:
                 continue
-            scope = message["scope"]
+            item = rtnl.Address(message.body)
+            address = item.address()
+            if item.index != index or address is None:
+                continue
             result.append(
                 InterfaceAddress(
                     interface=interface,
-                    address=message.get_attr("IFA_ADDRESS"),
-                    prefixlen=message["prefixlen"],
-                    family=message["family"],
-                    scope=_SCOPE_NAMES.get(scope, str(scope)),
-                    label=message.get_attr("IFA_LABEL"),
-                    flags=(message.get_attr("IFA_FLAGS") or 0) | message["flags"],
+                    address=address,
+                    prefixlen=item.prefixlen,
+                    family=item.family,
+                    scope=_SCOPE_NAMES.get(item.scope, str(item.scope)),
+                    label=item.label,
+                    flags=item.all_flags,
                 )
             )
         return result
@@ -352,18 +298,6 @@ class AddressManager:
                 return item.address
         return None
 
-    async def _request(self, vip: VirtualAddress) -> dict[str, Any]:
-        address = ipaddress.ip_address(vip.address)
-        request: dict[str, Any] = {
-            "index": await self.ifindex(vip.dev),
-            "address": str(address),
-            "prefixlen": vip.prefixlen,
-            "family": socket.AF_INET if address.version == 4 else socket.AF_INET6,
-        }
-        if vip.scope is not None:
-            request["scope"] = scope_number(vip.scope)
-        return request
-
 
 async def _readable(sock: socket.socket) -> None:
     """Wait until `sock` has something to read."""
@@ -379,21 +313,6 @@ async def _readable(sock: socket.socket) -> None:
         await ready
     finally:
         loop.remove_reader(sock.fileno())
-
-
-def _acknowledgement(answer: bytes, sequence: int) -> int | None:
-    """The errno (0: success) a netlink NLMSG_ERROR answer to request `sequence` carries; None
-    if `answer` holds no answer to it."""
-    offset = 0
-    while offset + 20 <= len(answer):
-        length, kind, _flags, number, _port = struct.unpack_from("=IHHII", answer, offset)
-        if length < 16:
-            return None
-        if kind == NLMSG_ERROR and number == sequence:
-            (error,) = struct.unpack_from("=i", answer, offset + 16)
-            return -int(error)
-        offset += (length + 3) & ~3
-    return None
 
 
 def scope_number(scope: str) -> int:

@@ -20,11 +20,8 @@ import logging
 import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any
 
-from pyroute2.iproute.linux import AsyncIPRoute
-from pyroute2.netlink.rtnl import RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR, RTMGRP_LINK
-
+from vipkeeper.io import rtnl
 from vipkeeper.io.cancel import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -55,18 +52,17 @@ class AddressChanged:
 LinkEvent = LinkChanged | AddressChanged
 
 
-def link_is_up(message: Any) -> bool:
-    flags = int(message["flags"])
-    return bool(flags & IFF_UP) and bool(flags & IFF_RUNNING)
+def link_is_up(link: rtnl.Link) -> bool:
+    return bool(link.flags & IFF_UP) and bool(link.flags & IFF_RUNNING)
 
 
 async def link_states() -> dict[str, bool]:
     """Every interface of this network namespace and whether it is up, right now."""
-    async with AsyncIPRoute() as ipr:
-        return {
-            message.get_attr("IFLA_IFNAME"): link_is_up(message)
-            async for message in await ipr.link("dump")
-        }
+    connection = rtnl.Rtnl()
+    try:
+        return {link.name: link_is_up(link) for link in await rtnl.links(connection) if link.name}
+    finally:
+        connection.close()
 
 
 class LinkMonitor:
@@ -84,7 +80,7 @@ class LinkMonitor:
         self._names: dict[int, str] = {}
         self._on_event = on_event
         self._queue: asyncio.Queue[LinkEvent | None] = asyncio.Queue()
-        self._events: Any = None
+        self._events: rtnl.Rtnl | None = None
         self._task: asyncio.Task[None] | None = None
 
     @classmethod
@@ -119,16 +115,19 @@ class LinkMonitor:
         self._queue.put_nowait(None)
 
     async def _subscribe(self) -> None:
-        events = AsyncIPRoute()
-        await events.bind(groups=RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR)
+        events = rtnl.Rtnl(rtnl.RTMGRP_LINK | rtnl.RTMGRP_IPV4_IFADDR | rtnl.RTMGRP_IPV6_IFADDR)
+        events.socket()  # subscribed from here on
         self._events = events
-        async with AsyncIPRoute() as ipr:
+        snapshot = rtnl.Rtnl()
+        try:
             fresh: dict[str, bool] = {}
             names: dict[int, str] = {}
-            async for message in await ipr.link("dump"):
-                name = message.get_attr("IFLA_IFNAME")
-                fresh[name] = link_is_up(message)
-                names[message["index"]] = name
+            for link in await rtnl.links(snapshot):
+                if link.name:
+                    fresh[link.name] = link_is_up(link)
+                    names[link.index] = link.name
+        finally:
+            snapshot.close()
         previous, self.states, self._names = self.states, fresh, names
         for name in previous.keys() | fresh.keys():
             if previous and previous.get(name, False) != fresh.get(name, False):
@@ -136,8 +135,9 @@ class LinkMonitor:
 
     async def _listen(self) -> None:
         while True:
+            assert self._events is not None
             try:
-                async for message in self._events.get():
+                for message in rtnl.messages(await self._events.receive()):
                     self._handle(message)
             except asyncio.CancelledError:
                 raise
@@ -155,14 +155,13 @@ class LinkMonitor:
                 log.warning("netlink monitor cannot resubscribe (%s); retrying in 1s", error)
                 await asyncio.sleep(1.0)
 
-    def _handle(self, message: Any) -> None:
-        event = message.get("event")
-        if event in ("RTM_NEWLINK", "RTM_DELLINK"):
-            name = message.get_attr("IFLA_IFNAME")
-            index = message["index"]
+    def _handle(self, message: rtnl.Message) -> None:
+        if message.kind in (rtnl.RTM_NEWLINK, rtnl.RTM_DELLINK):
+            link = rtnl.Link(message.body)
+            name, index = link.name, link.index
             if name is None:
                 return
-            if event == "RTM_DELLINK":
+            if message.kind == rtnl.RTM_DELLINK:
                 self._names.pop(index, None)
                 if self.states.pop(name, False):
                     self._emit(LinkChanged(interface=name, up=False))
@@ -171,22 +170,23 @@ class LinkMonitor:
             if old_name is not None and old_name != name and self.states.pop(old_name, False):
                 self._emit(LinkChanged(interface=old_name, up=False))  # renamed away
             self._names[index] = name
-            up = link_is_up(message)
+            up = link_is_up(link)
             if self.states.get(name) != up:
                 self.states[name] = up
                 self._emit(LinkChanged(interface=name, up=up))
-        elif event in ("RTM_NEWADDR", "RTM_DELADDR"):
-            name = self._names.get(message["index"])
-            address = message.get_attr("IFA_ADDRESS")
+        elif message.kind in (rtnl.RTM_NEWADDR, rtnl.RTM_DELADDR):
+            item = rtnl.Address(message.body)
+            name = self._names.get(item.index)
+            address = item.address()
             if name is None or address is None:
                 return
             self._emit(
                 AddressChanged(
                     interface=name,
-                    family=socket.AddressFamily(message["family"]),
+                    family=socket.AddressFamily(item.family),
                     address=address,
-                    prefixlen=message["prefixlen"],
-                    added=event == "RTM_NEWADDR",
+                    prefixlen=item.prefixlen,
+                    added=message.kind == rtnl.RTM_NEWADDR,
                 )
             )
 

@@ -25,9 +25,10 @@ import errno
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from pyroute2.iproute.linux import AsyncIPRoute
-from pyroute2.netlink.exceptions import NetlinkError
+if TYPE_CHECKING:
+    from pyroute2.iproute.linux import AsyncIPRoute
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,22 @@ class Vmac:
     name: str
     base: str
     mac: str
+
+
+def _iproute() -> Any:
+    """pyroute2's rtnetlink client, imported with the first macvlan: a daemon without
+    `use_vmac` never loads it. Looked up as this module's `AsyncIPRoute`, which tests replace."""
+    if "AsyncIPRoute" not in globals():
+        from pyroute2.iproute.linux import AsyncIPRoute
+
+        globals()["AsyncIPRoute"] = AsyncIPRoute
+    return globals()["AsyncIPRoute"]
+
+
+def __getattr__(name: str) -> Any:  # PEP 562: `vmac.AsyncIPRoute` before the first macvlan
+    if name == "AsyncIPRoute":
+        return _iproute()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def no_macvlan_message(vmac: Vmac) -> str:
@@ -70,7 +87,9 @@ class VmacManager:
 
     async def create(self, vmac: Vmac) -> None:
         """Create (or re-create, if an earlier run left it) `vmac` and bring it up."""
-        async with AsyncIPRoute() as ipr:
+        from pyroute2.netlink.exceptions import NetlinkError
+
+        async with _iproute()() as ipr:
             base = await _index(ipr, vmac.base)
             if base is None:
                 raise VmacError(f"use_vmac: cannot create {vmac.name}: no interface {vmac.base}")
@@ -117,7 +136,7 @@ class VmacManager:
         vmac = self._created.pop(name, None)
         if vmac is None:
             return
-        async with AsyncIPRoute() as ipr:
+        async with _iproute()() as ipr:
             link = await _link(ipr, name)
             if link is not None and _kind(link) == "macvlan":
                 await ipr.link("del", index=_index_of(link))
@@ -140,6 +159,8 @@ class VmacManager:
 
 
 async def _link(ipr: AsyncIPRoute, name: str) -> object | None:
+    from pyroute2.netlink.exceptions import NetlinkError
+
     try:
         links = list(await ipr.link("get", ifname=name))
     except NetlinkError as error:
