@@ -12,6 +12,7 @@ Must never: forward a packet itself, or let one slow check or apply block the VR
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import shlex
@@ -21,10 +22,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from vipkeeper.config import model
-from vipkeeper.core import health, lb, maglev
+from vipkeeper.core import lb
 from vipkeeper.core.states import State
-from vipkeeper.drivers.health import HealthScheduler
-from vipkeeper.io import checkers as io_checkers
 from vipkeeper.io.lb_backend import (
     BackendKind,
     LoadBalancerBackend,
@@ -32,12 +31,17 @@ from vipkeeper.io.lb_backend import (
     ipvs_available,
     select_backend,
 )
-from vipkeeper.io.lb_nftables import NftablesBackend
-from vipkeeper.io.notify_fifo import NotifyFifos
-from vipkeeper.io.scripts import ScriptRunner
 
-if TYPE_CHECKING:  # loaded at run time only when IPVS is the data plane
+# The health core, the checkers, Maglev and the data planes are imported where they are used: a
+# daemon without virtual servers never loads them, and one with virtual servers loads them when
+# its director starts, after the VRRP instances are in the election.
+if TYPE_CHECKING:
+    from vipkeeper.core import health
+    from vipkeeper.drivers.health import HealthScheduler
+    from vipkeeper.io import checkers as io_checkers
     from vipkeeper.io.lvs_sync import SyncDaemons
+    from vipkeeper.io.notify_fifo import NotifyFifos
+    from vipkeeper.io.scripts import ScriptRunner
 
 IPVS: BackendKind = "ipvs"
 log = logging.getLogger("vipkeeper.lvs")
@@ -69,7 +73,9 @@ def _endpoint(
     vs: model.VirtualServer, server: model.RealServer | model.SorryServer
 ) -> health.Endpoint:
     """Where a real or sorry server of `vs` is reached (its port defaults to the service's)."""
-    return health.Endpoint(address=server.address, port=_port(vs, server.port))
+    from vipkeeper.core.health import Endpoint
+
+    return Endpoint(address=server.address, port=_port(vs, server.port))
 
 
 def _status_codes(ranges: Sequence[tuple[int, int]]) -> frozenset[int]:
@@ -84,6 +90,8 @@ def hash_seed(config: model.Config, vs: model.VirtualServer) -> int:
 
 
 def virtual_service(config: model.Config, vs: model.VirtualServer) -> lb.VirtualService:
+    from vipkeeper.core import maglev
+
     return lb.VirtualService(
         address=vs.address,
         port=vs.port,
@@ -106,6 +114,8 @@ def virtual_service(config: model.Config, vs: model.VirtualServer) -> lb.Virtual
 def _checker_spec(
     vs: model.VirtualServer, checker: model.Checker, rng: random.Random
 ) -> health.CheckerSpec:
+    from vipkeeper.core import health
+
     return health.CheckerSpec(
         delay_loop=checker.delay_loop,
         retry=checker.retry,
@@ -118,6 +128,8 @@ def _checker_spec(
 
 
 def health_spec(vs: model.VirtualServer, rng: random.Random) -> health.VirtualServerSpec:
+    from vipkeeper.core import health
+
     sorry = vs.sorry_server
     return health.VirtualServerSpec(
         name=vs.key,
@@ -144,6 +156,8 @@ def health_spec(vs: model.VirtualServer, rng: random.Random) -> health.VirtualSe
 def make_checker(
     vs: model.VirtualServer, rs: model.RealServer, checker: model.Checker, runner: ScriptRunner
 ) -> io_checkers.Checker:
+    from vipkeeper.io import checkers as io_checkers
+
     if isinstance(checker, model.MiscCheck):
         return io_checkers.MiscCheck(
             argv=checker.command.argv,
@@ -205,6 +219,8 @@ def describe_data_plane(config: model.Config) -> str | None:
 
 
 def default_backend(config: model.Config) -> LoadBalancerBackend:
+    from vipkeeper.io.lb_nftables import NftablesBackend
+
     return select_backend(
         _BACKENDS[config.global_defs.lvs_backend],
         make_ipvs=_ipvs_backend,
@@ -224,28 +240,14 @@ class Director:
         rng: random.Random | None = None,
         fifos: NotifyFifos | None = None,
     ) -> None:
-        rng = rng or random.Random()
+        self._rng = rng or random.Random()
         self.config = config
         self._fifos = fifos
         self._models = {vs.key: vs for vs in config.virtual_servers}
         self._runner = runner
         self._backend = backend
         self._services = {vs.key: virtual_service(config, vs) for vs in config.virtual_servers}
-        self.monitor = health.HealthMonitor(health_spec(vs, rng) for vs in config.virtual_servers)
-        checkers: dict[health.CheckerId, io_checkers.Checker] = {}
         self._misc_dynamic: dict[health.CheckerId, bool] = {}
-        for vs in config.virtual_servers:
-            for rs in vs.real_servers:
-                endpoint = _endpoint(vs, rs)
-                for index, checker in enumerate(rs.checkers):
-                    checker_id = health.CheckerId(
-                        virtual_server=vs.key, server=endpoint, index=index
-                    )
-                    checkers[checker_id] = make_checker(vs, rs, checker, runner)
-                    if isinstance(checker, model.MiscCheck):
-                        self._misc_dynamic[checker_id] = checker.misc_dynamic
-        self._scheduler = HealthScheduler(self.monitor, checkers, self._emit)
-        self._scheduler.on_check = self._on_check
         # The last finished check of each real server, by (virtual server, real server).
         self.last_checks: dict[tuple[str, health.Endpoint], CheckRecord] = {}
         # Told of each finished check too (the metrics' latency histogram).
@@ -263,6 +265,36 @@ class Director:
     @property
     def active(self) -> bool:
         return bool(self._services)
+
+    # The health monitor and its scheduler are made at their first use (see the imports).
+
+    @functools.cached_property
+    def monitor(self) -> health.HealthMonitor:
+        from vipkeeper.core import health
+
+        return health.HealthMonitor(
+            health_spec(vs, self._rng) for vs in self.config.virtual_servers
+        )
+
+    @functools.cached_property
+    def _scheduler(self) -> HealthScheduler:
+        from vipkeeper.core import health
+        from vipkeeper.drivers.health import HealthScheduler
+
+        checkers: dict[health.CheckerId, io_checkers.Checker] = {}
+        for vs in self.config.virtual_servers:
+            for rs in vs.real_servers:
+                endpoint = _endpoint(vs, rs)
+                for index, checker in enumerate(rs.checkers):
+                    checker_id = health.CheckerId(
+                        virtual_server=vs.key, server=endpoint, index=index
+                    )
+                    checkers[checker_id] = make_checker(vs, rs, checker, self._runner)
+                    if isinstance(checker, model.MiscCheck):
+                        self._misc_dynamic[checker_id] = checker.misc_dynamic
+        scheduler = HealthScheduler(self.monitor, checkers, self._emit)
+        scheduler.on_check = self._on_check
+        return scheduler
 
     # -- read-only views for status and metrics -------------------------------------------------
 
@@ -308,6 +340,8 @@ class Director:
     def _on_check(
         self, checker: health.CheckerId, event: health.HealthEvent, now: float, latency: float
     ) -> None:
+        from vipkeeper.core import health
+
         if isinstance(event, health.CheckSucceeded):
             ok, detail = True, "check succeeded"
         elif isinstance(event, health.CheckFailed):
@@ -475,6 +509,8 @@ class Director:
         return tuple(result)
 
     def _emit(self, effects: Sequence[health.HealthEffect]) -> None:
+        from vipkeeper.core import health
+
         for effect in effects:
             if isinstance(effect, health.PoolChanged):
                 self._pools[effect.virtual_server] = effect.members

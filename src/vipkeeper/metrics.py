@@ -23,14 +23,15 @@ from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from vipkeeper.core.health import Endpoint
-
 # prometheus-client is imported when metrics are served or collected, not when the daemon
-# starts: `vipkeeper run` without --metrics-listen never pays for it.
+# starts: `vipkeeper run` without --metrics-listen never pays for it; nor does a daemon without
+# virtual servers pay for the health records.
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
     from prometheus_client.core import Metric
+
+    from vipkeeper.core.health import Endpoint
 
 log = logging.getLogger("vipkeeper.metrics")
 

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from vipkeeper.assemble import Plan
 from vipkeeper.config import model
 from vipkeeper.core.vrrp_settings import InstanceSettings
-from vipkeeper.director import ingress_devices
 
 
 @dataclass(frozen=True)
@@ -160,6 +159,8 @@ def lvs_differs(old: model.Config, new: model.Config) -> bool:
     """Whether the LVS half needs the new configuration: virtual servers, the data plane
     settings, the connection-sync daemon, or the VIPs (their interfaces are where DR traffic
     arrives)."""
+    from vipkeeper.director import ingress_devices
+
     return (
         old.virtual_servers != new.virtual_servers
         or old.global_defs.lvs_backend != new.global_defs.lvs_backend

@@ -15,7 +15,7 @@ import os
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vipkeeper import __version__
 from vipkeeper.assemble import Plan
@@ -24,7 +24,9 @@ from vipkeeper.core.effects import ReportTransition
 from vipkeeper.core.states import State
 from vipkeeper.core.sync_group import SyncGroup
 from vipkeeper.core.vrrp import VrrpInstance
-from vipkeeper.director import Director
+
+if TYPE_CHECKING:  # the director's modules load when the daemon has virtual servers
+    from vipkeeper.director import Director
 
 STATUS_FORMAT = 1
 

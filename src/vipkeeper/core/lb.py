@@ -14,10 +14,12 @@ import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
+from typing import TYPE_CHECKING
 
-from vipkeeper.core import maglev
-from vipkeeper.core.health import sorry_in_use
-from vipkeeper.core.health_records import Endpoint
+# The configuration model imports this module for its closed sets, in every daemon: Maglev and
+# the health records load with the first load balancer that needs them, not at start-up.
+if TYPE_CHECKING:
+    from vipkeeper.core.health_records import Endpoint
 
 
 class Protocol(Enum):
@@ -107,6 +109,8 @@ class VirtualService:
             raise ValueError(f"hash_seed must fit in 32 bits, got {self.hash_seed}")
         if self.persistence_timeout < 0:
             raise ValueError("persistence_timeout must be >= 0")
+        from vipkeeper.core import maglev
+
         if self.table_size is not None and not maglev.is_prime(self.table_size):
             raise ValueError(f"table_size must be a prime, got {self.table_size}")
 
@@ -147,6 +151,8 @@ class RealServer:
 
     @property
     def endpoint(self) -> Endpoint:
+        from vipkeeper.core.health_records import Endpoint
+
         return Endpoint(address=self.address, port=self.port)
 
     @property
@@ -176,6 +182,8 @@ class VirtualServer:
 
     @property
     def sorry_active(self) -> bool:
+        from vipkeeper.core.health import sorry_in_use
+
         return sorry_in_use(
             configured=self.sorry_server is not None,
             in_quorum=self.in_quorum,
@@ -212,6 +220,8 @@ def table_size(virtual_server: VirtualServer) -> int:
     Pass the *configured* servers (health-check failures as weight 0) or set
     VirtualService.table_size: a size that follows the healthy count would remap every flow.
     """
+    from vipkeeper.core import maglev
+
     configured = len(virtual_server.real_servers)
     return virtual_server.service.table_size or maglev.table_size_for(max(configured, 1))
 
@@ -226,6 +236,8 @@ def build_table(
     against `service.configured_weights` (see maglev.build_stable_table).
     An empty tuple means no server can take traffic.
     """
+    from vipkeeper.core import maglev
+
     by_name = {server.name: server for server in servers}
     if len(by_name) != len(servers):
         raise ValueError("duplicate real server passed to build_table")
