@@ -25,7 +25,7 @@ import socket
 import time
 from collections.abc import Iterable
 
-from vipkeeper import metrics, pidfile, read_policy, reload, service, status
+from vipkeeper import metrics, pidfile, read_policy, service, status
 from vipkeeper.assemble import Plan, plan
 from vipkeeper.config import model
 from vipkeeper.config.load import LoadResult, load_config
@@ -433,6 +433,8 @@ class Daemon:
             )
             errors = tuple(d.format() for d in result.errors)
             return status.ReloadRecord(time.time(), "refused", errors)
+        from vipkeeper import reload  # what a reload changes: not needed to start
+
         new = plan(result.config)
         what = reload.changes(self.config, result.config, self.plan, new)
         steps = reload.plan_instances(

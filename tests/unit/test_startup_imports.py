@@ -1,6 +1,9 @@
-"""Start-up imports only what the configuration needs: no pyroute2 package-wide `__init__`
-(NDB, IPDB, conntrack, ...), no IPVS support unless IPVS is the data plane; and pyroute2 stays
-whole for anyone who asks it for a name.
+"""Start-up imports only what the configuration needs: a VRRP-only daemon, built as `vipkeeper
+run` builds it, loads no pyroute2 module, no health core, checker, Maglev or data plane, no
+metrics exporter, no terminal rendering and no reload planning; a configuration with virtual
+servers loads them when its director starts. IPVS support is loaded only when IPVS is the data
+plane, pyroute2 without its package-wide `__init__`, and pyroute2 stays whole for anyone who asks
+it for a name.
 
 Each check runs in a fresh interpreter, since this one may have imported anything already.
 """
@@ -9,29 +12,104 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
+
+VRRP_ONLY = """
+global_defs {
+    router_id r1
+}
+vrrp_instance VI_1 {
+    state BACKUP
+    interface eth0
+    virtual_router_id 51
+    priority 100
+    virtual_ipaddress {
+        10.0.0.50/24
+    }
+}
+"""
+
+WITH_VIRTUAL_SERVER = (
+    VRRP_ONLY
+    + """
+virtual_server 10.0.0.50 80 {
+    lb_algo rr
+    lb_kind DR
+    protocol TCP
+    real_server 10.0.0.11 80 {
+        TCP_CHECK {
+            connect_timeout 1
+        }
+    }
+}
+"""
+)
+
+# What a daemon without virtual servers never needs before or after it is in the election.
+NOT_FOR_VRRP = {
+    "vipkeeper.core.health",
+    "vipkeeper.core.health_records",
+    "vipkeeper.core.maglev",
+    "vipkeeper.drivers.health",
+    "vipkeeper.io.checkers",
+    "vipkeeper.io.lb_nftables",
+    "vipkeeper.io.lb_ipvs",
+    "vipkeeper.io.lvs_sync",
+    "vipkeeper.reload",
+    "vipkeeper.status_view",
+    "prometheus_client",
+    "rich",
+}
+
+# The daemon as `vipkeeper run` builds it before its loop starts (no socket is opened yet).
+BUILD_DAEMON = """
+import sys
+from vipkeeper.config.load import load_config
+from vipkeeper.daemon import Daemon
+result = load_config(sys.argv[1])
+assert result.config is not None, [d.format() for d in result.diagnostics]
+Daemon(result.config, sys.argv[1], control_socket=None)
+"""
 
 
-def imported_after(code: str) -> set[str]:
+def imported_after(code: str, *args: str) -> set[str]:
     probe = code + "\nimport sys\nprint('\\n'.join(sorted(sys.modules)))"
     result = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120
-    )
+        [sys.executable, "-c", probe, *args],
+        capture_output=True, text=True, check=True, timeout=120,
+    )  # fmt: skip
     return set(result.stdout.split())
 
 
-def test_the_daemon_imports_neither_pyroute2s_whole_package_nor_ipvs_support() -> None:
-    modules = imported_after("import vipkeeper.daemon")
-    assert "pyroute2.iproute.linux" in modules  # what the VRRP adapters use
-    unwanted = {
-        "pyroute2.ndb.main",
-        "pyroute2.ipdb",
-        "pyroute2.conntrack",
-        "pyroute2.netlink.nl80211",
-        "pyroute2.ipvs",
-        "pyroute2.netlink.generic.ipvs",
-        "vipkeeper.io.lb_ipvs",
+def test_a_vrrp_only_daemon_imports_no_pyroute2_no_lvs_no_metrics_and_no_rendering(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "keepalived.conf"
+    config.write_text(VRRP_ONLY)
+    modules = imported_after(BUILD_DAEMON, str(config))
+    assert {"vipkeeper.daemon", "vipkeeper.director", "vipkeeper.io.rtnl"} <= modules
+    assert not NOT_FOR_VRRP & modules, sorted(NOT_FOR_VRRP & modules)
+    assert not {m for m in modules if m.startswith("pyroute2.")}, "rtnetlink is io.rtnl's"
+
+
+def test_a_director_with_virtual_servers_loads_health_checks_and_its_data_plane() -> None:
+    modules = imported_after(
+        "import asyncio\n"
+        "from vipkeeper.config.load import parse_text\n"
+        "from vipkeeper.director import Director\n"
+        "from vipkeeper.io.scripts import ScriptRunner\n"
+        f"config = parse_text({WITH_VIRTUAL_SERVER!r}).config\n"
+        "director = Director(config, runner=ScriptRunner())\n"
+        "assert director.active and director.monitor is not None\n"
+        "director._scheduler\n"
+    )
+    wanted = {
+        "vipkeeper.core.health",
+        "vipkeeper.core.maglev",
+        "vipkeeper.drivers.health",
+        "vipkeeper.io.checkers",
     }
-    assert not unwanted & modules, sorted(unwanted & modules)
+    assert wanted <= modules, sorted(wanted - modules)
 
 
 def test_ipvs_support_is_imported_when_ipvs_is_the_data_plane() -> None:
@@ -41,11 +119,22 @@ def test_ipvs_support_is_imported_when_ipvs_is_the_data_plane() -> None:
         "assert backend.name == 'ipvs', backend.name"
     )
     assert {"vipkeeper.io.lb_ipvs", "pyroute2.ipvs"} <= modules
+    unwanted = {"pyroute2.ndb.main", "pyroute2.ipdb", "pyroute2.conntrack"}
+    assert not unwanted & modules, sorted(unwanted & modules)
+
+
+def test_a_macvlan_loads_pyroute2s_rtnetlink_without_its_whole_package() -> None:
+    modules = imported_after(
+        "from vipkeeper.io import vmac\nassert vmac.AsyncIPRoute.__name__ == 'AsyncIPRoute'"
+    )
+    assert "pyroute2.iproute.linux" in modules
+    unwanted = {"pyroute2.ndb.main", "pyroute2.ipdb", "pyroute2.conntrack", "pyroute2.ipvs"}
+    assert not unwanted & modules, sorted(unwanted & modules)
 
 
 def test_pyroute2_still_offers_every_name_after_the_lean_start() -> None:
     modules = imported_after(
-        "import vipkeeper.io.addresses\n"
+        "import vipkeeper.io.vmac\n"
         "from pyroute2 import IPRoute, NDB, __version__\n"
         "import pyroute2\n"
         "assert pyroute2.AsyncIPRoute is not None\n"
