@@ -246,7 +246,6 @@ class Director:
         self._models = {vs.key: vs for vs in config.virtual_servers}
         self._runner = runner
         self._backend = backend
-        self._services = {vs.key: virtual_service(config, vs) for vs in config.virtual_servers}
         self._misc_dynamic: dict[health.CheckerId, bool] = {}
         # The last finished check of each real server, by (virtual server, real server).
         self.last_checks: dict[tuple[str, health.Endpoint], CheckRecord] = {}
@@ -264,9 +263,14 @@ class Director:
 
     @property
     def active(self) -> bool:
-        return bool(self._services)
+        return bool(self._models)
 
-    # The health monitor and its scheduler are made at their first use (see the imports).
+    # The services, the health monitor and its scheduler are made at their first use (see the
+    # imports), when the director starts.
+
+    @functools.cached_property
+    def _services(self) -> dict[str, lb.VirtualService]:
+        return {vs.key: virtual_service(self.config, vs) for vs in self.config.virtual_servers}
 
     @functools.cached_property
     def monitor(self) -> health.HealthMonitor:

@@ -1,9 +1,9 @@
 """Start-up imports only what the configuration needs: a VRRP-only daemon, built as `vipkeeper
 run` builds it, loads no pyroute2 module, no health core, checker, Maglev or data plane, no
-metrics exporter, no terminal rendering and no reload planning; a configuration with virtual
-servers loads them when its director starts. IPVS support is loaded only when IPVS is the data
-plane, pyroute2 without its package-wide `__init__`, and pyroute2 stays whole for anyone who asks
-it for a name.
+metrics exporter, no terminal rendering and no reload planning; a director with virtual servers
+loads them when it starts, after the VRRP instances are in the election. IPVS support is loaded
+only when IPVS is the data plane, pyroute2 without its package-wide `__init__`, and pyroute2
+stays whole for anyone who asks it for a name.
 
 Each check runs in a fresh interpreter, since this one may have imported anything already.
 """
@@ -92,16 +92,20 @@ def test_a_vrrp_only_daemon_imports_no_pyroute2_no_lvs_no_metrics_and_no_renderi
     assert not {m for m in modules if m.startswith("pyroute2.")}, "rtnetlink is io.rtnl's"
 
 
-def test_a_director_with_virtual_servers_loads_health_checks_and_its_data_plane() -> None:
+def test_a_director_with_virtual_servers_loads_health_checks_when_it_starts() -> None:
+    # What Director.start() reads first: the services, the monitor and its scheduler.
     modules = imported_after(
-        "import asyncio\n"
+        "import sys\n"
         "from vipkeeper.config.load import parse_text\n"
         "from vipkeeper.director import Director\n"
         "from vipkeeper.io.scripts import ScriptRunner\n"
         f"config = parse_text({WITH_VIRTUAL_SERVER!r}).config\n"
         "director = Director(config, runner=ScriptRunner())\n"
-        "assert director.active and director.monitor is not None\n"
-        "director._scheduler\n"
+        "assert director.active\n"
+        f"early = {sorted(NOT_FOR_VRRP)!r}\n"
+        "assert not set(early) & set(sys.modules), sorted(set(early) & set(sys.modules))\n"
+        "assert director.service('TCP 10.0.0.50:80') is not None, list(director._services)\n"
+        "assert director.monitor is not None and director._scheduler is not None\n"
     )
     wanted = {
         "vipkeeper.core.health",
