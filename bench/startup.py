@@ -17,9 +17,17 @@ compared as a ratio and a difference (goal: within 100 ms of keepalived).
     sudo .venv/bin/python bench/startup.py --runs 10 [--markdown] [--json FILE]
          [--config vrrp|lvs]   vrrp: one instance; lvs: plus a virtual server with two real
                                servers and TCP_CHECKs (nftables data plane)
+    .venv/bin/python bench/startup.py --where [--runs 8] [--markdown]
 
 vipkeeper's modules are compiled to bytecode first (as an installed wheel's are). Root only; all
-traffic stays inside the lab's namespaces, which are removed after every run.
+traffic stays inside the lab's namespaces, which are removed after every run. The load average
+is printed before and after: vipkeeper's figure moves with it far more than keepalived's.
+
+`--where` needs no root and no lab: where vipkeeper's start-up CPU goes, as the CPU time
+(user + system, median of --runs) of fresh interpreters importing growing sets of the modules
+`vipkeeper run` imports, with the garbage collector off as `vipkeeper run` has it; then the
+daemon's whole import compiled from source (no bytecode), and the part of it spent creating
+dataclasses (their generated methods are compiled at import, every start).
 """
 
 from __future__ import annotations
@@ -27,9 +35,13 @@ from __future__ import annotations
 import argparse
 import compileall
 import json
+import os
+import resource
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -104,16 +116,112 @@ def one_run(daemon: str, kind: str) -> dict[str, Any]:
         return result
 
 
+# Growing sets of what `vipkeeper run` imports before it is in the election: each row imports
+# its modules after the rows above it, in a fresh interpreter with the garbage collector off.
+WHERE = (
+    ("the interpreter itself", ()),
+    ("asyncio and argparse", ("asyncio", "argparse")),
+    ("the configuration: lexer, parser, builders, model", ("vipkeeper.config.load",)),
+    (
+        "the VRRP core, driver, adapters (rtnetlink, sockets, autopilot)",
+        (
+            "vipkeeper.read_policy",
+            "vipkeeper.drivers.vrrp",
+            "vipkeeper.io.addresses",
+            "vipkeeper.io.links",
+            "vipkeeper.io.gratuitous",
+            "vipkeeper.io.vrrp_socket",
+        ),
+    ),
+    ("the daemon: the rest of `vipkeeper.daemon`", ("vipkeeper.daemon",)),
+)
+
+# Counts and times dataclass creation inside the child (dataclasses._process_class is where
+# a dataclass's methods are generated and compiled, in CPython 3.11).
+_DATACLASS_PROBE = """
+import dataclasses, time
+_process = dataclasses._process_class
+spent = [0.0, 0]
+def _timed(*args, **kwargs):
+    start = time.process_time()
+    try:
+        return _process(*args, **kwargs)
+    finally:
+        spent[0] += time.process_time() - start
+        spent[1] += 1
+dataclasses._process_class = _timed
+"""
+
+
+def child_cpu(code: str, env: dict[str, str] | None = None) -> tuple[float, str]:
+    """CPU seconds (user + system) of `python -c code`, and what it printed."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    )
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    used = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return used, done.stdout
+
+
+def where(runs: int, markdown: bool) -> None:
+    """Print where the import CPU goes (see the module docstring)."""
+    rows: list[tuple[str, float]] = []
+    modules: list[str] = []
+    for label, more in WHERE:
+        modules.extend(more)
+        code = "import gc; gc.disable()\n" + "".join(f"import {m}\n" for m in modules)
+        rows.append((label, statistics.median(child_cpu(code)[0] for _ in range(runs))))
+    daemon = "import gc; gc.disable()\nimport argparse, vipkeeper.daemon\n"
+    with tempfile.TemporaryDirectory() as scratch:
+        # A copy of the package without __pycache__, first on the path: compiled at import.
+        import vipkeeper
+
+        source = Path(vipkeeper.__file__).parent
+        shutil.copytree(source, Path(scratch) / "vipkeeper",
+                        ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+        env = {**os.environ, "PYTHONPATH": scratch, "PYTHONDONTWRITEBYTECODE": "1"}
+        uncompiled = statistics.median(child_cpu(daemon, env)[0] for _ in range(runs))
+    probe = _DATACLASS_PROBE + daemon + "print(spent[0], spent[1])"
+    samples = [child_cpu(probe)[1].split() for _ in range(runs)]
+    dataclass_cpu = statistics.median(float(s[0]) for s in samples)
+    dataclasses = int(samples[0][1])
+    print(f"# {machine_summary()}, load average {_load()}")
+    print(f"# CPU (user + system) of fresh interpreters, median of {runs} each")
+    previous = 0.0
+    if markdown:
+        print("| what | CPU (ms) | cumulative (ms) |\n|---|---|---|")
+    for label, cumulative in rows:
+        step = (cumulative - previous) * 1000
+        previous = cumulative
+        if markdown:
+            print(f"| {label} | {step:.0f} | {cumulative * 1000:.0f} |")
+        else:
+            print(f"{label:<66} {step:5.0f} ms  cumulative {cumulative * 1000:5.0f} ms")
+    print(f"the daemon's import compiled from source (no bytecode): {uncompiled * 1000:.0f} ms")
+    print(f"of the daemon's import, creating its {dataclasses} dataclasses: "
+          f"{dataclass_cpu * 1000:.0f} ms")  # fmt: skip
+
+
+def _load() -> str:
+    return " ".join(f"{value:.1f}" for value in os.getloadavg())
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--config", choices=("vrrp", "lvs"), default="vrrp")
     parser.add_argument("--markdown", action="store_true")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--where", action="store_true", help="where the start-up CPU goes")
     args = parser.parse_args()
     import vipkeeper
 
     compileall.compile_dir(str(Path(vipkeeper.__file__).parent), quiet=1)
+    if args.where:
+        where(args.runs, args.markdown)
+        return 0
+    load_before = _load()
     results: list[dict[str, Any]] = []
     for run in range(args.runs):
         for daemon in DAEMONS:
@@ -131,6 +239,7 @@ def main() -> int:
     }
     logged = [r["logged_backup"] for r in results if r.get("logged_backup") is not None]
     print(f"# {machine_summary()}")
+    print(f"# load average before {load_before}, after {_load()}")
     print(f"# config {args.config}, {args.runs} runs per daemon, Master_Down_Interval "
           f"{MASTER_DOWN * 1000:.1f} ms")  # fmt: skip
     rows = [
