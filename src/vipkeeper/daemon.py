@@ -1,12 +1,12 @@
 """`vipkeeper run`: wires the configuration, the pure core and the Linux adapters together.
 
 Owns the daemon's life: pidfile, signals (TERM/INT stop, HUP reload), start-up clean-up of
-addresses a crashed run left behind, link monitoring, and the order of start, reload and stop.
+addresses a crashed run left behind, link monitoring, and the order of start and stop.
 Its collaborators each own one job: the instances' source addresses (`source_addresses`),
 tracked scripts (`track_scripts`), notify scripts (`notify_scripts`), background tasks
-(`tasks`), how sockets are read (`read_policy`), carrying a reload out (`reloader`, with what
-it changes decided in `reload`); the instances' virtual MAC interfaces are `io.vmac`'s, made
-before the instances start and removed after they stop. It wires in the operator's side, each
+(`tasks`), how sockets are read (`read_policy`), a reload's steps and their order (`reloader`,
+with what changes decided in `reload`); the instances' virtual MAC interfaces are `io.vmac`'s,
+made before the instances start and removed after they stop. It wires in the operator's side, each
 from its own module: the control socket (`control`), the status document and the /metrics
 snapshot (`snapshots`, formats in `status` and `metrics`), the service manager's notices
 (`service`) and the notify FIFOs (`io.notify_fifo`). Every protocol decision is the
