@@ -135,11 +135,12 @@ class ServerVerdict(ServerChange):
 
 
 class ServerUp(ServerVerdict):
-    """The real server joins the pool."""
+    """The real server's checks pass: it is up."""
 
 
 class ServerDown(ServerVerdict):
-    """The real server leaves the pool (or stays at weight 0 with inhibit_on_failure)."""
+    """A check failed for good: the server is down (out of the pool, or at weight 0 with
+    inhibit_on_failure)."""
 
 
 @dataclass(frozen=True, kw_only=True)
