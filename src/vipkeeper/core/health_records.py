@@ -9,21 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
+from vipkeeper.core.endpoint import Endpoint as Endpoint  # offered here with the records
+
 # ---------------------------------------------------------------------------------------------
 # Configuration the core needs (resolved by the caller from the keepalived.conf model: the
 # virtual-server value is the default for real servers, the real-server value for checkers).
-
-
-@dataclass(frozen=True, kw_only=True, order=True)
-class Endpoint:
-    """A real or sorry server: IP address (text) and port."""
-
-    address: str
-    port: int
-
-    def __str__(self) -> str:
-        host = f"[{self.address}]" if ":" in self.address else self.address
-        return f"{host}:{self.port}"
 
 
 @dataclass(frozen=True, kw_only=True)

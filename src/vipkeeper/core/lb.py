@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
-from vipkeeper.core.health_records import Endpoint
+from vipkeeper.core.endpoint import Endpoint
 
 # The configuration model imports this module for its closed sets, in every daemon: Maglev and
 # the health monitor load with the first load balancer that needs them, not at start-up.
