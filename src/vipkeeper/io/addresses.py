@@ -134,7 +134,7 @@ class AddressManager:
         """RTM_NEWADDR for `vip`; False when it was already there."""
         sequence = self._send_new_address(vip, await self.ifindex(vip.dev))
         while (error := self._rtnl.answer_now(sequence)) is None:
-            await _readable(self._rtnl.socket())
+            await self._rtnl.readable()
         return self._added(vip, error)
 
     def add_now(self, vip: VirtualAddress) -> bool | None:
@@ -297,22 +297,6 @@ class AddressManager:
             ):
                 return item.address
         return None
-
-
-async def _readable(sock: socket.socket) -> None:
-    """Wait until `sock` has something to read."""
-    loop = asyncio.get_running_loop()
-    ready = loop.create_future()
-
-    def wake() -> None:
-        if not ready.done():
-            ready.set_result(None)
-
-    loop.add_reader(sock.fileno(), wake)
-    try:
-        await ready
-    finally:
-        loop.remove_reader(sock.fileno())
 
 
 def scope_number(scope: str) -> int:

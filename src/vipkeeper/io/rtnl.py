@@ -60,6 +60,9 @@ _RTATTR = struct.Struct("=HH")  # length, type
 _U32 = struct.Struct("=I")
 _ERROR = struct.Struct("=i")
 RECEIVE_SIZE = 1 << 16  # a dump's datagram is at most a few pages
+# The socket's receive buffer: a burst of notifications (hundreds of VIPs added at a takeover)
+# must fit, or the link monitor loses them (ENOBUFS) and resynchronises.
+RECEIVE_BUFFER = 1 << 20
 
 
 class NetlinkError(Exception):
@@ -214,14 +217,13 @@ class Rtnl:
         self._socket: socket.socket | None = None
         self._sequence = 0
 
-    def fileno(self) -> int:
-        return self.socket().fileno()
-
     def socket(self) -> socket.socket:
+        """The socket, opened (and subscribed to the groups) at the first call."""
         if self._socket is None:
             sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
             try:
                 sock.setblocking(False)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
                 sock.bind((0, self._groups))
             except OSError:
                 sock.close()
@@ -272,23 +274,22 @@ class Rtnl:
 
     async def receive(self) -> bytes:
         """The next datagram, waiting for it through the event loop."""
-        sock = self.socket()
-        try:
-            return sock.recv(RECEIVE_SIZE)
-        except BlockingIOError:
-            pass
-        loop = asyncio.get_running_loop()
         while True:
-            ready = loop.create_future()
-            loop.add_reader(sock.fileno(), _set_once, ready)
             try:
-                await ready
-            finally:
-                loop.remove_reader(sock.fileno())
-            try:
-                return sock.recv(RECEIVE_SIZE)
+                return self.socket().recv(RECEIVE_SIZE)
             except BlockingIOError:
-                continue
+                await self.readable()
+
+    async def readable(self) -> None:
+        """Wait until the socket has something to read."""
+        fd = self.socket().fileno()
+        loop = asyncio.get_running_loop()
+        ready = loop.create_future()
+        loop.add_reader(fd, _set_once, ready)
+        try:
+            await ready
+        finally:
+            loop.remove_reader(fd)
 
 
 def _set_once(ready: asyncio.Future[None]) -> None:
