@@ -59,6 +59,8 @@ NOT_FOR_VRRP = {
     "vipkeeper.status_view",
     "prometheus_client",
     "rich",
+    "glob",  # for includes
+    "difflib",  # for "did you mean"
 }
 
 # The daemon as `vipkeeper run` builds it before its loop starts (no socket is opened yet).

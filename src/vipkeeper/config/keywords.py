@@ -11,7 +11,6 @@ keywords are turned into the model (`build`), and a test checks that set is insi
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -31,6 +30,8 @@ class BlockSchema:
         return keyword in self.keywords
 
     def suggestions(self, keyword: str, limit: int = 3) -> list[str]:
+        import difflib  # here: only a configuration with an unknown keyword needs it
+
         return difflib.get_close_matches(keyword, list(self.keywords), n=limit, cutoff=0.6)
 
 

@@ -13,7 +13,6 @@ only place in the configuration layer that touches the file system.
 
 from __future__ import annotations
 
-import glob
 import os
 import stat
 from dataclasses import dataclass, field
@@ -231,6 +230,8 @@ class _Parser:
         paths = _glob_paths(full)
         if not paths:
             if keyword.value not in INCLUDE_MAY_MATCH_NOTHING:
+                import glob
+
                 what = "matches no file" if glob.has_magic(full) else "does not exist"
                 self.diagnostics.error(
                     args[0].location,
@@ -261,6 +262,8 @@ class _Parser:
 
 
 def _glob_paths(pattern: str) -> list[str]:
+    import glob  # here: only a configuration with includes needs it
+
     found: list[str] = []
     for expanded in expand_braces(pattern):
         if glob.has_magic(expanded):

@@ -9,7 +9,6 @@ valid. It never changes the objects; it only reports.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable
 from typing import Protocol
 
@@ -50,6 +49,8 @@ def _unique_names(items: Iterable[_Named], kind: str, diagnostics: Diagnostics) 
 
 
 def _did_you_mean(name: str, candidates: Iterable[str]) -> str:
+    import difflib  # here: only a configuration with a mistake needs it
+
     close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
     return f"; did you mean {close[0]!r}?" if close else ""
 
