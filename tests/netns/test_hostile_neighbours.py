@@ -8,6 +8,9 @@ state change since it became Master, still holds the VIP, and its status documen
 adverts it dropped (by reason) or received: the flood reached it and was refused, not missed.
 The last case is the counter-proof: adverts carrying the password as read off the wire make it
 step down, which is what PASS authentication does not protect against (docs/benchmarks.md).
+With `vrrp_peer_filter` the non-peer flood never reaches the daemon: the filter's drop counter
+grows by what was sent while the daemon's own counters stay where they were, and a clean stop
+removes the filter's table.
 """
 
 from __future__ import annotations
@@ -46,10 +49,15 @@ def counters(document: dict[str, Any]) -> tuple[int, dict[str, int]]:
     return instance["adverts"]["received"], dict(instance["dropped"])
 
 
+def filter_dropped(document: dict[str, Any]) -> int:
+    assert document["vrrp_filter"] is not None, "vrrp_peer_filter set but no filter installed"
+    return int(document["vrrp_filter"]["dropped"]["packets"])
+
+
 @pytest.mark.parametrize(
     ("name", "dropped_as"),
-    [("non-peer", "unicast_peer"), ("wrong-password", "auth_mismatch"), ("lower-priority", None),
-     ("malformed-arp", None), ("sniffed-password", None)],
+    [("non-peer", "unicast_peer"), ("non-peer-filtered", None), ("wrong-password", "auth_mismatch"),
+     ("lower-priority", None), ("malformed-arp", None), ("sniffed-password", None)],
 )  # fmt: skip
 def test_a_flood_from_a_non_peer_changes_no_state(
     lab: Lab, name: str, dropped_as: str | None
@@ -63,7 +71,8 @@ def test_a_flood_from_a_non_peer_changes_no_state(
     poll(20, lambda: assert_master(daemon), [daemon])
     became_master = daemon.entered("MASTER")
     assert became_master is not None
-    received_before, dropped_before = counters(poll(10, lambda: status(daemon), [daemon]))
+    before = poll(10, lambda: status(daemon), [daemon])
+    received_before, dropped_before = counters(before)
 
     flood = start_flood(lab, attacker, case, net.number, FLOOD)
     sent = flood_count(flood, timeout=FLOOD + 60)
@@ -80,7 +89,15 @@ def test_a_flood_from_a_non_peer_changes_no_state(
     if dropped_as is not None:
         refused = dropped_after.get(dropped_as, 0) - dropped_before.get(dropped_as, 0)
         assert refused > 0, f"no advert dropped as {dropped_as}: {dropped_after}"
-    if case.kind == "vrrp" and dropped_as is None:
+    if case.peer_filter:
+        in_kernel = filter_dropped(document) - filter_dropped(before)
+        assert in_kernel >= sent * 0.9, f"the filter dropped {in_kernel} of {sent} sent"
+        assert (received_after, dropped_after) == (received_before, dropped_before), (
+            "adverts of the flood reached the daemon through the filter"
+        )
+        assert daemon.stop() == 0
+        assert "vipkeeper_vrrp" not in lab.run(master, "nft", "list", "tables").stdout
+    elif case.kind == "vrrp" and dropped_as is None:
         assert received_after > received_before, "the lower-priority adverts never arrived"
 
 
