@@ -108,3 +108,38 @@ def assert_master(daemon: Vipkeeper) -> None:
 def assert_state(daemon: Vipkeeper, state: str) -> None:
     found = daemon.state()
     assert found == state, f"state {found}, expected {state}"
+
+
+def test_the_peer_filter_follows_a_reload_and_keeps_its_counts(lab: Lab) -> None:
+    """A reload that makes the attacker a peer lets its adverts in (counted as accepted, the
+    drop count kept); a reload without vrrp_peer_filter removes the table."""
+    case: Case = CASE_NAMES["non-peer-filtered"]
+    net = Subnet.next()
+    master = lab.add_host("r1", [net.v4_cidr(1)])
+    lab.add_host("r2", [net.v4_cidr(2)])
+    attacker = lab.add_host("evil", [net.v4_cidr(66)])
+    config = master_config(case, net.number)
+    daemon = start_vipkeeper(lab, master, config)
+    poll(20, lambda: assert_master(daemon), [daemon])
+    assert flood_count(start_flood(lab, attacker, case, net.number, 1.0), timeout=60) > 0
+    dropped = filter_dropped(poll(10, lambda: status(daemon), [daemon]))
+    assert dropped > 0
+
+    peers = f"unicast_peer {{\n        {net.v4(2)}\n"
+    daemon.config_path.write_text(config.replace(peers, peers + f"        {net.v4(66)}\n"))
+    assert control.request(str(daemon.control_socket), "reload", timeout=30)["result"] == "applied"
+    document = status(daemon)
+    assert document["vrrp_filter"]["peers"] == [
+        {"interface": "eth0", "address": net.v4(2)},
+        {"interface": "eth0", "address": net.v4(66)},
+    ]
+    assert filter_dropped(document) >= dropped  # the counters survive the reload
+    accepted = document["vrrp_filter"]["accepted"]["packets"]
+    sent = flood_count(start_flood(lab, attacker, case, net.number, 1.0), timeout=60)
+    document = poll(10, lambda: status(daemon), [daemon])
+    assert document["vrrp_filter"]["accepted"]["packets"] - accepted >= sent * 0.9
+
+    daemon.config_path.write_text(config.replace("    vrrp_peer_filter\n", ""))
+    assert control.request(str(daemon.control_socket), "reload", timeout=30)["result"] == "applied"
+    assert status(daemon)["vrrp_filter"] is None
+    assert "vipkeeper_vrrp" not in lab.run(master, "nft", "list", "tables").stdout
