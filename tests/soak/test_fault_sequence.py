@@ -35,7 +35,8 @@ def test_reordering_is_seeded_and_holds_packets_longer_than_an_advert_interval()
     for fault in reorders:
         assert REORDER_PERCENT[0] <= fault.amount <= REORDER_PERCENT[1]
         assert REORDER_DELAY_MS[0] <= fault.delay <= REORDER_DELAY_MS[1]
-        assert fault.delay / 1000 > ADVERT_INT
+        assert fault.delay / 1000 > ADVERT_INT  # later adverts overtake a held one
+        assert fault.amount / 100 * fault.delay / 1000 <= ADVERT_INT / 2  # the slow class keeps up
         assert f"amount={fault.amount} delay={fault.delay}ms" in fault.describe()
     assert len({(f.amount, f.delay) for f in reorders}) > 5  # drawn, not fixed
 

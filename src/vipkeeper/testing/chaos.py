@@ -103,8 +103,12 @@ CLIENT_HOST = 200
 VRID = 51
 
 REORDER_FRAME_BITS = 46 * 8  # a v3 advert with one IPv4 VIP as HTB counts it (Ethernet frame)
-REORDER_PERCENT = (20, 60)  # share of the target's VRRP packets held back, percent
-REORDER_DELAY_MS = (250, 600)  # how long each is held: longer than advert_int, so others pass
+# Reordering: a share of the target's VRRP packets each held for a delay longer than advert_int
+# (so later adverts overtake it). The slow class lets one frame through per delay, so share x
+# delay stays within half an advert interval: it keeps up, and a held packet waits about the
+# delay rather than queueing behind the others (which would be loss, not reordering).
+REORDER_PERCENT = (10, 20)  # percent, in steps of 5
+REORDER_DELAY_MS = (250, 500)  # milliseconds, in steps of 50
 
 FAULTS = (
     "kill", "stop", "link", "partition", "loss", "slow", "reorder", "dup", "priority", "reload"
@@ -142,7 +146,7 @@ def fault_sequence(seed: int) -> Iterator[Fault]:
         amount = rng.randrange(10, 60, 10) if kind == "loss" else 0
         delay = 0
         if kind == "reorder":
-            amount = rng.randrange(REORDER_PERCENT[0], REORDER_PERCENT[1] + 1, 10)
+            amount = rng.randrange(REORDER_PERCENT[0], REORDER_PERCENT[1] + 1, 5)
             delay = rng.randrange(REORDER_DELAY_MS[0], REORDER_DELAY_MS[1] + 1, 50)
         hold = {
             "kill": rng.uniform(0.3, 3.0),
