@@ -10,17 +10,19 @@ The last case is the counter-proof: adverts carrying the password as read off th
 step down, which is what PASS authentication does not protect against (docs/benchmarks.md).
 With `vrrp_peer_filter` the non-peer flood never reaches the daemon: the filter's drop counter
 grows by what was sent while the daemon's own counters stay where they were, and a clean stop
-removes the filter's table.
+removes the filter's table; the filter follows a reload, and sorts IPv6 adverts by source too.
 """
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import pytest
 
 from vipkeeper import control
-from vipkeeper.testing.daemons import Subnet, Vipkeeper, start_vipkeeper
+from vipkeeper.core import vrrp_wire
+from vipkeeper.testing.daemons import Subnet, Vipkeeper, instance_config, start_vipkeeper
 from vipkeeper.testing.hostile import (
     CASE_NAMES,
     Case,
@@ -143,3 +145,45 @@ def test_the_peer_filter_follows_a_reload_and_keeps_its_counts(lab: Lab) -> None
     assert control.request(str(daemon.control_socket), "reload", timeout=30)["result"] == "applied"
     assert status(daemon)["vrrp_filter"] is None
     assert "vipkeeper_vrrp" not in lab.run(master, "nft", "list", "tables").stdout
+
+
+SEND_V6 = r"""
+import socket, sys
+destination, count, packet = sys.argv[1], int(sys.argv[2]), bytes.fromhex(sys.argv[3])
+sock = socket.socket(socket.AF_INET6, socket.SOCK_RAW, 112)
+sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, 255)
+for _ in range(count):
+    sock.sendto(packet, (destination, 0))
+"""
+
+
+def test_the_peer_filter_sorts_ipv6_vrrp_by_source(lab: Lab) -> None:
+    """IPv6 adverts: a non-peer's are dropped in the kernel, the peer's go on to the daemon."""
+    net = Subnet.next()
+    master = lab.add_host("r1", [net.v6_cidr(1)])
+    peer = lab.add_host("r2", [net.v6_cidr(2)])
+    attacker = lab.add_host("evil", [net.v6_cidr(0x66)])
+    config = "global_defs {\n    router_id r1\n    vrrp_peer_filter\n}\n" + instance_config(
+        priority=200, vips=[net.vip6_cidr], version=3, unicast_src_ip=net.v6(1),
+        unicast_peers=[net.v6(2)],
+    )  # fmt: skip
+    daemon = start_vipkeeper(lab, master, config)
+    poll(20, lambda: assert_master(daemon), [daemon])
+    before = poll(10, lambda: status(daemon), [daemon])
+    received_before, _dropped = counters(before)
+    count = 200
+    for host, source in ((attacker, net.v6(0x66)), (peer, net.v6(2))):
+        advert = vrrp_wire.Advertisement(version=3, vrid=51, priority=100,
+                                         addresses=(net.vip6,), wire_interval=100)  # fmt: skip
+        packet = vrrp_wire.encode(advert, source=source, destination=net.v6(1))
+        lab.run(host, sys.executable, "-c", SEND_V6, net.v6(1), str(count), packet.hex())
+
+    def counted() -> dict[str, Any]:
+        document = status(daemon)
+        assert filter_dropped(document) - filter_dropped(before) == count
+        accepted = document["vrrp_filter"]["accepted"]["packets"]
+        assert accepted - before["vrrp_filter"]["accepted"]["packets"] >= count
+        return document
+
+    document = poll(10, counted, [daemon])
+    assert counters(document)[0] - received_before >= count  # the peer's reached the daemon
