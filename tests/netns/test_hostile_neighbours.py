@@ -22,6 +22,7 @@ import pytest
 
 from vipkeeper import control
 from vipkeeper.core import vrrp_wire
+from vipkeeper.io import vrrp_filter
 from vipkeeper.testing.daemons import Subnet, Vipkeeper, instance_config, start_vipkeeper
 from vipkeeper.testing.hostile import (
     CASE_NAMES,
@@ -98,7 +99,7 @@ def test_a_flood_from_a_non_peer_changes_no_state(
             "adverts of the flood reached the daemon through the filter"
         )
         assert daemon.stop() == 0
-        assert "vipkeeper_vrrp" not in lab.run(master, "nft", "list", "tables").stdout
+        assert f"inet {vrrp_filter.TABLE}" not in lab.run(master, "nft", "list", "tables").stdout
     elif case.kind == "vrrp" and dropped_as is None:
         assert received_after > received_before, "the lower-priority adverts never arrived"
 
@@ -144,7 +145,7 @@ def test_the_peer_filter_follows_a_reload_and_keeps_its_counts(lab: Lab) -> None
     daemon.config_path.write_text(config.replace("    vrrp_peer_filter\n", ""))
     assert control.request(str(daemon.control_socket), "reload", timeout=30)["result"] == "applied"
     assert status(daemon)["vrrp_filter"] is None
-    assert "vipkeeper_vrrp" not in lab.run(master, "nft", "list", "tables").stdout
+    assert f"inet {vrrp_filter.TABLE}" not in lab.run(master, "nft", "list", "tables").stdout
 
 
 SEND_V6 = r"""
