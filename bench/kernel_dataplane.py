@@ -36,7 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from throughput import NGINX, Nginx, measure  # noqa: E402
+from throughput import NGINX, Nginx, add_measure_options, measure  # noqa: E402
 from vipkeeper.testing.lbnet import REAL_SERVERS, VIPKEEPER, LbNet, director_config  # noqa: E402
 
 KEEPALIVED = "/usr/sbin/keepalived"
@@ -225,9 +225,7 @@ def checkers(args: argparse.Namespace, workdir: Path) -> dict[str, dict[str, obj
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
-    parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--repeat", type=int, default=2, help="direct/VIP pairs per data plane")
+    add_measure_options(parser, connections=16, repeat=2, per="data plane")
     parser.add_argument("--servers", type=int, default=1000, help="real servers to check")
     parser.add_argument("--delay-loop", type=float, default=10.0, help="seconds between checks")
     parser.add_argument("--window", type=float, default=30.0, help="CPU measurement seconds")
