@@ -17,14 +17,15 @@ from typing import Any
 
 from vipkeeper.core.effects import Effect, ReportTransition, RunNotify, SendAdvert, VirtualAddress
 from vipkeeper.core.events import Event, TimerFired
+from vipkeeper.core.states import NotifyState, State
 from vipkeeper.drivers.vrrp import Driver
 
 Route = Callable[[str, int, int], tuple[str, str | None] | None]
 
 VIP = VirtualAddress(address="192.0.2.10", prefixlen=32, dev="eth0")
 ADVERT = SendAdvert(interface="eth0", source="192.0.2.1", destination="224.0.0.18", payload=b"")
-TO_MASTER = ReportTransition(instance="vi1", old="BACKUP", new="MASTER", reason="test")
-NOTIFY_MASTER = RunNotify(instance="vi1", state="MASTER", priority=100)
+TO_MASTER = ReportTransition(instance="vi1", old=State.BACKUP, new=State.MASTER, reason="test")
+NOTIFY_MASTER = RunNotify(instance="vi1", state=NotifyState.MASTER, priority=100)
 
 
 @dataclass
