@@ -37,7 +37,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
 from throughput import NGINX, Nginx, add_measure_options, measure  # noqa: E402
-from vipkeeper.testing.lbnet import REAL_SERVERS, VIPKEEPER, LbNet, director_config  # noqa: E402
+from vipkeeper.testing.daemons import vipkeeper_argv  # noqa: E402
+from vipkeeper.testing.lbnet import REAL_SERVERS, LbNet, director_config  # noqa: E402
 
 KEEPALIVED = "/usr/sbin/keepalived"
 CHECK_VIP = "10.99.0.1"
@@ -180,7 +181,7 @@ def run_checker(
         argv = [KEEPALIVED, "-n", "-C", "-l", "-D", "-G", "-f", str(config),
                 "-p", str(directory / "ka.pid"), "-c", str(directory / "checkers.pid")]  # fmt: skip
     else:
-        argv = [str(VIPKEEPER), "run", "-f", str(config), "--pidfile", str(directory / "vk.pid"),
+        argv = [*vipkeeper_argv(), "run", "-f", str(config), "--pidfile", str(directory / "vk.pid"),
                 "--control-socket", str(directory / "vk.sock")]  # fmt: skip
     with (directory / "log").open("wb") as log:
         process = subprocess.Popen(
