@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import ctypes.util
 import logging
 import math
 import os
@@ -143,7 +142,9 @@ def make_timer(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) ->
     if "CLOCK_MONOTONIC" not in clock or abs(loop.time() - time.monotonic()) > 1.0:
         return LoopTimer(loop, callback)
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        # The process's own symbols, libc's among them (as the autopilot finds prctl): no
+        # library search, which would run ldconfig at start-up.
+        libc = ctypes.CDLL(None, use_errno=True)
         libc.timerfd_create.argtypes = [ctypes.c_int, ctypes.c_int]
         libc.timerfd_settime.argtypes = [
             ctypes.c_int,
