@@ -61,6 +61,8 @@ NOT_FOR_VRRP = {
     "rich",
     "glob",  # for includes
     "difflib",  # for "did you mean"
+    "shutil",  # for script security
+    "ctypes.util",  # no library search: timerfd uses the process's own libc symbols
 }
 
 # The daemon as `vipkeeper run` builds it before its loop starts (no socket is opened yet).

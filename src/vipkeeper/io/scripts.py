@@ -20,7 +20,6 @@ import logging
 import os
 import pwd
 import shlex
-import shutil
 import signal
 import stat
 from collections.abc import Callable, Mapping, Sequence
@@ -155,6 +154,8 @@ def insecure_path(executable: str) -> str | None:
     its target) and every directory above it must belong to root and be writable by nobody
     else (no group or other write bit, unless the group is root's). A directory anyone can
     write, even with the sticky bit (/tmp), lets another user replace the script."""
+    import shutil  # here: only script security needs it, not every start-up
+
     found = executable if "/" in executable else shutil.which(executable)
     if found is None:
         return None  # not found: running it fails with its own error
