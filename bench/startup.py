@@ -21,7 +21,9 @@ compared as a ratio and a difference (goal: within 100 ms of keepalived).
 
 vipkeeper's modules are compiled to bytecode first (as an installed wheel's are). Root only; all
 traffic stays inside the lab's namespaces, which are removed after every run. The load average
-is printed before and after: vipkeeper's figure moves with it far more than keepalived's.
+is printed before and after, and the CPU time of `python -c "import asyncio"` as a yardstick of
+the machine's speed at the time, which drifts on a shared host whatever the load average says:
+vipkeeper's figure moves with both far more than keepalived's.
 
 `--where` needs no root and no lab: where vipkeeper's start-up CPU goes, as the CPU time
 (user + system, median of --runs) of fresh interpreters importing growing sets of the modules
@@ -186,7 +188,7 @@ def where(runs: int, markdown: bool) -> None:
     samples = [child_cpu(probe)[1].split() for _ in range(runs)]
     dataclass_cpu = statistics.median(float(s[0]) for s in samples)
     dataclasses = int(samples[0][1])
-    print(f"# {machine_summary()}, load average {_load()}")
+    print(f"# {machine_summary()}, load average {_load()}, {_yardstick()}")
     print(f"# CPU (user + system) of fresh interpreters, median of {runs} each")
     previous = 0.0
     if markdown:
@@ -207,6 +209,12 @@ def _load() -> str:
     return " ".join(f"{value:.1f}" for value in os.getloadavg())
 
 
+def _yardstick() -> str:
+    """The CPU time of `python -c "import asyncio"`, median of 5, as text."""
+    cpu = statistics.median(child_cpu("import asyncio")[0] for _ in range(5))
+    return f'python -c "import asyncio" {cpu * 1000:.0f} ms of CPU'
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10)
@@ -221,7 +229,7 @@ def main() -> int:
     if args.where:
         where(args.runs, args.markdown)
         return 0
-    load_before = _load()
+    load_before, yardstick = _load(), _yardstick()
     results: list[dict[str, Any]] = []
     for run in range(args.runs):
         for daemon in DAEMONS:
@@ -239,7 +247,7 @@ def main() -> int:
     }
     logged = [r["logged_backup"] for r in results if r.get("logged_backup") is not None]
     print(f"# {machine_summary()}")
-    print(f"# load average before {load_before}, after {_load()}")
+    print(f"# load average before {load_before}, after {_load()}; {yardstick}")
     print(f"# config {args.config}, {args.runs} runs per daemon, Master_Down_Interval "
           f"{MASTER_DOWN * 1000:.1f} ms")  # fmt: skip
     rows = [
