@@ -5,6 +5,11 @@ Proves: flows spread over both real servers; a real server receives packets addr
 never through the director; a new atomic ruleset (reweight, removal) leaves an in-flight
 keep-alive connection to a remaining server working; two directors with the same configuration
 send the same flow to the same real server, so connections survive moving the VIP.
+
+The flow table: keep-alive connections keep their real server when a server added resizes the
+Maglev table and when one removed from the configuration drains (it takes no new flow); flows
+pinned to a server out of the pool on its health check move to a live one; a full flow table
+costs no packet; an IPv6 service's flow table loads.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import pytest
 
 from vipkeeper.core import maglev
 from vipkeeper.core.lb import RealServer, VirtualServer, VirtualService
+from vipkeeper.io import lb_nftables
 from vipkeeper.io.lb_nftables import (
     IpCommandLinkLayer,
     NftablesBackend,
@@ -251,8 +257,9 @@ def test_an_ipv6_dr_service_gets_its_flow_table_from_the_kernel(net: LbNet):
     out = net.run("d1", "nft", "list", "map", "netdev", "vipkeeper", flow_table_name(service))
     # keyed by the 32-bit jhash of the 4-tuple (flow_table_key), with the rules that use it
     assert "typeof numgen inc mod 2 : ether saddr" in out
-    rules = net.run("d1", "nft", "list", "chain", "netdev", "vipkeeper", "vs0_rs0")
-    assert f"add @{flow_table_name(service)} {{ jhash ip6 saddr . tcp sport" in rules
+    listing = net.run("d1", "nft", "list", "table", "netdev", "vipkeeper")
+    for statement in ("update", "delete"):
+        assert f"{statement} @{flow_table_name(service)} {{ jhash ip6 saddr . tcp sport" in listing
 
 
 def test_two_directors_with_the_same_configuration_keep_flows_on_the_same_real_server(
@@ -272,3 +279,18 @@ def test_two_directors_with_the_same_configuration_keep_flows_on_the_same_real_s
     for conn, owner in owners.items():
         assert client.get_on(conn) == owner
     assert sum(net.chain_packets("d2", "netdev", "vipkeeper", c) for c in chains) > 0
+
+
+def test_a_full_flow_table_leaves_new_flows_to_the_hash_and_drops_none(
+    net: LbNet, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(lb_nftables, "FLOW_TABLE_SIZE", 2)
+    d1 = backend(net, "d1")
+    asyncio.run(d1.apply([VirtualServer(service=SERVICE, real_servers=tuple(RS.values()))]))
+    net.add_vip("d1")
+    client = net.client()
+    owners = open_connections(client, 8)  # each answered: forwarded without an entry
+    assert len(owners) >= 8
+    assert len(elements(net, "d1", flow_table_name(SERVICE))) == 2
+    for conn, owner in owners.items():  # and by the hash alone, still to the same server
+        assert client.get_on(conn) == owner

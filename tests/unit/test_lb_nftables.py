@@ -86,10 +86,7 @@ def pinned(script: str) -> dict[str, str]:
     pairs = (element.split(" : ") for element in match.group(1).split(", "))
     found = {}
     for token, verdict in pairs:
-        pin = chain_body(script, verdict.removeprefix("goto "))
-        forward = re.search(r"goto (\S+)", pin)
-        assert forward, pin
-        rs = chain_body(script, forward.group(1))
+        rs = chain_body(script, verdict.removeprefix("goto "))
         assert f"ether saddr set {token}\n" in rs  # the chain pins new flows with this token
         mac = re.search(r"ether daddr set (\S+)", rs)
         assert mac, rs
@@ -371,7 +368,7 @@ async def test_dr_rules_take_only_frames_addressed_to_this_director():
     await backend(runner).apply([VirtualServer(service=DR, real_servers=(RS1, RS2))])
     ingress = chain_body(runner.calls[0][1] or "", "ingress_fe0")
     rules = [line.strip() for line in ingress.splitlines() if f"ip daddr {VIP}" in line]
-    assert len(rules) == 3  # the pinned flows, the hash and the drop
+    assert len(rules) == 4  # the pinned flows, the stale entries, the hash and the drop
     assert all(rule.startswith("meta pkttype host fib daddr type local ") for rule in rules), rules
 
 
@@ -519,20 +516,20 @@ async def test_dr_pinned_flows_go_to_their_server_before_the_hash_and_every_pack
     assert [r.split(" comment ")[0].removeprefix(f"{GUARD} ip daddr {VIP} tcp dport 80 ")
             for r in rules] == [
         f"ether saddr set {key} map @{FLOWS} ether saddr vmap @vs0_pinned",
+        f"delete @{FLOWS} {{ {key} : ether saddr }}",  # an entry whose token has no chain
         f"jhash {key} mod {maglev.table_size_for(2)} seed 0x0000cafe vmap @vs0_buckets",
         "counter drop",
     ]  # fmt: skip
     assert pinned_macs(script) == {MACS["192.168.0.54"], MACS["192.168.0.55"]}
-    for index in (0, 1):
-        # a pinned flow's packets refresh its entry; a new flow's first packet adds one, and
-        # a stale entry (its token has no chain) is not refreshed: it expires
-        assert chain_body(script, f"vs0_pin{index}").split("\n")[0].strip() == (
-            f"update @{FLOWS} {{ {key} : ether saddr }}"
-        )
+    for index, (token, mac) in enumerate(pinned(script).items()):
         body = [line.strip() for line in chain_body(script, f"vs0_rs{index}").splitlines()]
-        # the add is a rule of its own: a full flow table ends it, not the forwarding
-        assert body[1] == f"add @{FLOWS} {{ {key} : ether saddr }}"
-        assert body[2].startswith(f"counter ether saddr set {DIRECTOR_MAC} ether daddr set")
+        # the update pins a new flow with the chain's token and refreshes a pinned one; a rule
+        # of its own: a full flow table ends it, not the forwarding
+        assert body[:2] == [
+            f"ether saddr set {token}",
+            f"update @{FLOWS} {{ {key} : ether saddr }}",
+        ]
+        assert body[2].startswith(f"counter ether saddr set {DIRECTOR_MAC} ether daddr set {mac}")
         assert 'fwd to "srv0"' in body[2]
 
 
@@ -555,9 +552,7 @@ async def test_second_apply_keeps_the_netdev_table_and_its_flow_table_in_one_tra
         "table ip6 vipkeeper_nat",
         "map netdev vipkeeper vs0_pinned",
         "map netdev vipkeeper vs0_buckets",
-        "chain netdev vipkeeper vs0_pin0",
         "chain netdev vipkeeper vs0_rs0",
-        "chain netdev vipkeeper vs0_pin1",
         "chain netdev vipkeeper vs0_rs1",
     }
     assert flow_table(second) is None  # kept as it is, elements and all

@@ -15,11 +15,14 @@ table size, and looks the bucket up in a map built from the Maglev table:
   MAC and the destination to the real server's MAC and `fwd`s the frame out of the server-side
   interface. The IP header is untouched: the real server sees destination = VIP and answers the
   client directly. The netdev hook sits below connection tracking, so the data plane keeps its
-  own: a flow table per service (`flows_*`, a dynamic nft map, flow key -> the real server's
-  MAC) that every forwarded packet refreshes. A packet whose flow is in the table goes to that
-  MAC's chain before any hashing; so an established flow keeps its real server when a reload or
-  a health change rebuilds the Maglev table (a server added, removed or reweighted), as IPVS
-  keeps a connection on its destination, and only new flows follow the new table.
+  own: a flow table per service (`flows_*`, a dynamic nft map from the flow key to the token of
+  the real server the flow was sent to). A packet whose flow has an entry whose token has a
+  chain (`vsN_pinned`: token -> chain) goes to that chain before any hashing; an entry whose
+  token has none is deleted; then the packet is hashed. Every real server's chain writes its
+  token into the flow's entry (a new entry, or a refresh of the same one). So an established
+  flow keeps its real server when a reload or a health change rebuilds the Maglev table (a
+  server added, removed or reweighted), as IPVS keeps a connection on its destination, and only
+  new flows follow the new table.
 - The flow key is the hash key: rr / wrr / lc / wlc hash and pin the 4-tuple, sh / mh the source
   address (plus the source port with the `port` flag), persistence_timeout > 0 the source
   address only (client affinity). A per-packet `numgen inc` would send the packets of one TCP
@@ -28,16 +31,21 @@ table size, and looks the bucket up in a map built from the Maglev table:
   established TCP connection (900 s) and for UDP (300 s), or persistence_timeout when longer
   (IPVS's persistence template). Without TCP state tracking, a closed connection's entry
   lingers for the timeout too: FLOW_TABLE_SIZE bounds the table, and a flow that finds it full
-  is forwarded by the hash alone (the refresh is a rule of its own, so a full table never drops
+  is forwarded by the hash alone (the update is a rule of its own, so a full table never drops
   a packet). The tables live in the netdev table across applies: the batch flushes and rebuilds
   chains and Maglev maps around them, and only a service's removal or a change of its flow key
-  or timeout deletes its flow table.
-- Which servers keep their pinned flows (`pinned` vmap: MAC -> chain): every server taking new
-  flows; a server at configured weight 0 (quiesced, as IPVS weight 0); and a server removed from
-  the configuration, which drains like an IPVS destination removed with expire_nodest_conn=0,
-  until its flows' timeout has passed since the removal. A configured server that left the pool
-  (health check down, inhibit_on_failure, quorum lost) is not there: a dead server cannot
-  answer, so its flows are hashed again and pinned to their new server.
+  or timeout deletes its flow table. A backend's first apply (the daemon starting) rebuilds the
+  netdev table whole: it has no tokens for entries an earlier process left.
+- Which servers keep their pinned flows (a token with a chain): every server taking new flows; a
+  server at configured weight 0 (quiesced, as IPVS weight 0); and a server removed from the
+  configuration, which drains like an IPVS destination removed with expire_nodest_conn=0, until
+  its flows' timeout has passed since the removal. A configured server that left the pool
+  (health check down, inhibit_on_failure, quorum lost) loses its chain and token: a dead server
+  cannot answer, so each of its flows is hashed to a live server at its next packet and pinned
+  there. When it comes back it gets a new token, so an idle flow's entry naming the old token
+  never pulls that flow back to it.
+  A real server's token is its identity in the flow tables, not its position in the
+  configuration, so adding or removing another server changes nothing for its flows.
 - NAT: ip / ip6 family, nat prerouting: `dnat to jhash ... map { bucket : rs_ip . rs_port }`.
   Conntrack remembers each connection's choice and reverses it on the reply, which must come back
   through the director: the real servers' default route points at the director, so no masquerade
@@ -57,8 +65,7 @@ table size, and looks the bucket up in a map built from the Maglev table:
   frames a client still sends to its MAC from a stale ARP entry, so such a client fails fast
   and follows the Master's gratuitous ARP instead of being served by the wrong director.
 - Limits: fwmark services need NAT mode here (a mark set in mangle does not exist yet at netdev
-  ingress); DR ignores the real server's port (the frame is forwarded unchanged), and a real
-  server is known to the flow table by its MAC, so two real servers on one host are one.
+  ingress); DR ignores the real server's port (the frame is forwarded unchanged).
 """
 
 from __future__ import annotations
@@ -354,8 +361,7 @@ def dr_objects(plans: Sequence[DrServicePlan]) -> DrObjects:
     chains: list[str] = []
     maps: list[str] = []
     for number, plan in enumerate(plans):
-        for index in range(len(plan.targets)):
-            chains += [f"vs{number}_pin{index}", f"vs{number}_rs{index}"]
+        chains += [f"vs{number}_rs{index}" for index in range(len(plan.targets))]
         if plan.targets:
             maps.append(f"vs{number}_pinned")
         if plan.buckets:
@@ -439,20 +445,14 @@ def _render_dr(plans: Sequence[DrServicePlan], table: str, kept: DrObjects) -> l
         pinned: list[str] = []
         for index, (target, token) in enumerate(zip(plan.targets, plan.tokens, strict=True)):
             chain = f"{prefix}_rs{index}"
-            pinned.append(f"{_token(token)} : goto {prefix}_pin{index}")
+            pinned.append(f"{_token(token)} : goto {chain}")
             lines += [
-                # a pinned flow: refresh its entry, then forward it
-                f"  chain {prefix}_pin{index} {{",
-                f"    update @{flows} {{ {key} : ether saddr }}",
-                f"    goto {chain}",
-                "  }",
-                # any flow: pin it unless it has an entry already (a stale one is left to
-                # expire, not refreshed), then forward it. The Ethernet source carries the
-                # token until the rewrite. A rule of its own: on a full flow table the add
-                # ends its rule, and the frame is still forwarded by the next one.
+                # The Ethernet source carries the token until the rewrite. The update pins a
+                # new flow and refreshes a pinned one; a rule of its own, because on a full flow
+                # table it ends its rule, and the frame must still be forwarded by the next.
                 f"  chain {chain} {{",
                 f"    ether saddr set {_token(token)}",
-                f"    add @{flows} {{ {key} : ether saddr }}",
+                f"    update @{flows} {{ {key} : ether saddr }}",
                 f"    counter ether saddr set {target.director_mac}"
                 f" ether daddr set {target.server_mac} fwd to {_quote(target.device)}"
                 f" comment {_quote(target.server.name)}",
@@ -466,12 +466,15 @@ def _render_dr(plans: Sequence[DrServicePlan], table: str, kept: DrObjects) -> l
                 f"    elements = {{ {', '.join(pinned)} }}",
                 "  }",
             ]
-            # A flow in the table goes to its server's chain; one whose token has no chain any
-            # more (its server left the pool) falls through to the hash.
-            rules.append(
+            rules += [
+                # A flow in the table goes to its server's chain ...
                 f"    {_DR_GUARD} {_match(service)} ether saddr set {key} map @{flows}"
-                f" ether saddr vmap @{prefix}_pinned comment {label}"
-            )
+                f" ether saddr vmap @{prefix}_pinned comment {label}",
+                # ... one whose token has no chain any more (its server left the pool) loses
+                # its entry (the update cannot overwrite it) and is hashed and pinned afresh.
+                f"    {_DR_GUARD} {_match(service)} delete @{flows} {{ {key} : ether saddr }}"
+                f" comment {label}",
+            ]
         if plan.buckets:
             elements = ", ".join(
                 f"{bucket} : goto {prefix}_rs{index}" for bucket, index in enumerate(plan.buckets)
