@@ -282,8 +282,8 @@ def flow_table_name(service: VirtualService) -> str:
     return f"flows_{service.protocol.value.lower()}_{spelled}_{service.port}"
 
 
-# nft 1.0.6 cannot add to or update a set with a key wider than an IPv6 address (it aborts on
-# the rule), so an IPv6 flow key of several fields enters the flow table as its 32-bit jhash.
+# nft 1.0.6 aborts on a rule that updates or deletes a map entry whose key is wider than one
+# IPv6 address, so an IPv6 flow key of several fields enters the flow table as its 32-bit jhash.
 # Two flows sharing an entry share a real server that can take them: a collision never breaks
 # a flow.
 _FLOW_KEY_HASH = 2**32 - 1
@@ -609,8 +609,8 @@ class NftablesBackend:
         self._planned_draining: dict[ServiceKey, dict[tuple[str, int], tuple[DrTarget, float]]] = {}
         # Each target's flow token, what its pinned flows' entries hold: kept while the server
         # keeps a chain, so its flows stay pinned across applies; a server that lost its chain
-        # (left the pool) comes back with a new one, and entries naming the old token are left
-        # to expire instead of pulling their flows back to it.
+        # (left the pool) comes back with a new one, so an entry naming the old token is
+        # deleted at its flow's next packet instead of pulling the flow back to it.
         self._tokens: dict[tuple[ServiceKey, tuple[str, int]], int] = {}
         self._planned_tokens: dict[tuple[ServiceKey, tuple[str, int]], int] = {}
         self._last_token = 0
@@ -748,7 +748,7 @@ class NftablesBackend:
     async def counters(self) -> DataPlaneCounters:
         """The applied ruleset's counters: packets and bytes forwarded to each DR real server,
         connections DNATed for each NAT service (the nat hook sees a connection's first packet
-        only). They count from the last apply, which replaces the tables."""
+        only). They count from the last apply, which rebuilds the chains holding them."""
         result = DataPlaneCounters()
         if self.applied_script is None:
             return result
