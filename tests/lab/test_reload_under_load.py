@@ -125,6 +125,7 @@ def _connect_timeout(old: int, new: int) -> Change:
     def edit(text: str) -> str:
         block = _rs_block(RS2).search(text)
         assert block is not None
+        assert f"connect_timeout {old}\n" in block.group(1), f"rs2's connect_timeout is not {old}"
         changed = block.group(1).replace(f"connect_timeout {old}", f"connect_timeout {new}")
         return text.replace(block.group(1), changed)
 
@@ -136,9 +137,16 @@ def _connect_timeout(old: int, new: int) -> Change:
 
 
 def _reweight(address: str, old: int, new: int) -> Change:
+    def edit(text: str) -> str:
+        block = _rs_block(address).search(text)
+        assert block is not None and re.search(rf"(?m)^\s*weight\s+{old}$", block.group(1)), (
+            f"{NAME_OF[address]}'s weight is not {old}"
+        )
+        return _weight(address, new)(text)
+
     return Change(
         what=f"{NAME_OF[address]} weight {old} -> {new}",
-        edit=_weight(address, new),
+        edit=edit,
         changes={"real_servers_changed": [_rs(address)]},
     )
 
@@ -208,11 +216,11 @@ def _plan(original: str) -> list[Change]:
         _delay_loop(2, 3),
         _connect_timeout(1, 2),
         _reweight(RS1, 1, 2),
-        *_remove_and_add(RS2, original),
+        _connect_timeout(2, 1),
+        *_remove_and_add(RS2, original),  # added back as configured at first
         UNCHANGED,
         _other_as(90, (OTHER_VIP,), f"VIP {ADDED_VIP} removed from {OTHER}"),
         _reweight(RS1, 2, 1),
-        _connect_timeout(2, 1),
         *_remove_and_add(RS1, original),
         _delay_loop(3, 2),
         _other_as(100, (OTHER_VIP,), f"{OTHER} priority 90 -> 100"),
