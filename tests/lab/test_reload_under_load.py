@@ -393,3 +393,6 @@ def test_twenty_reloads_on_the_master_under_load_fail_no_request_and_move_no_str
     then = {n: _server_of(requests, n, ends[-1]) for n in range(1, STREAMS + 1)}
     assert on == then, {n: (on[n], then[n]) for n in on if on[n] != then[n]}
     assert set(on.values()) == {NAME_OF[RS1], NAME_OF[RS2]}  # both servers carried streams
+    asked = [r for r in requests if r.start >= first]
+    kept, new = (sum(r.kind == kind for r in asked) for kind in ("keepalive", "new"))
+    print(f"{len(plan)} reloads: {kept} keep-alive and {new} new-connection requests, none failed")
