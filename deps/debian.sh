@@ -48,7 +48,11 @@ fi
 echo "deps: installing Debian packages: $missing"
 start=$(date +%s)
 export DEBIAN_FRONTEND=noninteractive
-apt-get update -q
-# shellcheck disable=SC2086  # one word per package
-apt-get install -y -q -o Dpkg::Use-Pty=0 --no-install-recommends $missing
+# Another apt run (a second checkout's set-up, unattended-upgrades on a freshly booted host) may
+# hold the dpkg lock: wait for it rather than fail.
+wait_lock="-o DPkg::Lock::Timeout=600"
+# shellcheck disable=SC2086  # one word per option and per package
+apt-get update -q $wait_lock
+# shellcheck disable=SC2086
+apt-get install -y -q -o Dpkg::Use-Pty=0 $wait_lock --no-install-recommends $missing
 echo "deps: Debian packages installed in $(($(date +%s) - start)) s"

@@ -1,14 +1,15 @@
 """`vipkeeper run`: wires the configuration, the pure core and the Linux adapters together.
 
 Owns the daemon's life: pidfile, signals (TERM/INT stop, HUP reload), start-up clean-up of
-addresses a crashed run left behind, link monitoring, and the order of start, reload and stop.
+addresses a crashed run left behind, link monitoring, and the order of start and stop.
 Its collaborators each own one job: the instances' source addresses (`source_addresses`),
 tracked scripts (`track_scripts`), notify scripts (`notify_scripts`), background tasks
-(`tasks`), how sockets are read (`read_policy`); the instances' virtual MAC interfaces are
-`io.vmac`'s, made before the instances start and removed after they stop. It wires in the
-operator's side, each from its own module: the control socket (`control`), the status document
-(`status`), what a reload changes (`reload`), /metrics (`metrics`), the service manager's
-notices (`service`) and the notify FIFOs (`io.notify_fifo`). Every protocol decision is the
+(`tasks`), how sockets are read (`read_policy`), a reload's steps and their order (`reloader`,
+with what changes decided in `reload`); the instances' virtual MAC interfaces are `io.vmac`'s,
+made before the instances start and removed after they stop. It wires in the operator's side, each
+from its own module: the control socket (`control`), the status document and the /metrics
+snapshot (`snapshots`, formats in `status` and `metrics`), the service manager's notices
+(`service`) and the notify FIFOs (`io.notify_fifo`). Every protocol decision is the
 core's; every kernel call is an adapter's. A configuration that does not load is refused with
 its located diagnostics, and on reload the running configuration stays in force.
 """
@@ -18,23 +19,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import signal
 import socket
 import time
 from collections.abc import Iterable
 
-from vipkeeper import metrics, pidfile, read_policy, reload, service, status
+from vipkeeper import metrics, pidfile, read_policy, service, status
 from vipkeeper.assemble import Plan, plan
 from vipkeeper.config import model
-from vipkeeper.config.load import LoadResult, load_config
 from vipkeeper.control import ControlServer
 from vipkeeper.core.effects import ReportTransition, VirtualAddress
 from vipkeeper.core.events import (
     Event,
     PacketReceived,
-    Reconfigured,
     ShutdownRequested,
     Started,
     TrackChanged,
@@ -45,17 +43,19 @@ from vipkeeper.core.vrrp import VrrpInstance
 from vipkeeper.core.vrrp_settings import InstanceSettings
 from vipkeeper.core.vrrp_wire import virtual_mac
 from vipkeeper.director import Director
-from vipkeeper.drivers.vrrp import Driver, Machine
+from vipkeeper.drivers.vrrp import Driver
 from vipkeeper.io.addresses import AddressManager
 from vipkeeper.io.autopilot import Autopilot
 from vipkeeper.io.gratuitous import GratuitousSender
 from vipkeeper.io.links import AddressChanged, LinkChanged, LinkEvent, LinkMonitor, link_states
 from vipkeeper.io.notify_fifo import NotifyFifos
 from vipkeeper.io.scripts import ScriptRunner, script_security
-from vipkeeper.io.vmac import Vmac, VmacError, VmacManager
+from vipkeeper.io.vmac import Vmac, VmacManager
 from vipkeeper.io.vrrp_socket import VrrpSocketPool
 from vipkeeper.logsetup import setup_logging
 from vipkeeper.notify_scripts import NotifyScripts
+from vipkeeper.reloader import Reloader, load_logged
+from vipkeeper.snapshots import Snapshots
 from vipkeeper.source_addresses import SourceAddresses, socket_family
 from vipkeeper.tasks import BackgroundTasks
 from vipkeeper.track_scripts import TrackScripts
@@ -64,12 +64,6 @@ log = logging.getLogger("vipkeeper")
 
 # How long shutdown waits for notify_stop and friends before leaving them behind.
 NOTIFY_GRACE = 5.0
-
-
-def report(result: LoadResult) -> None:
-    for diagnostic in result.diagnostics:
-        level = logging.ERROR if diagnostic.severity.value == "error" else logging.WARNING
-        log.log(level, "%s", diagnostic.format())
 
 
 def _family_number(family: int) -> int:
@@ -99,9 +93,11 @@ class Daemon:
             config_checksum=status.config_checksum(config.files),
             config_loaded_at=started,
         )
+        self.reloader = Reloader(self)
+        self.snapshots = Snapshots(self)
         self.control = (
             ControlServer(
-                control_socket, {"status": self._status_request, "reload": self._reload_request}
+                control_socket, {"status": self.snapshots.status, "reload": self.reloader.request}
             )
             if control_socket
             else None
@@ -110,7 +106,6 @@ class Daemon:
         self.instances: dict[str, VrrpInstance] = {}
         self.routes: dict[tuple[str, int, int], tuple[str, str | None]] = {}
         self._stop = asyncio.Event()
-        self._reload_lock = asyncio.Lock()
         self._modes_pending = False
         self.tasks = BackgroundTasks()
         self.runner = ScriptRunner(security=script_security(config.global_defs))
@@ -127,9 +122,9 @@ class Daemon:
         self.fifos = NotifyFifos(config.global_defs, self.runner)
         self.notify = NotifyScripts(config, self.runner, self.fifos, self.tasks.spawn)
         self.director = Director(config, runner=self.runner, fifos=self.fifos)
-        self.check_latency = metrics.CheckLatency()
+        latency = self.snapshots.check_latency
         self.director.check_observers.append(
-            lambda vs, server, record: self.check_latency.observe(vs, server, record.latency)
+            lambda vs, server, record: latency.observe(vs, server, record.latency)
         )
         self.metrics = metrics.MetricsServer(*metrics_listen) if metrics_listen else None
         self.notifier = service.Notifier.from_environment()
@@ -140,7 +135,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._stop.set)
-        loop.add_signal_handler(signal.SIGHUP, self._reload_soon)
+        loop.add_signal_handler(signal.SIGHUP, self.reloader.soon)
         self.notifier.start_watchdog(loop)
         self.driver = Driver(
             machines={},
@@ -156,17 +151,17 @@ class Daemon:
         self.sockets.sink = self.driver.receive  # straight to the driver: no hop per packet
         try:
             await self.fifos.open()
-            await self._start(self.plan)
+            await self.start(self.plan)
             await self.director.start()
             await self._open_control()
             if self.metrics is not None:
-                self.metrics.start(self._metrics_snapshot)
+                self.metrics.start(self.snapshots.metrics)
             log.info("vipkeeper running with %d VRRP instance(s)", len(self.instances))
-            self.notifier.ready(self._service_status())
+            self.notifier.ready(self.service_status())
             await self._stop.wait()
             self.notifier.stopping()
             log.info("stopping: sending priority 0 and removing virtual addresses")
-            await self._shutdown(list(self.driver.machines))
+            await self.shutdown(list(self.driver.machines))
         finally:
             if self.metrics is not None:
                 await self.metrics.stop()
@@ -189,7 +184,7 @@ class Daemon:
             log.error("control socket %s not served: %s", self.control.path, exc)
             self.control = None
 
-    async def _start(self, new: Plan, *, whole: Plan | None = None) -> None:
+    async def start(self, new: Plan, *, whole: Plan | None = None) -> None:
         """Start the instances and groups of `new`; `whole` is the complete plan they join
         (on a reload, `new` holds only what changed)."""
         assert self.driver is not None
@@ -208,7 +203,7 @@ class Daemon:
         self.plan = whole or new
         self.routes = self.plan.routes()
         self.sources.use(self.plan, new.settings)
-        await self._sync_vmacs()
+        await self.vmacs.sync(_wanted_vmacs(self.config))
         for settings in new.settings.values():
             try:
                 await self.sockets.open(settings.interface, socket_family(settings.family))
@@ -233,37 +228,6 @@ class Daemon:
         machine, member = self.plan.machine_of(name)
         self.driver.feed(machine, event, member=member)
 
-    def _wanted_vmacs(self) -> dict[str, Vmac]:
-        return {
-            instance.use_vmac: Vmac(
-                name=instance.use_vmac,
-                base=instance.interface,
-                mac=virtual_mac(instance.virtual_router_id),
-            )
-            for instance in self.config.vrrp_instances
-            if instance.use_vmac is not None
-        }
-
-    async def _sync_vmacs(self) -> None:
-        """Create the configured macvlans not there yet, remove those no longer configured.
-        One that cannot be created is logged; its instance tracks it and stays in FAULT."""
-        wanted = self._wanted_vmacs()
-        for name, vmac in self.vmacs.created.items():
-            if wanted.get(name) != vmac:
-                await self.vmacs.remove(name)
-        created = self.vmacs.created
-        for name, vmac in wanted.items():
-            if name in created:
-                continue
-            try:
-                await self.vmacs.create(vmac)
-            except VmacError as exc:
-                log.error("%s; its instance stays in FAULT", exc)
-            except Exception as exc:  # netlink or /proc trouble: the same outcome, said plainly
-                log.error("use_vmac: cannot create %s: %s; its instance stays in FAULT", name, exc)
-            else:
-                log.info("use_vmac: %s (%s) on %s", vmac.name, vmac.mac, vmac.base)
-
     async def _initial_facts(self, settings: Iterable[InstanceSettings]) -> None:
         states = await link_states()
         by_link: dict[tuple[str, int], list[InstanceSettings]] = {}
@@ -286,7 +250,7 @@ class Daemon:
         for vip in removed:
             log.warning("removed %s/%d from %s, left by an earlier run", *_vip(vip))
 
-    async def _shutdown(self, machines: list[str]) -> None:
+    async def shutdown(self, machines: list[str]) -> None:
         assert self.driver is not None
         self.driver.feed_all(ShutdownRequested(), machines)
         await self.driver.drain()
@@ -315,9 +279,9 @@ class Daemon:
 
     def _after_transitions(self) -> None:
         self._update_receive_modes()
-        self.notifier.status(self._service_status())
+        self.notifier.status(self.service_status())
 
-    def _service_status(self) -> str:
+    def service_status(self) -> str:
         return service.status_line(i.state.name for i in self.instances.values())
 
     def _update_receive_modes(self) -> None:
@@ -352,134 +316,17 @@ class Daemon:
             if script in settings.track_scripts:
                 self._feed_instance(name, TrackChanged(name=script, up=up, kind=TrackKind.SCRIPT))
 
-    # -- the control socket ---------------------------------------------------------------
 
-    async def _status_request(self, _arguments: object) -> dict[str, object]:
-        assert self.driver is not None
-        self.driver.catch_up()  # counters of instances on the autopilot, exact
-        loop = asyncio.get_running_loop()
-        return status.build_status(
-            plan=self.plan,
-            instances=self.instances,
-            groups={
-                name: machine
-                for name, machine in self.driver.machines.items()
-                if isinstance(machine, SyncGroup)
-            },
-            director=self.director,
-            journal=self.journal,
-            present_vips=await self.addresses.present(
-                {v.dev for s in self.plan.settings.values() for v in s.virtual_addresses}
-            ),
-            now=time.time(),
-            wall_offset=time.time() - loop.time(),
+def _wanted_vmacs(config: model.Config) -> dict[str, Vmac]:
+    return {
+        instance.use_vmac: Vmac(
+            name=instance.use_vmac,
+            base=instance.interface,
+            mac=virtual_mac(instance.virtual_router_id),
         )
-
-    async def _metrics_snapshot(self) -> metrics.Snapshot:
-        try:
-            traffic, connections = await self.director.traffic()
-        except Exception as exc:  # the counters are worth a warning, not a failed scrape
-            log.warning("cannot read the data plane's counters: %s", exc)
-            traffic, connections = {}, {}
-        return metrics.Snapshot(
-            status=await self._status_request({}),
-            excluded_vips={
-                instance.name: [
-                    (str(ipaddress.ip_address(vip.address)), instance.vip_device(vip))
-                    for vip in instance.virtual_ipaddresses_excluded
-                ]
-                for instance in self.config.vrrp_instances
-            },
-            garp_delay={name: s.garp_master_delay for name, s in self.plan.settings.items()},
-            scripts=self.track_scripts.states(),
-            transitions=dict(self.journal.transitions),
-            reloads=dict(self.journal.reloads),
-            control_requests=self.control.served if self.control is not None else 0,
-            control_errors=dict(self.control.errors) if self.control is not None else {},
-            check_latency=self.check_latency.snapshot(),
-            data_plane_errors=self.director.apply_errors,
-            server_traffic=traffic,
-            service_connections=connections,
-        )
-
-    # -- reload -----------------------------------------------------------------------------
-
-    def _reload_soon(self) -> None:
-        self.tasks.spawn(self.reload())
-
-    async def _reload_request(self, _arguments: object) -> dict[str, object]:
-        record = await self.reload()
-        return {"result": record.result, "errors": list(record.errors), "changes": record.changes}
-
-    async def reload(self) -> status.ReloadRecord:
-        """Load the configuration again and apply the difference (see `vipkeeper.reload`); a
-        configuration with errors is refused and the running one stays in force."""
-        async with self._reload_lock:  # SIGHUP and the control socket may ask at once
-            self.notifier.reloading()
-            try:
-                record = await self._reload()
-            finally:
-                self.notifier.reloaded(self._service_status())
-        self.journal.record_reload(record)
-        return record
-
-    async def _reload(self) -> status.ReloadRecord:
-        assert self.driver is not None
-        result = load_config(self.config_path)
-        report(result)
-        if result.config is None:
-            log.error(
-                "reload refused: %s has errors; the running configuration stays", self.config_path
-            )
-            errors = tuple(d.format() for d in result.errors)
-            return status.ReloadRecord(time.time(), "refused", errors)
-        new = plan(result.config)
-        what = reload.changes(self.config, result.config, self.plan, new)
-        steps = reload.plan_instances(
-            self.plan, new, lambda name, settings: self.instances[name].can_reconfigure(settings)
-        )
-        stopping = sorted(steps.restarted_machines)
-        await self._shutdown(stopping)
-        for machine in stopping:
-            for member in self._members(machine):
-                self.instances.pop(member, None)
-            del self.driver.machines[machine]
-        for name, settings in steps.reconfigured.items():
-            owner, in_group = new.machine_of(name)
-            self.driver.feed(owner, Reconfigured(settings=settings), member=in_group)
-        self.gratuitous.prepare(
-            {v.dev for s in steps.reconfigured.values() for v in s.virtual_addresses}
-        )
-        await self.track_scripts.stop_changed(self.config, result.config)
-        if reload.lvs_differs(self.config, result.config):
-            self.director = await self.director.hand_over(result.config)
-            for name, instance in self.instances.items():
-                await self.director.vrrp_state(name, instance.state)
-        self.config = self.notify.config = result.config
-        await self.fifos.reconfigure(result.config.global_defs)
-        fresh = Plan(
-            settings={
-                n: s
-                for n, s in new.settings.items()
-                if new.machine_of(n)[0] not in self.driver.machines
-            },
-            groups={g: m for g, m in new.groups.items() if g not in self.driver.machines},
-            solo=tuple(n for n in new.solo if n not in self.driver.machines),
-        )
-        await self._start(fresh, whole=new)
-        self.journal.forget(what.instances_removed)
-        self.journal.record_config(
-            self.config_path, status.config_checksum(result.config.files), time.time()
-        )
-        log.info("reloaded %s: %s", self.config_path, what.summary())
-        return status.ReloadRecord(time.time(), "applied", (), what.as_dict())
-
-    def _members(self, machine_name: str) -> set[str]:
-        assert self.driver is not None
-        machine: Machine = self.driver.machines[machine_name]
-        if isinstance(machine, SyncGroup):
-            return set(machine.instances)
-        return {machine_name}
+        for instance in config.vrrp_instances
+        if instance.use_vmac is not None
+    }
 
 
 def _vip(vip: VirtualAddress) -> tuple[str, int, str]:
@@ -488,8 +335,7 @@ def _vip(vip: VirtualAddress) -> tuple[str, int, str]:
 
 def run_daemon(args: argparse.Namespace) -> int:
     setup_logging(args.log_format, args.log_level)
-    result = load_config(args.config_file)
-    report(result)
+    result = load_logged(args.config_file)
     if result.config is None:
         log.error("%s: configuration refused, not starting", args.config_file)
         return 1

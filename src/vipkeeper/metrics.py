@@ -41,35 +41,38 @@ VRRP_STATE_VALUES = {"INIT": 0, "BACKUP": 1, "MASTER": 2, "FAULT": 3}
 SCRIPT_STATUS_VALUES = {"BAD": 0, "GOOD": 1}
 SCRIPT_STATE_VALUES = {"idle": 0, "running": 1}
 
-# keepalived-exporter's per-instance counters: (metric name, where the status document has it).
+# keepalived-exporter's per-instance counters: (metric name, help, where the status document's
+# instance has it: a key, or `section.key`).
 INSTANCE_LABELS = ("iname", "intf", "vrid")
-_INSTANCE_COUNTERS: tuple[tuple[str, str, Callable[[Mapping[str, Any]], int]], ...] = (
-    ("keepalived_advertisements_received_total", "Advertisements received",
-     lambda i: i["adverts"]["received"]),
-    ("keepalived_advertisements_sent_total", "Advertisements sent",
-     lambda i: i["adverts"]["sent"]),
-    ("keepalived_become_master_total", "Became master", lambda i: i["became_master"]),
-    ("keepalived_release_master_total", "Released master", lambda i: i["released_master"]),
-    ("keepalived_packet_length_errors_total", "Packet length errors",
-     lambda i: i["errors"]["packet_length"]),
+_INSTANCE_COUNTERS: tuple[tuple[str, str, str], ...] = (
+    ("keepalived_advertisements_received_total", "Advertisements received", "adverts.received"),
+    ("keepalived_advertisements_sent_total", "Advertisements sent", "adverts.sent"),
+    ("keepalived_become_master_total", "Became master", "became_master"),
+    ("keepalived_release_master_total", "Released master", "released_master"),
+    ("keepalived_packet_length_errors_total", "Packet length errors", "errors.packet_length"),
     ("keepalived_advertisements_interval_errors_total", "Advertisement interval errors",
-     lambda i: i["errors"]["advert_interval"]),
-    ("keepalived_ip_ttl_errors_total", "TTL errors", lambda i: i["errors"]["ip_ttl"]),
-    ("keepalived_invalid_type_received_total", "Invalid type errors",
-     lambda i: i["errors"]["invalid_type"]),
-    ("keepalived_address_list_errors_total", "Address list errors",
-     lambda i: i["errors"]["address_list"]),
+     "errors.advert_interval"),
+    ("keepalived_ip_ttl_errors_total", "TTL errors", "errors.ip_ttl"),
+    ("keepalived_invalid_type_received_total", "Invalid type errors", "errors.invalid_type"),
+    ("keepalived_address_list_errors_total", "Address list errors", "errors.address_list"),
     ("keepalived_authentication_invalid_total", "Authentication invalid",
-     lambda i: i["errors"]["authentication_invalid"]),
+     "errors.authentication_invalid"),
     ("keepalived_authentication_mismatch_total", "Authentication mismatch",
-     lambda i: i["errors"]["authentication_mismatch"]),
+     "errors.authentication_mismatch"),
     ("keepalived_authentication_failure_total", "Authentication failure",
-     lambda i: i["errors"]["authentication_failure"]),
+     "errors.authentication_failure"),
     ("keepalived_priority_zero_received_total", "Priority zero received",
-     lambda i: i["adverts"]["priority_zero_received"]),
-    ("keepalived_priority_zero_sent_total", "Priority zero sent",
-     lambda i: i["adverts"]["priority_zero_sent"]),
+     "adverts.priority_zero_received"),
+    ("keepalived_priority_zero_sent_total", "Priority zero sent", "adverts.priority_zero_sent"),
 )  # fmt: skip
+
+
+def _counter(instance: Mapping[str, Any], path: str) -> int:
+    value: Any = instance
+    for key in path.split("."):
+        value = value[key]
+    return int(value)
+
 
 # node_exporter's IPVS collector label names.
 SERVICE_LABELS = ("local_address", "local_port", "local_mark", "proto")
@@ -176,8 +179,8 @@ def _vrrp_metrics(snapshot: Snapshot) -> Iterator[Metric]:
         labels=[*INSTANCE_LABELS, "ip_address"],
     )
     counters = [
-        (CounterMetricFamily(name.removesuffix("_total"), text, labels=INSTANCE_LABELS), read)
-        for name, text, read in _INSTANCE_COUNTERS
+        (CounterMetricFamily(name.removesuffix("_total"), text, labels=INSTANCE_LABELS), path)
+        for name, text, path in _INSTANCE_COUNTERS
     ]
     garp = CounterMetricFamily(
         "keepalived_gratuitous_arp_delay", "Gratuitous ARP delay", labels=INSTANCE_LABELS
@@ -199,8 +202,8 @@ def _vrrp_metrics(snapshot: Snapshot) -> Iterator[Metric]:
             state.add_metric([*labels, ""], value)
         for address, dev in snapshot.excluded_vips.get(item["name"], ()):
             excluded.add_metric([item["name"], dev, str(item["vrid"]), address], value)
-        for family, read in counters:
-            family.add_metric(labels, read(item))
+        for family, path in counters:
+            family.add_metric(labels, _counter(item, path))
         garp.add_metric(labels, snapshot.garp_delay.get(item["name"], 0.0))
         priority.add_metric(labels, item["priority"])
         effective.add_metric(labels, item["effective_priority"])

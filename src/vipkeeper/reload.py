@@ -4,7 +4,7 @@ Owns the decision of what each VRRP instance needs (kept as it is, reconfigured 
 restarted, started, stopped) and the operator's list of what changed (instances, virtual
 servers, real servers: added / removed / changed), which `vipkeeper reload`, the log and the
 status document show.
-Must never: touch the running daemon (it computes; `Daemon.reload` carries it out) or decide a
+Must never: touch the running daemon (it computes; `reloader` carries it out) or decide a
 real server's health (the Director carries that over itself).
 """
 

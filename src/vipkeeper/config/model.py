@@ -301,22 +301,10 @@ class HttpUrl:
 
 
 @dataclass(frozen=True, kw_only=True)
-class HttpGetCheck:
-    urls: tuple[HttpUrl, ...]
-    connect_ip: str | None = None  # None: the real server's address
-    connect_port: int | None = None  # None: the real server's port
-    connect_timeout: float = 5.0
-    retry: int = 1
-    delay_before_retry: float = 3.0
-    delay_loop: float = 60.0
-    location: Location = field(compare=False)
+class CheckTiming:
+    """What every checker block has: its retries and timers (a checker's own default
+    overrides a field here by declaring it again)."""
 
-
-@dataclass(frozen=True, kw_only=True)
-class TcpCheck:
-    connect_ip: str | None = None
-    connect_port: int | None = None
-    connect_timeout: float = 5.0
     retry: int = 1
     delay_before_retry: float = 1.0
     delay_loop: float = 60.0
@@ -324,16 +312,32 @@ class TcpCheck:
 
 
 @dataclass(frozen=True, kw_only=True)
-class MiscCheck:
+class ConnectCheck(CheckTiming):
+    """A checker that connects to the real server, or to `connect_ip` / `connect_port`."""
+
+    connect_ip: str | None = None  # None: the real server's address
+    connect_port: int | None = None  # None: the real server's port
+    connect_timeout: float = 5.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class HttpGetCheck(ConnectCheck):
+    urls: tuple[HttpUrl, ...]
+    delay_before_retry: float = 3.0
+
+
+class TcpCheck(ConnectCheck):
+    """`TCP_CHECK`: up when the connection is accepted."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class MiscCheck(CheckTiming):
     """Run a program; exit 0 is up. With `misc_dynamic`, exit 2..255 sets weight to status-2."""
 
     command: Command
     misc_timeout: float | None = None  # None: delay_loop
     misc_dynamic: bool = False
     retry: int = 0
-    delay_before_retry: float = 1.0
-    delay_loop: float = 60.0
-    location: Location = field(compare=False)
 
 
 Checker = HttpGetCheck | TcpCheck | MiscCheck

@@ -78,25 +78,30 @@ class CheckerId:
 
 
 # ---------------------------------------------------------------------------------------------
-# Inputs: facts about finished checks.
+# Inputs: facts about finished checks. Records of one shape share a base that defines its
+# fields once; a base is never an event itself, so matching by class stays exact.
 
 
 @dataclass(frozen=True, kw_only=True)
-class CheckSucceeded:
+class CheckResult:
+    """A finished check of `checker`."""
+
     checker: CheckerId
+
+
+class CheckSucceeded(CheckResult):
+    """The check passed."""
 
 
 @dataclass(frozen=True, kw_only=True)
-class CheckFailed:
-    checker: CheckerId
+class CheckFailed(CheckResult):
     reason: str
 
 
 @dataclass(frozen=True, kw_only=True)
-class MiscResult:
+class MiscResult(CheckResult):
     """A MISC_CHECK script finished; `exit_code` None: it timed out, was killed or never ran."""
 
-    checker: CheckerId
     exit_code: int | None
 
 
@@ -115,39 +120,51 @@ class RunCheck:
 
 
 @dataclass(frozen=True, kw_only=True)
-class ServerUp:
+class ServerChange:
+    """Something happened to real server `server` of `virtual_server`."""
+
     virtual_server: str
     server: Endpoint
-    reason: str
 
 
 @dataclass(frozen=True, kw_only=True)
-class ServerDown:
-    virtual_server: str
-    server: Endpoint
+class ServerVerdict(ServerChange):
+    """The real server's checks decided it is up or down, for `reason`."""
+
     reason: str
 
 
+class ServerUp(ServerVerdict):
+    """The real server's checks pass: it is up."""
+
+
+class ServerDown(ServerVerdict):
+    """A check failed for good: the server is down (out of the pool, or at weight 0 with
+    inhibit_on_failure)."""
+
+
 @dataclass(frozen=True, kw_only=True)
-class WeightChanged:
+class WeightChanged(ServerChange):
     """misc_dynamic moved a real server's weight."""
 
-    virtual_server: str
-    server: Endpoint
     old: int
     new: int
 
 
 @dataclass(frozen=True, kw_only=True)
-class QuorumGained:
+class QuorumChange:
+    """The virtual server's live weight crossed its quorum (with hysteresis)."""
+
     virtual_server: str
     live_weight: int
 
 
-@dataclass(frozen=True, kw_only=True)
-class QuorumLost:
-    virtual_server: str
-    live_weight: int
+class QuorumGained(QuorumChange):
+    """The live weight reached quorum + hysteresis."""
+
+
+class QuorumLost(QuorumChange):
+    """The live weight fell below quorum - hysteresis, or to zero."""
 
 
 @dataclass(frozen=True, kw_only=True)

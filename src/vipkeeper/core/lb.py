@@ -124,11 +124,10 @@ class VirtualService:
 
 
 @dataclass(frozen=True, kw_only=True)
-class RealServer:
-    """One `real_server`: its current weight (0 = inhibited: no new flows, stays configured)."""
+class RealServer(Endpoint):
+    """One `real_server` (an Endpoint) with its current weight (0 = inhibited: no new flows,
+    stays configured)."""
 
-    address: str
-    port: int
     weight: int = 1
 
     def __post_init__(self) -> None:
@@ -248,9 +247,23 @@ def lookup_table(virtual_server: VirtualServer) -> tuple[RealServer, ...]:
 # ---- diff: desired state -> ordered operations (the IPVS data plane executes these) --------------
 
 
+# Operations of one shape share a base that defines their fields once; a base is never an
+# operation itself, so a data plane matching by class stays exact.
+
+
 @dataclass(frozen=True, kw_only=True)
-class AddService:
+class ServiceOperation:
+    """An operation on the virtual service `service`."""
+
     service: VirtualService
+
+
+class AddService(ServiceOperation):
+    """Adds the service, with no destination yet."""
+
+
+class RemoveService(ServiceOperation):
+    """Removes the service and, in the kernel, every destination under it."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -262,30 +275,29 @@ class UpdateService:
 
 
 @dataclass(frozen=True, kw_only=True)
-class RemoveService:
-    """Removes the service and, in the kernel, every destination under it."""
+class DestinationOperation(ServiceOperation):
+    """An operation on the destination `server` of `service`."""
 
-    service: VirtualService
+    server: RealServer
+
+
+class RemoveDestination(DestinationOperation):
+    """Removes the destination from the service."""
 
 
 @dataclass(frozen=True, kw_only=True)
-class AddDestination:
-    service: VirtualService
-    server: RealServer
+class DestinationPlacement(DestinationOperation):
+    """A destination the kernel holds with `server.weight`, forwarded by `method`."""
+
     method: ForwardingMethod
 
 
-@dataclass(frozen=True, kw_only=True)
-class UpdateDestination:
-    service: VirtualService
-    server: RealServer
-    method: ForwardingMethod
+class AddDestination(DestinationPlacement):
+    """Adds the destination."""
 
 
-@dataclass(frozen=True, kw_only=True)
-class RemoveDestination:
-    service: VirtualService
-    server: RealServer
+class UpdateDestination(DestinationPlacement):
+    """Sets the destination's weight and forwarding method."""
 
 
 Operation = (

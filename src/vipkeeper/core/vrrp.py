@@ -87,6 +87,22 @@ def _address_key(address: str) -> int:
 
 
 _Handler = Callable[["VrrpInstance", Any, float], None]
+_AdvertHandler = Callable[
+    ["VrrpInstance", PacketReceived, float, vrrp_wire.Advertisement, str], None
+]
+
+
+def _on_accepted(handler: _AdvertHandler) -> _Handler:
+    """A state's PacketReceived handler that hears only advertisements passing the receive
+    checks (`VrrpInstance._accept`), with the decoded advertisement and its source."""
+
+    @functools.wraps(handler)
+    def on_packet(instance: VrrpInstance, event: PacketReceived, now: float) -> None:
+        received = instance._accept(event)
+        if received is not None:
+            handler(instance, event, now, *received)
+
+    return on_packet
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -481,11 +497,10 @@ class VrrpInstance:
             self._preempt_at = now + self.settings.preempt_delay
         return now < self._preempt_at
 
-    def _on_packet_backup(self, event: PacketReceived, now: float) -> None:
-        received = self._accept(event)
-        if received is None:
-            return
-        advert, source = received
+    @_on_accepted
+    def _on_packet_backup(
+        self, event: PacketReceived, now: float, advert: vrrp_wire.Advertisement, source: str
+    ) -> None:
         # RFC 9568 §6.4.2 Backup, "If an ADVERTISEMENT is received".
         if advert.priority == 0:
             # The Master is leaving: take over after Skew_Time only.
@@ -511,11 +526,10 @@ class VrrpInstance:
         # Lower priority and we preempt: discard, let the Master_Down_Timer run out.
         self.stats.lower_priority_discarded += 1
 
-    def _on_packet_master(self, event: PacketReceived, now: float) -> None:
-        received = self._accept(event)
-        if received is None:
-            return
-        advert, source = received
+    @_on_accepted
+    def _on_packet_master(
+        self, event: PacketReceived, now: float, advert: vrrp_wire.Advertisement, source: str
+    ) -> None:
         # RFC 9568 §6.4.3 Master, "If an ADVERTISEMENT is received".
         if advert.priority == 0:
             self._send_advert(self.priority)

@@ -149,47 +149,38 @@ def encode(
     # instance without addresses; both directions accept 0 to interoperate.
     if len(advert.addresses) > MAX_ADDRESSES:
         raise ValueError(f"an advertisement carries at most {MAX_ADDRESSES} addresses")
+    if advert.version not in (2, 3):
+        raise ValueError(f"unsupported VRRP version {advert.version}")
+    # Both versions open with Version/Type, VRID, Priority and the address count.
+    opening = struct.pack(
+        "!BBBB",
+        (advert.version << 4) | ADVERTISEMENT_TYPE,
+        advert.vrid,
+        advert.priority,
+        len(advert.addresses),
+    )
     if advert.version == 2:
-        # RFC 3768 §5.1: Version/Type, VRID, Priority, Count, Auth Type, Adver Int, Checksum,
-        # addresses, 8 bytes of authentication data.
+        # RFC 3768 §5.1: then Auth Type, Adver Int, Checksum, addresses, 8 bytes of
+        # authentication data.
         _check_byte("auth_type", advert.auth_type)
         _check_byte("wire_interval", advert.wire_interval)
         if len(advert.auth_data) > _V2_AUTH_LEN:
             raise ValueError("v2 authentication data is at most 8 bytes")
         body = _pack_addresses(advert.addresses, 4) + advert.auth_data.ljust(_V2_AUTH_LEN, b"\x00")
-        header = struct.pack(
-            "!BBBBBBH",
-            (2 << 4) | ADVERTISEMENT_TYPE,
-            advert.vrid,
-            advert.priority,
-            len(advert.addresses),
-            advert.auth_type,
-            advert.wire_interval,
-            0,
-        )
-        message = header + body
+        message = opening + struct.pack("!BBH", advert.auth_type, advert.wire_interval, 0) + body
         checksum = internet_checksum(message)  # RFC 3768 §5.3.8: over the VRRP message only
-    elif advert.version == 3:
+    else:
         if source is None or destination is None:
             raise ValueError("a v3 checksum needs the source and destination addresses")
         if not 0 <= advert.wire_interval <= V3_MAX_CENTISECONDS:
             raise ValueError(f"v3 interval {advert.wire_interval} cs does not fit in 12 bits")
         family = ipaddress.ip_address(source).version
         body = _pack_addresses(advert.addresses, family)
-        header = struct.pack(
-            "!BBBBHH",
-            (3 << 4) | ADVERTISEMENT_TYPE,
-            advert.vrid,
-            advert.priority,
-            len(advert.addresses),
-            advert.wire_interval & V3_MAX_CENTISECONDS,  # 4 reserved bits sent as zero
-            0,
-        )
-        message = header + body
+        # RFC 9568 §5.1: then the 12-bit Max Adver Int (4 reserved bits sent as zero), Checksum.
+        interval = advert.wire_interval & V3_MAX_CENTISECONDS
+        message = opening + struct.pack("!HH", interval, 0) + body
         # RFC 9568 §5.2.8: checksum includes the pseudo-header of the enclosing IP packet.
         checksum = internet_checksum(_pseudo_header(source, destination, len(message)) + message)
-    else:
-        raise ValueError(f"unsupported VRRP version {advert.version}")
     return message[:6] + struct.pack("!H", checksum) + message[8:]
 
 

@@ -29,6 +29,7 @@ from vipkeeper.core.effects import Effect, ReportTransition
 from vipkeeper.core.events import Event, PacketReceived, SteadyReport, TimerFired
 from vipkeeper.core.steady import Steady
 from vipkeeper.drivers.vrrp_effects import (
+    Adapters,
     AddressManager,
     AdvertSender,
     DriverStats,
@@ -108,10 +109,9 @@ class Driver:
         self._deadlines = Deadlines(self._loop, self._on_timer, self._current_deadline)
         self._effects = EffectRunner(
             loop=self._loop,
-            sender=sender,
-            addresses=addresses,
-            gratuitous=gratuitous,
-            notify=notify,
+            adapters=Adapters(
+                sender=sender, addresses=addresses, gratuitous=gratuitous, notify=notify
+            ),
             stats=self.stats,
             on_transition=on_transition,
             on_idle=self._effects_done,

@@ -13,16 +13,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from vipkeeper.core.effects import (
-    AddVips,
-    DelVips,
-    Effect,
-    ReportTransition,
-    RunNotify,
-    SendAdvert,
-    SendGratuitous,
-    VirtualAddress,
-)
+from vipkeeper.core import effects as orders
+from vipkeeper.core.effects import Effect, ReportTransition, VirtualAddress
 
 TRANSITIONS_KEPT = 64  # EffectRunner.transitions keeps this many of the latest
 
@@ -43,7 +35,17 @@ class GratuitousSender(Protocol):
     async def announce(self, addresses: tuple[VirtualAddress, ...], count: int) -> None: ...
 
 
-NotifyHook = Callable[[RunNotify], Awaitable[None]]
+NotifyHook = Callable[[orders.RunNotify], Awaitable[None]]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Adapters:
+    """What the effects act through: the advert sender, addresses, gratuitous ARP / NA, notify."""
+
+    sender: AdvertSender
+    addresses: AddressManager
+    gratuitous: GratuitousSender
+    notify: NotifyHook
 
 
 @dataclass
@@ -61,19 +63,13 @@ class EffectRunner:
         self,
         *,
         loop: asyncio.AbstractEventLoop,
-        sender: AdvertSender,
-        addresses: AddressManager,
-        gratuitous: GratuitousSender,
-        notify: NotifyHook,
+        adapters: Adapters,
         stats: DriverStats,
         on_transition: Callable[[ReportTransition], None] | None,
         on_idle: Callable[[str], None],
     ) -> None:
         self._loop = loop
-        self._sender = sender
-        self._addresses = addresses
-        self._gratuitous = gratuitous
-        self._notify = notify
+        self._adapters = adapters
         self._on_transition = on_transition
         self._on_idle = on_idle  # told when a machine's queue has run empty
         self.stats = stats
@@ -83,10 +79,10 @@ class EffectRunner:
         self._idle.set()
         # Optional adapter methods that act without waiting (see _run_now).
         self._add_now: Callable[[VirtualAddress], bool | None] | None = getattr(
-            addresses, "add_now", None
+            adapters.addresses, "add_now", None
         )
         self._announce_now: Callable[[tuple[VirtualAddress, ...], int], bool] | None = getattr(
-            gratuitous, "announce_now", None
+            adapters.gratuitous, "announce_now", None
         )
         # The latest transitions, for tests and debugging; bounded so a flapping router cannot
         # grow the daemon's memory.
@@ -136,10 +132,10 @@ class EffectRunner:
         block), when the adapters offer `add_now` / `announce_now`: the first ARP then leaves
         in the same wake-up as the timer, not one loop iteration and a task later.
         """
-        if isinstance(effect, SendAdvert):
+        if isinstance(effect, orders.SendAdvert):
             self._send(effect)
             return True
-        if isinstance(effect, AddVips) and self._add_now is not None:
+        if isinstance(effect, orders.AddVips) and self._add_now is not None:
             for address in effect.addresses:
                 try:
                     if self._add_now(address) is None:
@@ -149,13 +145,13 @@ class EffectRunner:
                     log.error("%s: AddVips failed: %s", name, exc)
                     return True
             return True
-        if isinstance(effect, SendGratuitous) and self._announce_now is not None:
+        if isinstance(effect, orders.SendGratuitous) and self._announce_now is not None:
             return self._announce_now(effect.addresses, effect.count)
         return False
 
-    def _send(self, effect: SendAdvert) -> None:
+    def _send(self, effect: orders.SendAdvert) -> None:
         try:
-            self._sender.send(
+            self._adapters.sender.send(
                 interface=effect.interface,
                 source=effect.source,
                 destination=effect.destination,
@@ -186,16 +182,16 @@ class EffectRunner:
             self._on_idle(name)
 
     async def _execute(self, name: str, effect: Effect) -> None:
-        if isinstance(effect, SendAdvert):
+        if isinstance(effect, orders.SendAdvert):
             self._send(effect)
-        elif isinstance(effect, AddVips):
+        elif isinstance(effect, orders.AddVips):
             for address in effect.addresses:
-                await self._addresses.add(address)
-        elif isinstance(effect, DelVips):
+                await self._adapters.addresses.add(address)
+        elif isinstance(effect, orders.DelVips):
             for address in effect.addresses:
-                await self._addresses.delete(address)
-        elif isinstance(effect, SendGratuitous):
-            await self._gratuitous.announce(effect.addresses, effect.count)
+                await self._adapters.addresses.delete(address)
+        elif isinstance(effect, orders.SendGratuitous):
+            await self._adapters.gratuitous.announce(effect.addresses, effect.count)
         elif isinstance(effect, ReportTransition):
             self.transitions.append(effect)
             log.info(
@@ -211,8 +207,8 @@ class EffectRunner:
                     "reason": effect.reason,
                 },
             )
-        elif isinstance(effect, RunNotify):
-            await self._notify(effect)
+        elif isinstance(effect, orders.RunNotify):
+            await self._adapters.notify(effect)
         else:  # pragma: no cover - the Effect union is closed
             raise TypeError(f"unknown effect {effect!r}")
 

@@ -166,10 +166,9 @@ class Autopilot:
                     self.stats.refused += 1
                     return None
                 targets.append((sock, send.source, send.destination, send.payload))
-            self._tokens += 1
             job = _BeaconJob(
                 name=name,
-                token=self._tokens,
+                token=self._next_token(),
                 due=steady.next_at,
                 on_return=on_return,
                 targets=tuple(targets),
@@ -181,10 +180,9 @@ class Autopilot:
             if watched is None or not watched.lazy or watched.pilot_hook is not None:
                 self.stats.refused += 1
                 return None
-            self._tokens += 1
             job = _WatchJob(
                 name=name,
-                token=self._tokens,
+                token=self._next_token(),
                 due=steady.deadline,
                 on_return=on_return,
                 sock=watched,
@@ -205,6 +203,10 @@ class Autopilot:
         self._start()
         self._ring()
         return job.token
+
+    def _next_token(self) -> int:
+        self._tokens += 1
+        return self._tokens
 
     def recall(self, name: str, token: int | None = None) -> Recalled | None:
         """Take `name` back (only the job `token` names, if given); None if not held."""

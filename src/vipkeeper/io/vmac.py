@@ -112,6 +112,24 @@ class VmacManager:
         for key, value in BASE_SETTINGS.items():
             (conf / vmac.base / key).write_text(value + "\n")
 
+    async def sync(self, wanted: dict[str, Vmac]) -> None:
+        """Create the `wanted` macvlans not there yet, remove those no longer wanted. One that
+        cannot be created is logged; the instance on it tracks it and stays in FAULT."""
+        for name, vmac in self.created.items():
+            if wanted.get(name) != vmac:
+                await self.remove(name)
+        for name, vmac in wanted.items():
+            if name in self._created:
+                continue
+            try:
+                await self.create(vmac)
+            except VmacError as exc:
+                log.error("%s; its instance stays in FAULT", exc)
+            except Exception as exc:  # netlink or /proc trouble: the same outcome, said plainly
+                log.error("use_vmac: cannot create %s: %s; its instance stays in FAULT", name, exc)
+            else:
+                log.info("use_vmac: %s (%s) on %s", vmac.name, vmac.mac, vmac.base)
+
     async def remove(self, name: str) -> None:
         """Delete the macvlan `name` we created; the last one on an interface restores it."""
         vmac = self._created.pop(name, None)

@@ -75,8 +75,6 @@ class TrackingReader(BlockReader):
         fields: Fields = {}
         members: list[str] = []
         member_locations: dict[str, Location] = {}
-        tracked_interfaces: list[TrackedInterface] = []
-        tracked_scripts: list[TrackedScript] = []
 
         def member_line(line: Statement) -> None:
             for token in line.words():
@@ -96,7 +94,7 @@ class TrackingReader(BlockReader):
             "vrrp_sync_group",
             {
                 "group": group,
-                **self.track_handlers(tracked_interfaces, tracked_scripts),
+                **self.track_handlers(fields),
                 **self.notify_handlers(fields),
             },
         )
@@ -114,8 +112,6 @@ class TrackingReader(BlockReader):
             VrrpSyncGroup(
                 name=name,
                 instances=tuple(members),
-                track_interfaces=tuple(tracked_interfaces),
-                track_scripts=tuple(tracked_scripts),
                 location=statement.location,
                 **fields,
             )
@@ -127,16 +123,22 @@ class TrackingReader(BlockReader):
             for key in ("notify_master", "notify_backup", "notify_fault", "notify_stop", "notify")
         }
 
-    def track_handlers(
-        self, interfaces: list[TrackedInterface], scripts: list[TrackedScript]
-    ) -> dict[str, Handler]:
-        """The `track_interface { }` and `track_script { }` blocks, read into the two lists."""
-        return {
-            "track_interface": lambda line: self._lines(
-                line, self._track_interface_line(interfaces)
-            ),
-            "track_script": lambda line: self._lines(line, self._track_script_line(scripts)),
-        }
+    def track_handlers(self, fields: Fields) -> dict[str, Handler]:
+        """The `track_interface { }` and `track_script { }` blocks, read into the instance's or
+        group's `track_interfaces` and `track_scripts` fields, in the file's order."""
+        interfaces: list[TrackedInterface] = []
+        scripts: list[TrackedScript] = []
+        fields["track_interfaces"] = fields["track_scripts"] = ()
+
+        def interface_lines(line: Statement) -> None:
+            self._lines(line, self._track_interface_line(interfaces))
+            fields["track_interfaces"] = tuple(interfaces)
+
+        def script_lines(line: Statement) -> None:
+            self._lines(line, self._track_script_line(scripts))
+            fields["track_scripts"] = tuple(scripts)
+
+        return {"track_interface": interface_lines, "track_script": script_lines}
 
     def _track_interface_line(self, into: list[TrackedInterface]) -> Handler:
         def handle(line: Statement) -> None:

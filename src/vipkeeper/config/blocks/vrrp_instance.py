@@ -16,8 +16,6 @@ from vipkeeper.config.blocks.walker import BlockReader
 from vipkeeper.config.diagnostics import Diagnostics
 from vipkeeper.config.model import (
     Authentication,
-    TrackedInterface,
-    TrackedScript,
     UnicastPeer,
     VirtualIpAddress,
     VrrpInstance,
@@ -53,8 +51,6 @@ class InstanceReader(BlockReader):
         fields: Fields = {}
         vips: list[VirtualIpAddress] = []
         excluded: list[VirtualIpAddress] = []
-        tracked_interfaces: list[TrackedInterface] = []
-        tracked_scripts: list[TrackedScript] = []
         peers: list[UnicastPeer] = []
         where: dict[str, Statement] = {}
 
@@ -103,7 +99,7 @@ class InstanceReader(BlockReader):
                 "virtual_ipaddress_excluded": lambda line: self._lines(
                     line, self._vip_line(excluded)
                 ),
-                **self._tracking.track_handlers(tracked_interfaces, tracked_scripts),
+                **self._tracking.track_handlers(fields),
                 "unicast_src_ip": self._set_ip(fields, "unicast_src_ip"),
                 "unicast_peer": unicast_peer,
                 "garp_master_delay": self._set_int(fields, "garp_master_delay", 0, 1000),
@@ -197,8 +193,6 @@ class InstanceReader(BlockReader):
                 name=name,
                 virtual_ipaddresses=tuple(vips),
                 virtual_ipaddresses_excluded=tuple(excluded),
-                track_interfaces=tuple(tracked_interfaces),
-                track_scripts=tuple(tracked_scripts),
                 unicast_peers=tuple(peers),
                 location=statement.location,
                 **fields,
