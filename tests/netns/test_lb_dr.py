@@ -184,7 +184,7 @@ def flows_to(net: LbNet, director: str, server: str) -> int:
         token.group(1)
         for chain in listing.split("chain vs0_rs")[1:]
         if f"ether daddr set {mac}" in chain.split("\n\t}")[0]
-        and (token := re.search(r"^\t\tether saddr set (\S+)$", chain, re.M))
+        and (token := re.search(r"^\t\tether saddr set (\S+) update ", chain, re.M))
     }
     return sum(1 for element in elements(net, director, flow_table_name(SERVICE))
                if element[1] in tokens)  # fmt: skip

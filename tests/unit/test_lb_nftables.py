@@ -87,7 +87,7 @@ def pinned(script: str) -> dict[str, str]:
     found = {}
     for token, verdict in pairs:
         rs = chain_body(script, verdict.removeprefix("goto "))
-        assert f"ether saddr set {token}\n" in rs  # the chain pins new flows with this token
+        assert f"ether saddr set {token} update" in rs  # the chain pins flows with this token
         mac = re.search(r"ether daddr set (\S+)", rs)
         assert mac, rs
         found[token] = mac.group(1)
@@ -523,14 +523,13 @@ async def test_dr_pinned_flows_go_to_their_server_before_the_hash_and_every_pack
     assert pinned_macs(script) == {MACS["192.168.0.54"], MACS["192.168.0.55"]}
     for index, (token, mac) in enumerate(pinned(script).items()):
         body = [line.strip() for line in chain_body(script, f"vs0_rs{index}").splitlines()]
-        # the update pins a new flow with the chain's token and refreshes a pinned one; a rule
-        # of its own: a full flow table ends it, not the forwarding
-        assert body[:2] == [
-            f"ether saddr set {token}",
-            f"update @{FLOWS} {{ {key} : ether saddr }}",
-        ]
-        assert body[2].startswith(f"counter ether saddr set {DIRECTOR_MAC} ether daddr set {mac}")
-        assert 'fwd to "srv0"' in body[2]
+        # the update pins a new flow with the chain's token and refreshes a pinned one; the
+        # forwarding is a rule of its own: a full flow table ends the update's rule, not it
+        assert body[0].startswith(
+            f"ether saddr set {token} update @{FLOWS} {{ {key} : ether saddr }} comment "
+        )
+        assert body[1].startswith(f"counter ether saddr set {DIRECTOR_MAC} ether daddr set {mac}")
+        assert 'fwd to "srv0"' in body[1]
 
 
 GUARD = "meta pkttype host fib daddr type local"

@@ -446,16 +446,17 @@ def _render_dr(plans: Sequence[DrServicePlan], table: str, kept: DrObjects) -> l
         for index, (target, token) in enumerate(zip(plan.targets, plan.tokens, strict=True)):
             chain = f"{prefix}_rs{index}"
             pinned.append(f"{_token(token)} : goto {chain}")
+            name = _quote(target.server.name)
             lines += [
                 # The Ethernet source carries the token until the rewrite. The update pins a
-                # new flow and refreshes a pinned one; a rule of its own, because on a full flow
-                # table it ends its rule, and the frame must still be forwarded by the next.
+                # new flow and refreshes a pinned one; the forwarding is a rule of its own,
+                # because on a full flow table the update ends its rule.
                 f"  chain {chain} {{",
-                f"    ether saddr set {_token(token)}",
-                f"    update @{flows} {{ {key} : ether saddr }}",
+                f"    ether saddr set {_token(token)} update @{flows} {{ {key} : ether saddr }}"
+                f" comment {name}",
                 f"    counter ether saddr set {target.director_mac}"
                 f" ether daddr set {target.server_mac} fwd to {_quote(target.device)}"
-                f" comment {_quote(target.server.name)}",
+                f" comment {name}",
                 "  }",
             ]
         rules = rules_by_device.setdefault(plan.ingress_device, [])
