@@ -45,6 +45,8 @@ log = logging.getLogger("vipkeeper.lvs")
 # Seconds before re-applying when a DR real server's MAC could not be resolved.
 UNRESOLVED_RETRY = 1.0
 
+_NO_POOL = health.Pool()  # a virtual server's pool before its first health verdict
+
 
 @dataclass(frozen=True)
 class CheckRecord:
@@ -250,7 +252,7 @@ class Director:
         self.last_checks: dict[tuple[str, health.Endpoint], CheckRecord] = {}
         # Told of each finished check too (the metrics' latency histogram).
         self.check_observers: list[Callable[[str, health.Endpoint, CheckRecord], None]] = []
-        self._pools: dict[str, tuple[health.PoolMember, ...]] = {}
+        self._pools: dict[str, health.Pool] = {}
         self._dirty = asyncio.Event()
         self._applier: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[object]] = set()
@@ -274,9 +276,9 @@ class Director:
     def service(self, name: str) -> lb.VirtualService:
         return self._services[name]
 
-    def pool(self, name: str) -> tuple[health.PoolMember, ...]:
-        """The members the data plane is told to forward to (sorry server included)."""
-        return self._pools.get(name, ())
+    def pool(self, name: str) -> health.Pool:
+        """The pool the data plane is told to serve (sorry server included)."""
+        return self._pools.get(name, _NO_POOL)
 
     @staticmethod
     def real_servers(vs: model.VirtualServer) -> list[tuple[model.RealServer, health.Endpoint]]:
@@ -459,25 +461,15 @@ class Director:
         return successor
 
     def desired(self) -> tuple[lb.VirtualServer, ...]:
-        result = []
-        for name, service in self._services.items():
-            members = self._pools.get(name, ())
-            real = tuple(lb.RealServer.at(m.server, m.weight) for m in members if not m.sorry)
-            sorry = next(
-                (lb.RealServer.at(m.server, max(m.weight, 1)) for m in members if m.sorry), None
-            )
-            in_quorum = self.monitor.quorum_is_up(name)
-            result.append(
-                lb.VirtualServer(
-                    service=service, real_servers=real, sorry_server=sorry, in_quorum=in_quorum
-                )
-            )
-        return tuple(result)
+        return tuple(
+            lb.VirtualServer.serving(service, self.pool(name))
+            for name, service in self._services.items()
+        )
 
     def _emit(self, effects: Sequence[health.HealthEffect]) -> None:
         for effect in effects:
             if isinstance(effect, health.PoolChanged):
-                self._pools[effect.virtual_server] = effect.members
+                self._pools[effect.virtual_server] = effect.pool
                 self._dirty.set()
             elif isinstance(effect, health.ServerUp | health.ServerDown):
                 state = "up" if isinstance(effect, health.ServerUp) else "down"
