@@ -62,18 +62,6 @@ def _script(command: model.Command | None) -> str | None:
     return shlex.join(command.argv) if command is not None else None
 
 
-def _port(vs: model.VirtualServer, port: int | None) -> int:
-    # A real server without a port takes the virtual server's (keepalived does the same).
-    return port if port is not None else (vs.port or 0)
-
-
-def _endpoint(
-    vs: model.VirtualServer, server: model.RealServer | model.SorryServer
-) -> health.Endpoint:
-    """Where a real or sorry server of `vs` is reached (its port defaults to the service's)."""
-    return health.Endpoint(address=server.address, port=_port(vs, server.port))
-
-
 def _status_codes(ranges: Sequence[tuple[int, int]]) -> frozenset[int]:
     return frozenset(code for low, high in ranges for code in range(low, high + 1))
 
@@ -100,7 +88,7 @@ def virtual_service(config: model.Config, vs: model.VirtualServer) -> lb.Virtual
         table_size=maglev.table_size_for(max(len(vs.real_servers), 1)),
         # The reference pool that keeps buckets in place when a server fails its checks.
         configured_weights=tuple(
-            sorted((str(_endpoint(vs, rs)), rs.weight) for rs in vs.real_servers)
+            sorted((str(vs.endpoint(rs)), rs.weight) for rs in vs.real_servers)
         ),
     )
 
@@ -125,7 +113,7 @@ def health_spec(vs: model.VirtualServer, rng: random.Random) -> health.VirtualSe
         name=vs.key,
         real_servers=tuple(
             health.RealServerSpec(
-                server=_endpoint(vs, rs),
+                server=vs.endpoint(rs),
                 weight=rs.weight,
                 inhibit_on_failure=rs.inhibit_on_failure,
                 notify_up=_script(rs.notify_up),
@@ -138,7 +126,7 @@ def health_spec(vs: model.VirtualServer, rng: random.Random) -> health.VirtualSe
         hysteresis=vs.hysteresis,
         quorum_up=_script(vs.quorum_up),
         quorum_down=_script(vs.quorum_down),
-        sorry_server=_endpoint(vs, sorry) if sorry else None,
+        sorry_server=vs.endpoint(sorry) if sorry else None,
         omega=vs.omega,
     )
 
@@ -153,7 +141,7 @@ def make_checker(
             runner=io_checkers.misc_runner(runner),
         )
     address = checker.connect_ip or rs.address
-    port = checker.connect_port or _port(vs, rs.port)
+    port = checker.connect_port or vs.endpoint(rs).port
     if isinstance(checker, model.TcpCheck):
         return io_checkers.TcpCheck(
             address=address, port=port, connect_timeout=checker.connect_timeout
@@ -238,7 +226,7 @@ class Director:
         self._misc_dynamic: dict[health.CheckerId, bool] = {}
         for vs in config.virtual_servers:
             for rs in vs.real_servers:
-                endpoint = _endpoint(vs, rs)
+                endpoint = vs.endpoint(rs)
                 for index, checker in enumerate(rs.checkers):
                     checker_id = health.CheckerId(
                         virtual_server=vs.key, server=endpoint, index=index
@@ -282,11 +270,11 @@ class Director:
 
     @staticmethod
     def real_servers(vs: model.VirtualServer) -> list[tuple[model.RealServer, health.Endpoint]]:
-        return [(rs, _endpoint(vs, rs)) for rs in vs.real_servers]
+        return [(rs, vs.endpoint(rs)) for rs in vs.real_servers]
 
     @staticmethod
     def sorry_server(vs: model.VirtualServer) -> health.Endpoint | None:
-        return _endpoint(vs, vs.sorry_server) if vs.sorry_server else None
+        return vs.endpoint(vs.sorry_server) if vs.sorry_server else None
 
     async def traffic(
         self,
