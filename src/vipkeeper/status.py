@@ -302,9 +302,11 @@ def build_status(
     present_vips: frozenset[tuple[str, str]],
     now: float,
     wall_offset: float,
+    vrrp_filter: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The status document. `present_vips` holds (address, dev) of the VIPs found on their
-    interfaces; `now` is the wall-clock time; `wall_offset` turns the loop's clock into it."""
+    interfaces; `now` is the wall-clock time; `wall_offset` turns the loop's clock into it;
+    `vrrp_filter` is the peer filter's table, peers and counters (None: not installed)."""
     member_of = {member: group for group, members in plan.groups.items() for member in members}
     last = journal.last_reload
     return {
@@ -347,4 +349,5 @@ def build_status(
             for name, group in groups.items()
         ],
         "virtual_servers": _virtual_servers(director, wall_offset),
+        "vrrp_filter": None if vrrp_filter is None else dict(vrrp_filter),
     }

@@ -111,6 +111,7 @@ class GlobalDefs:
     vrrp_mcast_group6: str = DEFAULT_MCAST_GROUP6
     lvs_backend: LvsBackend = LvsBackend.AUTO
     lvs_hash_seed: int | None = None
+    vrrp_peer_filter: bool = False  # nftables: VRRP in only from unicast peers (io.vrrp_filter)
     notify_fifo: NotifyFifo | None = None  # VRRP and LVS events
     vrrp_notify_fifo: NotifyFifo | None = None  # VRRP events only
     lvs_notify_fifo: NotifyFifo | None = None  # LVS events only
