@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from vipkeeper.config import model
 from vipkeeper.core import health, lb, maglev
+from vipkeeper.core.pool import Pool
 from vipkeeper.core.states import State
 from vipkeeper.drivers.health import HealthScheduler
 from vipkeeper.io import checkers as io_checkers
@@ -45,7 +46,7 @@ log = logging.getLogger("vipkeeper.lvs")
 # Seconds before re-applying when a DR real server's MAC could not be resolved.
 UNRESOLVED_RETRY = 1.0
 
-_NO_POOL = health.Pool()  # a virtual server's pool before its first health verdict
+_NO_POOL = Pool()  # a virtual server's pool before its first health verdict
 
 
 @dataclass(frozen=True)
@@ -240,7 +241,7 @@ class Director:
         self.last_checks: dict[tuple[str, health.Endpoint], CheckRecord] = {}
         # Told of each finished check too (the metrics' latency histogram).
         self.check_observers: list[Callable[[str, health.Endpoint, CheckRecord], None]] = []
-        self._pools: dict[str, health.Pool] = {}
+        self._pools: dict[str, Pool] = {}
         self._dirty = asyncio.Event()
         self._applier: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[object]] = set()
@@ -264,7 +265,7 @@ class Director:
     def service(self, name: str) -> lb.VirtualService:
         return self._services[name]
 
-    def pool(self, name: str) -> health.Pool:
+    def pool(self, name: str) -> Pool:
         """The pool the data plane is told to serve (sorry server included)."""
         return self._pools.get(name, _NO_POOL)
 
