@@ -36,8 +36,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from throughput import NGINX, Nginx, measure  # noqa: E402
-from vipkeeper.testing.lbnet import REAL_SERVERS, VIPKEEPER, LbNet, director_config  # noqa: E402
+from throughput import NGINX, Nginx, add_measure_options, measure  # noqa: E402
+from vipkeeper.testing.daemons import vipkeeper_argv  # noqa: E402
+from vipkeeper.testing.lbnet import REAL_SERVERS, LbNet, director_config  # noqa: E402
 
 KEEPALIVED = "/usr/sbin/keepalived"
 CHECK_VIP = "10.99.0.1"
@@ -180,7 +181,7 @@ def run_checker(
         argv = [KEEPALIVED, "-n", "-C", "-l", "-D", "-G", "-f", str(config),
                 "-p", str(directory / "ka.pid"), "-c", str(directory / "checkers.pid")]  # fmt: skip
     else:
-        argv = [str(VIPKEEPER), "run", "-f", str(config), "--pidfile", str(directory / "vk.pid"),
+        argv = [*vipkeeper_argv(), "run", "-f", str(config), "--pidfile", str(directory / "vk.pid"),
                 "--control-socket", str(directory / "vk.sock")]  # fmt: skip
     with (directory / "log").open("wb") as log:
         process = subprocess.Popen(
@@ -225,9 +226,7 @@ def checkers(args: argparse.Namespace, workdir: Path) -> dict[str, dict[str, obj
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
-    parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--repeat", type=int, default=2, help="direct/VIP pairs per data plane")
+    add_measure_options(parser, connections=16, repeat=2, per="data plane")
     parser.add_argument("--servers", type=int, default=1000, help="real servers to check")
     parser.add_argument("--delay-loop", type=float, default=10.0, help="seconds between checks")
     parser.add_argument("--window", type=float, default=30.0, help="CPU measurement seconds")

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from _netns import machine_summary
-from vipkeeper.testing.chaos import run_soak
+from vipkeeper.testing.chaos import ADVERT_INT, run_soak
 
 ROWS = (
     ("rounds", "rounds"),
@@ -124,7 +124,7 @@ def main() -> int:
     parser.add_argument(
         "--concurrent", action="store_true", help="the daemons at the same time, each on a LAN"
     )
-    parser.add_argument("--advert-int", type=float, default=0.2)
+    parser.add_argument("--advert-int", type=float, default=ADVERT_INT)
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--keep", type=Path, default=Path("artifacts/soak"),
                         help="daemon logs and client records go to KEEP/DAEMON-SEED")  # fmt: skip

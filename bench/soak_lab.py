@@ -12,8 +12,9 @@ and a steady phase follows.
 A round's window runs from its fault (less one request timeout: a request begun just before
 the fault can fail by it) to its recovery plus REACTION_MARGIN; a failed request
 outside every window is a violation, as is a round that does not recover within its bound.
-Ends with one summary line (violations, rounds, requests and failures, recovery median / p95 /
-max) and, with --json, the figures and every round.
+Ends with one summary line (violations, rounds, requests and failures, the requests outside
+every window, recovery median / p95 / max), the rounds by fault, the machine's load average over
+the rounds and, with --json, the figures and every round.
 
     flock /tmp/vipkeeper-lab.lock .venv/bin/python bench/soak_lab.py --minutes 10 [--seed N]
     make soak-lab DURATION=10 [SEED=N]
@@ -28,12 +29,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import secrets
 import statistics
 import subprocess
 import sys
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -160,6 +163,7 @@ def main() -> int:
     if brought_up:
         lab_up()
     rounds: list[Round] = []
+    loads: list[float] = []  # the machine's 1-minute load average after each round
     try:
         restore(lab)
         duration = args.minutes * 60
@@ -171,6 +175,7 @@ def main() -> int:
             while time.time() - started < duration:
                 played = play_round(lab, len(rounds) + 1, rng)
                 rounds.append(played)
+                loads.append(os.getloadavg()[0])
                 shown = "never" if played.recovery is None else f"{played.recovery:.1f} s"
                 shown += f" ({played.problem})" if played.problem else ""
                 print(f"  round {played.number}: {played.fault} {played.node} "
@@ -185,7 +190,8 @@ def main() -> int:
                 (r.recovered or r.undone + RECOVERY_TIMEOUT) + REACTION_MARGIN)
                for r in rounds]  # fmt: skip
     failed = [r for r in requests if not r.ok]
-    outside = [r for r in failed if not any(a <= r.start <= b for a, b in windows)]
+    unwatched = [r for r in requests if not any(a <= r.start <= b for a, b in windows)]
+    outside = [r for r in unwatched if not r.ok]
     violations = [f"request at t+{r.start - started:.1f} s failed outside every window: "
                   f"{r.error or r.status}" for r in outside]  # fmt: skip
     violations += [f"round {r.number} ({r.fault} {r.node}): {r.problem}"
@@ -194,11 +200,15 @@ def main() -> int:
                    f"{RECOVERY_TIMEOUT:g} s" for r in rounds
                    if r.recovered is None and r.problem is None]  # fmt: skip
     recoveries = [r.recovery for r in rounds if r.recovery is not None]
+
+    def label(r: Round) -> str:
+        node = lab.topology.nodes.get(r.node)
+        return f"{r.fault} {node.role if node else r.node}"
+
     by_fault: dict[str, list[float]] = {}
     for r in rounds:
         if r.recovery is not None:
-            node = lab.topology.nodes.get(r.node)
-            by_fault.setdefault(f"{r.fault} {node.role if node else r.node}", []).append(r.recovery)
+            by_fault.setdefault(label(r), []).append(r.recovery)
     in_windows = sum(b - a for a, b in windows)
     figures: dict[str, Any] = {
         "seed": seed,
@@ -208,11 +218,14 @@ def main() -> int:
         "requests": len(requests),
         "failed": len(failed),
         "failed_outside_windows": len(outside),
+        "requests_outside_windows": len(unwatched),
         "window_seconds": in_windows,
         "recovery_median": statistics.median(recoveries) if recoveries else None,
         "recovery_p95": percentile(recoveries, 0.95) if recoveries else None,
         "recovery_max": max(recoveries) if recoveries else None,
         "recovery_median_by_fault": {k: statistics.median(v) for k, v in sorted(by_fault.items())},
+        "rounds_by_fault": dict(sorted(Counter(label(r) for r in rounds).items())),
+        "load_average": [min(loads), max(loads)] if loads else None,
         "rounds_played": [asdict(r) for r in rounds],
         "failed_requests": [asdict(r) for r in failed],
         "violation_list": violations,
@@ -220,12 +233,17 @@ def main() -> int:
     for line in violations:
         print(f"  VIOLATION {line}")
     print(f"soak-lab: violations: {len(violations)}, rounds: {len(rounds)}, requests: "
-          f"{len(requests)}, failed: {len(failed)} ({len(outside)} outside the windows, which "
-          f"covered {in_windows:.0f} s), recovery median/p95/max "
+          f"{len(requests)}, failed: {len(failed)} ({len(outside)} of the {len(unwatched)} "
+          f"requests outside the windows, which covered {in_windows:.0f} s), "
+          f"recovery median/p95/max "
           f"{figures['recovery_median'] or 0:.1f}/{figures['recovery_p95'] or 0:.1f}/"
           f"{figures['recovery_max'] or 0:.1f} s; seed {seed}")  # fmt: skip
     print("recovery median by fault: " + ", ".join(
         f"{k} {v:.1f} s" for k, v in figures["recovery_median_by_fault"].items()))  # fmt: skip
+    print("rounds by fault: " + ", ".join(
+        f"{k} {v}" for k, v in figures["rounds_by_fault"].items()))  # fmt: skip
+    if loads:
+        print(f"load average (1 min) over the rounds: {min(loads):.1f} to {max(loads):.1f}")
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(figures, indent=2))

@@ -192,12 +192,20 @@ def measure(
     }
 
 
+def add_measure_options(
+    parser: argparse.ArgumentParser, *, connections: int, repeat: int, per: str
+) -> None:
+    """The options `measure` is called with: --duration and --connections for each wrk run,
+    --repeat direct/VIP pairs `per` what the benchmark compares."""
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    parser.add_argument("--connections", type=int, default=connections)
+    parser.add_argument("--repeat", type=int, default=repeat, help=f"direct/VIP pairs per {per}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
-    parser.add_argument("--connections", type=int, default=32)
+    add_measure_options(parser, connections=32, repeat=3, per="setting")
     parser.add_argument("--cpu-quota", type=float, default=0.2, help="cores per real server")
-    parser.add_argument("--repeat", type=int, default=3, help="direct/VIP pairs per setting")
     parser.add_argument("--no-cap", action="store_true", help="skip the capped runs")
     args = parser.parse_args()
 

@@ -257,18 +257,32 @@ class Isolate(Fault):
             self.lab.exec(self.node, f"ip route replace {route}", check=True)
 
 
-class ArpLeak(Fault):
+class RealServerFault(Fault):
+    """A fault on a real server, present on each running one where `healthy` is false."""
+
+    roles = ("realserver",)
+
+    @classmethod
+    def present(cls, lab: Lab) -> list[Fault]:
+        return [cls(lab, rs) for rs in running_real_servers(lab) if not cls.healthy(lab, rs)]
+
+    @staticmethod
+    @abstractmethod
+    def healthy(lab: Lab, real_server: str) -> bool:
+        """The real server shows no sign of this fault."""
+
+
+class ArpLeak(RealServerFault):
     """The classic LVS-DR "ARP problem": a real server's arp_ignore/arp_announce back to 0/0,
     so it answers ARP for the VIP it holds on lo and the client's entry can name its MAC.
     Both sides flush the client's entry for the VIP so the client resolves it afresh."""
 
     name = "arp-leak"
     summary = "a real server's ARP suppression off (default: first real server): it answers ARP"
-    roles = ("realserver",)
 
-    @classmethod
-    def present(cls, lab: Lab) -> list[Fault]:
-        return [cls(lab, rs) for rs in running_real_servers(lab) if not arp_suppressed(lab, rs)]
+    @staticmethod
+    def healthy(lab: Lab, real_server: str) -> bool:
+        return arp_suppressed(lab, real_server)
 
     def _set(self, *, on: bool) -> None:
         set_arp_suppression(self.lab, self.node, on=on)
@@ -320,14 +334,13 @@ def flush_client_vip(lab: Lab) -> None:
         lab.exec(client, ["ip", "neigh", "flush", "to", topo.vip, "dev", topo.front_if(client)])
 
 
-class HttpdStop(Fault):
+class HttpdStop(RealServerFault):
     name = "httpd-stop"
     summary = "stop Apache on a real server (default: first real server): the checker drains it"
-    roles = ("realserver",)
 
-    @classmethod
-    def present(cls, lab: Lab) -> list[Fault]:
-        return [cls(lab, rs) for rs in running_real_servers(lab) if not httpd_running(lab, rs)]
+    @staticmethod
+    def healthy(lab: Lab, real_server: str) -> bool:
+        return httpd_running(lab, real_server)
 
     def settle_time(self) -> float:
         return self.lab.topology.health.down_bound() + REACTION_MARGIN

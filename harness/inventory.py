@@ -38,8 +38,8 @@ from harness.topology import (
     Topology,
     TopologyError,
     read_config,
+    topology_of,
     virtual_service,
-    vrrp_settings,
 )
 
 # Inventory group -> the role its hosts play in the lab.
@@ -208,7 +208,6 @@ def discover(
     networks = {FRONT_NET: front_nets[0], SERVERS_NET: servers_nets[0]}
 
     nodes: dict[str, Node] = {}
-    built_directors: list[Director] = []
     for host, role in roles.items():
         addresses: dict[str, str] = {}
         ifnames: dict[str, str] = {}
@@ -216,50 +215,37 @@ def discover(
             found = _on_network(interfaces[host], network, service.vip)
             if found is not None:
                 ifnames[net_name], addresses[net_name] = found
+        node = Node(name=host, role=role, addresses=addresses, interfaces=ifnames)
         if role == "director":
             instance = configs[host].vrrp_instances[0]
-            director = Director(
-                name=host,
-                role=role,
-                addresses=addresses,
-                interfaces=ifnames,
+            director = Director.running(
+                node,
+                instance,
                 config_path=Path(paths[host]),
                 config_env=None,
                 default_config=paths[host],
-                **vrrp_settings(instance),
             )
             if director.interfaces.get(FRONT_NET) != instance.interface:
                 raise TopologyError(
                     f"{host}: VRRP runs on {instance.interface}, but its address on "
                     f"{networks[FRONT_NET]} is on {director.interfaces.get(FRONT_NET)}"
                 )
-            built_directors.append(director)
             nodes[host] = director
         else:
-            nodes[host] = Node(name=host, role=role, addresses=addresses, interfaces=ifnames)
-    by_address = {n.addresses.get(SERVERS_NET): n for n in nodes.values() if n.role == "realserver"}
-    real_servers = []
-    for address in service.real_servers:
-        node = by_address.get(address)
-        if node is None:
-            raise TopologyError(f"real_server {address}: no host of group realservers has it")
-        real_servers.append(node)
+            nodes[host] = node
     (client,) = (n for n in nodes.values() if n.role == "client")
     if FRONT_NET not in client.addresses:
         raise TopologyError(f"client {client.name}: no address on {networks[FRONT_NET]}")
-    topology = Topology(
+    topology = topology_of(
+        service,
+        nodes,
         project=name,
         root=ROOT,
         compose_file=ROOT / "compose.yaml",
-        nodes=nodes,
         front_net=FRONT_NET,
         servers_net=SERVERS_NET,
-        vip=service.vip,
-        vip_port=service.port,
-        directors=tuple(built_directors),
-        real_servers=tuple(real_servers),
         client=client,
-        health=service.health,
+        holders="host of group realservers",
     )
     return topology, interfaces
 

@@ -9,7 +9,6 @@ client), and a watcher that timestamps VIP moves.  Must never: send a packet fro
 from __future__ import annotations
 
 import json
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from typing import Any
 import docker.errors
 
 from harness.lab import Lab, LabError
+from vipkeeper.testing.threads import Sampler
 from vipkeeper.testing.waits import wait_until
 
 PROBE_DIR = "/tmp/harness"
@@ -282,7 +282,7 @@ class HttpProber:
         self.stop()
 
 
-class VipWatcher:
+class VipWatcher(Sampler):
     """A host thread that asks the directors who holds the VIP, as often as docker exec
     allows, and calls `on_change(t, masters)` whenever the answer changes."""
 
@@ -293,25 +293,22 @@ class VipWatcher:
         *,
         interval: float = 0.1,
     ) -> None:
-        self.lab, self.on_change, self.interval = lab, on_change, interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        super().__init__(interval)
+        self.lab, self.on_change = lab, on_change
         self.history: list[tuple[float, frozenset[str]]] = []
+        self._last: frozenset[str] | None = None
 
-    def _run(self) -> None:
-        last: frozenset[str] | None = None
-        while not self._stop.is_set():
-            current: frozenset[str] | None
-            try:
-                current = frozenset(masters(self.lab))
-            except Exception:  # a container between states; ask again
-                current = last
-            now = time.time()  # after the answer: a change is never dated earlier than seen
-            if current is not None and current != last:
-                self.history.append((now, current))
-                self.on_change(now, current)
-                last = current
-            self._stop.wait(self.interval)
+    def sample(self) -> None:
+        current: frozenset[str] | None
+        try:
+            current = frozenset(masters(self.lab))
+        except Exception:  # a container between states; ask again
+            current = self._last
+        now = time.time()  # after the answer: a change is never dated earlier than seen
+        if current is not None and current != self._last:
+            self.history.append((now, current))
+            self.on_change(now, current)
+            self._last = current
 
     def first_held(self, holders: set[str], *, after: float = 0.0) -> float:
         """When exactly `holders` held the VIP first after `after` (0.0: not yet)."""
@@ -325,11 +322,3 @@ class VipWatcher:
             interval=0.05,
             what=f"{', '.join(sorted(holders))} alone to hold the VIP",
         )
-
-    def __enter__(self) -> VipWatcher:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)

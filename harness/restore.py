@@ -34,13 +34,7 @@ def restore(lab: Lab, *, timeout: float = UP_TIMEOUT, flush_client: bool = True)
     wait_until(lambda: lab.is_running(topo.services), timeout=30, what="all lab containers running")
     for fault in present_faults(lab):
         fault.undo()
-    preferred = topo.preferred_master.name
-    wait_until(
-        lambda: masters(lab) == {preferred},
-        timeout=timeout,
-        interval=0.3,
-        what=f"{preferred} alone to hold the VIP",
-    )
+    preferred = _await_preferred_master(lab, timeout)
     # The client resolves the VIP afresh: a neighbour entry left by an earlier test could still
     # point at the other director.
     if flush_client or not _client_follows(lab, preferred):
@@ -48,15 +42,21 @@ def restore(lab: Lab, *, timeout: float = UP_TIMEOUT, flush_client: bool = True)
     _await_start_state(lab, timeout)
 
 
-def _await_start_state(lab: Lab, timeout: float) -> None:
-    topo = lab.topology
-    preferred = topo.preferred_master.name
+def _await_preferred_master(lab: Lab, timeout: float) -> str:
+    """Wait until the preferred master alone holds the VIP; its name."""
+    preferred = lab.topology.preferred_master.name
     wait_until(
         lambda: masters(lab) == {preferred},
         timeout=timeout,
         interval=0.3,
         what=f"{preferred} alone to hold the VIP",
     )
+    return preferred
+
+
+def _await_start_state(lab: Lab, timeout: float) -> None:
+    _await_preferred_master(lab, timeout)
+    topo = lab.topology
     wait_until(
         lambda: set(servers_answering(lab, requests=10)) == set(topo.real_server_names),
         timeout=timeout,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -66,6 +66,25 @@ class Director(Node):
     version: int
     advert_int: float
     preempt: bool
+
+    @classmethod
+    def running(
+        cls,
+        node: Node,
+        instance: Any,
+        *,
+        config_path: Path,
+        config_env: str | None,
+        default_config: str,
+    ) -> Director:
+        """`node` as a director whose configuration's first vrrp_instance is `instance`."""
+        return cls(
+            **{f.name: getattr(node, f.name) for f in fields(Node)},
+            config_path=config_path,
+            config_env=config_env,
+            default_config=default_config,
+            **vrrp_settings(instance),
+        )
 
     @property
     def master_down_interval(self) -> float:
@@ -264,6 +283,48 @@ def virtual_service(config: Any, where: str) -> VirtualService:
     )
 
 
+def topology_of(
+    service: VirtualService,
+    nodes: Mapping[str, Node],
+    *,
+    project: str,
+    root: Path,
+    compose_file: Path,
+    front_net: str,
+    servers_net: str,
+    client: Node,
+    holders: str,
+) -> Topology:
+    """The lab of `nodes` serving `service`, as the Compose lab and an inventory both build it:
+    the directors in the nodes' order, the real servers in the configuration's order, each found
+    by its address on `servers_net` (`holders` says where one was looked for, in the error)."""
+    by_address = {
+        n.addresses.get(servers_net): n
+        for n in nodes.values()
+        if n.role == "realserver" and servers_net in n.addresses
+    }
+    real_servers = []
+    for address in service.real_servers:
+        node = by_address.get(address)
+        if node is None:
+            raise TopologyError(f"real_server {address}: no {holders} has it")
+        real_servers.append(node)
+    return Topology(
+        project=project,
+        root=root,
+        compose_file=compose_file,
+        vip=service.vip,
+        vip_port=service.port,
+        health=service.health,
+        nodes=nodes,
+        front_net=front_net,
+        servers_net=servers_net,
+        directors=tuple(n for n in nodes.values() if isinstance(n, Director)),
+        real_servers=tuple(real_servers),
+        client=client,
+    )
+
+
 def vrrp_settings(instance: Any) -> dict[str, Any]:
     """A Director's VRRP fields from its configuration's first vrrp_instance."""
     return {
@@ -300,20 +361,17 @@ def load(compose_file: Path = COMPOSE_FILE, *, env: Mapping[str, str] | None = N
         if role is None:
             continue
         addresses, interfaces = _networks(name, service)
+        node = Node(name=name, role=role, addresses=addresses, interfaces=interfaces)
         if role != "director":
-            nodes[name] = Node(name=name, role=role, addresses=addresses, interfaces=interfaces)
+            nodes[name] = node
             continue
         path, var, default = _director_config(name, service, root, env)
-        instance = read_config(path, f"director {name}: {path}").vrrp_instances[0]
-        director = Director(
-            name=name,
-            role=role,
-            addresses=addresses,
-            interfaces=interfaces,
+        director = Director.running(
+            node,
+            read_config(path, f"director {name}: {path}").vrrp_instances[0],
             config_path=path,
             config_env=var,
             default_config=default,
-            **vrrp_settings(instance),
         )
         directors.append(director)
         nodes[name] = director
@@ -328,31 +386,16 @@ def load(compose_file: Path = COMPOSE_FILE, *, env: Mapping[str, str] | None = N
     (servers_net,) = others
 
     first = directors[0].config_path
-    vs = virtual_service(read_config(first, str(first)), str(first))
-    by_address = {
-        n.addresses.get(servers_net): n
-        for n in nodes.values()
-        if n.role == "realserver" and servers_net in n.addresses
-    }
-    real_servers = []
-    for address in vs.real_servers:
-        node = by_address.get(address)
-        if node is None:
-            raise TopologyError(f"real_server {address}: no realserver service has it")
-        real_servers.append(node)
-    return Topology(
+    return topology_of(
+        virtual_service(read_config(first, str(first)), str(first)),
+        nodes,
         project=str(doc.get("name") or root.name),
         root=root,
         compose_file=compose_file,
-        nodes=nodes,
         front_net=front_net,
         servers_net=servers_net,
-        vip=vs.vip,
-        vip_port=vs.port,
-        directors=tuple(directors),
-        real_servers=tuple(real_servers),
         client=client,
-        health=vs.health,
+        holders="realserver service",
     )
 
 

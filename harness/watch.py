@@ -20,6 +20,10 @@ objects with non-blocking `read`s, so the view can be driven by fakes.
 
 Must never: read a log (directors are read through their control socket, what
 `vipkeeper status --json` prints); change the lab; ask the lab anything while drawing.
+
+One module, hence its length: the feeds, the snapshot they fill and the screen drawn from it
+share one reading's shape, and a reader checking VIEW_BOUND follows a value from container to
+screen without changing files.
 """
 
 from __future__ import annotations

@@ -51,6 +51,7 @@ from vipkeeper.io.links import AddressChanged, LinkChanged, LinkEvent, LinkMonit
 from vipkeeper.io.notify_fifo import NotifyFifos
 from vipkeeper.io.scripts import ScriptRunner, script_security
 from vipkeeper.io.vmac import Vmac, VmacManager
+from vipkeeper.io.vrrp_filter import VrrpFilter
 from vipkeeper.io.vrrp_socket import VrrpSocketPool
 from vipkeeper.logsetup import setup_logging
 from vipkeeper.notify_scripts import NotifyScripts
@@ -115,6 +116,7 @@ class Daemon:
         self.track_scripts = TrackScripts(self.runner, self._on_script_changed)
         self.gratuitous = GratuitousSender()
         self.sockets = VrrpSocketPool(self._on_packet)
+        self.vrrp_filter = VrrpFilter()  # global_defs vrrp_peer_filter
         self.vmacs = VmacManager()
         self.autopilot = Autopilot(self.sockets) if autopilot else None
         self.driver: Driver | None = None
@@ -169,6 +171,7 @@ class Daemon:
                 await self.control.stop()
             await self.director.stop(release=self.release_ipvs)
             await self.vmacs.remove_all()
+            await self.vrrp_filter.remove()
             await self._close()
             await self.fifos.close()
             self.notifier.close()
@@ -202,6 +205,8 @@ class Daemon:
             started.append(group)
         self.plan = whole or new
         self.routes = self.plan.routes()
+        await self.vrrp_filter.sync(self.config.global_defs.vrrp_peer_filter,
+                                    self.plan.settings.values())  # fmt: skip
         self.sources.use(self.plan, new.settings)
         await self.vmacs.sync(_wanted_vmacs(self.config))
         for settings in new.settings.values():

@@ -268,6 +268,16 @@ def _operator_metrics(snapshot: Snapshot) -> Iterator[Metric]:
     for code, count in sorted(snapshot.control_errors.items()):
         errors.add_metric([code], count)
     yield errors
+    vrrp_filter = snapshot.status.get("vrrp_filter")
+    if vrrp_filter is not None:
+        packets = CounterMetricFamily(
+            "vipkeeper_vrrp_filter_packets",
+            "VRRP packets the peer filter accepted (from a peer) or dropped, in the kernel",
+            labels=["verdict"],
+        )
+        for verdict in ("accepted", "dropped"):
+            packets.add_metric([verdict], vrrp_filter[verdict]["packets"])
+        yield packets
 
 
 def _lvs_metrics(snapshot: Snapshot) -> Iterator[Metric]:

@@ -48,6 +48,7 @@ class Snapshots:
             ),
             now=time.time(),
             wall_offset=time.time() - loop.time(),
+            vrrp_filter=await daemon.vrrp_filter.counters(),
         )
 
     async def metrics(self) -> metrics.Snapshot:

@@ -242,11 +242,11 @@ def _virtual_servers(director: Director, wall_offset: float) -> list[dict[str, A
     for vs in director.config.virtual_servers:
         name = vs.key
         service = director.service(name)
-        members = {m.server: m for m in director.pool(name)}
+        pool = director.pool(name)
+        weights = {server.endpoint: server.weight for server in pool.real_servers}
         servers = []
         for rs, endpoint in director.real_servers(vs):
             check = director.last_checks.get((name, endpoint))
-            member = members.get(endpoint)
             servers.append(
                 {
                     "address": endpoint.address,
@@ -254,7 +254,7 @@ def _virtual_servers(director: Director, wall_offset: float) -> list[dict[str, A
                     "weight": rs.weight,
                     "effective_weight": director.monitor.server_weight(name, endpoint),
                     "health": "up" if director.monitor.server_is_up(name, endpoint) else "down",
-                    "in_pool": member is not None and member.weight > 0,
+                    "in_pool": weights.get(endpoint, 0) > 0,
                     "checkers": [CHECKER_KEYWORDS[type(c)] for c in rs.checkers],
                     "last_check": None
                     if check is None
@@ -267,7 +267,6 @@ def _virtual_servers(director: Director, wall_offset: float) -> list[dict[str, A
                 }
             )
         sorry = director.sorry_server(vs)
-        sorry_member = members.get(sorry) if sorry is not None else None
         result.append(
             {
                 "name": name,
@@ -286,7 +285,7 @@ def _virtual_servers(director: Director, wall_offset: float) -> list[dict[str, A
                 else {
                     "address": sorry.address,
                     "port": sorry.port,
-                    "active": sorry_member is not None and sorry_member.weight > 0,
+                    "active": pool.sorry_active,
                 },
             }
         )
@@ -303,9 +302,11 @@ def build_status(
     present_vips: frozenset[tuple[str, str]],
     now: float,
     wall_offset: float,
+    vrrp_filter: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The status document. `present_vips` holds (address, dev) of the VIPs found on their
-    interfaces; `now` is the wall-clock time; `wall_offset` turns the loop's clock into it."""
+    interfaces; `now` is the wall-clock time; `wall_offset` turns the loop's clock into it;
+    `vrrp_filter` is the peer filter's table, peers and counters (None: not installed)."""
     member_of = {member: group for group, members in plan.groups.items() for member in members}
     last = journal.last_reload
     return {
@@ -348,4 +349,5 @@ def build_status(
             for name, group in groups.items()
         ],
         "virtual_servers": _virtual_servers(director, wall_offset),
+        "vrrp_filter": None if vrrp_filter is None else dict(vrrp_filter),
     }

@@ -13,7 +13,6 @@ import re
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +25,7 @@ from tests.hosts.inventory_client import InventoryClient
 from tests.hosts.playbooks import ROOT, WHEELS, PlaybookRun, run_playbook
 
 from vipkeeper.core.timing import master_down_interval
+from vipkeeper.testing.threads import Sampler
 
 PROBE_TIMEOUT = 1.0  # s: a new connection's request timeout
 POLL = 0.2  # s: how often the watcher asks each director for its state
@@ -68,17 +68,16 @@ def _status(host: Any) -> dict[str, Any] | None:
     return json.loads(out.stdout) if out.rc == 0 else None
 
 
-class StateWatcher:
+class StateWatcher(Sampler):
     """Asks every director for its VRRP states every POLL s over SSH.  `polls` keeps each
     round as (asked at, answered at, the MASTERs); `history` the answers whenever the set of
     MASTERs changes."""
 
     def __init__(self, hosts: dict[str, Any]) -> None:
+        super().__init__(POLL)
         self.hosts = hosts
         self.polls: list[tuple[float, float, frozenset[str]]] = []
         self.history: list[tuple[float, frozenset[str]]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _masters(self) -> frozenset[str]:
         found = set()
@@ -88,23 +87,13 @@ class StateWatcher:
                 found.add(name)
         return frozenset(found)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            asked = time.time()
-            current = self._masters()
-            now = time.time()
-            self.polls.append((asked, now, current))
-            if not self.history or self.history[-1][1] != current:
-                self.history.append((now, current))
-            self._stop.wait(POLL)
-
-    def __enter__(self) -> StateWatcher:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
+    def sample(self) -> None:
+        asked = time.time()
+        current = self._masters()
+        now = time.time()
+        self.polls.append((asked, now, current))
+        if not self.history or self.history[-1][1] != current:
+            self.history.append((now, current))
 
 
 def test_rolling_upgrade_under_http_load(

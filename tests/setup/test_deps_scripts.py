@@ -128,62 +128,70 @@ needs_apt_config = pytest.mark.skipif(
 
 
 @needs_apt_config
-def test_host_mirror_from_one_line_sources_skipping_other_archives(tmp_path: Path) -> None:
-    found = _detect(
-        tmp_path,
-        DEBIAN,
-        sources_list=(
-            "# deb http://commented.example/debian bookworm main\n"
-            "deb http://thirdparty.example/repo bookworm stable\n"
-            "deb [arch=amd64 signed-by=/k.gpg] http://mirror.example/debian bookworm main contrib\n"
-            "deb http://mirror.example/debian-security bookworm-security main\n"
+@pytest.mark.parametrize(
+    ("os_release", "inputs", "expected"),
+    [
+        pytest.param(
+            DEBIAN,
+            {
+                "sources_list": (
+                    "# deb http://commented.example/debian bookworm main\n"
+                    "deb http://thirdparty.example/repo bookworm stable\n"
+                    "deb [arch=amd64 signed-by=/k.gpg] http://mirror.example/debian bookworm "
+                    "main contrib\n"
+                    "deb http://mirror.example/debian-security bookworm-security main\n"
+                )
+            },
+            {
+                "mirror": "http://mirror.example/debian",
+                "security": "http://mirror.example/debian-security",
+            },
+            id="host mirror from one-line sources, skipping other archives",
         ),
-    )
-    assert found["mirror"] == "http://mirror.example/debian"
-    assert found["security"] == "http://mirror.example/debian-security"
-
-
-@needs_apt_config
-def test_host_mirror_and_proxy_from_deb822_sources(tmp_path: Path) -> None:
-    found = _detect(
-        tmp_path,
-        DEBIAN,
-        sources=(
-            "Types: deb\nURIs: http://disabled.example/debian\nSuites: bookworm\n"
-            "Components: main\nEnabled: no\n\n"
-            "Types: deb deb-src\nURIs: http://local.example/debian\n"
-            "Suites: bookworm bookworm-updates\nComponents: main\n"
-            "Signed-By:\n -----BEGIN PGP PUBLIC KEY BLOCK-----\n Suites: not-a-field\n\n"
-            "Types: deb\nURIs: http://local.example/security\nSuites: bookworm-security\n"
-            "Components: main\n"
+        pytest.param(
+            DEBIAN,
+            {
+                "sources": (
+                    "Types: deb\nURIs: http://disabled.example/debian\nSuites: bookworm\n"
+                    "Components: main\nEnabled: no\n\n"
+                    "Types: deb deb-src\nURIs: http://local.example/debian\n"
+                    "Suites: bookworm bookworm-updates\nComponents: main\n"
+                    "Signed-By:\n -----BEGIN PGP PUBLIC KEY BLOCK-----\n Suites: not-a-field\n\n"
+                    "Types: deb\nURIs: http://local.example/security\nSuites: bookworm-security\n"
+                    "Components: main\n"
+                ),
+                "apt_conf": 'Acquire::http::Proxy "http://proxy.example:3142";\n',
+            },
+            {
+                "mirror": "http://local.example/debian",
+                "security": "http://local.example/security",
+                "proxy": "http://proxy.example:3142",
+                "options": " -o Acquire::http::Proxy=http://proxy.example:3142",
+            },
+            id="host mirror and proxy from deb822 sources",
         ),
-        apt_conf='Acquire::http::Proxy "http://proxy.example:3142";\n',
-    )
-    assert found["mirror"] == "http://local.example/debian"
-    assert found["security"] == "http://local.example/security"
-    assert found["proxy"] == "http://proxy.example:3142"
-    assert found["options"] == " -o Acquire::http::Proxy=http://proxy.example:3142"
-
-
-@needs_apt_config
-def test_no_debian_mirror_on_a_host_of_another_distribution(tmp_path: Path) -> None:
-    found = _detect(
-        tmp_path,
-        "ID=ubuntu\nID_LIKE=debian\nVERSION_CODENAME=noble\n",
-        sources_list="deb http://archive.example/ubuntu noble main\n",
-    )
-    assert (found["mirror"], found["security"]) == ("", "")
-
-
-@needs_apt_config
-def test_debian_mirror_from_the_environment_wins(tmp_path: Path) -> None:
-    found = _detect(
-        tmp_path,
-        DEBIAN,
-        sources_list="deb http://mirror.example/debian bookworm main\n",
-        DEBIAN_MIRROR="http://chosen.example/debian",
-    )
-    assert found["mirror"] == "http://chosen.example/debian"
+        pytest.param(
+            "ID=ubuntu\nID_LIKE=debian\nVERSION_CODENAME=noble\n",
+            {"sources_list": "deb http://archive.example/ubuntu noble main\n"},
+            {"mirror": "", "security": ""},
+            id="no Debian mirror on a host of another distribution",
+        ),
+        pytest.param(
+            DEBIAN,
+            {
+                "sources_list": "deb http://mirror.example/debian bookworm main\n",
+                "DEBIAN_MIRROR": "http://chosen.example/debian",
+            },
+            {"mirror": "http://chosen.example/debian"},
+            id="the Debian mirror from the environment wins",
+        ),
+    ],
+)
+def test_host_apt_detect_finds_the_mirror_security_mirror_and_proxy(
+    tmp_path: Path, os_release: str, inputs: dict[str, str], expected: dict[str, str]
+) -> None:
+    found = _detect(tmp_path, os_release, **inputs)
+    assert {key: found[key] for key in expected} == expected
 
 
 def test_build_base_without_registry_or_mirror_says_how_to_set_debian_mirror(

@@ -6,6 +6,7 @@ from vipkeeper.assemble import plan
 from vipkeeper.config import parse_text
 from vipkeeper.core.effects import VirtualAddress
 from vipkeeper.core.vrrp import State
+from vipkeeper.testing.samples import parsed
 
 CONFIG = """
 global_defs {
@@ -119,13 +120,12 @@ def _family_case(body: str) -> tuple[int | None, list[str]]:
 
 
 def test_native_ipv6_makes_the_instance_ipv6_in_the_model_and_the_core_alike() -> None:
-    result = parse_text(
+    config = parsed(
         "vrrp_instance X {\n interface eth0\n virtual_router_id 9\n native_ipv6\n"
         " virtual_ipaddress {\n  fd00::1/64\n }\n virtual_ipaddress_excluded {\n  10.0.0.1\n }\n}\n"
     )
-    assert result.config is not None, result.diagnostics
-    (instance,) = result.config.vrrp_instances
-    settings = plan(result.config).settings["X"]
+    (instance,) = config.vrrp_instances
+    settings = plan(config).settings["X"]
     assert instance.family == settings.family == 6
     assert settings.version == 3
 

@@ -11,11 +11,8 @@ status document and under the exporter's names, and that none of them reaches th
 from __future__ import annotations
 
 import asyncio
-import threading
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import CollectorRegistry
@@ -91,17 +88,6 @@ def test_each_kind_of_bad_authentication_has_its_own_count_in_status() -> None:
     errors = instance["errors"]
     assert {kind: errors[kind] for kind in BAD} == {kind: n for kind, (_, n) in BAD.items()}
     assert instance["dropped"] == {"auth_type_invalid": 1, "auth_type": 2, "auth_mismatch": 3}
-
-
-@pytest.fixture
-def loop() -> Iterator[asyncio.AbstractEventLoop]:
-    running = asyncio.new_event_loop()
-    thread = threading.Thread(target=running.run_forever, daemon=True)
-    thread.start()
-    yield running
-    running.call_soon_threadsafe(running.stop)
-    thread.join(5)
-    running.close()
 
 
 def test_each_kind_is_exported_under_keepalived_exporters_name(

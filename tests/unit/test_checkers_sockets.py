@@ -6,6 +6,9 @@ same however the server splits it, byte by byte included; connect_timeout bounds
 whole, connect included, and each url has its own connection and its own bound; IPv6 works; a
 result callback that raises does not stop the other checks; the scheduler runs these checks
 without a task each.
+
+Long because it is the one module for io.checkers over real sockets: every checker kind meets the
+same exits and the same hostile servers, with the fixtures they share.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from vipkeeper.config import load_config, parse_text
+from vipkeeper.config import load_config
 from vipkeeper.config.model import (
     Config,
     HttpGetCheck,
@@ -18,6 +18,7 @@ from vipkeeper.config.model import (
     TcpCheck,
     VrrpState,
 )
+from vipkeeper.testing.samples import parsed
 
 DATA = Path(__file__).parent / "data" / "config"
 
@@ -119,12 +120,11 @@ def test_virtual_server_settings_flow_down_to_checkers(director: Config) -> None
 
 
 def test_minimal_instance_gets_keepalived_defaults() -> None:
-    result = parse_text(
+    config = parsed(
         "vrrp_instance V { interface eth0\n virtual_router_id 7\n"
         " virtual_ipaddress { 10.0.0.1 } }\n"
     )
-    assert result.config is not None, result.diagnostics
-    (instance,) = result.config.vrrp_instances
+    (instance,) = config.vrrp_instances
     assert instance.state is VrrpState.BACKUP
     assert (instance.priority, instance.advert_int, instance.version) == (100, 1.0, 2)
     assert instance.preempt is True
@@ -132,12 +132,11 @@ def test_minimal_instance_gets_keepalived_defaults() -> None:
 
 
 def test_http_url_without_status_code_accepts_2xx_and_inherits_virtualhost() -> None:
-    result = parse_text(
+    config = parsed(
         "virtual_server 10.0.0.1 80 {\n virtualhost www.example.org\n"
         " real_server 10.0.1.1 80 { HTTP_GET { url { path / } } } }\n"
     )
-    assert result.config is not None, result.diagnostics
-    (check,) = result.config.virtual_servers[0].real_servers[0].checkers
+    (check,) = config.virtual_servers[0].real_servers[0].checkers
     assert isinstance(check, HttpGetCheck)
     assert check.urls[0].status_codes == ((200, 299),)
     assert check.urls[0].virtualhost == "www.example.org"
@@ -145,10 +144,9 @@ def test_http_url_without_status_code_accepts_2xx_and_inherits_virtualhost() -> 
 
 
 def test_fwmark_virtual_server_has_no_address_or_port() -> None:
-    result = parse_text(
+    config = parsed(
         "virtual_server fwmark 7 { lvs_sched sh\n real_server 10.0.1.1 { weight 3 } }\n"
     )
-    assert result.config is not None, result.diagnostics
-    (server,) = result.config.virtual_servers
+    (server,) = config.virtual_servers
     assert (server.address, server.port, server.fwmark, server.key) == (None, None, 7, "fwmark 7")
     assert server.real_servers[0].port is None

@@ -23,6 +23,7 @@ from vipkeeper.director import Director, hash_seed, health_spec, make_checker, v
 from vipkeeper.io import checkers as io_checkers
 from vipkeeper.io import lvs_sync
 from vipkeeper.io.scripts import ScriptRunner
+from vipkeeper.testing.samples import parsed
 
 SERVICE = """
 virtual_server 10.0.0.1 8080 {
@@ -85,12 +86,6 @@ virtual_server 10.0.0.1 80 {
 """
 
 
-def parse(text: str) -> model.Config:
-    result = parse_text(text)
-    assert result.config is not None, result.diagnostics
-    return result.config
-
-
 def only_vs(config: model.Config) -> model.VirtualServer:
     (vs,) = config.virtual_servers
     return vs
@@ -114,7 +109,7 @@ class FakeBackend:
 
 def make_director(text: str, backend: FakeBackend | None = None) -> Director:
     return Director(
-        parse(text), runner=ScriptRunner(), backend=backend or FakeBackend(), rng=random.Random(7)
+        parsed(text), runner=ScriptRunner(), backend=backend or FakeBackend(), rng=random.Random(7)
     )
 
 
@@ -126,7 +121,7 @@ def endpoint(address: str, port: int) -> health.Endpoint:
 
 
 def test_real_server_without_a_port_inherits_the_virtual_servers_port():
-    spec = health_spec(only_vs(parse(SERVICE)), random.Random(1))
+    spec = health_spec(only_vs(parsed(SERVICE)), random.Random(1))
     assert [rs.server for rs in spec.real_servers] == [
         endpoint("127.0.0.2", 8080),
         endpoint("127.0.0.3", 9090),
@@ -135,7 +130,7 @@ def test_real_server_without_a_port_inherits_the_virtual_servers_port():
 
 
 def test_checkers_connect_to_connect_ip_and_port_when_given_else_to_the_real_server():
-    vs = only_vs(parse(SERVICE))
+    vs = only_vs(parsed(SERVICE))
     tcp_rs, http_rs = vs.real_servers
     runner = ScriptRunner()
 
@@ -149,7 +144,7 @@ def test_checkers_connect_to_connect_ip_and_port_when_given_else_to_the_real_ser
 
 
 def test_status_code_ranges_become_the_set_of_accepted_codes():
-    vs = only_vs(parse(SERVICE))
+    vs = only_vs(parsed(SERVICE))
     http_rs = vs.real_servers[1]
     http = make_checker(vs, http_rs, http_rs.checkers[0], ScriptRunner())
     assert isinstance(http, io_checkers.HttpGetCheck)
@@ -160,7 +155,7 @@ def test_status_code_ranges_become_the_set_of_accepted_codes():
 
 
 def test_checker_timing_reaches_the_health_core():
-    spec = health_spec(only_vs(parse(SERVICE)), random.Random(1))
+    spec = health_spec(only_vs(parsed(SERVICE)), random.Random(1))
     (tcp,), (http,) = (rs.checkers for rs in spec.real_servers)
     assert (tcp.delay_loop, tcp.retry, tcp.delay_before_retry) == (2.0, 0, 1.0)
     assert (http.delay_loop, http.retry, http.delay_before_retry) == (2.0, 4, 0.5)
@@ -169,7 +164,7 @@ def test_checker_timing_reaches_the_health_core():
 
 
 def test_quorum_and_sorry_server_reach_the_health_core():
-    spec = health_spec(only_vs(parse(QUORUM)), random.Random(1))
+    spec = health_spec(only_vs(parsed(QUORUM)), random.Random(1))
     assert spec.quorum == 2
     assert spec.sorry_server == endpoint("127.0.0.9", 80)
     assert spec.name == "TCP 10.0.0.1:80"
@@ -179,7 +174,7 @@ def test_quorum_and_sorry_server_reach_the_health_core():
 
 
 def test_virtual_service_carries_scheduler_method_and_protocol():
-    config = parse(SERVICE)
+    config = parsed(SERVICE)
     service = virtual_service(config, only_vs(config))
     assert (service.address, service.port) == ("10.0.0.1", 8080)
     assert service.scheduler is lb.Scheduler.MAGLEV_HASH
@@ -188,18 +183,18 @@ def test_virtual_service_carries_scheduler_method_and_protocol():
 
 
 def test_hash_seed_is_the_same_for_two_parses_of_the_same_configuration():
-    first, second = parse(SERVICE), parse(SERVICE)
+    first, second = parsed(SERVICE), parsed(SERVICE)
     assert virtual_service(first, only_vs(first)) == virtual_service(second, only_vs(second))
-    other = parse(SERVICE.replace("8080", "8081"))
+    other = parsed(SERVICE.replace("8080", "8081"))
     # derived from the service, so another service (most likely) hashes differently
     assert hash_seed(other, only_vs(other)) != hash_seed(first, only_vs(first))
 
 
 def test_hash_seed_is_lvs_hash_seed_from_global_defs_when_set():
-    config = parse("global_defs {\n    lvs_hash_seed 4660\n}\n" + SERVICE)
+    config = parsed("global_defs {\n    lvs_hash_seed 4660\n}\n" + SERVICE)
     assert config.global_defs.lvs_hash_seed == 4660
     assert virtual_service(config, only_vs(config)).hash_seed == 4660
-    other = parse("global_defs {\n    lvs_hash_seed 4660\n}\n" + SERVICE.replace("8080", "8081"))
+    other = parsed("global_defs {\n    lvs_hash_seed 4660\n}\n" + SERVICE.replace("8080", "8081"))
     assert virtual_service(other, only_vs(other)).hash_seed == 4660
 
 
@@ -212,7 +207,7 @@ def test_table_size_is_sized_by_the_configured_real_servers_not_the_healthy_ones
 
     down = health.PoolChanged(
         virtual_server="TCP 10.0.0.1:80",
-        members=(health.PoolMember(server=endpoint("127.0.0.2", 80), weight=1),),
+        pool=health.Pool(real_servers=(health.RealServer.at(endpoint("127.0.0.2", 80), 1),)),
     )
     director._emit([down])
 
@@ -238,9 +233,11 @@ def test_desired_follows_pool_changes():
         [
             health.PoolChanged(
                 virtual_server="TCP 10.0.0.1:8080",
-                members=(
-                    health.PoolMember(server=endpoint("127.0.0.2", 8080), weight=1),
-                    health.PoolMember(server=endpoint("127.0.0.3", 9090), weight=0),
+                pool=health.Pool(
+                    real_servers=(
+                        health.RealServer.at(endpoint("127.0.0.2", 8080), 1),
+                        health.RealServer.at(endpoint("127.0.0.3", 9090), 0),
+                    )
                 ),
             )
         ]
@@ -292,12 +289,17 @@ async def _until(condition: object, steps: int = 200) -> None:
     raise AssertionError("condition never held")
 
 
-async def test_start_applies_the_initial_pool_and_stop_clears_the_backend():
-    backend = FakeBackend()
-    director = make_director(NO_CHECKERS, backend)
-
+async def _started(text: str, backend: FakeBackend) -> Director:
+    """A director on `backend` that has started and applied its first pool."""
+    director = make_director(text, backend)
     await director.start()
     await _until(lambda: backend.applied)
+    return director
+
+
+async def test_start_applies_the_initial_pool_and_stop_clears_the_backend():
+    backend = FakeBackend()
+    director = await _started(NO_CHECKERS, backend)
     await director.stop()
 
     ((desired,),) = backend.applied
@@ -312,10 +314,7 @@ async def test_start_applies_the_initial_pool_and_stop_clears_the_backend():
 
 async def test_stop_without_release_leaves_the_applied_pool_in_the_backend():
     backend = FakeBackend()
-    director = make_director(NO_CHECKERS, backend)
-
-    await director.start()
-    await _until(lambda: backend.applied)
+    director = await _started(NO_CHECKERS, backend)
     await director.stop(release=False)
 
     assert len(backend.applied) == 1
@@ -324,16 +323,16 @@ async def test_stop_without_release_leaves_the_applied_pool_in_the_backend():
 
 async def test_a_burst_of_pool_changes_costs_one_apply_of_the_last_state():
     backend = FakeBackend()
-    director = make_director(NO_CHECKERS, backend)
-    await director.start()
-    await _until(lambda: backend.applied)
+    director = await _started(NO_CHECKERS, backend)
 
     for weight in (5, 6, 7):
         director._emit(
             [
                 health.PoolChanged(
                     virtual_server="TCP 10.0.0.1:80",
-                    members=(health.PoolMember(server=endpoint("127.0.0.3", 80), weight=weight),),
+                    pool=health.Pool(
+                        real_servers=(health.RealServer.at(endpoint("127.0.0.3", 80), weight),)
+                    ),
                 )
             ]
         )
@@ -363,7 +362,7 @@ async def test_a_failed_apply_is_counted_and_the_next_change_tries_again():
     await _until(lambda: director.apply_errors == 1)
     assert director.applied is None
     director._emit(
-        [health.PoolChanged(virtual_server="TCP 10.0.0.1:80", members=())]
+        [health.PoolChanged(virtual_server="TCP 10.0.0.1:80", pool=health.Pool())]
     )  # next change
     await _until(lambda: backend.applied)
     await director.stop()
@@ -371,12 +370,12 @@ async def test_a_failed_apply_is_counted_and_the_next_change_tries_again():
 
 
 def test_lvs_backend_nftables_builds_the_nftables_backend():
-    config = parse("global_defs {\n    lvs_backend nftables\n}\n" + NO_CHECKERS)
+    config = parsed("global_defs {\n    lvs_backend nftables\n}\n" + NO_CHECKERS)
     assert director_module.default_backend(config).name == "nftables"
 
 
 def test_dr_ingress_device_is_the_interface_of_the_vrrp_instance_owning_the_vip():
-    config = parse(
+    config = parsed(
         """
 vrrp_instance VI_1 {
     interface fe0
@@ -419,9 +418,7 @@ def _checked(servers: Sequence[str]) -> str:
 
 async def test_a_reload_hands_the_data_plane_and_unchanged_servers_health_over():
     backend = FakeBackend()
-    director = make_director(_checked(["127.0.0.2", "127.0.0.3"]), backend)
-    await director.start()
-    await _until(lambda: backend.applied)
+    director = await _started(_checked(["127.0.0.2", "127.0.0.3"]), backend)
     key = "TCP 10.0.0.1:80"
     loop = asyncio.get_running_loop()
     # Every first check, now (the warm-up draw is up to 600 s away): .3 fails, .2 passes.
@@ -437,7 +434,7 @@ async def test_a_reload_hands_the_data_plane_and_unchanged_servers_health_over()
     await _until(lambda: len(backend.applied) >= 2)
     assert not director.monitor.server_is_up(key, endpoint("127.0.0.3", 80))
 
-    successor = await director.hand_over(parse(_checked(["127.0.0.2", "127.0.0.3", "127.0.0.4"])))
+    successor = await director.hand_over(parsed(_checked(["127.0.0.2", "127.0.0.3", "127.0.0.4"])))
     await _until(lambda: len(backend.applied) >= 3)
 
     assert backend.cleared == 0  # the kernel kept forwarding throughout
@@ -489,7 +486,7 @@ class IpvsFake(FakeBackend):
 async def test_sync_daemon_follows_its_vrrp_instance_on_ipvs(monkeypatch):
     monkeypatch.setattr(lvs_sync, "SyncDaemons", RecordingSync)
     RecordingSync.made.clear()
-    director = Director(parse(SYNCED + NO_CHECKERS), runner=ScriptRunner(), backend=IpvsFake())
+    director = Director(parsed(SYNCED + NO_CHECKERS), runner=ScriptRunner(), backend=IpvsFake())
     await director.start()
     await director.vrrp_state("VI_OTHER", "MASTER")  # not the instance it follows
     await director.vrrp_state("VI_LB", "MASTER")
@@ -505,7 +502,7 @@ async def test_sync_daemon_follows_its_vrrp_instance_on_ipvs(monkeypatch):
 async def test_sync_daemon_is_ignored_with_a_warning_on_nftables(monkeypatch, caplog):
     monkeypatch.setattr(lvs_sync, "SyncDaemons", RecordingSync)
     RecordingSync.made.clear()
-    director = Director(parse(SYNCED + NO_CHECKERS), runner=ScriptRunner(), backend=FakeBackend())
+    director = Director(parsed(SYNCED + NO_CHECKERS), runner=ScriptRunner(), backend=FakeBackend())
     await director.start()
     await director.stop()
     assert RecordingSync.made == []

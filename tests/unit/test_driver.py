@@ -7,31 +7,29 @@ import asyncio
 import socket
 from dataclasses import dataclass, field
 
-from vipkeeper.core.effects import (
-    AddVips,
-    DelVips,
-    Effect,
-    ReportTransition,
-    RunNotify,
-    SendAdvert,
-    SendGratuitous,
-)
+from vipkeeper.core.effects import AddVips, DelVips, Effect, RunNotify, SendGratuitous
 from vipkeeper.core.events import Event, PacketReceived, Started, TimerFired
 from vipkeeper.drivers.vrrp import Driver
-from vipkeeper.testing.adapters import VIP, Recorder, ScriptedMachine, make_driver
+from vipkeeper.testing.adapters import (
+    ADVERT,
+    NOTIFY_MASTER,
+    TO_MASTER,
+    VIP,
+    Recorder,
+    ScriptedMachine,
+    make_driver,
+)
 
 
 async def test_effects_are_carried_out_in_the_order_the_core_returned_them() -> None:
-    advert = SendAdvert(interface="eth0", source="192.0.2.1", destination="224.0.0.18", payload=b"")
-    transition = ReportTransition(instance="vi1", old="BACKUP", new="MASTER", reason="test")
     machine = ScriptedMachine(
         replies={
             Started: [
                 AddVips(addresses=(VIP,)),
-                advert,
+                ADVERT,
                 SendGratuitous(addresses=(VIP,), count=5),
-                transition,
-                RunNotify(instance="vi1", state="MASTER", priority=100),
+                TO_MASTER,
+                NOTIFY_MASTER,
                 DelVips(addresses=(VIP,)),
             ]
         }
@@ -48,13 +46,12 @@ async def test_effects_are_carried_out_in_the_order_the_core_returned_them() -> 
         "notify MASTER",
         "del 192.0.2.10",
     ]
-    assert list(driver.transitions) == [transition]
+    assert list(driver.transitions) == [TO_MASTER]
 
 
 async def test_an_advert_with_nothing_queued_ahead_is_sent_at_once() -> None:
-    advert = SendAdvert(interface="eth0", source="192.0.2.1", destination="224.0.0.18", payload=b"")
     recorder = Recorder()
-    driver = make_driver({"vi1": ScriptedMachine(replies={Started: [advert]})}, recorder)
+    driver = make_driver({"vi1": ScriptedMachine(replies={Started: [ADVERT]})}, recorder)
     driver.feed("vi1", Started())  # no effect worker exists yet
     assert recorder.log == ["send 224.0.0.18"]
 
@@ -121,10 +118,8 @@ async def test_one_machines_slow_effects_never_hold_back_another_machines_advert
         await release.wait()  # a notify script that takes its time
         recorder.log.append(f"notify {order.state}")
 
-    advert = SendAdvert(interface="eth0", source="192.0.2.1", destination="224.0.0.18", payload=b"")
-    notify = RunNotify(instance="vi1", state="MASTER", priority=100)
-    slow = ScriptedMachine(replies={Started: [notify, advert]})
-    quick = ScriptedMachine(replies={Started: [advert]})
+    slow = ScriptedMachine(replies={Started: [NOTIFY_MASTER, ADVERT]})
+    quick = ScriptedMachine(replies={Started: [ADVERT]})
     driver = Driver(
         machines={"slow": slow, "quick": quick},
         sender=recorder,

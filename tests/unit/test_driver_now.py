@@ -6,26 +6,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vipkeeper.core.effects import (
-    AddVips,
-    ReportTransition,
-    RunNotify,
-    SendAdvert,
-    SendGratuitous,
-    VirtualAddress,
-)
+from vipkeeper.core.effects import AddVips, SendGratuitous, VirtualAddress
 from vipkeeper.core.events import Started
 from vipkeeper.drivers.vrrp import Driver
+from vipkeeper.testing import adapters
 from vipkeeper.testing.adapters import VIP, Recorder, ScriptedMachine, make_driver
 
 VIP2 = VirtualAddress(address="192.0.2.11", prefixlen=32, dev="eth0")
-ADVERT = SendAdvert(interface="eth0", source="192.0.2.1", destination="224.0.0.18", payload=b"")
 TAKEOVER = [
-    ReportTransition(instance="vi1", old="BACKUP", new="MASTER", reason="test"),
+    adapters.TO_MASTER,
     AddVips(addresses=(VIP, VIP2)),
-    ADVERT,
+    adapters.ADVERT,
     SendGratuitous(addresses=(VIP, VIP2), count=3),
-    RunNotify(instance="vi1", state="MASTER", priority=100),
+    adapters.NOTIFY_MASTER,
 ]
 
 

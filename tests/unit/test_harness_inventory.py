@@ -125,27 +125,34 @@ def test_topology_from_the_deployed_configuration_and_the_hosts_addresses() -> N
     assert interfaces["probe"]["eth0"].mac == "02:00:00:00:00:64"
 
 
-def test_a_real_server_address_no_host_has_is_refused() -> None:
-    hosts = {**HOSTS, "web-2": [link("eth1", "02:00:00:00:01:56", "192.168.0.56/24")]}
+@pytest.mark.parametrize(
+    ("changed", "links", "refusal"),
+    [
+        pytest.param(
+            "web-2",
+            [link("eth1", "02:00:00:00:01:56", "192.168.0.56/24")],
+            r"real_server 192\.168\.0\.55",
+            id="a real server address no host has",
+        ),
+        pytest.param(
+            "lb-a",
+            [link("ens3", "02:00:00:00:00:53", "172.16.0.53/16")],
+            "VRRP interface 'eth0'",
+            id="a director whose VRRP interface is not on the host",
+        ),
+    ],
+)
+def test_a_host_whose_addresses_do_not_match_the_configuration_is_refused(
+    changed: str, links: list[dict[str, object]], refusal: str
+) -> None:
+    hosts = {**HOSTS, changed: links}
 
     def run(host: str, command: str) -> str:
         if command == "ip -j addr show":
             return json.dumps(hosts[host])
         return answers(host, command)
 
-    with pytest.raises(TopologyError, match=r"real_server 192\.168\.0\.55"):
-        discover("site.ini", roles_of(INVENTORY), run)
-
-
-def test_a_director_whose_vrrp_interface_is_not_on_the_host_is_refused() -> None:
-    hosts = {**HOSTS, "lb-a": [link("ens3", "02:00:00:00:00:53", "172.16.0.53/16")]}
-
-    def run(host: str, command: str) -> str:
-        if command == "ip -j addr show":
-            return json.dumps(hosts[host])
-        return answers(host, command)
-
-    with pytest.raises(TopologyError, match="VRRP interface 'eth0'"):
+    with pytest.raises(TopologyError, match=refusal):
         discover("site.ini", roles_of(INVENTORY), run)
 
 

@@ -10,8 +10,6 @@ reports `keepalived_up 0` when the loop does not answer; ADDR:PORT parsing.
 from __future__ import annotations
 
 import asyncio
-import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -22,25 +20,6 @@ from prometheus_client.registry import CollectorRegistry
 from vipkeeper import metrics
 from vipkeeper.core.health import Endpoint
 from vipkeeper.testing.samples import status_document
-
-
-@pytest.fixture
-def loop() -> Iterator[asyncio.AbstractEventLoop]:
-    running = asyncio.new_event_loop()
-    thread = threading.Thread(target=running.run_forever, daemon=True)
-    thread.start()
-    yield running
-
-    async def settle() -> None:  # a stuck snapshot the scrape gave up on is still pending
-        tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-    asyncio.run_coroutine_threadsafe(settle(), running).result(5)
-    running.call_soon_threadsafe(running.stop)
-    thread.join(5)
-    running.close()
 
 
 def _snapshot() -> metrics.Snapshot:

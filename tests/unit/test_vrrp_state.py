@@ -1,4 +1,8 @@
-"""The VRRP state machine, driven by hand with `now` (RFC 3768 §6, RFC 9568 §6)."""
+"""The VRRP state machine, driven by hand with `now` (RFC 3768 §6, RFC 9568 §6).
+
+One module for the one machine (core/vrrp.py, one module on purpose): its length follows the
+transition table's rows, each with its own tests.
+"""
 
 from __future__ import annotations
 

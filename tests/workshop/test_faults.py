@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +37,8 @@ from harness.faults import FAULTS, applied, make, remember
 from harness.probes import director_status
 from harness.topology import lab_topology
 from harness.watch import REFRESH, VIEW_BOUND, Snapshot, Watch, lab_watch
+
+from vipkeeper.testing.threads import Sampler
 
 TOPO = lab_topology()
 MASTER = TOPO.preferred_master.name
@@ -137,29 +138,19 @@ CASES: dict[str, Case] = {
 }
 
 
-class Screen:
+class Screen(Sampler):
     """The view's snapshots taken as `make watch` takes them, REFRESH times a second."""
 
     def __init__(self, watch: Watch) -> None:
-        self.watch, self.shots, self._stop = watch, [], threading.Event()
-        self.shots: list[Snapshot]
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        super().__init__(1 / REFRESH, join_timeout=10)
+        self.watch = watch
+        self.shots: list[Snapshot] = []
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.shots.append(self.watch.snapshot())
-            self._stop.wait(1 / REFRESH)
+    def sample(self) -> None:
+        self.shots.append(self.watch.snapshot())
 
     def first(self, shown: Shown, after: float) -> Snapshot | None:
         return next((s for s in list(self.shots) if s.at >= after and shown(s)), None)
-
-    def __enter__(self) -> Screen:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
 
 
 @pytest.fixture(scope="module")

@@ -247,7 +247,7 @@ SCHEMAS: dict[str, BlockSchema] = {
 TOP = "top level"
 
 VIPKEEPER_EXTENSIONS: dict[str, frozenset[str]] = {
-    "global_defs": frozenset({"lvs_backend", "lvs_hash_seed"}),
+    "global_defs": frozenset({"lvs_backend", "lvs_hash_seed", "vrrp_peer_filter"}),
 }
 """Keywords vipkeeper accepts that keepalived does not know, per block."""
 

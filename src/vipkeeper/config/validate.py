@@ -2,7 +2,8 @@
 
 Owns the checks that look across the built objects: names used twice, track_script and sync
 group references to things that do not exist, an instance in two sync groups, two instances
-claiming the same virtual router on the same link, two virtual servers for the same service.
+claiming the same virtual router on the same link, two virtual servers for the same service,
+an instance without unicast peers under vrrp_peer_filter.
 Each finding is located at the line that makes the configuration wrong and says what would be
 valid. It never changes the objects; it only reports.
 """
@@ -34,6 +35,7 @@ def validate(parts: BuiltParts, diagnostics: Diagnostics) -> None:
     _virtual_router_conflicts(parts, diagnostics)
     _virtual_server_conflicts(parts, diagnostics)
     _sync_daemon_instance(parts, diagnostics)
+    _peer_filter_peers(parts, diagnostics)
 
 
 def _unique_names(items: Iterable[_Named], kind: str, diagnostics: Diagnostics) -> None:
@@ -144,3 +146,18 @@ def _sync_daemon_instance(parts: BuiltParts, diagnostics: Diagnostics) -> None:
         f"lvs_sync_daemon: no vrrp_instance named {sync.instance} (its state decides whether"
         f" the sync daemon is Master or Backup){_did_you_mean(sync.instance, instances)}",
     )
+
+
+def _peer_filter_peers(parts: BuiltParts, diagnostics: Diagnostics) -> None:
+    """vrrp_peer_filter accepts VRRP only from unicast peers: an instance without any would
+    hear nobody."""
+    if not parts.global_defs.vrrp_peer_filter:
+        return
+    for instance in parts.vrrp_instances:
+        if not instance.unicast_peers:
+            diagnostics.error(
+                instance.location,
+                f"vrrp_instance {instance.name}: vrrp_peer_filter (global_defs) lets VRRP in"
+                " only from unicast peers and this instance has none; add a unicast_peer block"
+                " or remove vrrp_peer_filter",
+            )

@@ -9,21 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
+from vipkeeper.core.endpoint import Endpoint as Endpoint  # offered here with the records
+from vipkeeper.core.pool import Pool
+
 # ---------------------------------------------------------------------------------------------
 # Configuration the core needs (resolved by the caller from the keepalived.conf model: the
 # virtual-server value is the default for real servers, the real-server value for checkers).
-
-
-@dataclass(frozen=True, kw_only=True, order=True)
-class Endpoint:
-    """A real or sorry server: IP address (text) and port."""
-
-    address: str
-    port: int
-
-    def __str__(self) -> str:
-        host = f"[{self.address}]" if ":" in self.address else self.address
-        return f"{host}:{self.port}"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -168,18 +159,11 @@ class QuorumLost(QuorumChange):
 
 
 @dataclass(frozen=True, kw_only=True)
-class PoolMember:
-    server: Endpoint
-    weight: int
-    sorry: bool = False
-
-
-@dataclass(frozen=True, kw_only=True)
 class PoolChanged:
-    """The virtual server's desired pool: the LB backend makes the kernel match `members`."""
+    """The virtual server's desired pool: the LB backend makes the kernel match `pool`."""
 
     virtual_server: str
-    members: tuple[PoolMember, ...]
+    pool: Pool
 
 
 class NotifyKind(Enum):

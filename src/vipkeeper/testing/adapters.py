@@ -3,7 +3,9 @@
 `ScriptedMachine` answers each event type with a fixed list of effects and keeps a settable
 deadline, so a test decides what "the core" orders; `Recorder` stands in for the sender, the
 address manager, the gratuitous sender and the notifier, and logs each call as one line
-("add 192.0.2.10", "send 224.0.0.18", "garp 5", "notify MASTER"). Must never: touch the kernel.
+("add 192.0.2.10", "send 224.0.0.18", "garp 5", "notify MASTER"). ADVERT, TO_MASTER and
+NOTIFY_MASTER are orders a scripted machine gives, as instance vi1 becoming Master would.
+Must never: touch the kernel.
 """
 
 from __future__ import annotations
@@ -13,13 +15,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from vipkeeper.core.effects import Effect, RunNotify, VirtualAddress
+from vipkeeper.core.effects import Effect, ReportTransition, RunNotify, SendAdvert, VirtualAddress
 from vipkeeper.core.events import Event, TimerFired
+from vipkeeper.core.states import NotifyState, State
 from vipkeeper.drivers.vrrp import Driver
 
 Route = Callable[[str, int, int], tuple[str, str | None] | None]
 
 VIP = VirtualAddress(address="192.0.2.10", prefixlen=32, dev="eth0")
+ADVERT = SendAdvert(interface="eth0", source="192.0.2.1", destination="224.0.0.18", payload=b"")
+TO_MASTER = ReportTransition(instance="vi1", old=State.BACKUP, new=State.MASTER, reason="test")
+NOTIFY_MASTER = RunNotify(instance="vi1", state=NotifyState.MASTER, priority=100)
 
 
 @dataclass

@@ -1,11 +1,11 @@
 """Chaos soak: routers on one bridge under a seeded random sequence of faults, with invariants.
 
 What this owns: the fault catalogue (kill and restart, SIGSTOP/SIGCONT, link down, a VRRP-only
-partition, VRRP loss, a slow link, duplicated adverts, priority changes through a track script,
-reloads), the generator that turns a seed into a fault sequence, the watcher that checks the
-invariants every TICK, and the summary. The soak test (tests/soak) and the soak bench
-(bench/soak.py, `make soak`) both run `Soak`; it drives vipkeeper or keepalived with the same
-keepalived.conf text, so both daemons meet the same sequence on the same LAN.
+partition, VRRP loss, a slow link, reordered adverts, duplicated adverts, priority changes
+through a track script, reloads), the generator that turns a seed into a fault sequence, the
+watcher that checks the invariants every TICK, and the summary. The soak test (tests/soak) and
+the soak bench (bench/soak.py, `make soak`) both run `Soak`; it drives vipkeeper or keepalived
+with the same keepalived.conf text, so both daemons meet the same sequence on the same LAN.
 
 It never sleeps to wait for a condition without looking: every wait is a loop of ticks, and each
 tick reads the routers' addresses and logs and checks the invariants.
@@ -34,11 +34,15 @@ Invariants (a breach is a violation, listed with its time and round):
   * the long-lived daemon's RSS and open fds do not grow from the first quarter of the run to
     the last (RSS_GROWTH_KIB, FD_GROWTH).
 
-Faults that sch_netem would give (delay, reordering) are not available on kernels without
-sch_netem: loss is an nftables `numgen random` drop of VRRP on the bridge, delay is a tbf
-shaper on the Master's link (queueing delay for every burst), duplicates are an nftables `dup`
-of the Master's adverts to every other port. Reordering has no stand-in; `Soak.netem` tells
-whether the kernel has sch_netem, and with it, the slow link is netem delay/reorder instead.
+Faults that sch_netem would give (loss, delay, reordering) are built from what every kernel
+with nftables and HTB has, so a seed plays the same faults on any host: loss is an nftables
+`numgen random` drop of VRRP on the bridge; delay is a tbf shaper on the target's link
+(queueing delay for every burst; `Soak.netem` tells whether the kernel has sch_netem, and with
+it, the slow link is netem delay/reorder instead); reordering sends a seeded share of the
+target's VRRP packets (nftables `numgen random`, `meta priority`) into a slow HTB class that
+holds each for about the seeded delay, longer than an advert interval, while the rest leave at
+once, so adverts sent later arrive first; duplicates are an nftables `dup` of the Master's
+adverts to every other port.
 
 Why one module of over 800 lines: the faults, the watcher and the summary all read and write
 the same round state (the routers, their daemon runs, the fault windows) against the same
@@ -77,6 +81,7 @@ from vipkeeper.testing.netns import DaemonProcess, Host, Lab
 from vipkeeper.testing.nsaddr import AddressReader
 
 TICK = 0.05  # seconds between two looks at the routers
+ADVERT_INT = 0.2  # seconds: the VRRP instance's advert_int unless a run asks otherwise
 MARGIN = 1.0  # seconds of convergence bound beyond Master_Down_Interval (polling, load)
 STARTUP_ALLOWANCE = 5.0  # seconds a restarted daemon may take to start (exec to election)
 STATE_GRACE = 0.5  # seconds a non-Master may still hold the VIP (log line vs address change)
@@ -97,9 +102,19 @@ OBSERVER = "r3"  # never killed
 CLIENT_HOST = 200
 VRID = 51
 
-FAULTS = ("kill", "stop", "link", "partition", "loss", "slow", "dup", "priority", "reload")
+REORDER_FRAME_BITS = 46 * 8  # a v3 advert with one IPv4 VIP as HTB counts it (Ethernet frame)
+# Reordering: a share of the target's VRRP packets each held for a delay longer than advert_int
+# (so later adverts overtake it). The slow class lets one frame through per delay, so share x
+# delay stays within half an advert interval: it keeps up, and a held packet waits about the
+# delay rather than queueing behind the others (which would be loss, not reordering).
+REORDER_PERCENT = (10, 20)  # percent, in steps of 5
+REORDER_DELAY_MS = (250, 500)  # milliseconds, in steps of 50
+
+FAULTS = (
+    "kill", "stop", "link", "partition", "loss", "slow", "reorder", "dup", "priority", "reload"
+)  # fmt: skip
 # Faults after which the VIP may move; the others must leave the holders alone.
-DISTURBING = {"kill", "stop", "link", "partition", "loss", "slow", "priority"}
+DISTURBING = {"kill", "stop", "link", "partition", "loss", "slow", "reorder", "priority"}
 
 
 @dataclass(frozen=True)
@@ -109,11 +124,13 @@ class Fault:
     hold: float  # seconds the fault lasts before its heal
     steady: float  # seconds of steady phase after convergence
     peer: str = ""  # partition: the other side
-    amount: int = 0  # loss: percent
+    amount: int = 0  # loss, reorder: percent
+    delay: int = 0  # reorder: milliseconds a held-back packet waits
 
     def describe(self) -> str:
         extra = f" peer={self.peer}" if self.peer else ""
         extra += f" amount={self.amount}" if self.amount else ""
+        extra += f" delay={self.delay}ms" if self.delay else ""
         return f"{self.kind} {self.target}{extra} hold={self.hold:.2f} steady={self.steady:.2f}"
 
 
@@ -127,6 +144,10 @@ def fault_sequence(seed: int) -> Iterator[Fault]:
         target = rng.choice(candidates)
         peer = rng.choice([n for n in names if n != target]) if kind == "partition" else ""
         amount = rng.randrange(10, 60, 10) if kind == "loss" else 0
+        delay = 0
+        if kind == "reorder":
+            amount = rng.randrange(REORDER_PERCENT[0], REORDER_PERCENT[1] + 1, 5)
+            delay = rng.randrange(REORDER_DELAY_MS[0], REORDER_DELAY_MS[1] + 1, 50)
         hold = {
             "kill": rng.uniform(0.3, 3.0),
             "stop": rng.uniform(0.2, 4.0),
@@ -134,11 +155,13 @@ def fault_sequence(seed: int) -> Iterator[Fault]:
             "partition": rng.uniform(1.0, 4.0),
             "loss": rng.uniform(2.0, 5.0),
             "slow": rng.uniform(2.0, 4.0),
+            "reorder": rng.uniform(2.0, 5.0),
             "dup": rng.uniform(2.0, 4.0),
             "priority": 0.0,
             "reload": 0.0,
         }[kind]
-        yield Fault(kind, target, round(hold, 2), round(rng.uniform(1.0, 3.0), 2), peer, amount)
+        steady = round(rng.uniform(1.0, 3.0), 2)
+        yield Fault(kind, target, round(hold, 2), steady, peer, amount, delay)
 
 
 def has_netem() -> bool:
@@ -404,7 +427,7 @@ class Soak:
         daemon: str,
         seed: int,
         duration: float,
-        advert_int: float = 0.2,
+        advert_int: float = ADVERT_INT,
         out: Callable[[str], None] = print,
     ) -> None:
         if daemon not in ("vipkeeper", "keepalived"):
@@ -598,6 +621,8 @@ class Soak:
                 self.lab.run(host, "tc", "qdisc", "del", "dev", host.ifname, "root")
 
             return unshape
+        if fault.kind == "reorder":
+            return self._reorder(host, fault)
         if fault.kind == "dup":
             master = self.expected_holder()
             port = self.routers[master].host.port
@@ -625,6 +650,28 @@ class Soak:
                 os.kill(pids[0], signal.SIGHUP)
             return lambda: None
         raise ValueError(fault.kind)
+
+    def _reorder(self, host: Host, fault: Fault) -> Callable[[], None]:
+        """`fault.amount` percent of the host's outgoing VRRP packets wait about `fault.delay`
+        ms in a slow HTB class (one frame per delay); everything else leaves at once."""
+        rate = max(8, REORDER_FRAME_BITS * 1000 // fault.delay)  # bit/s
+        tc = ["tc", "qdisc", "add", "dev", host.ifname, "root", "handle", "1:", "htb",
+              "default", "10"]  # fmt: skip
+        self.lab.run(host, *tc)
+        for classid, speed in (("1:10", "10gbit"), ("1:20", f"{rate}bit")):
+            self.lab.run(host, "tc", "class", "add", "dev", host.ifname, "parent", "1:",
+                         "classid", classid, "htb", "rate", speed, "ceil", speed,
+                         *(["burst", "1", "cburst", "1"] if classid == "1:20" else []))  # fmt: skip
+        self._nft(host, "add table inet vkreorder; "
+                  "add chain inet vkreorder out { type filter hook output priority 0; }; "
+                  "add rule inet vkreorder out ip protocol vrrp "
+                  f"numgen random mod 100 < {fault.amount} meta priority set 1:20")  # fmt: skip
+
+        def unreorder() -> None:
+            self._nft(host, "delete table inet vkreorder")
+            self.lab.run(host, "tc", "qdisc", "del", "dev", host.ifname, "root")
+
+        return unreorder
 
     def bound(self, fault: Fault) -> float:
         expected = self.routers[self.expected_holder()]
@@ -836,7 +883,12 @@ class Soak:
 
 
 def run_soak(
-    daemon: str, *, seed: int, duration: float, advert_int: float = 0.2, workdir: Path | None = None
+    daemon: str,
+    *,
+    seed: int,
+    duration: float,
+    advert_int: float = ADVERT_INT,
+    workdir: Path | None = None,
 ) -> Soak:
     """Build a LAN, play the soak, tear the LAN down; the finished Soak (figures, violations).
 

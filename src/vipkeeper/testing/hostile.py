@@ -4,7 +4,8 @@ What this owns: the packets (built with vipkeeper's own encoder, so they are val
 case wants them otherwise), the flooder program that sends them from a lab host as fast as it
 can for a given time, and the cases. Both the netns test (tests/netns/test_hostile_neighbours.py,
 vipkeeper only: no state change) and the bench (bench/hostile.py: the Master's CPU against
-keepalived's in the same run) use them.
+keepalived's in the same run) use them. The filtered case is vipkeeper's alone: `vrrp_peer_filter`
+(an nftables table the daemon installs) is not a keepalived keyword.
 
 The LAN: the Master r1 (10.N.0.1, priority 200, one instance, VRID 51, VIP .100), the peer r2
 (10.N.0.2; no daemon runs there, it only gives the unicast case a peer address) and the attacker
@@ -71,11 +72,14 @@ class Case:
     priority: int = 254  # of the flood's adverts
     password: str | None = None  # the flood's v2 PASS data
     state_change_expected: bool = False
+    peer_filter: bool = False  # global_defs vrrp_peer_filter (vipkeeper only)
 
 
 CASES = (
     Case("non-peer", "10k+/s priority-254 adverts from a non-peer, unicast_peer configured",
          version=3, auth=False, unicast=True, kind="vrrp"),
+    Case("non-peer-filtered", "the non-peer flood with vrrp_peer_filter: dropped in the kernel",
+         version=3, auth=False, unicast=True, kind="vrrp", peer_filter=True),
     Case("wrong-password", "10k+/s priority-254 v2 adverts with a wrong PASS password",
          version=2, auth=True, unicast=False, kind="vrrp", password="guess"),
     Case("lower-priority", "10k+/s priority-100 adverts from a non-peer, multicast",
@@ -92,7 +96,9 @@ CASE_NAMES = {case.name: case for case in CASES}
 def master_config(case: Case, subnet: int) -> str:
     """The Master's keepalived.conf: read alike by vipkeeper and keepalived."""
     lines = [
-        "global_defs {\n    router_id r1\n}\n",
+        "global_defs {\n    router_id r1\n"
+        + ("    vrrp_peer_filter\n" if case.peer_filter else "")
+        + "}\n",
         "vrrp_instance VI_1 {\n    state BACKUP\n    interface eth0\n",
         f"    version {case.version}\n    virtual_router_id {VRID}\n",
         f"    priority {MASTER_PRIORITY}\n    advert_int {ADVERT_INT}\n",

@@ -1,7 +1,9 @@
-"""A status document built from real core objects, for the status and metrics tests.
+"""A configuration that must parse, and a status document built from real core objects, for the
+status and metrics tests.
 
-Owns one sample: CONFIG (two VRRP instances, one tracking eth9 with weight -20, a sync group, a
-virtual server with two real servers and a sorry server) and `status_document()`, the document
+Owns `parsed` (a keepalived.conf text parsed, or an AssertionError with the diagnostics) and one
+sample: CONFIG (two VRRP instances, one tracking eth9 with weight -20, a sync group, a virtual
+server with two real servers and a sorry server) and `status_document()`, the document
 `status.build_status` gives after VI_1 became Master, heard a better peer, lost eth9 and dropped
 an advert with a bad TTL. Must never: open a socket or read a clock (times are fixed).
 """
@@ -122,18 +124,25 @@ class Loaded:
         )
 
 
+def parsed(text: str, filename: str = "<string>") -> Config:
+    """`text` parsed as the file `filename`; an AssertionError with the diagnostics when the
+    parser refuses it."""
+    result = parse_text(text, filename)
+    assert result.config is not None, result.diagnostics
+    return result.config
+
+
 def load(text: str) -> Loaded:
     """`text` parsed (it must be valid), planned, with the journal of a daemon started at
     STARTED_AT from /etc/keepalived/keepalived.conf."""
-    result = parse_text(text, "/etc/keepalived/keepalived.conf")
-    assert result.config is not None, result.diagnostics
+    config = parsed(text, "/etc/keepalived/keepalived.conf")
     journal = status.Journal(
         started_at=STARTED_AT,
         config_file="/etc/keepalived/keepalived.conf",
         config_checksum="0" * 64,
         config_loaded_at=STARTED_AT,
     )
-    return Loaded(config=result.config, plan=plan(result.config), journal=journal)
+    return Loaded(config=config, plan=plan(config), journal=journal)
 
 
 def status_document() -> dict[str, Any]:

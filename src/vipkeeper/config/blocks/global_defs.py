@@ -157,6 +157,7 @@ class GlobalDefsReader(BlockReader):
                     fields, "lvs_backend", {backend.value: backend for backend in LvsBackend}
                 ),
                 "lvs_hash_seed": hash_seed,
+                "vrrp_peer_filter": self._set_flag(fields, "vrrp_peer_filter"),
                 **{name: fifo for name in NOTIFY_FIFOS},
                 **{f"{name}_script": fifo_script for name in NOTIFY_FIFOS},
                 "lvs_sync_daemon": sync_daemon,
