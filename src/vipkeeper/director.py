@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from vipkeeper.config import model
 from vipkeeper.core import lb
+from vipkeeper.core.pool import Pool
 from vipkeeper.core.states import State
 from vipkeeper.io.lb_backend import (
     BackendKind,
@@ -49,6 +50,8 @@ log = logging.getLogger("vipkeeper.lvs")
 # Seconds before re-applying when a DR real server's MAC could not be resolved.
 UNRESOLVED_RETRY = 1.0
 
+_NO_POOL = Pool()  # a virtual server's pool before its first health verdict
+
 
 @dataclass(frozen=True)
 class CheckRecord:
@@ -62,20 +65,6 @@ class CheckRecord:
 
 def _script(command: model.Command | None) -> str | None:
     return shlex.join(command.argv) if command is not None else None
-
-
-def _port(vs: model.VirtualServer, port: int | None) -> int:
-    # A real server without a port takes the virtual server's (keepalived does the same).
-    return port if port is not None else (vs.port or 0)
-
-
-def _endpoint(
-    vs: model.VirtualServer, server: model.RealServer | model.SorryServer
-) -> health.Endpoint:
-    """Where a real or sorry server of `vs` is reached (its port defaults to the service's)."""
-    from vipkeeper.core.health import Endpoint
-
-    return Endpoint(address=server.address, port=_port(vs, server.port))
 
 
 def _status_codes(ranges: Sequence[tuple[int, int]]) -> frozenset[int]:
@@ -106,7 +95,7 @@ def virtual_service(config: model.Config, vs: model.VirtualServer) -> lb.Virtual
         table_size=maglev.table_size_for(max(len(vs.real_servers), 1)),
         # The reference pool that keeps buckets in place when a server fails its checks.
         configured_weights=tuple(
-            sorted((str(_endpoint(vs, rs)), rs.weight) for rs in vs.real_servers)
+            sorted((str(vs.endpoint(rs)), rs.weight) for rs in vs.real_servers)
         ),
     )
 
@@ -135,7 +124,7 @@ def health_spec(vs: model.VirtualServer, rng: random.Random) -> health.VirtualSe
         name=vs.key,
         real_servers=tuple(
             health.RealServerSpec(
-                server=_endpoint(vs, rs),
+                server=vs.endpoint(rs),
                 weight=rs.weight,
                 inhibit_on_failure=rs.inhibit_on_failure,
                 notify_up=_script(rs.notify_up),
@@ -148,7 +137,7 @@ def health_spec(vs: model.VirtualServer, rng: random.Random) -> health.VirtualSe
         hysteresis=vs.hysteresis,
         quorum_up=_script(vs.quorum_up),
         quorum_down=_script(vs.quorum_down),
-        sorry_server=_endpoint(vs, sorry) if sorry else None,
+        sorry_server=vs.endpoint(sorry) if sorry else None,
         omega=vs.omega,
     )
 
@@ -165,7 +154,7 @@ def make_checker(
             runner=io_checkers.misc_runner(runner),
         )
     address = checker.connect_ip or rs.address
-    port = checker.connect_port or _port(vs, rs.port)
+    port = checker.connect_port or vs.endpoint(rs).port
     if isinstance(checker, model.TcpCheck):
         return io_checkers.TcpCheck(
             address=address, port=port, connect_timeout=checker.connect_timeout
@@ -251,7 +240,7 @@ class Director:
         self.last_checks: dict[tuple[str, health.Endpoint], CheckRecord] = {}
         # Told of each finished check too (the metrics' latency histogram).
         self.check_observers: list[Callable[[str, health.Endpoint, CheckRecord], None]] = []
-        self._pools: dict[str, tuple[health.PoolMember, ...]] = {}
+        self._pools: dict[str, Pool] = {}
         self._dirty = asyncio.Event()
         self._applier: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[object]] = set()
@@ -288,7 +277,7 @@ class Director:
         checkers: dict[health.CheckerId, io_checkers.Checker] = {}
         for vs in self.config.virtual_servers:
             for rs in vs.real_servers:
-                endpoint = _endpoint(vs, rs)
+                endpoint = vs.endpoint(rs)
                 for index, checker in enumerate(rs.checkers):
                     checker_id = health.CheckerId(
                         virtual_server=vs.key, server=endpoint, index=index
@@ -310,17 +299,17 @@ class Director:
     def service(self, name: str) -> lb.VirtualService:
         return self._services[name]
 
-    def pool(self, name: str) -> tuple[health.PoolMember, ...]:
-        """The members the data plane is told to forward to (sorry server included)."""
-        return self._pools.get(name, ())
+    def pool(self, name: str) -> Pool:
+        """The pool the data plane is told to serve (sorry server included)."""
+        return self._pools.get(name, _NO_POOL)
 
     @staticmethod
     def real_servers(vs: model.VirtualServer) -> list[tuple[model.RealServer, health.Endpoint]]:
-        return [(rs, _endpoint(vs, rs)) for rs in vs.real_servers]
+        return [(rs, vs.endpoint(rs)) for rs in vs.real_servers]
 
     @staticmethod
     def sorry_server(vs: model.VirtualServer) -> health.Endpoint | None:
-        return _endpoint(vs, vs.sorry_server) if vs.sorry_server else None
+        return vs.endpoint(vs.sorry_server) if vs.sorry_server else None
 
     async def traffic(
         self,
@@ -497,27 +486,17 @@ class Director:
         return successor
 
     def desired(self) -> tuple[lb.VirtualServer, ...]:
-        result = []
-        for name, service in self._services.items():
-            members = self._pools.get(name, ())
-            real = tuple(lb.RealServer.at(m.server, m.weight) for m in members if not m.sorry)
-            sorry = next(
-                (lb.RealServer.at(m.server, max(m.weight, 1)) for m in members if m.sorry), None
-            )
-            in_quorum = self.monitor.quorum_is_up(name)
-            result.append(
-                lb.VirtualServer(
-                    service=service, real_servers=real, sorry_server=sorry, in_quorum=in_quorum
-                )
-            )
-        return tuple(result)
+        return tuple(
+            lb.VirtualServer.serving(service, self.pool(name))
+            for name, service in self._services.items()
+        )
 
     def _emit(self, effects: Sequence[health.HealthEffect]) -> None:
         from vipkeeper.core import health
 
         for effect in effects:
             if isinstance(effect, health.PoolChanged):
-                self._pools[effect.virtual_server] = effect.members
+                self._pools[effect.virtual_server] = effect.pool
                 self._dirty.set()
             elif isinstance(effect, health.ServerUp | health.ServerDown):
                 state = "up" if isinstance(effect, health.ServerUp) else "down"

@@ -109,9 +109,7 @@ def _machines(plan: Plan) -> dict[str, frozenset[str]]:
 
 
 def _real_servers(vs: model.VirtualServer) -> dict[str, model.RealServer]:
-    return {
-        f"{rs.address}:{rs.port if rs.port is not None else vs.port}": rs for rs in vs.real_servers
-    }
+    return {str(vs.endpoint(rs)): rs for rs in vs.real_servers}
 
 
 def _without_real_servers(vs: model.VirtualServer) -> model.VirtualServer:

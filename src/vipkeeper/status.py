@@ -244,11 +244,11 @@ def _virtual_servers(director: Director, wall_offset: float) -> list[dict[str, A
     for vs in director.config.virtual_servers:
         name = vs.key
         service = director.service(name)
-        members = {m.server: m for m in director.pool(name)}
+        pool = director.pool(name)
+        weights = {server.endpoint: server.weight for server in pool.real_servers}
         servers = []
         for rs, endpoint in director.real_servers(vs):
             check = director.last_checks.get((name, endpoint))
-            member = members.get(endpoint)
             servers.append(
                 {
                     "address": endpoint.address,
@@ -256,7 +256,7 @@ def _virtual_servers(director: Director, wall_offset: float) -> list[dict[str, A
                     "weight": rs.weight,
                     "effective_weight": director.monitor.server_weight(name, endpoint),
                     "health": "up" if director.monitor.server_is_up(name, endpoint) else "down",
-                    "in_pool": member is not None and member.weight > 0,
+                    "in_pool": weights.get(endpoint, 0) > 0,
                     "checkers": [CHECKER_KEYWORDS[type(c)] for c in rs.checkers],
                     "last_check": None
                     if check is None
@@ -269,7 +269,6 @@ def _virtual_servers(director: Director, wall_offset: float) -> list[dict[str, A
                 }
             )
         sorry = director.sorry_server(vs)
-        sorry_member = members.get(sorry) if sorry is not None else None
         result.append(
             {
                 "name": name,
@@ -288,7 +287,7 @@ def _virtual_servers(director: Director, wall_offset: float) -> list[dict[str, A
                 else {
                     "address": sorry.address,
                     "port": sorry.port,
-                    "active": sorry_member is not None and sorry_member.weight > 0,
+                    "active": pool.sorry_active,
                 },
             }
         )

@@ -13,9 +13,10 @@ Proves, against two real directors on the load-balancing lab (vipkeeper.testing.
   every refusal is counted in /metrics;
 - `vipkeeper reload` prints the change and exits 0; a configuration with errors is refused with
   file:line:column, exit 1, the old configuration stays in force, and status shows it;
-- under traffic (LVS-NAT, a keep-alive session and new connections throughout), 20 reloads
-  (unchanged file, priority change on another instance, VIP added and removed, real server added
-  and removed, health-check change) cost zero failed requests and zero transitions, and each
+- under traffic on the nftables data plane (LVS-NAT, and LVS-DR with its flow tables; keep-alive
+  sessions and new connections throughout), 20 reloads (unchanged file, priority change on
+  another instance, VIP added and removed, real server added and removed, health-check change)
+  cost zero failed requests, zero moved keep-alive connections and zero transitions, and each
   reload reports exactly the expected change, in its answer, in status and in the log.
 """
 
@@ -300,20 +301,25 @@ NAT_EXTRA = [f"{GATEWAY}/24 dev srv0"]
 
 def _traffic_config(
     *,
+    lb_kind: str,
     lb_priority: int,
     other_priority: int,
     added_vip: bool = False,
     added_server: bool = False,
     timeout: float = 1,
 ) -> str:
-    """Two instances (VI_LB with the VIP and the servers' gateway; VI_OTHER beside it) and a
-    NAT virtual server; the knobs are what the reloads change."""
+    """Two instances (VI_LB with the VIP, and for NAT the servers' gateway; VI_OTHER beside it)
+    and a virtual server; the knobs are what the reloads change."""
     servers = ["192.168.0.54", "192.168.0.55", *([ADDED_SERVER] if added_server else [])]
     text = director_config(
         priority=lb_priority,
-        lb_kind="NAT",
+        lb_kind=lb_kind,
         real_servers=servers,
-        extra_vips=[*NAT_EXTRA, *([f"{ADDED_VIP}/16 dev fe0"] if added_vip else [])],
+        global_lines=["lvs_backend nftables"],  # the data plane under test, IPVS or not
+        extra_vips=[
+            *(NAT_EXTRA if lb_kind == "NAT" else []),
+            *([f"{ADDED_VIP}/16 dev fe0"] if added_vip else []),
+        ],
     )
     if timeout != 1:  # the health-check change: rs2's TCP_CHECK connect_timeout
         head, _, tail = text.partition("real_server 192.168.0.55 80 {")
@@ -361,24 +367,36 @@ def _expected(changes: dict[str, list[str]]) -> dict[str, list[str]]:
     return {name: changes.get(name, []) for name in names}
 
 
-def test_twenty_reloads_under_traffic_fail_no_request_and_move_no_state(tmp_path: Path) -> None:
-    with LbNet(tmp_path, nat=True, sorry=True) as net:
-        for name in ("rs1", "rs2", "sorry"):
-            net.run(name, "ip", "route", "replace", "default", "via", GATEWAY)
-        base = {"lb_priority": 150, "other_priority": 150}
+SESSIONS = 8  # keep-alive connections, each its own flow (DR: each pinned on its own)
+
+
+@pytest.mark.parametrize("lb_kind", ["NAT", "DR"])
+def test_twenty_reloads_under_traffic_fail_no_request_and_move_no_state(
+    tmp_path: Path, lb_kind: str
+) -> None:
+    # NAT: conntrack keeps each connection's real server. DR: the nftables flow table does;
+    # adding the third real server resizes the Maglev table, which alone would move about half
+    # of the keep-alive connections.
+    with LbNet(tmp_path, nat=lb_kind == "NAT", sorry=True) as net:
+        if lb_kind == "NAT":
+            for name in ("rs1", "rs2", "sorry"):
+                net.run(name, "ip", "route", "replace", "default", "via", GATEWAY)
+        base = {"lb_kind": lb_kind, "lb_priority": 150, "other_priority": 150}
         d1 = net.start_vipkeeper(
             "d1",
             _traffic_config(**base),
             extra_args=["--metrics-listen", f"127.0.0.1:{METRICS_PORT}"],
         )
-        d2 = net.start_vipkeeper("d2", _traffic_config(lb_priority=100, other_priority=100))
+        d2 = net.start_vipkeeper(
+            "d2", _traffic_config(lb_kind=lb_kind, lb_priority=100, other_priority=100)
+        )
         daemons = [d1, d2]
         for name in ("VI_LB", "VI_OTHER"):
             poll(STARTUP, lambda n=name: _assert(instance(status(d1), n)["state"] == "MASTER"),
                  daemons)  # fmt: skip
         poll(CHECKS, lambda: _both_servers_checked(status(d1)), daemons)
         client = net.client()
-        client.start_session(0, interval=0.05, timeout=10)
+        first = {n: client.start_session(n, interval=0.05, timeout=10) for n in range(SESSIONS)}
         transitions_before = (len(d1.states()), len(d2.states()))
         new_connections = failures = 0
         failed: list[str] = []
@@ -398,22 +416,32 @@ def test_twenty_reloads_under_traffic_fail_no_request_and_move_no_state(tmp_path
                 except ConnectionError as error:
                     failures += 1
                     failed.append(f"after {what}: {error}")
-        # The session spans every reload and goes on after them: its answers are counted
+        # The sessions span every reload and go on after them: their answers are counted
         # from before the first reload, however fast the reloads went.
-        poll(CHECKS, lambda: _assert(client.session_count(0) > RELOADS), daemons)
-        session = client.stop_session(0)
+        for n in range(SESSIONS):
+            poll(CHECKS, lambda n=n: _assert(client.session_count(n) > RELOADS), daemons)
+        sessions = {n: client.stop_session(n) for n in range(SESSIONS)}
 
         assert failures == 0, failed
-        assert session.errors == [], session.errors
-        assert len(session.bodies) > RELOADS
+        for n, session in sessions.items():
+            assert session.errors == [], (n, session.errors)
+            assert len(session.bodies) > RELOADS
+            assert set(session.bodies) == {first[n]}, (n, set(session.bodies))  # never moved
         assert new_connections == 5 * RELOADS
         assert (len(d1.states()), len(d2.states())) == transitions_before, d1.log() + d2.log()
         document = status(d1)
         assert [i["state"] for i in document["instances"]] == ["MASTER", "MASTER"]
         reloaded = [r for r in d1.records() if str(r.get("msg", "")).startswith("reloaded ")]
         assert len(reloaded) == RELOADS
-        # The last data-plane change was three reloads ago: 15 new connections since.
         samples = scrape(net, "d1")
-        assert metric(samples, "vipkeeper_virtual_server_connections_total", local_port="80") >= 15
+        if lb_kind == "NAT":
+            # The last data-plane change was three reloads ago: 15 new connections since.
+            connections = metric(samples, "vipkeeper_virtual_server_connections_total",
+                                 local_port="80")  # fmt: skip
+            assert connections >= 15
+        else:  # the DR counters count packets forwarded per real server since the last apply
+            forwarded = [v for (name, _), v in samples.items()
+                         if name == "vipkeeper_real_server_packets_total"]  # fmt: skip
+            assert sum(forwarded) > 0, forwarded
         assert metric(samples, "vipkeeper_reloads_total", result="applied") == RELOADS
         assert all(d.running() for d in daemons)

@@ -22,8 +22,9 @@ from vipkeeper.core.health import (
     HealthEvent,
     HealthMonitor,
     MiscResult,
+    Pool,
     PoolChanged,
-    PoolMember,
+    RealServer,
     RealServerSpec,
     ServerDown,
     ServerUp,
@@ -366,13 +367,14 @@ async def test_scheduler_takes_a_dead_server_out_of_the_pool_and_back_when_it_re
     scheduler.start()
     try:
         assert recorder.effects[0] == PoolChanged(
-            virtual_server="vs", members=tuple(PoolMember(server=e, weight=1) for e in endpoints)
+            virtual_server="vs",
+            pool=Pool(real_servers=tuple(RealServer.at(e, 1) for e in endpoints)),
         )
         victim.server.close()
         await victim.server.wait_closed()
         down = await recorder.wait_for(lambda e: isinstance(e, ServerDown))
         assert down.server == endpoints[1]
-        assert monitor.desired_pool("vs") == (PoolMember(server=endpoints[0], weight=1),)
+        assert monitor.desired_pool("vs") == Pool(real_servers=(RealServer.at(endpoints[0], 1),))
 
         victim.server = await asyncio.start_server(victim.handle, LOCALHOST, victim_port)
         up = await recorder.wait_for(lambda e: isinstance(e, ServerUp))

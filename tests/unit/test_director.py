@@ -207,7 +207,7 @@ def test_table_size_is_sized_by_the_configured_real_servers_not_the_healthy_ones
 
     down = health.PoolChanged(
         virtual_server="TCP 10.0.0.1:80",
-        members=(health.PoolMember(server=endpoint("127.0.0.2", 80), weight=1),),
+        pool=health.Pool(real_servers=(health.RealServer.at(endpoint("127.0.0.2", 80), 1),)),
     )
     director._emit([down])
 
@@ -233,9 +233,11 @@ def test_desired_follows_pool_changes():
         [
             health.PoolChanged(
                 virtual_server="TCP 10.0.0.1:8080",
-                members=(
-                    health.PoolMember(server=endpoint("127.0.0.2", 8080), weight=1),
-                    health.PoolMember(server=endpoint("127.0.0.3", 9090), weight=0),
+                pool=health.Pool(
+                    real_servers=(
+                        health.RealServer.at(endpoint("127.0.0.2", 8080), 1),
+                        health.RealServer.at(endpoint("127.0.0.3", 9090), 0),
+                    )
                 ),
             )
         ]
@@ -328,7 +330,9 @@ async def test_a_burst_of_pool_changes_costs_one_apply_of_the_last_state():
             [
                 health.PoolChanged(
                     virtual_server="TCP 10.0.0.1:80",
-                    members=(health.PoolMember(server=endpoint("127.0.0.3", 80), weight=weight),),
+                    pool=health.Pool(
+                        real_servers=(health.RealServer.at(endpoint("127.0.0.3", 80), weight),)
+                    ),
                 )
             ]
         )
@@ -358,7 +362,7 @@ async def test_a_failed_apply_is_counted_and_the_next_change_tries_again():
     await _until(lambda: director.apply_errors == 1)
     assert director.applied is None
     director._emit(
-        [health.PoolChanged(virtual_server="TCP 10.0.0.1:80", members=())]
+        [health.PoolChanged(virtual_server="TCP 10.0.0.1:80", pool=health.Pool())]
     )  # next change
     await _until(lambda: backend.applied)
     await director.stop()

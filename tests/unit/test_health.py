@@ -22,10 +22,11 @@ from vipkeeper.core.health import (
     MiscResult,
     NotifyKind,
     Outcome,
+    Pool,
     PoolChanged,
-    PoolMember,
     QuorumGained,
     QuorumLost,
+    RealServer,
     RealServerSpec,
     RunCheck,
     RunNotifyScript,
@@ -40,6 +41,8 @@ RS1 = Endpoint(address="192.168.0.54", port=80)
 RS2 = Endpoint(address="192.168.0.55", port=80)
 RS3 = Endpoint(address="192.168.0.56", port=80)
 SORRY = Endpoint(address="192.168.0.99", port=80)
+# The pool while quorum is lost: the sorry server alone, at its weight.
+SORRY_ONLY = Pool(sorry_server=RealServer.at(SORRY, 1), in_quorum=False)
 
 
 def checker_of(server: Endpoint, index: int = 0) -> CheckerId:
@@ -114,7 +117,7 @@ def test_server_goes_down_after_first_failure_plus_retry_retries_spaced_by_delay
     assert kinds(effects) == [ServerDown, QuorumLost, PoolChanged]
     assert effects[0] == ServerDown(virtual_server=VS, server=RS1, reason="connection refused")
     assert not monitor.server_is_up(VS, RS1)
-    assert monitor.desired_pool(VS) == ()
+    assert monitor.desired_pool(VS) == Pool(in_quorum=False)
     # A down server is checked at delay_loop, not delay_before_retry.
     assert monitor.next_deadline() == 26
 
@@ -134,7 +137,7 @@ def test_one_success_brings_a_down_server_back_into_the_pool():
     clock.check(passed=False)  # still down: failures of a down server are not retried
     effects = clock.check(passed=True)
     assert kinds(effects) == [ServerUp, QuorumGained, PoolChanged]
-    assert monitor.desired_pool(VS) == (PoolMember(server=RS1, weight=7),)
+    assert monitor.desired_pool(VS) == Pool(real_servers=(RealServer.at(RS1, 7),))
     assert monitor.next_deadline() == clock.now + 5
 
 
@@ -187,19 +190,19 @@ def test_transition_table_covers_every_state_and_outcome():
 def test_alpha_starts_server_down_and_out_of_the_pool_until_its_first_success():
     monitor = one_server(CheckerSpec(alpha=True, delay_loop=3))
     clock = Clock(monitor)
-    assert clock.effects == [PoolChanged(virtual_server=VS, members=())]
+    assert clock.effects == [PoolChanged(virtual_server=VS, pool=Pool(in_quorum=False))]
     assert not monitor.server_is_up(VS, RS1)
     assert not monitor.quorum_is_up(VS)
     assert clock.check(passed=False) == []  # already down: nothing to report
     effects = clock.check(passed=True)
     assert kinds(effects) == [ServerUp, QuorumGained, PoolChanged]
-    assert monitor.desired_pool(VS) == (PoolMember(server=RS1, weight=1),)
+    assert monitor.desired_pool(VS) == Pool(real_servers=(RealServer.at(RS1, 1),))
 
 
 def test_without_alpha_server_starts_up_and_in_the_pool():
     monitor = one_server(CheckerSpec(), weight=3)
     assert monitor.start(0.0) == [
-        PoolChanged(virtual_server=VS, members=(PoolMember(server=RS1, weight=3),))
+        PoolChanged(virtual_server=VS, pool=Pool(real_servers=(RealServer.at(RS1, 3),)))
     ]
 
 
@@ -208,9 +211,10 @@ def test_inhibit_on_failure_keeps_a_down_server_in_the_pool_with_weight_zero():
     clock = Clock(monitor)
     effects = clock.check(passed=False)
     pools = [e for e in effects if isinstance(e, PoolChanged)]
-    assert pools == [PoolChanged(virtual_server=VS, members=(PoolMember(server=RS1, weight=0),))]
+    inhibited = Pool(real_servers=(RealServer.at(RS1, 0),), in_quorum=False)
+    assert pools == [PoolChanged(virtual_server=VS, pool=inhibited)]
     clock.check(passed=True)
-    assert monitor.desired_pool(VS) == (PoolMember(server=RS1, weight=5),)
+    assert monitor.desired_pool(VS) == Pool(real_servers=(RealServer.at(RS1, 5),))
 
 
 def test_a_real_server_is_up_only_while_all_its_checkers_pass():
@@ -238,7 +242,7 @@ def test_a_real_server_without_checkers_is_always_in_the_pool():
     monitor = HealthMonitor([VirtualServerSpec(name=VS, real_servers=(real,))])
     monitor.start(0.0)
     assert monitor.next_deadline() is None
-    assert monitor.desired_pool(VS) == (PoolMember(server=RS1, weight=2),)
+    assert monitor.desired_pool(VS) == Pool(real_servers=(RealServer.at(RS1, 2),))
 
 
 # --- MISC_CHECK -----------------------------------------------------------------------------------
@@ -254,7 +258,7 @@ def test_misc_dynamic_exit_status_sets_weight_to_two_less_and_zero_keeps_it():
     monitor.start(0.0)
     effects = misc(monitor, 0.0, 12)
     assert WeightChanged(virtual_server=VS, server=RS1, old=1, new=10) in effects
-    assert monitor.desired_pool(VS) == (PoolMember(server=RS1, weight=10),)
+    assert monitor.desired_pool(VS) == Pool(real_servers=(RealServer.at(RS1, 10),))
     assert misc(monitor, 1.0, 0) == []
     assert monitor.server_weight(VS, RS1) == 10
     misc(monitor, 2.0, 255)
@@ -264,7 +268,7 @@ def test_misc_dynamic_exit_status_sets_weight_to_two_less_and_zero_keeps_it():
     effects = misc(monitor, 4.0, 2)
     assert kinds(effects)[:2] == [ServerUp, WeightChanged]
     assert monitor.server_weight(VS, RS1) == 0
-    assert monitor.desired_pool(VS) == (PoolMember(server=RS1, weight=0),)
+    assert monitor.desired_pool(VS) == Pool(real_servers=(RealServer.at(RS1, 0),), in_quorum=False)
 
 
 @pytest.mark.parametrize("exit_code", [1, 2, 42, 255, None, -9])
@@ -330,14 +334,13 @@ def test_quorum_loss_switches_to_sorry_server_and_hysteresis_delays_the_way_back
 
     effects = set_health(monitor, 1.0, {**up, RS3: False})  # live 4: quorum holds
     assert not any(isinstance(e, QuorumLost) for e in effects)
-    assert monitor.desired_pool(VS) == (
-        PoolMember(server=RS1, weight=2),
-        PoolMember(server=RS2, weight=2),
+    assert monitor.desired_pool(VS) == Pool(
+        real_servers=(RealServer.at(RS1, 2), RealServer.at(RS2, 2))
     )
 
     effects = set_health(monitor, 2.0, {RS1: True, RS2: False, RS3: False})  # live 2 < 3
     assert QuorumLost(virtual_server=VS, live_weight=2) in effects
-    assert monitor.desired_pool(VS) == (PoolMember(server=SORRY, weight=1, sorry=True),)
+    assert monitor.desired_pool(VS) == SORRY_ONLY
     scripts = [e for e in effects if isinstance(e, RunNotifyScript)]
     assert [(s.kind, s.script) for s in scripts] == [
         (NotifyKind.NOTIFY_DOWN, "/bin/down 192.168.0.55"),
@@ -346,7 +349,7 @@ def test_quorum_loss_switches_to_sorry_server_and_hysteresis_delays_the_way_back
 
     effects = set_health(monitor, 3.0, {RS1: True, RS2: True, RS3: False})  # live 4 < 5: stays
     assert not monitor.quorum_is_up(VS)
-    assert monitor.desired_pool(VS) == (PoolMember(server=SORRY, weight=1, sorry=True),)
+    assert monitor.desired_pool(VS) == SORRY_ONLY
     assert not any(isinstance(e, QuorumGained) for e in effects)
 
     effects = set_health(monitor, 4.0, up)  # live 6 >= 5
@@ -357,8 +360,8 @@ def test_quorum_loss_switches_to_sorry_server_and_hysteresis_delays_the_way_back
         )
         in effects
     )
-    assert monitor.desired_pool(VS) == tuple(
-        PoolMember(server=rs, weight=2) for rs in (RS1, RS2, RS3)
+    assert monitor.desired_pool(VS) == Pool(
+        real_servers=tuple(RealServer.at(rs, 2) for rs in (RS1, RS2, RS3))
     )
 
 
@@ -367,16 +370,15 @@ def test_without_sorry_server_quorum_loss_keeps_the_live_servers_and_runs_quorum
     monitor.start(0.0)
     effects = set_health(monitor, 0.0, {RS1: True, RS2: True, RS3: False})
     assert QuorumLost(virtual_server=VS, live_weight=4) in effects
-    assert monitor.desired_pool(VS) == (
-        PoolMember(server=RS1, weight=2),
-        PoolMember(server=RS2, weight=2),
+    assert monitor.desired_pool(VS) == Pool(
+        real_servers=(RealServer.at(RS1, 2), RealServer.at(RS2, 2)), in_quorum=False
     )
 
 
 def test_sorry_server_inhibit_keeps_sorry_server_at_weight_zero_while_quorum_holds():
     monitor = three_server_monitor(sorry_server=SORRY, sorry_server_inhibit=True)
     monitor.start(0.0)
-    assert monitor.desired_pool(VS)[-1] == PoolMember(server=SORRY, weight=0, sorry=True)
+    assert monitor.desired_pool(VS).sorry_server == RealServer.at(SORRY, 0)
 
 
 def test_notify_scripts_follow_the_pool_change_in_effect_order():
@@ -449,7 +451,7 @@ def test_server_state_and_schedule_match_keepalived_retry_rule(retry, alpha, out
         assert monitor.next_deadline() == clock.now + expected_delay
         transitions = [e for e in effects if isinstance(e, ServerUp | ServerDown)]
         assert len(transitions) == (1 if up != previous_up else 0)
-        in_pool = monitor.desired_pool(VS) == (PoolMember(server=RS1, weight=1),)
+        in_pool = monitor.desired_pool(VS).real_servers == (RealServer.at(RS1, 1),)
         assert in_pool == up
 
 
@@ -485,7 +487,7 @@ def test_sorry_server_is_in_the_pool_exactly_while_quorum_is_lost(quorum, hyster
             assert monitor.quorum_is_up(VS) == quorum_up
             pool = monitor.desired_pool(VS)
             if quorum_up:
-                assert not any(m.sorry for m in pool)
-                assert len(pool) == live // 2
+                assert pool.sorry_server is None
+                assert len(pool.real_servers) == live // 2
             else:
-                assert pool == (PoolMember(server=SORRY, weight=1, sorry=True),)
+                assert pool == SORRY_ONLY

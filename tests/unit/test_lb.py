@@ -24,6 +24,7 @@ from vipkeeper.core.lb import (
     lookup_table,
     table_size,
 )
+from vipkeeper.core.pool import Pool
 
 WEB = VirtualService(address="172.16.9.1", port=80, hash_seed=0x1234)
 RS1 = RealServer(address="192.168.0.54", port=80)
@@ -71,6 +72,15 @@ def test_sorry_server_takes_over_on_quorum_loss_and_real_servers_are_held_at_wei
     vs = VirtualServer(service=WEB, real_servers=(RS1, RS2), sorry_server=SORRY, in_quorum=False)
     assert forwarding_servers(vs) == (SORRY,)
     assert {s.weight for s in destinations(vs) if s != SORRY} == {0}
+
+
+def test_a_virtual_server_serves_the_health_monitors_pool_as_it_is():
+    pool = Pool(real_servers=(RS1, rs("192.168.0.55", 0)), sorry_server=SORRY, in_quorum=False)
+    served = VirtualServer.serving(WEB, pool)
+    assert served == VirtualServer(
+        service=WEB, real_servers=pool.real_servers, sorry_server=SORRY, in_quorum=False
+    )
+    assert served.sorry_active == pool.sorry_active
 
 
 def test_sorry_server_idle_while_in_quorum():

@@ -197,6 +197,18 @@ def test_change_list_names_servers_and_instances() -> None:
     assert set(changes.as_dict()) == {f.name for f in dataclasses.fields(reload.Changes)}
 
 
+def test_change_list_names_an_ipv6_real_server_as_the_status_does() -> None:
+    def config(*servers: str) -> str:
+        blocks = "".join(f"    real_server {address} {{\n    }}\n" for address in servers)
+        return f"virtual_server 2001:db8::100 80 {{\n    lb_kind DR\n{blocks}}}\n"
+
+    old = parse_text(config("2001:db8::2")).config
+    new = parse_text(config("2001:db8::2", "2001:db8::3")).config
+    changes = reload.changes(old, new, plan(old), plan(new))
+    # Without a port of its own, the real server is reached on the virtual server's.
+    assert changes.real_servers_added == ("TCP [2001:db8::100]:80 -> [2001:db8::3]:80",)
+
+
 def _monitor(config) -> health.HealthMonitor:  # type: ignore[no-untyped-def]
     rng = random.Random(1)
     return health.HealthMonitor(health_spec(vs, rng) for vs in config.virtual_servers)
@@ -227,9 +239,9 @@ def test_unchanged_real_servers_keep_their_health_across_a_reload() -> None:
     assert not new.server_is_up(key, two)
     assert new.server_is_up(key, three)
     pools = new.start(now)
-    assert pools == [
-        health.PoolChanged(virtual_server=key, members=(health.PoolMember(server=three, weight=1),))
-    ]
+    # Quorum, lost before the reload, is carried over too: the next server change regains it.
+    three_only = health.Pool(real_servers=(health.RealServer.at(three, 1),), in_quorum=False)
+    assert pools == [health.PoolChanged(virtual_server=key, pool=three_only)]
     assert next_two is not None and new.next_deadline() <= next_two + 5  # type: ignore[operator]
 
 

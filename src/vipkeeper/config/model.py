@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from vipkeeper.config.diagnostics import Location
 from vipkeeper.core import lb
+from vipkeeper.core.endpoint import Endpoint
 from vipkeeper.core.vrrp_wire import MULTICAST_V4, MULTICAST_V6
 
 DEFAULT_MCAST_GROUP4 = MULTICAST_V4
@@ -397,6 +398,12 @@ class VirtualServer:
         if self.real_servers:
             return ipaddress.ip_address(self.real_servers[0].address).version
         return 4
+
+    def endpoint(self, server: RealServer | SorryServer) -> Endpoint:
+        """Where a real or sorry server of this virtual server is reached: a server without a
+        port takes the virtual server's (keepalived does the same), 0 when neither has one."""
+        port = server.port if server.port is not None else self.port
+        return Endpoint(address=server.address, port=port or 0)
 
     @property
     def key(self) -> str:

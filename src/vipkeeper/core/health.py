@@ -4,7 +4,8 @@ Owns: the per-checker retry state machine, the up/down state of each real server
 weights, and each virtual server's quorum, sorry-server switching and desired pool.
 Must never: open a socket, run a script, read a clock or draw a random number. The caller runs the
 checks (`RunCheck`), reports their results as facts with `now`, and carries out the orders.
-The records it is given and answers with are defined in `health_records`.
+The records it is given and answers with are defined in `health_records`; the pools it answers
+with are `core.pool`'s, which the load balancer serves as they are.
 
 Semantics follow keepalived.conf(5), "LVS CONFIGURATION":
 - `retry` counts *additional* checks made after a live server's check fails, spaced by
@@ -44,7 +45,6 @@ from vipkeeper.core.health_records import (
     MiscResult,
     NotifyKind,
     PoolChanged,
-    PoolMember,
     QuorumGained,
     QuorumLost,
     RealServerSpec,
@@ -55,8 +55,9 @@ from vipkeeper.core.health_records import (
     VirtualServerSpec,
     WeightChanged,
 )
+from vipkeeper.core.pool import Pool, RealServer
 
-# The records are defined in health_records; they are this module's vocabulary too.
+# The records are defined in health_records and pool; they are this module's vocabulary too.
 __all__ = [
     "CheckFailed",
     "CheckSucceeded",
@@ -71,10 +72,11 @@ __all__ = [
     "MiscResult",
     "NotifyKind",
     "Outcome",
+    "Pool",
     "PoolChanged",
-    "PoolMember",
     "QuorumGained",
     "QuorumLost",
+    "RealServer",
     "RealServerSpec",
     "RunCheck",
     "RunNotifyScript",
@@ -83,7 +85,6 @@ __all__ = [
     "VirtualServerSpec",
     "WeightChanged",
     "misc_outcome",
-    "sorry_in_use",
 ]
 
 
@@ -192,33 +193,26 @@ class _VirtualServer:
     def live_weight(self) -> int:
         return sum(rs.weight for rs in self.servers.values() if rs.up)
 
-    def compute_pool(self) -> tuple[PoolMember, ...]:
+    def compute_pool(self) -> Pool:
         spec = self.spec
-        sorry_active = sorry_in_use(
-            configured=spec.sorry_server is not None,
+        servers = [rs for rs in self.servers.values() if rs.up or rs.spec.inhibit_on_failure]
+        members = tuple(RealServer.at(rs.spec.server, rs.weight if rs.up else 0) for rs in servers)
+        sorry = spec.sorry_server
+        pool = Pool(
+            real_servers=members,
+            sorry_server=None if sorry is None else RealServer.at(sorry, spec.sorry_server_weight),
             in_quorum=self.quorum_up,
-            weights=(rs.weight for rs in self.servers.values() if rs.up),
         )
-        members: list[PoolMember] = []
-        for rs in self.servers.values():
-            if rs.up and not sorry_active:
-                members.append(PoolMember(server=rs.spec.server, weight=rs.weight))
-            elif rs.spec.inhibit_on_failure:
-                members.append(PoolMember(server=rs.spec.server, weight=0))
-        if spec.sorry_server is not None:
-            if sorry_active:
-                weight = spec.sorry_server_weight
-                members.append(PoolMember(server=spec.sorry_server, weight=weight, sorry=True))
-            elif spec.sorry_server_inhibit:
-                members.append(PoolMember(server=spec.sorry_server, weight=0, sorry=True))
-        return tuple(members)
-
-
-def sorry_in_use(*, configured: bool, in_quorum: bool, weights: Iterable[int]) -> bool:
-    """Whether the sorry server takes the traffic: one is configured, and quorum is lost or no
-    live real server has a positive weight (keepalived.conf(5), sorry_server). The one rule the
-    health pool and the load balancer's destinations both follow."""
-    return configured and (not in_quorum or not any(weight > 0 for weight in weights))
+        if pool.sorry_active:
+            # The sorry server replaces the real servers: they leave the pool, the ones with
+            # inhibit_on_failure stay in it at weight 0.
+            held = (
+                RealServer.at(rs.spec.server, 0) for rs in servers if rs.spec.inhibit_on_failure
+            )
+            return dataclasses.replace(pool, real_servers=tuple(held))
+        if sorry is not None and spec.sorry_server_inhibit:  # idle, kept in the pool at weight 0
+            return dataclasses.replace(pool, sorry_server=RealServer.at(sorry, 0))
+        return dataclasses.replace(pool, sorry_server=None)  # idle: not in the pool
 
 
 def _run_script(
@@ -290,7 +284,7 @@ class HealthMonitor:
     def checker_ids(self) -> tuple[CheckerId, ...]:
         return tuple(self._checkers)
 
-    def desired_pool(self, virtual_server: str) -> tuple[PoolMember, ...]:
+    def desired_pool(self, virtual_server: str) -> Pool:
         return self._vs(virtual_server).pool
 
     def has_server(self, virtual_server: str, server: Endpoint) -> bool:
@@ -379,7 +373,7 @@ class HealthMonitor:
             due = checker.carried_due
             self._schedule(checker, now + checker.spec.initial_delay if due is None else due)
         return [
-            PoolChanged(virtual_server=name, members=vs.pool)
+            PoolChanged(virtual_server=name, pool=vs.pool)
             for name, vs in self._virtual_servers.items()
         ]
 
@@ -450,7 +444,7 @@ class HealthMonitor:
         pool = vs.compute_pool()
         if pool != vs.pool:
             vs.pool = pool
-            effects.append(PoolChanged(virtual_server=name, members=pool))
+            effects.append(PoolChanged(virtual_server=name, pool=pool))
         effects.extend(scripts)
         return effects
 

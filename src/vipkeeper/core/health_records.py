@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from vipkeeper.core.endpoint import Endpoint as Endpoint  # offered here with the records
+from vipkeeper.core.pool import Pool
 
 # ---------------------------------------------------------------------------------------------
 # Configuration the core needs (resolved by the caller from the keepalived.conf model: the
@@ -158,18 +159,11 @@ class QuorumLost(QuorumChange):
 
 
 @dataclass(frozen=True, kw_only=True)
-class PoolMember:
-    server: Endpoint
-    weight: int
-    sorry: bool = False
-
-
-@dataclass(frozen=True, kw_only=True)
 class PoolChanged:
-    """The virtual server's desired pool: the LB backend makes the kernel match `members`."""
+    """The virtual server's desired pool: the LB backend makes the kernel match `pool`."""
 
     virtual_server: str
-    members: tuple[PoolMember, ...]
+    pool: Pool
 
 
 class NotifyKind(Enum):

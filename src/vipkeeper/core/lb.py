@@ -1,24 +1,27 @@
 """Desired load-balancer state, and what a data plane must do to reach it.
 
-Owns: the virtual/real-server model the data planes consume (already filtered by health checks:
-a real server that left the pool is absent, an inhibited one has weight 0), which servers actually
-receive traffic (the sorry server on quorum loss), `diff()` from one desired state to the next as
-a list of IPVS-style operations, and `build_table()` -- the Maglev table the nftables data plane
-indexes with a kernel `jhash` of the flow. Must never: touch the kernel, read the clock, or
-depend on the order the configuration listed servers in (two directors must agree).
+Owns: the virtual services the data planes consume, each serving a pool (`core.pool`, as the
+health checks leave it: a real server that left the pool is absent, an inhibited one has weight
+0), which servers actually receive traffic (the sorry server on quorum loss), `diff()` from one
+desired state to the next as a list of IPVS-style operations, and `build_table()` -- the Maglev
+table the nftables data plane indexes with a kernel `jhash` of the flow. Must never: touch the
+kernel, read the clock, or depend on the order the configuration listed servers in (two
+directors must agree).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
-from vipkeeper.core.endpoint import Endpoint
+from vipkeeper.core.pool import Pool, check_port
+from vipkeeper.core.pool import RealServer as RealServer  # the data planes' per-server record
 
-# The configuration model imports this module for its closed sets, in every daemon: Maglev and
-# the health monitor load with the first load balancer that needs them, not at start-up.
+# The configuration model imports this module for its closed sets, in every daemon: Maglev is
+# imported where it is used, with the first load balancer.
 
 
 class Protocol(Enum):
@@ -99,7 +102,7 @@ class VirtualService:
             if self.address is None or self.port is None:
                 raise ValueError("a virtual service needs an address and a port, or a fwmark")
             ipaddress.ip_address(self.address)
-            _check_port(self.port)
+            check_port(self.port)
         elif self.address is not None or self.port is not None:
             raise ValueError("a fwmark service has no address or port")
         elif not 0 < self.fwmark < 2**32:
@@ -127,64 +130,17 @@ class VirtualService:
 
 
 @dataclass(frozen=True, kw_only=True)
-class RealServer(Endpoint):
-    """One `real_server` (an Endpoint) with its current weight (0 = inhibited: no new flows,
-    stays configured)."""
-
-    weight: int = 1
-
-    def __post_init__(self) -> None:
-        ipaddress.ip_address(self.address)
-        _check_port(self.port)
-        if self.weight < 0:
-            raise ValueError(f"weight must be >= 0, got {self.weight}")
-
-    @classmethod
-    def at(cls, endpoint: Endpoint, weight: int = 1) -> RealServer:
-        return cls(address=endpoint.address, port=endpoint.port, weight=weight)
-
-    @property
-    def key(self) -> tuple[str, int]:
-        return (self.address, self.port)
-
-    @property
-    def endpoint(self) -> Endpoint:
-        return Endpoint(address=self.address, port=self.port)
-
-    @property
-    def name(self) -> str:
-        """Stable name fed to the Maglev hashes; the weight is deliberately not part of it."""
-        return str(self.endpoint)
-
-
-@dataclass(frozen=True, kw_only=True)
-class VirtualServer:
-    """A virtual service with the real servers currently in its pool.
-
-    `in_quorum` is decided by the health layer (quorum / hysteresis need memory, which this
-    module has none of); when it is False, or no real server has a positive weight, traffic goes
-    to `sorry_server` if one is configured.
-    """
+class VirtualServer(Pool):
+    """A virtual service with the pool it serves (the real servers currently in it, the sorry
+    server, whether quorum holds)."""
 
     service: VirtualService
-    real_servers: tuple[RealServer, ...] = ()
-    sorry_server: RealServer | None = None
-    in_quorum: bool = True
 
-    def __post_init__(self) -> None:
-        keys = [server.key for server in self.real_servers]
-        if len(keys) != len(set(keys)):
-            raise ValueError(f"duplicate real server in {self.service.key}")
-
-    @property
-    def sorry_active(self) -> bool:
-        from vipkeeper.core.health import sorry_in_use
-
-        return sorry_in_use(
-            configured=self.sorry_server is not None,
-            in_quorum=self.in_quorum,
-            weights=(s.weight for s in self.real_servers),
-        )
+    @classmethod
+    def serving(cls, service: VirtualService, pool: Pool) -> VirtualServer:
+        """`service` serving `pool`."""
+        fields = {field.name: getattr(pool, field.name) for field in dataclasses.fields(Pool)}
+        return cls(service=service, **fields)
 
 
 def destinations(virtual_server: VirtualServer) -> tuple[RealServer, ...]:
@@ -199,9 +155,7 @@ def destinations(virtual_server: VirtualServer) -> tuple[RealServer, ...]:
         return tuple(servers)
     assert virtual_server.sorry_server is not None
     sorry = virtual_server.sorry_server
-    held = [
-        RealServer(address=s.address, port=s.port, weight=0) for s in servers if s.key != sorry.key
-    ]
+    held = [dataclasses.replace(s, weight=0) for s in servers if s.key != sorry.key]
     return tuple(sorted([*held, sorry], key=lambda s: _sort_key(s.key)))
 
 
@@ -377,11 +331,6 @@ def diff(old: Iterable[VirtualServer], new: Iterable[VirtualServer]) -> list[Ope
         for server_key in sorted(current.keys() - desired.keys(), key=_sort_key):
             operations.append(RemoveDestination(service=service, server=current[server_key]))
     return operations
-
-
-def _check_port(port: int) -> None:
-    if not 0 <= port <= 65535:
-        raise ValueError(f"port must be in 0..65535, got {port}")
 
 
 def _sort_key(key: tuple[str, int]) -> tuple[int, int, int]:
