@@ -22,13 +22,11 @@ from vipkeeper.core.lb import (
     lookup_table,
 )
 from vipkeeper.io.lb_nftables import (
-    FLOW_TABLE_SIZE,
-    FLOW_TIMEOUTS,
     IpCommandLinkLayer,
     NftablesBackend,
     StaticLinkLayer,
-    flow_hash_key,
 )
+from vipkeeper.io.lb_nftables_ruleset import FLOW_TABLE_SIZE, FLOW_TIMEOUTS, flow_hash_key
 from vipkeeper.io.scripts import CommandFailed
 
 VIP = "172.16.9.1"
