@@ -9,20 +9,6 @@ import json
 from collections.abc import Sequence
 
 import pytest
-from tests.unit.lb_nftables_doubles import (
-    CONFIGURED,
-    DIRECTOR_MAC,
-    DR,
-    MACS,
-    RS1,
-    RS2,
-    VIP,
-    RecordingRunner,
-    chain_body,
-    link_layer,
-    map_elements,
-    pinned_macs,
-)
 
 from vipkeeper.core import maglev
 from vipkeeper.core.lb import (
@@ -38,6 +24,20 @@ from vipkeeper.core.lb import (
 from vipkeeper.io.lb_nftables import IpCommandLinkLayer, NftablesBackend
 from vipkeeper.io.lb_nftables_ruleset import flow_hash_key
 from vipkeeper.io.scripts import CommandFailed
+from vipkeeper.testing.nftables import (
+    CONFIGURED,
+    DIRECTOR_MAC,
+    DR,
+    MACS,
+    RS1,
+    RS2,
+    VIP,
+    RecordingRunner,
+    chain_body,
+    link_layer,
+    map_elements,
+    pinned_macs,
+)
 
 
 def backend(runner: RecordingRunner, neighbours: dict[str, str] | None = None) -> NftablesBackend:

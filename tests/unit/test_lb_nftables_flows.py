@@ -8,7 +8,13 @@ import re
 from collections.abc import Sequence
 
 import pytest
-from tests.unit.lb_nftables_doubles import (
+
+from vipkeeper.core import maglev
+from vipkeeper.core.lb import Protocol, Scheduler, VirtualServer, VirtualService
+from vipkeeper.io.lb_nftables import NftablesBackend
+from vipkeeper.io.lb_nftables_ruleset import FLOW_TABLE_SIZE, FLOW_TIMEOUTS, flow_hash_key
+from vipkeeper.io.scripts import CommandFailed
+from vipkeeper.testing.nftables import (
     CONFIGURED,
     DIRECTOR_MAC,
     DR,
@@ -24,12 +30,6 @@ from tests.unit.lb_nftables_doubles import (
     pinned,
     pinned_macs,
 )
-
-from vipkeeper.core import maglev
-from vipkeeper.core.lb import Protocol, Scheduler, VirtualServer, VirtualService
-from vipkeeper.io.lb_nftables import NftablesBackend
-from vipkeeper.io.lb_nftables_ruleset import FLOW_TABLE_SIZE, FLOW_TIMEOUTS, flow_hash_key
-from vipkeeper.io.scripts import CommandFailed
 
 
 class Clock:

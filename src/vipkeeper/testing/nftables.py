@@ -1,4 +1,4 @@
-"""What the nftables backend's unit tests share: a service and its real servers, a recording
+"""The nftables backend's test doubles and readers: a service and its real servers, a recording
 runner, a static link layer, and readers that pick a rendered script apart."""
 
 from __future__ import annotations
