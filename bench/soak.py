@@ -3,7 +3,7 @@
 Each daemon gets a fresh lab built the same way (vipkeeper.testing.chaos: routers r1, r2, r3 at
 priorities 150, 120, 100 with a weight -60 track script, a client pinging the VIP and asking it
 for HTTP) and plays the same seeded fault sequence for the same time. The invariants and the
-figures are the chaos module's; this script prints one summary line per daemon, then a table
+figures are vipkeeper.testing.chaos's; this script prints one summary line per daemon, then a table
 of both.
 
 By default the daemons run one after the other. With --concurrent each daemon's soak runs at

@@ -26,13 +26,13 @@ import pytest
 
 from vipkeeper.core import maglev
 from vipkeeper.core.lb import RealServer, VirtualServer, VirtualService
-from vipkeeper.io import lb_nftables
+from vipkeeper.io import lb_nftables_ruleset
 from vipkeeper.io.lb_nftables import (
     IpCommandLinkLayer,
     NftablesBackend,
     StaticLinkLayer,
-    flow_table_name,
 )
+from vipkeeper.io.lb_nftables_ruleset import flow_table_name
 from vipkeeper.testing.lbnet import VIP, Client, LbNet
 
 pytestmark = pytest.mark.netns
@@ -284,7 +284,7 @@ def test_two_directors_with_the_same_configuration_keep_flows_on_the_same_real_s
 def test_a_full_flow_table_leaves_new_flows_to_the_hash_and_drops_none(
     net: LbNet, monkeypatch: pytest.MonkeyPatch
 ):
-    monkeypatch.setattr(lb_nftables, "FLOW_TABLE_SIZE", 2)
+    monkeypatch.setattr(lb_nftables_ruleset, "FLOW_TABLE_SIZE", 2)
     d1 = backend(net, "d1")
     asyncio.run(d1.apply([VirtualServer(service=SERVICE, real_servers=tuple(RS.values()))]))
     net.add_vip("d1")
