@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from vipkeeper.config.diagnostics import Location
-from vipkeeper.core import lb
+from vipkeeper.core import lb_kinds
 from vipkeeper.core.endpoint import Endpoint
 from vipkeeper.core.vrrp_wire import MULTICAST_V4, MULTICAST_V6
 
@@ -42,10 +42,10 @@ class LvsBackend(enum.Enum):
     NFTABLES = "nftables"
 
 
-# The LVS closed sets are the load balancer's (core.lb), named here in the configuration's words.
-LvsScheduler = lb.Scheduler
-LvsMethod = lb.ForwardingMethod
-Protocol = lb.Protocol
+# The LVS closed sets (core.lb_kinds), named here in the configuration's words.
+LvsScheduler = lb_kinds.Scheduler
+LvsMethod = lb_kinds.ForwardingMethod
+Protocol = lb_kinds.Protocol
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -15,50 +15,16 @@ import dataclasses
 import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from enum import Enum
 
+from vipkeeper.core.lb_kinds import ForwardingMethod as ForwardingMethod
+from vipkeeper.core.lb_kinds import Protocol as Protocol
+from vipkeeper.core.lb_kinds import Scheduler as Scheduler
+from vipkeeper.core.lb_kinds import SchedulerFlag as SchedulerFlag
 from vipkeeper.core.pool import Pool, check_port
 from vipkeeper.core.pool import RealServer as RealServer  # the data planes' per-server record
 
 # The configuration model imports this module for its closed sets, in every daemon: Maglev is
 # imported where it is used, with the first load balancer.
-
-
-class Protocol(Enum):
-    TCP = "TCP"
-    UDP = "UDP"
-
-
-class Scheduler(Enum):
-    """keepalived's `lvs_sched` names this project supports; the short member names are the
-    configuration's words for the same members."""
-
-    ROUND_ROBIN = "rr"
-    WEIGHTED_ROUND_ROBIN = "wrr"
-    SOURCE_HASH = "sh"
-    MAGLEV_HASH = "mh"
-    LEAST_CONNECTION = "lc"  # hashed like wrr on the nftables data plane
-    WEIGHTED_LEAST_CONNECTION = "wlc"  # likewise
-    RR = "rr"
-    WRR = "wrr"
-    SH = "sh"
-    MH = "mh"
-    LC = "lc"
-    WLC = "wlc"
-
-
-class ForwardingMethod(Enum):
-    """keepalived's `lvs_method`: direct routing (rewrite the MAC) or NAT (rewrite the IP)."""
-
-    DR = "DR"
-    NAT = "NAT"
-
-
-class SchedulerFlag(Enum):
-    """IPVS scheduler flags (ipvsadm's `-b`); only sh and mh read them."""
-
-    FALLBACK = "fallback"  # sh-fallback / mh-fallback: skip a weight-0 server, try the next
-    PORT = "port"  # sh-port / mh-port: hash the source port too, not only the source address
 
 
 @dataclass(frozen=True, kw_only=True)
