@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from vipkeeper.config import model
-from vipkeeper.core import lb
 from vipkeeper.core.pool import Pool
 from vipkeeper.core.states import State
 from vipkeeper.io.lb_backend import (
@@ -37,7 +36,7 @@ from vipkeeper.io.lb_backend import (
 # daemon without virtual servers never loads them, and one with virtual servers loads them when
 # its director starts, after the VRRP instances are in the election.
 if TYPE_CHECKING:
-    from vipkeeper.core import health
+    from vipkeeper.core import health, lb
     from vipkeeper.drivers.health import HealthScheduler
     from vipkeeper.io import checkers as io_checkers
     from vipkeeper.io.lvs_sync import SyncDaemons
@@ -79,7 +78,7 @@ def hash_seed(config: model.Config, vs: model.VirtualServer) -> int:
 
 
 def virtual_service(config: model.Config, vs: model.VirtualServer) -> lb.VirtualService:
-    from vipkeeper.core import maglev
+    from vipkeeper.core import lb, maglev
 
     return lb.VirtualService(
         address=vs.address,
@@ -486,6 +485,8 @@ class Director:
         return successor
 
     def desired(self) -> tuple[lb.VirtualServer, ...]:
+        from vipkeeper.core import lb
+
         return tuple(
             lb.VirtualServer.serving(service, self.pool(name))
             for name, service in self._services.items()
@@ -540,6 +541,8 @@ class Director:
                 task.add_done_callback(self._tasks.discard)
 
     async def _apply_loop(self) -> None:
+        from vipkeeper.core import lb
+
         assert self._backend is not None
         while True:
             await self._dirty.wait()

@@ -49,6 +49,7 @@ virtual_server 10.0.0.50 80 {
 NOT_FOR_VRRP = {
     "vipkeeper.core.health",
     "vipkeeper.core.health_records",
+    "vipkeeper.core.lb",  # the load balancer's records; the configuration reads core.lb_kinds
     "vipkeeper.core.maglev",
     "vipkeeper.drivers.health",
     "vipkeeper.io.checkers",
@@ -113,6 +114,7 @@ def test_a_director_with_virtual_servers_loads_health_checks_when_it_starts() ->
     )
     wanted = {
         "vipkeeper.core.health",
+        "vipkeeper.core.lb",
         "vipkeeper.core.maglev",
         "vipkeeper.drivers.health",
         "vipkeeper.io.checkers",

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
-from vipkeeper.core.lb import VirtualServer
+if TYPE_CHECKING:  # the records load with the first load balancer, not with this interface
+    from vipkeeper.core.lb import VirtualServer
 
 BackendKind = Literal["auto", "ipvs", "nftables"]
 
