@@ -145,7 +145,6 @@ class VrrpInstance:
         self._out: list[Effect] = []
         self._sends: dict[tuple[int, str], tuple[SendAdvert, ...]] = {}
         self._garp_repeat = settings.garp_master_repeat  # size of the next delayed burst
-        self._lower_prio_garp_at: float | None = None
         self._seen_addresses: tuple[tuple[str, ...], bool] = ((), True)
         # The last advertisement a Backup accepted as its Master's, with the Master_Down_Interval
         # it led to and whether its address list differed (see `handle`).
@@ -560,15 +559,12 @@ class VrrpInstance:
         self._announce_to_lower_priority(now)
 
     def _announce_to_lower_priority(self, now: float) -> None:
-        # Once per garp_lower_prio_delay at most: a lower-priority Master that stays (a config
-        # mismatch) must not turn every one of its adverts into a burst of ARP.
+        # Every lower-priority advert gets its burst, as keepalived answers each one: the clients
+        # that followed each brief Master's gratuitous ARP come back at once, however close
+        # together two such Masters were. The delayed second burst is re-armed from this one.
         settings = self.settings
         if settings.garp_lower_prio_repeat <= 0:
             return
-        if self._lower_prio_garp_at is not None and now < self._lower_prio_garp_at:
-            return
-        hold = settings.garp_lower_prio_delay or settings.advert_interval
-        self._lower_prio_garp_at = now + hold
         self._gratuitous(settings.garp_lower_prio_repeat)
         if settings.garp_lower_prio_delay > 0:
             self._garp_at = now + settings.garp_lower_prio_delay
