@@ -28,8 +28,11 @@ screen without changing files.
 
 from __future__ import annotations
 
+import faulthandler
 import json
+import signal
 import statistics
+import sys
 import threading
 import time
 import uuid
@@ -59,6 +62,7 @@ RESTART = 0.2  # s before a feed that ended is started again
 STALE = 2.0  # s: a running container's reading older than this is not shown
 HTTP_WINDOW = 5.0  # s of requests the HTTP figures are computed over
 TRANSITIONS_SHOWN = 8
+STOP_BOUND = 5.0  # s: Ctrl-C returns within this even if closing waits on a busy Docker engine
 
 
 # --- what the view shows ------------------------------------------------------------------------
@@ -708,7 +712,9 @@ def lab_watch(lab: Lab, http: HttpSource | None = None) -> Watch:
 
 
 def run_watch(lab: Lab, *, refresh: float = REFRESH, seconds: float | None = None) -> int:
-    """Draw the live view until Ctrl-C (or `seconds`)."""
+    """Draw the live view until Ctrl-C (or `seconds`). SIGUSR1 prints every thread's stack (to
+    see what a view that does not answer is waiting for)."""
+    faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
     watch = lab_watch(lab).start()
     deadline = None if seconds is None else time.monotonic() + seconds
     try:
@@ -721,5 +727,10 @@ def run_watch(lab: Lab, *, refresh: float = REFRESH, seconds: float | None = Non
     except KeyboardInterrupt:
         pass
     finally:
-        watch.stop()
+        # Closing the feeds asks the engine (a stop file in the client, the exec streams): on a
+        # busy engine that can take long, and a user's Ctrl-C must not. Every thread the view
+        # started is a daemon thread, so returning leaves nothing behind.
+        closing = threading.Thread(target=watch.stop, daemon=True)
+        closing.start()
+        closing.join(STOP_BOUND)
     return 0

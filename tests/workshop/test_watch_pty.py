@@ -5,6 +5,7 @@ VIP in the BACKUP's hands within its Master_Down_Interval plus VIEW_BOUND, both 
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import pty
@@ -57,6 +58,10 @@ class Screen:
             return None
         return next(t for end, t in times if end >= at + len(text))
 
+    def text(self) -> str:
+        with self.lock:
+            return "".join(chunk for _, chunk in self.chunks)
+
 
 def test_watch_in_a_terminal_shows_the_vip_change_hands_during_a_kill(healed_after: Lab) -> None:
     lab = healed_after
@@ -95,6 +100,9 @@ def test_watch_in_a_terminal_shows_the_vip_change_hands_during_a_kill(healed_aft
         try:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGUSR1)  # its threads' stacks, onto the screen
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=2)
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         os.close(primary)
@@ -102,4 +110,4 @@ def test_watch_in_a_terminal_shows_the_vip_change_hands_during_a_kill(healed_aft
           f"{backup} shown holding the VIP {shown_at - killed_at:.2f} s")  # fmt: skip
     assert left_at is not None and left_at - killed_at <= VIEW_BOUND
     assert shown_at - killed_at <= bound
-    assert proc.returncode == 0
+    assert proc.returncode == 0, screen.text()[-4000:]
