@@ -24,12 +24,13 @@ import yaml
 
 from vipkeeper.config import load_config
 from vipkeeper.core import timing
+from vipkeeper.paths import DEFAULT_CONFIG
 
 ROOT = Path(__file__).resolve().parents[1]  # the repository: compose.yaml and lab/ live here
 COMPOSE_FILE = ROOT / "compose.yaml"
 ROLES = ("director", "realserver", "client", "prometheus")
 ROLE_LABEL = "vipkeeper.role"
-DIRECTOR_CONF = "/etc/keepalived/keepalived.conf"  # where a director reads its configuration
+DIRECTOR_CONF = DEFAULT_CONFIG  # a director reads the daemon's default configuration file
 
 # Added to protocol bounds in the lab tests: the daemon's reaction (a netlink write, an nft
 # transaction) plus the harness seeing it (a `docker exec` poll every 0.1 s takes ~0.1-0.5 s on a

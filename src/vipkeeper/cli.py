@@ -10,12 +10,10 @@ from __future__ import annotations
 import argparse
 import gc
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from vipkeeper import __version__
-from vipkeeper.control import DEFAULT_SOCKET
-
-DEFAULT_CONFIG = "/etc/keepalived/keepalived.conf"
+from vipkeeper.paths import DEFAULT_CONFIG, DEFAULT_SOCKET
 
 
 def _listen(text: str) -> tuple[str, int]:
@@ -88,6 +86,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _import_daemon() -> Callable[[argparse.Namespace], int]:
+    """`vipkeeper.daemon.run_daemon`, imported as cheaply as start-up allows (bench/startup.py).
+
+    asyncio loads the ssl module (OpenSSL's bindings, about a tenth of asyncio's import) for TLS
+    transports, which the daemon never opens: asyncio is imported while ssl reads as absent, so
+    it offers no TLS, and ssl imports normally afterwards for anything that asks for it.
+    The daemon's modules create hundreds of classes and no garbage worth collecting: without
+    the collector's passes over them the import takes about a tenth less time. What they made
+    is then frozen, so later passes skip it too.
+    """
+    gc.disable()
+    try:
+        if "asyncio" not in sys.modules and "ssl" not in sys.modules:
+            sys.modules["ssl"] = None  # type: ignore[assignment]  # import ssl: ImportError
+            try:
+                import asyncio  # noqa: F401
+            finally:
+                del sys.modules["ssl"]
+        from vipkeeper.daemon import run_daemon
+    finally:
+        gc.freeze()
+        gc.enable()
+    return run_daemon
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "check":
@@ -96,16 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_check(args.config_file, sys.stderr, describe=describe_data_plane)
     if args.command == "run":
-        # The daemon's modules create hundreds of classes and no garbage worth collecting:
-        # without the collector's passes over them the import takes about a tenth less time
-        # (bench/startup.py). What they made is then frozen, so later passes skip it too.
-        gc.disable()
-        try:
-            from vipkeeper.daemon import run_daemon
-        finally:
-            gc.freeze()
-            gc.enable()
-        return run_daemon(args)
+        return _import_daemon()(args)
     if args.command == "status":
         from vipkeeper.status_view import run_status
 

@@ -30,9 +30,10 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from vipkeeper.paths import DEFAULT_SOCKET
+
 log = logging.getLogger("vipkeeper.control")
 
-DEFAULT_SOCKET = "/run/vipkeeper/vipkeeper.sock"
 PROTOCOL_VERSION = 1
 MAX_REQUEST_BYTES = 4096  # a request is a command name and a few arguments
 MAX_ANSWER_BYTES = 64 * 1024 * 1024  # a status of thousands of real servers still fits

@@ -24,11 +24,11 @@ import signal
 import socket
 import time
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from vipkeeper import metrics, pidfile, read_policy, service, status
 from vipkeeper.assemble import Plan, plan
 from vipkeeper.config import model
-from vipkeeper.control import ControlServer
 from vipkeeper.core.effects import ReportTransition, VirtualAddress
 from vipkeeper.core.events import (
     Event,
@@ -61,6 +61,9 @@ from vipkeeper.source_addresses import SourceAddresses, socket_family
 from vipkeeper.tasks import BackgroundTasks
 from vipkeeper.track_scripts import TrackScripts
 
+if TYPE_CHECKING:
+    from vipkeeper.control import ControlServer
+
 log = logging.getLogger("vipkeeper")
 
 # How long shutdown waits for notify_stop and friends before leaving them behind.
@@ -91,18 +94,13 @@ class Daemon:
         self.journal = status.Journal(
             started_at=started,
             config_file=config_path,
-            config_checksum=status.config_checksum(config.files),
+            config_checksum="",  # once the instances are in the election (run)
             config_loaded_at=started,
         )
         self.reloader = Reloader(self)
         self.snapshots = Snapshots(self)
-        self.control = (
-            ControlServer(
-                control_socket, {"status": self.snapshots.status, "reload": self.reloader.request}
-            )
-            if control_socket
-            else None
-        )
+        self.control_socket = control_socket
+        self.control: ControlServer | None = None  # served once the instances are in the election
         self.plan: Plan = plan(config)
         self.instances: dict[str, VrrpInstance] = {}
         self.routes: dict[tuple[str, int, int], tuple[str, str | None]] = {}
@@ -155,6 +153,7 @@ class Daemon:
             await self.fifos.open()
             await self.start(self.plan)
             await self.director.start()
+            self.journal.config_checksum = status.config_checksum(self.config.files)
             await self._open_control()
             if self.metrics is not None:
                 self.metrics.start(self.snapshots.metrics)
@@ -178,14 +177,19 @@ class Daemon:
         return 0
 
     async def _open_control(self) -> None:
-        if self.control is None:
+        if not self.control_socket:
             return
+        from vipkeeper.control import ControlServer  # not before the election (bench/startup.py)
+
+        handlers = {"status": self.snapshots.status, "reload": self.reloader.request}
+        control = ControlServer(self.control_socket, handlers)
         try:
-            await self.control.start()
+            await control.start()
         except OSError as exc:
             # VRRP and the data plane matter more than the operator's socket: run on without it.
-            log.error("control socket %s not served: %s", self.control.path, exc)
-            self.control = None
+            log.error("control socket %s not served: %s", self.control_socket, exc)
+            return
+        self.control = control
 
     async def start(self, new: Plan, *, whole: Plan | None = None) -> None:
         """Start the instances and groups of `new`; `whole` is the complete plan they join

@@ -14,9 +14,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import random
 import shlex
-import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -36,6 +34,8 @@ from vipkeeper.io.lb_backend import (
 # daemon without virtual servers never loads them, and one with virtual servers loads them when
 # its director starts, after the VRRP instances are in the election.
 if TYPE_CHECKING:
+    import random
+
     from vipkeeper.core import health, lb
     from vipkeeper.drivers.health import HealthScheduler
     from vipkeeper.io import checkers as io_checkers
@@ -74,6 +74,8 @@ def hash_seed(config: model.Config, vs: model.VirtualServer) -> int:
     """The jhash seed: configured, or derived from the service so every director agrees."""
     if config.global_defs.lvs_hash_seed is not None:
         return config.global_defs.lvs_hash_seed
+    import zlib  # with the first virtual server, not at start-up
+
     return zlib.crc32(vs.key.encode())
 
 
@@ -228,7 +230,7 @@ class Director:
         rng: random.Random | None = None,
         fifos: NotifyFifos | None = None,
     ) -> None:
-        self._rng = rng or random.Random()
+        self._rng = rng  # the checks' start jitter; a fresh generator when None
         self.config = config
         self._fifos = fifos
         self._models = {vs.key: vs for vs in config.virtual_servers}
@@ -262,11 +264,12 @@ class Director:
 
     @functools.cached_property
     def monitor(self) -> health.HealthMonitor:
+        import random
+
         from vipkeeper.core import health
 
-        return health.HealthMonitor(
-            health_spec(vs, self._rng) for vs in self.config.virtual_servers
-        )
+        rng = self._rng or random.Random()
+        return health.HealthMonitor(health_spec(vs, rng) for vs in self.config.virtual_servers)
 
     @functools.cached_property
     def _scheduler(self) -> HealthScheduler:

@@ -10,7 +10,6 @@ times in), or do I/O (the daemon looks up which VIPs are present and passes the 
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -47,6 +46,8 @@ def state_name(core_name: str) -> str:
 
 def config_checksum(files: Iterable[str]) -> str:
     """sha256 over the loaded files' contents, in reading order (main file, then includes)."""
+    import hashlib  # OpenSSL's bindings: loaded here, not with the daemon (bench/startup.py)
+
     digest = hashlib.sha256()
     for path in files:
         digest.update(path.encode() + b"\0")

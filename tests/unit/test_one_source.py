@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from vipkeeper import control
+from vipkeeper import paths
 from vipkeeper.core import timing, vrrp_wire
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -71,8 +71,13 @@ FACTS = (
     ),
     Fact(
         "the default control socket",
-        "src/vipkeeper/control.py",
-        lambda _name, value: value == control.DEFAULT_SOCKET,
+        "src/vipkeeper/paths.py",
+        lambda _name, value: value == paths.DEFAULT_SOCKET,
+    ),
+    Fact(
+        "the default configuration file",
+        "src/vipkeeper/paths.py",
+        lambda _name, value: value == paths.DEFAULT_CONFIG,
     ),
 )
 
@@ -128,7 +133,9 @@ def test_the_scan_finds_a_second_definition(tmp_path: Path) -> None:
     copy = tmp_path / "copy.py"
     copy.write_text(
         'SOURCE, GROUP = "192.0.2.1", "224.0.0.18"\nclass C:\n    VRRP_PROTO: int = 112\nSOCK = "'
-        + control.DEFAULT_SOCKET
+        + paths.DEFAULT_SOCKET
+        + '"\nCONF = "'
+        + paths.DEFAULT_CONFIG
         + '"\nMAX_ADVERT_SECONDS = 255\nTTL = 255\nLIMIT = 40.95\n'
     )
     found = {

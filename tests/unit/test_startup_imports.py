@@ -1,9 +1,10 @@
 """Start-up imports only what the configuration needs: a VRRP-only daemon, built as `vipkeeper
 run` builds it, loads no pyroute2 module, no health core, checker, Maglev or data plane, no
-metrics exporter, no terminal rendering and no reload planning; a director with virtual servers
-loads them when it starts, after the VRRP instances are in the election. IPVS support is loaded
-only when IPVS is the data plane, pyroute2 without its package-wide `__init__`, and pyroute2
-stays whole for anyone who asks it for a name.
+metrics exporter, no terminal rendering and no reload planning, and before its instances are in
+the election neither the control socket's server nor ssl or hashlib; a director with virtual
+servers loads them when it starts, after the VRRP instances are in the election. IPVS support is
+loaded only when IPVS is the data plane, pyroute2 without its package-wide `__init__`, and
+pyroute2 stays whole for anyone who asks it for a name.
 
 Each check runs in a fresh interpreter, since this one may have imported anything already.
 """
@@ -66,14 +67,21 @@ NOT_FOR_VRRP = {
     "ctypes.util",  # no library search: timerfd uses the process's own libc symbols
 }
 
-# The daemon as `vipkeeper run` builds it before its loop starts (no socket is opened yet).
+# What a daemon needs only once its instances are in the election: the control socket's server
+# and the configuration's checksum (both opened or computed by Daemon.run after start()).
+AFTER_THE_ELECTION = {"vipkeeper.control", "hashlib", "random", "zlib"}
+
+# The daemon as `vipkeeper run` builds it before its loop starts (no socket is opened yet):
+# the daemon's modules imported through the command line's own path, then the daemon built.
 BUILD_DAEMON = """
 import sys
+from vipkeeper.cli import _import_daemon
+_import_daemon()
 from vipkeeper.config.load import load_config
 from vipkeeper.daemon import Daemon
 result = load_config(sys.argv[1])
 assert result.config is not None, [d.format() for d in result.diagnostics]
-Daemon(result.config, sys.argv[1], control_socket=None)
+Daemon(result.config, sys.argv[1], control_socket="/run/vipkeeper-test.sock")
 """
 
 
@@ -95,6 +103,23 @@ def test_a_vrrp_only_daemon_imports_no_pyroute2_no_lvs_no_metrics_and_no_renderi
     assert {"vipkeeper.daemon", "vipkeeper.director", "vipkeeper.io.rtnl"} <= modules
     assert not NOT_FOR_VRRP & modules, sorted(NOT_FOR_VRRP & modules)
     assert not {m for m in modules if m.startswith("pyroute2.")}, "rtnetlink is io.rtnl's"
+    assert not AFTER_THE_ELECTION & modules, sorted(AFTER_THE_ELECTION & modules)
+
+
+def test_the_daemon_is_imported_without_ssl_which_loads_normally_afterwards() -> None:
+    # asyncio without TLS (the daemon opens no TLS transport); ssl itself still importable.
+    modules = imported_after(
+        "import sys\n"
+        "from vipkeeper.cli import _import_daemon\n"
+        "assert 'asyncio' not in sys.modules, 'the command line imports asyncio too early'\n"
+        "_import_daemon()\n"
+        "assert 'ssl' not in sys.modules\n"
+        "assert sys.modules['asyncio.base_events'].ssl is None\n"
+        "assert 'vipkeeper.daemon' in sys.modules\n"
+        "import ssl\n"
+        "assert ssl.SSLContext is not None\n"
+    )
+    assert "ssl" in modules
 
 
 def test_a_director_with_virtual_servers_loads_health_checks_when_it_starts() -> None:
