@@ -139,6 +139,7 @@ def health_spec(vs: model.VirtualServer, rng: random.Random) -> health.VirtualSe
         quorum_up=_script(vs.quorum_up),
         quorum_down=_script(vs.quorum_down),
         sorry_server=vs.endpoint(sorry) if sorry else None,
+        sorry_server_inhibit=vs.sorry_server_inhibit,
         omega=vs.omega,
     )
 

@@ -14,10 +14,11 @@ Proves:
   and answers the client from its own MAC, no reply passes a director; persistence_timeout
   holds the client on one real server where rr without it alternates;
 - a failed health check (the server refuses connections) sets weight 0 (inhibit_on_failure) or
-  removes the server, quorum loss switches to the sorry server, and all of it comes back when
-  the server does; keep-alive connections opened before to the healthy server keep it through
-  the reweight, through quorum loss (its real servers held at weight 0 by inhibit_on_failure:
-  new connections go to the sorry server, the established one stays) and through the recovery;
+  removes the server, quorum loss switches to the sorry server (held at weight 0 while idle, by
+  sorry_server_inhibit), and all of it comes back when the server does; keep-alive connections
+  opened before to the healthy server keep it through the reweight, through quorum loss (its
+  real servers held at weight 0 by inhibit_on_failure: new connections go to the sorry server,
+  the established one stays) and through the recovery;
 - removing a virtual server from the configuration and reloading removes it from the kernel;
 - a hard failure of the Master loses no request of a keep-alive connection sending every 100 ms,
   first with mh + sloppy_tcp (no state shared), then with lvs_sync_daemon (sloppy_tcp off, so
@@ -100,6 +101,7 @@ def director_config(
               *_real(RS1, 80, 1, "TCP_CHECK"), *_real(RS2, 80, 1, "TCP_CHECK"), "}"]  # fmt: skip
     lines += [f"virtual_server {VIP_SORRY} 80 {{", f"delay_loop {DELAY_LOOP}", "lb_algo wrr",
               "lb_kind DR", "protocol TCP", "quorum 2", f"sorry_server {SORRY} 80",
+              "sorry_server_inhibit",
               *_real(RS1, 80, 1, "TCP_CHECK", "inhibit_on_failure"),
               *_real(RS2, 80, 1, "TCP_CHECK", "inhibit_on_failure"), "}"]  # fmt: skip
     lines += [f"virtual_server {VIP_RR} 80 {{", "lb_algo rr", "lb_kind DR", "protocol TCP",
@@ -125,7 +127,13 @@ def expected_table(
     table = {
         f"TCP {VIP}:80": ("mh", frozenset({"mh-port"}), None, both("Route", 80, 3, 1)),
         f"TCP {VIP_PERSIST}:80": ("rr", frozenset(), 50, both("Route", 80, 1, 1)),
-        f"TCP {VIP_SORRY}:80": ("wrr", frozenset(), None, both("Route", 80, 1, 1)),
+        # sorry_server_inhibit: the idle sorry server is listed at weight 0
+        f"TCP {VIP_SORRY}:80": (
+            "wrr",
+            frozenset(),
+            None,
+            {**both("Route", 80, 1, 1), f"{SORRY}:80": ("Route", 0)},
+        ),
         f"TCP {VIP_RR}:80": ("rr", frozenset(), None, both("Route", 80, 1, 1)),
         f"TCP {VIP}:{NAT_PORT}": ("wrr", frozenset(), None, both("Masq", 80, 1, 1)),
     }

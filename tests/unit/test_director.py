@@ -168,6 +168,16 @@ def test_quorum_and_sorry_server_reach_the_health_core():
     assert spec.quorum == 2
     assert spec.sorry_server == endpoint("127.0.0.9", 80)
     assert spec.name == "TCP 10.0.0.1:80"
+    assert not spec.sorry_server_inhibit
+
+
+def test_sorry_server_inhibit_reaches_the_health_core():
+    text = QUORUM.replace("    sorry_server 127.0.0.9 80\n", "    sorry_server 127.0.0.9 80\n"
+                          "    sorry_server_inhibit\n")  # fmt: skip
+    result = parse_text(text)
+    assert result.diagnostics == [], [d.format() for d in result.diagnostics]
+    assert result.config is not None and only_vs(result.config).sorry_server_inhibit
+    assert health_spec(only_vs(result.config), random.Random(1)).sorry_server_inhibit
 
 
 # -- configuration -> load-balancer service ----------------------------------------------------

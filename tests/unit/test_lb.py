@@ -89,6 +89,20 @@ def test_sorry_server_idle_while_in_quorum():
     assert forwarding_servers(vs) == (RS1,)
 
 
+def test_an_idle_sorry_server_in_the_pool_is_held_at_weight_zero():
+    # The health monitor leaves the idle sorry server in the pool only with sorry_server_inhibit:
+    # it is then installed at weight 0 (IPVS lists it, no new flow goes to it), and diff()
+    # raises its weight when quorum is lost.
+    idle = VirtualServer(service=WEB, real_servers=(RS1,), sorry_server=rs("192.168.0.99", 0))
+    assert destinations(idle) == (RS1, rs("192.168.0.99", 0))
+    assert forwarding_servers(idle) == (RS1,)
+    lost = VirtualServer(service=WEB, real_servers=(RS1,), sorry_server=SORRY, in_quorum=False)
+    assert diff([idle], [lost]) == [
+        UpdateDestination(service=WEB, server=rs("192.168.0.54", 0), method=ForwardingMethod.DR),
+        UpdateDestination(service=WEB, server=SORRY, method=ForwardingMethod.DR),
+    ]
+
+
 def test_table_size_follows_configured_servers_not_healthy_ones():
     healthy = VirtualServer(service=WEB, real_servers=(RS1, RS2))
     one_down = VirtualServer(service=WEB, real_servers=(RS1, rs("192.168.0.55", 0)))
@@ -197,7 +211,8 @@ def test_diff_re_sends_destinations_when_the_method_changes():
 
 
 def test_diff_switches_to_sorry_server_on_quorum_loss():
-    old = [VirtualServer(service=WEB, real_servers=(RS1,), sorry_server=SORRY)]
+    # without sorry_server_inhibit the health monitor leaves the idle sorry server out
+    old = [VirtualServer(service=WEB, real_servers=(RS1,))]
     new = [VirtualServer(service=WEB, real_servers=(RS1,), sorry_server=SORRY, in_quorum=False)]
     assert diff(old, new) == [
         UpdateDestination(service=WEB, server=rs("192.168.0.54", 0), method=ForwardingMethod.DR),

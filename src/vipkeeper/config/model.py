@@ -384,6 +384,7 @@ class VirtualServer:
     quorum_up: Command | None = None
     quorum_down: Command | None = None
     sorry_server: SorryServer | None = None
+    sorry_server_inhibit: bool = False  # the idle sorry server stays in the kernel at weight 0
     alpha: bool = False
     omega: bool = False
     inhibit_on_failure: bool = False

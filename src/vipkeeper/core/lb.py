@@ -114,13 +114,18 @@ def destinations(virtual_server: VirtualServer) -> tuple[RealServer, ...]:
 
     Real servers are kept with their weight (0 stays installed, so IPVS lets established
     connections finish). While the sorry server is active it is the only one with a positive
-    weight: the real servers are held at weight 0.
+    weight: the real servers are held at weight 0. An idle sorry server is in the pool only with
+    sorry_server_inhibit (the health monitor leaves it out otherwise), and then held at weight 0.
     """
     servers = sorted(virtual_server.real_servers, key=lambda s: _sort_key(s.key))
-    if not virtual_server.sorry_active:
-        return tuple(servers)
-    assert virtual_server.sorry_server is not None
     sorry = virtual_server.sorry_server
+    if sorry is None:
+        return tuple(servers)
+    if not virtual_server.sorry_active:
+        if any(s.key == sorry.key for s in servers):
+            return tuple(servers)
+        idle = dataclasses.replace(sorry, weight=0)
+        return tuple(sorted([*servers, idle], key=lambda s: _sort_key(s.key)))
     held = [dataclasses.replace(s, weight=0) for s in servers if s.key != sorry.key]
     return tuple(sorted([*held, sorry], key=lambda s: _sort_key(s.key)))
 

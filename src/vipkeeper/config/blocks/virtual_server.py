@@ -123,6 +123,7 @@ class VirtualServerReader(BlockReader):
                 "quorum_up": self._set_command(fields, "quorum_up"),
                 "quorum_down": self._set_command(fields, "quorum_down"),
                 "sorry_server": sorry,
+                "sorry_server_inhibit": self._set_flag(fields, "sorry_server_inhibit"),
                 "alpha": self._set_flag(fields, "alpha"),
                 "omega": self._set_flag(fields, "omega"),
                 "inhibit_on_failure": self._set_flag(fields, "inhibit_on_failure"),
