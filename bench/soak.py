@@ -12,7 +12,10 @@ the same machine load for the whole run; a child process's figures come back as 
 
     sudo .venv/bin/python bench/soak.py --minutes 10 [--seed N] [--daemons vipkeeper,keepalived]
                                         [--concurrent] [--advert-int 0.2] [--json FILE]
-                                        [--markdown]
+                                        [--faults KIND,KIND...] [--markdown]
+
+--faults narrows the catalogue (vipkeeper.testing.chaos.FAULTS) to the kinds named, to play a
+few faults many times.
 
 Exit status 1 when vipkeeper broke an invariant (its seed and fault sequence are printed, and
 `make soak SEED=<seed>` replays it); keepalived's violations are reported, not failed on.
@@ -31,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from _netns import machine_summary
-from vipkeeper.testing.chaos import ADVERT_INT, run_soak
+from vipkeeper.testing.chaos import ADVERT_INT, FAULTS, run_soak
 
 ROWS = (
     ("rounds", "rounds"),
@@ -86,7 +89,7 @@ def soak_one(daemon: str, seed: int, args: argparse.Namespace) -> tuple[dict[str
     """Play the soak for one daemon in this process: its figures, and whether it broke one."""
     workdir = args.keep / f"{daemon}-{seed}"
     soak = run_soak(daemon, seed=seed, duration=args.minutes * 60,
-                    advert_int=args.advert_int, workdir=workdir)  # fmt: skip
+                    advert_int=args.advert_int, workdir=workdir, faults=args.faults)  # fmt: skip
     print(soak.summary_line(), flush=True)
     if soak.violations:
         print(soak.replay_text(), flush=True)
@@ -105,7 +108,7 @@ def soak_concurrently(daemons: list[str], seed: int, args: argparse.Namespace) -
             argv = [sys.executable, __file__, "--minutes", f"{args.minutes:g}",
                     "--seed", str(seed), "--daemons", daemon,
                     "--advert-int", f"{args.advert_int:g}", "--keep", str(args.keep),
-                    "--json", str(out)]  # fmt: skip
+                    "--faults", ",".join(args.faults), "--json", str(out)]  # fmt: skip
             children.append((daemon, out, subprocess.Popen(argv)))
         results = []
         for daemon, out, child in children:
@@ -128,13 +131,16 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--keep", type=Path, default=Path("artifacts/soak"),
                         help="daemon logs and client records go to KEEP/DAEMON-SEED")  # fmt: skip
+    parser.add_argument("--faults", type=lambda text: tuple(text.split(",")), default=FAULTS,
+                        help="fault kinds to draw from, comma-separated (default all)")  # fmt: skip
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args()
     seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
     daemons = args.daemons.split(",")
     print(f"# {machine_summary()}")
     print(f"# seed {seed}, {args.minutes:g} min per daemon, advert_int {args.advert_int:g}"
-          + (", daemons concurrently on separate LANs" if args.concurrent else ""))  # fmt: skip
+          + (", daemons concurrently on separate LANs" if args.concurrent else "")
+          + (f", faults {','.join(args.faults)}" if args.faults != FAULTS else ""))  # fmt: skip
     if args.concurrent and len(daemons) > 1:
         results = soak_concurrently(daemons, seed, args)
     else:

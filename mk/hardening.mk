@@ -5,7 +5,8 @@
 #   soak        vipkeeper and keepalived side by side under the same seeded random faults,
 #               DURATION minutes each (default 10), at the same time on separate LANs
 #               (SOAK_SERIAL=1: one after the other); SEED=<n> replays a sequence;
-#               figures to $(ARTIFACTS)/soak.json
+#               FAULTS=loss,partition draws from those kinds only; figures to
+#               $(ARTIFACTS)/soak.json
 #   fuzz        coverage-guided fuzzing of every parser, FUZZ_SECONDS each (see below)
 #   soak-lab    the chaos soak over the Compose lab (bench/soak_lab.py): seeded faults on directors
 #               and real servers under HTTP load for DURATION minutes, under the machine-wide
@@ -18,6 +19,7 @@
 
 DURATION ?= 10
 SEED ?=
+FAULTS ?=
 SOAK_SERIAL ?=
 SOAK_SECONDS ?= 120
 SOAK_SEED ?=
@@ -27,7 +29,8 @@ export SOAK_SECONDS SOAK_SEED
 
 soak: venv | $(ARTIFACTS)
 	$(PY) bench/soak.py --minutes $(DURATION) $(if $(SEED),--seed $(SEED)) \
-	    $(if $(SOAK_SERIAL),,--concurrent) --json $(ARTIFACTS)/soak.json
+	    $(if $(FAULTS),--faults $(FAULTS)) $(if $(SOAK_SERIAL),,--concurrent) \
+	    --json $(ARTIFACTS)/soak.json
 
 soak-lab: images | $(ARTIFACTS)
 	flock /tmp/vipkeeper-lab.lock $(PY) bench/soak_lab.py --minutes $(DURATION) \

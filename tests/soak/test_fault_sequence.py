@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
+
 from vipkeeper.testing.chaos import (
     ADVERT_INT,
     FAULTS,
@@ -45,3 +47,17 @@ def test_only_reordering_has_a_delay_and_the_observer_is_never_killed() -> None:
     for fault in itertools.islice(fault_sequence(5), 2000):
         assert (fault.delay > 0) == (fault.kind == "reorder")
         assert not (fault.kind == "kill" and fault.target == OBSERVER)
+
+
+def test_narrowed_kinds_draw_only_those_and_all_kinds_is_the_default_sequence() -> None:
+    narrowed = list(itertools.islice(fault_sequence(9, ("loss", "partition")), 400))
+    assert {f.kind for f in narrowed} == {"loss", "partition"}
+    default = [f.describe() for f in itertools.islice(fault_sequence(9, FAULTS), 400)]
+    assert default == first(9)
+
+
+def test_an_unknown_or_empty_kind_list_is_refused() -> None:
+    with pytest.raises(ValueError, match="flood"):
+        next(fault_sequence(1, ("loss", "flood")))
+    with pytest.raises(ValueError, match="no fault kinds"):
+        next(fault_sequence(1, ()))

@@ -33,13 +33,20 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from vipkeeper.core import timing
-from vipkeeper.testing.chaos.faults import DISTURBING, Fault, apply_fault, fault_sequence, has_netem
+from vipkeeper.testing.chaos.faults import (
+    DISTURBING,
+    FAULTS,
+    Fault,
+    apply_fault,
+    fault_sequence,
+    has_netem,
+)
 from vipkeeper.testing.chaos.lan import (
     ADVERT_INT,
     CLIENT_HOST,
@@ -108,11 +115,13 @@ class Soak:
         duration: float,
         advert_int: float = ADVERT_INT,
         out: Callable[[str], None] = print,
+        faults: Sequence[str] = FAULTS,
     ) -> None:
         if daemon not in ("vipkeeper", "keepalived"):
             raise ValueError(f"daemon {daemon!r}")
         self.lab, self.daemon, self.seed, self.out = lab, daemon, seed, out
         self.duration, self.advert_int = duration, advert_int
+        self.faults = tuple(faults)
         self.netem = has_netem()
         self.net = Subnet.next()
         self.routers: dict[str, Router] = {}
@@ -258,7 +267,7 @@ class Soak:
             f"{self.advert_int:g}, routers {', '.join(f'{n}={p}' for n, p in ROUTERS)}, "
             f"sch_netem {'yes' if self.netem else 'no'}"
         )
-        for fault in fault_sequence(self.seed):
+        for fault in fault_sequence(self.seed, self.faults):
             if time.time() >= end:
                 break
             self.round_number += 1
@@ -427,7 +436,8 @@ class Soak:
 
     def replay_text(self) -> str:
         """What a failure prints: the seed and the faults played, so `make soak SEED=` replays."""
-        lines = [f"seed {self.seed}: replay with `make soak SEED={self.seed}`"]
+        narrowed = f" FAULTS={','.join(self.faults)}" if self.faults != FAULTS else ""
+        lines = [f"seed {self.seed}: replay with `make soak SEED={self.seed}{narrowed}`"]
         lines += [f"  {r.number} (t+{r.applied - self.started:.2f} s): {r.fault.describe()}"
               for r in self.rounds]  # fmt: skip
         lines += [f"  violation at round {v.round}: {v.what}" for v in self.violations]
@@ -452,6 +462,7 @@ def run_soak(
     duration: float,
     advert_int: float = ADVERT_INT,
     workdir: Path | None = None,
+    faults: Sequence[str] = FAULTS,
 ) -> Soak:
     """Build a LAN, play the soak, tear the LAN down; the finished Soak (figures, violations).
 
@@ -467,7 +478,8 @@ def run_soak(
     compileall.compile_dir(str(Path(vipkeeper.__file__).parent), quiet=1)
     with Lab(workdir=workdir) as lab:
         soak = Soak(lab, daemon=daemon, seed=seed, duration=duration, advert_int=advert_int,
-                    out=lambda text: print(text, file=sys.stderr, flush=True))  # fmt: skip
+                    out=lambda text: print(text, file=sys.stderr, flush=True),
+                    faults=faults)  # fmt: skip
         try:
             soak.play()
         finally:
