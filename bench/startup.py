@@ -118,24 +118,28 @@ def one_run(daemon: str, kind: str) -> dict[str, Any]:
         return result
 
 
-# Growing sets of what `vipkeeper run` imports before it is in the election: each row imports
-# its modules after the rows above it, in a fresh interpreter with the garbage collector off.
+# Growing sets of what `vipkeeper run` imports before it is in the election, in its order: each
+# row runs its statements after the rows above it, in a fresh interpreter with the garbage
+# collector off.
 WHERE = (
     ("the interpreter itself", ()),
-    ("asyncio and argparse", ("asyncio", "argparse")),
-    ("the configuration: lexer, parser, builders, model", ("vipkeeper.config.load",)),
+    (
+        "the command line, argparse and asyncio (without ssl, as `vipkeeper run` loads it)",
+        ("from vipkeeper.cli import import_asyncio_without_ssl", "import_asyncio_without_ssl()"),
+    ),
+    ("the configuration: lexer, parser, builders, model", ("import vipkeeper.config.load",)),
     (
         "the VRRP core, driver, adapters (rtnetlink, sockets, autopilot)",
         (
-            "vipkeeper.read_policy",
-            "vipkeeper.drivers.vrrp",
-            "vipkeeper.io.addresses",
-            "vipkeeper.io.links",
-            "vipkeeper.io.gratuitous",
-            "vipkeeper.io.vrrp_socket",
+            "import vipkeeper.read_policy",
+            "import vipkeeper.drivers.vrrp",
+            "import vipkeeper.io.addresses",
+            "import vipkeeper.io.links",
+            "import vipkeeper.io.gratuitous",
+            "import vipkeeper.io.vrrp_socket",
         ),
     ),
-    ("the daemon: the rest of `vipkeeper.daemon`", ("vipkeeper.daemon",)),
+    ("the daemon: the rest of `vipkeeper.daemon`", ("import vipkeeper.daemon",)),
 )
 
 # Counts and times dataclass creation inside the child (dataclasses._process_class is where
@@ -169,12 +173,12 @@ def child_cpu(code: str, env: dict[str, str] | None = None) -> tuple[float, str]
 def where(runs: int, markdown: bool) -> None:
     """Print where the import CPU goes (see the module docstring)."""
     rows: list[tuple[str, float]] = []
-    modules: list[str] = []
+    statements: list[str] = []
     for label, more in WHERE:
-        modules.extend(more)
-        code = "import gc; gc.disable()\n" + "".join(f"import {m}\n" for m in modules)
+        statements.extend(more)
+        code = "import gc; gc.disable()\n" + "".join(f"{line}\n" for line in statements)
         rows.append((label, statistics.median(child_cpu(code)[0] for _ in range(runs))))
-    daemon = "import gc; gc.disable()\nimport argparse, vipkeeper.daemon\n"
+    daemon = "import gc; gc.disable()\nfrom vipkeeper.cli import _import_daemon\n_import_daemon()\n"
     with tempfile.TemporaryDirectory() as scratch:
         # A copy of the package without __pycache__, first on the path: compiled at import.
         import vipkeeper

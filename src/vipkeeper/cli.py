@@ -86,24 +86,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def import_asyncio_without_ssl() -> None:
+    """Import asyncio without the ssl module, for the daemon (bench/startup.py measures it).
+
+    asyncio loads ssl (OpenSSL's bindings, about a tenth of asyncio's import) for TLS
+    transports, which the daemon never opens: asyncio is imported while ssl reads as absent, so
+    it offers no TLS, and ssl imports normally afterwards for anything that asks for it.
+    """
+    if "asyncio" in sys.modules or "ssl" in sys.modules:
+        return
+    sys.modules["ssl"] = None  # type: ignore[assignment]  # import ssl: ImportError
+    try:
+        import asyncio  # noqa: F401
+    finally:
+        del sys.modules["ssl"]
+
+
 def _import_daemon() -> Callable[[argparse.Namespace], int]:
     """`vipkeeper.daemon.run_daemon`, imported as cheaply as start-up allows (bench/startup.py).
 
-    asyncio loads the ssl module (OpenSSL's bindings, about a tenth of asyncio's import) for TLS
-    transports, which the daemon never opens: asyncio is imported while ssl reads as absent, so
-    it offers no TLS, and ssl imports normally afterwards for anything that asks for it.
-    The daemon's modules create hundreds of classes and no garbage worth collecting: without
-    the collector's passes over them the import takes about a tenth less time. What they made
-    is then frozen, so later passes skip it too.
+    asyncio comes without ssl (import_asyncio_without_ssl). The daemon's modules create
+    hundreds of classes and no garbage worth collecting: without the collector's passes over
+    them the import takes about a tenth less time. What they made is then frozen, so later
+    passes skip it too.
     """
     gc.disable()
     try:
-        if "asyncio" not in sys.modules and "ssl" not in sys.modules:
-            sys.modules["ssl"] = None  # type: ignore[assignment]  # import ssl: ImportError
-            try:
-                import asyncio  # noqa: F401
-            finally:
-                del sys.modules["ssl"]
+        import_asyncio_without_ssl()
         from vipkeeper.daemon import run_daemon
     finally:
         gc.freeze()
