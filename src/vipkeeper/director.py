@@ -245,6 +245,7 @@ class Director:
         self._pools: dict[str, Pool] = {}
         self._dirty = asyncio.Event()
         self._applier: asyncio.Task[None] | None = None
+        self._applier_stopped = False  # the apply loop ends even if its cancellation is lost
         self._tasks: set[asyncio.Task[object]] = set()
         self.applied: tuple[lb.VirtualServer, ...] | None = None
         self.apply_errors = 0
@@ -365,6 +366,7 @@ class Director:
             self._backend.name,
             data_plane_choice(_BACKENDS[self.config.global_defs.lvs_backend]),
         )
+        self._applier_stopped = False
         self._applier = asyncio.get_running_loop().create_task(self._apply_loop())
         self._scheduler.start()
 
@@ -421,9 +423,7 @@ class Director:
         if not self.active:
             return
         await self._scheduler.stop()
-        if self._applier is not None:
-            self._applier.cancel()
-            await asyncio.gather(self._applier, return_exceptions=True)
+        await self._stop_applier()
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=5)
         if self._backend is not None and not release:
@@ -454,9 +454,7 @@ class Director:
         successor.apply_errors = self.apply_errors
         if self.active:
             await self._scheduler.stop(shutdown=False)
-            if self._applier is not None:
-                self._applier.cancel()
-                await asyncio.gather(self._applier, return_exceptions=True)
+            await self._stop_applier()
         if self._backend is not None:
             update = getattr(self._backend, "set_ingress_devices", None)
             if update is not None:
@@ -544,12 +542,26 @@ class Director:
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
 
+    async def _stop_applier(self) -> None:
+        """End the apply loop. Cancelling it is not enough on its own: an apply that completes
+        in the same loop iteration as the cancel can swallow it (asyncio.wait_for in CPython
+        3.11), and the loop would then wait for the next change forever. So the loop also
+        checks a flag, and is woken to see it."""
+        if self._applier is None:
+            return
+        self._applier_stopped = True
+        self._dirty.set()
+        self._applier.cancel()
+        await asyncio.gather(self._applier, return_exceptions=True)
+
     async def _apply_loop(self) -> None:
         from vipkeeper.core import lb
 
         assert self._backend is not None
-        while True:
+        while not self._applier_stopped:
             await self._dirty.wait()
+            if self._applier_stopped:
+                return
             self._dirty.clear()
             desired = self.desired()
             try:

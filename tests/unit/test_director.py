@@ -13,6 +13,7 @@ No network, no clock: the checkers are never run here (only a loop for the apply
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections.abc import Sequence
 
@@ -517,3 +518,29 @@ async def test_sync_daemon_is_ignored_with_a_warning_on_nftables(monkeypatch, ca
     await director.stop()
     assert RecordingSync.made == []
     assert "lvs_sync_daemon: ignored, it needs the IPVS data plane" in caplog.text
+
+
+async def test_stop_ends_the_apply_loop_even_when_an_apply_swallows_the_cancellation():
+    # What asyncio.wait_for can do in CPython 3.11 when the awaited tool finishes as the cancel
+    # arrives: the apply returns normally and the loop goes back to waiting for a change.
+    class SwallowingBackend(FakeBackend):
+        def __init__(self) -> None:
+            super().__init__()
+            self.in_apply = asyncio.Event()
+            self.release = asyncio.Event()
+
+        async def apply(self, desired: Sequence[lb.VirtualServer]) -> None:
+            self.applied.append(tuple(desired))
+            if len(self.applied) == 2:
+                self.in_apply.set()
+                with contextlib.suppress(asyncio.CancelledError):  # swallowed: "completed"
+                    await self.release.wait()
+
+    backend = SwallowingBackend()
+    director = await _started(NO_CHECKERS, backend)
+    pool = health.Pool(real_servers=(health.RealServer.at(endpoint("127.0.0.3", 80), 4),))
+    director._emit([health.PoolChanged(virtual_server="TCP 10.0.0.1:80", pool=pool)])
+    await asyncio.wait_for(backend.in_apply.wait(), 5)
+
+    await asyncio.wait_for(director.stop(), 5)  # TimeoutError here: the loop waited on
+    assert backend.cleared == 1
