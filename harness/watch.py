@@ -713,8 +713,13 @@ def lab_watch(lab: Lab, http: HttpSource | None = None) -> Watch:
 
 def run_watch(lab: Lab, *, refresh: float = REFRESH, seconds: float | None = None) -> int:
     """Draw the live view until Ctrl-C (or `seconds`). SIGUSR1 prints every thread's stack (to
-    see what a view that does not answer is waiting for)."""
+    see what a view that does not answer is waiting for).
+
+    Ctrl-C stops the view even when it was started with SIGINT ignored, as a shell's background
+    job (`make watch &` in a script) is: Python then installs no KeyboardInterrupt of its own.
+    """
     faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     watch = lab_watch(lab).start()
     deadline = None if seconds is None else time.monotonic() + seconds
     try:

@@ -13,6 +13,10 @@ import pytest
 
 from vipkeeper.testing.netns import Lab
 
+# Every daemon these tests start inherits it: one that will not stop is sent SIGABRT
+# (DaemonProcess.stop) and writes every thread's stack into its log.
+os.environ.setdefault("PYTHONFAULTHANDLER", "1")
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     missing = []

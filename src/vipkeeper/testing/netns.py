@@ -102,6 +102,9 @@ def _shorten(argv: Sequence[str]) -> str:
     return " ".join(arg if len(arg) <= 60 else arg[:57] + "..." for arg in argv)
 
 
+ABORT_GRACE = 5.0  # seconds a daemon has to write its stacks after SIGABRT before SIGKILL
+
+
 class DaemonProcess:
     """A daemon started by a test, its JSON log going to `log_path`: what every netns helper
     needs to stop it and read what it said."""
@@ -114,14 +117,22 @@ class DaemonProcess:
         return self.process.poll() is None
 
     def stop(self, timeout: float = 15.0) -> int:
-        """SIGTERM (a VRRP daemon sends priority 0 and removes its VIPs), SIGKILL if it
-        lingers past `timeout`; its exit status (negative: the signal that ended it)."""
+        """SIGTERM (a VRRP daemon sends priority 0 and removes its VIPs); if it lingers past
+        `timeout`, SIGABRT, then SIGKILL. Its exit status (negative: the signal that ended it).
+
+        A Python daemon started with PYTHONFAULTHANDLER=1 (the netns suite sets it) answers
+        SIGABRT by writing every thread's stack to its stderr, so the log of a daemon that
+        would not stop says where it waited."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:
-                self.process.kill()
+                self.process.send_signal(signal.SIGABRT)
+                try:
+                    self.process.wait(ABORT_GRACE)
+                except subprocess.TimeoutExpired:
+                    self.process.kill()
         return self.process.wait(timeout)
 
     def log(self) -> str:
