@@ -558,8 +558,8 @@ class Director:
         from vipkeeper.core import lb
 
         assert self._backend is not None
-        while not self._applier_stopped:
-            await self._dirty.wait()
+        while True:
+            await self._dirty.wait()  # _stop_applier sets it too, to wake the loop to return
             if self._applier_stopped:
                 return
             self._dirty.clear()
