@@ -26,7 +26,7 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from vipkeeper import metrics, pidfile, read_policy, service, status
+from vipkeeper import pidfile, read_policy, service, status
 from vipkeeper.assemble import Plan, plan
 from vipkeeper.config import model
 from vipkeeper.core.effects import ReportTransition, VirtualAddress
@@ -42,7 +42,6 @@ from vipkeeper.core.sync_group import SyncGroup
 from vipkeeper.core.vrrp import VrrpInstance
 from vipkeeper.core.vrrp_settings import InstanceSettings
 from vipkeeper.core.vrrp_wire import virtual_mac
-from vipkeeper.director import Director
 from vipkeeper.drivers.vrrp import Driver
 from vipkeeper.io.addresses import AddressManager
 from vipkeeper.io.autopilot import Autopilot
@@ -50,19 +49,23 @@ from vipkeeper.io.gratuitous import GratuitousSender
 from vipkeeper.io.links import AddressChanged, LinkChanged, LinkEvent, LinkMonitor, link_states
 from vipkeeper.io.notify_fifo import NotifyFifos
 from vipkeeper.io.scripts import ScriptRunner, script_security
-from vipkeeper.io.vmac import Vmac, VmacManager
-from vipkeeper.io.vrrp_filter import VrrpFilter
 from vipkeeper.io.vrrp_socket import VrrpSocketPool
 from vipkeeper.logsetup import setup_logging
 from vipkeeper.notify_scripts import NotifyScripts
 from vipkeeper.reloader import Reloader, load_logged
-from vipkeeper.snapshots import Snapshots
 from vipkeeper.source_addresses import SourceAddresses, socket_family
 from vipkeeper.tasks import BackgroundTasks
 from vipkeeper.track_scripts import TrackScripts
 
+# What the instances do not need to be in the election is imported once they are
+# (`Daemon.after_election`), or never when the configuration does not use it.
 if TYPE_CHECKING:
     from vipkeeper.control import ControlServer
+    from vipkeeper.director import Director
+    from vipkeeper.io.vmac import Vmac, VmacManager
+    from vipkeeper.io.vrrp_filter import VrrpFilter
+    from vipkeeper.metrics import MetricsServer
+    from vipkeeper.snapshots import Snapshots
 
 log = logging.getLogger("vipkeeper")
 
@@ -98,9 +101,14 @@ class Daemon:
             config_loaded_at=started,
         )
         self.reloader = Reloader(self)
-        self.snapshots = Snapshots(self)
+        # Made once the instances are in the election (after_election), then in_service is set.
+        self.snapshots: Snapshots | None = None
+        self.director: Director | None = None
+        self.control: ControlServer | None = None
+        self.metrics: MetricsServer | None = None
+        self.in_service = asyncio.Event()
         self.control_socket = control_socket
-        self.control: ControlServer | None = None  # served once the instances are in the election
+        self.metrics_listen = metrics_listen
         self.plan: Plan = plan(config)
         self.instances: dict[str, VrrpInstance] = {}
         self.routes: dict[tuple[str, int, int], tuple[str, str | None]] = {}
@@ -114,19 +122,13 @@ class Daemon:
         self.track_scripts = TrackScripts(self.runner, self._on_script_changed)
         self.gratuitous = GratuitousSender()
         self.sockets = VrrpSocketPool(self._on_packet)
-        self.vrrp_filter = VrrpFilter()  # global_defs vrrp_peer_filter
-        self.vmacs = VmacManager()
+        self.vrrp_filter: VrrpFilter | None = None  # made when vrrp_peer_filter is on
+        self.vmacs: VmacManager | None = None  # made when an instance has use_vmac
         self.autopilot = Autopilot(self.sockets) if autopilot else None
         self.driver: Driver | None = None
         self.links: LinkMonitor | None = None
         self.fifos = NotifyFifos(config.global_defs, self.runner)
         self.notify = NotifyScripts(config, self.runner, self.fifos, self.tasks.spawn)
-        self.director = Director(config, runner=self.runner, fifos=self.fifos)
-        latency = self.snapshots.check_latency
-        self.director.check_observers.append(
-            lambda vs, server, record: latency.observe(vs, server, record.latency)
-        )
-        self.metrics = metrics.MetricsServer(*metrics_listen) if metrics_listen else None
         self.notifier = service.Notifier.from_environment()
 
     # -- life cycle -----------------------------------------------------------------------
@@ -152,11 +154,7 @@ class Daemon:
         try:
             await self.fifos.open()
             await self.start(self.plan)
-            await self.director.start()
-            self.journal.config_checksum = status.config_checksum(self.config.files)
-            await self._open_control()
-            if self.metrics is not None:
-                self.metrics.start(self.snapshots.metrics)
+            await self.after_election()
             log.info("vipkeeper running with %d VRRP instance(s)", len(self.instances))
             self.notifier.ready(self.service_status())
             await self._stop.wait()
@@ -168,20 +166,48 @@ class Daemon:
                 await self.metrics.stop()
             if self.control is not None:
                 await self.control.stop()
-            await self.director.stop(release=self.release_ipvs)
-            await self.vmacs.remove_all()
-            await self.vrrp_filter.remove()
+            if self.director is not None:
+                await self.director.stop(release=self.release_ipvs)
+            if self.vmacs is not None:
+                await self.vmacs.remove_all()
+            if self.vrrp_filter is not None:
+                await self.vrrp_filter.remove()
             await self._close()
             await self.fifos.close()
             self.notifier.close()
         return 0
 
-    async def _open_control(self) -> None:
+    async def after_election(self) -> None:
+        """Start what the instances do not need to be in the election, now that they are:
+        the director (health checks, data plane, sync daemon), the operator's side (status,
+        metrics, control socket) and the configuration's checksum. Their modules load here, not
+        before the election (bench/startup.py measures exec to "in the election")."""
+        from vipkeeper.director import Director
+        from vipkeeper.snapshots import Snapshots
+
+        self.snapshots = snapshots = Snapshots(self)
+        self.director = Director(self.config, runner=self.runner, fifos=self.fifos)
+        self.director.check_observers.append(
+            lambda vs, server, record: snapshots.check_latency.observe(vs, server, record.latency)
+        )
+        await self.director.start()
+        for name, instance in self.instances.items():  # states entered before it existed
+            await self.director.vrrp_state(name, instance.state)
+        self.journal.config_checksum = status.config_checksum(self.config.files)
+        await self._open_control(snapshots)
+        if self.metrics_listen is not None:
+            from vipkeeper.metrics import MetricsServer
+
+            self.metrics = MetricsServer(*self.metrics_listen)
+            self.metrics.start(snapshots.metrics)
+        self.in_service.set()
+
+    async def _open_control(self, snapshots: Snapshots) -> None:
         if not self.control_socket:
             return
-        from vipkeeper.control import ControlServer  # not before the election (bench/startup.py)
+        from vipkeeper.control import ControlServer
 
-        handlers = {"status": self.snapshots.status, "reload": self.reloader.request}
+        handlers = {"status": snapshots.status, "reload": self.reloader.request}
         control = ControlServer(self.control_socket, handlers)
         try:
             await control.start()
@@ -209,10 +235,9 @@ class Daemon:
             started.append(group)
         self.plan = whole or new
         self.routes = self.plan.routes()
-        await self.vrrp_filter.sync(self.config.global_defs.vrrp_peer_filter,
-                                    self.plan.settings.values())  # fmt: skip
+        await self._sync_peer_filter()
         self.sources.use(self.plan, new.settings)
-        await self.vmacs.sync(_wanted_vmacs(self.config))
+        await self._sync_vmacs()
         for settings in new.settings.values():
             try:
                 await self.sockets.open(settings.interface, socket_family(settings.family))
@@ -230,6 +255,26 @@ class Daemon:
         )
         self.driver.feed_all(Started(), started)
         self._update_receive_modes()
+
+    async def _sync_peer_filter(self) -> None:
+        enabled = self.config.global_defs.vrrp_peer_filter
+        if self.vrrp_filter is None:
+            if not enabled:
+                return
+            from vipkeeper.io.vrrp_filter import VrrpFilter
+
+            self.vrrp_filter = VrrpFilter()
+        await self.vrrp_filter.sync(enabled, self.plan.settings.values())
+
+    async def _sync_vmacs(self) -> None:
+        wanted = _wanted_vmacs(self.config)
+        if self.vmacs is None:
+            if not wanted:
+                return
+            from vipkeeper.io.vmac import VmacManager
+
+            self.vmacs = VmacManager()
+        await self.vmacs.sync(wanted)
 
     def _feed_instance(self, name: str, event: Event) -> None:
         """Give `event` to the instance `name`, inside its sync group if it has one."""
@@ -279,7 +324,7 @@ class Daemon:
 
     def _on_transition(self, transition: ReportTransition) -> None:
         self.journal.record_transition(transition, time.time())
-        if self.director.follows(transition.instance):
+        if self.director is not None and self.director.follows(transition.instance):
             self.tasks.spawn(self.director.vrrp_state(transition.instance, transition.new))
         # Not urgent, and not on a takeover's path: once per burst of transitions, just after.
         if not self._modes_pending:
@@ -327,6 +372,10 @@ class Daemon:
 
 
 def _wanted_vmacs(config: model.Config) -> dict[str, Vmac]:
+    if all(instance.use_vmac is None for instance in config.vrrp_instances):
+        return {}
+    from vipkeeper.io.vmac import Vmac
+
     return {
         instance.use_vmac: Vmac(
             name=instance.use_vmac,

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from vipkeeper.config import model
+from vipkeeper.config import lvs_model, model
 from vipkeeper.core.pool import Pool
 from vipkeeper.core.states import State
 from vipkeeper.io.lb_backend import (
@@ -70,7 +70,7 @@ def _status_codes(ranges: Sequence[tuple[int, int]]) -> frozenset[int]:
     return frozenset(code for low, high in ranges for code in range(low, high + 1))
 
 
-def hash_seed(config: model.Config, vs: model.VirtualServer) -> int:
+def hash_seed(config: model.Config, vs: lvs_model.VirtualServer) -> int:
     """The jhash seed: configured, or derived from the service so every director agrees."""
     if config.global_defs.lvs_hash_seed is not None:
         return config.global_defs.lvs_hash_seed
@@ -79,7 +79,7 @@ def hash_seed(config: model.Config, vs: model.VirtualServer) -> int:
     return zlib.crc32(vs.key.encode())
 
 
-def virtual_service(config: model.Config, vs: model.VirtualServer) -> lb.VirtualService:
+def virtual_service(config: model.Config, vs: lvs_model.VirtualServer) -> lb.VirtualService:
     from vipkeeper.core import lb, maglev
 
     return lb.VirtualService(
@@ -102,7 +102,7 @@ def virtual_service(config: model.Config, vs: model.VirtualServer) -> lb.Virtual
 
 
 def _checker_spec(
-    vs: model.VirtualServer, checker: model.Checker, rng: random.Random
+    vs: lvs_model.VirtualServer, checker: lvs_model.Checker, rng: random.Random
 ) -> health.CheckerSpec:
     from vipkeeper.core import health
 
@@ -111,13 +111,13 @@ def _checker_spec(
         retry=checker.retry,
         delay_before_retry=checker.delay_before_retry,
         alpha=vs.alpha,
-        misc_dynamic=isinstance(checker, model.MiscCheck) and checker.misc_dynamic,
+        misc_dynamic=isinstance(checker, lvs_model.MiscCheck) and checker.misc_dynamic,
         # keepalived's warmup: spread the first checks over one delay_loop.
         initial_delay=rng.uniform(0, checker.delay_loop),
     )
 
 
-def health_spec(vs: model.VirtualServer, rng: random.Random) -> health.VirtualServerSpec:
+def health_spec(vs: lvs_model.VirtualServer, rng: random.Random) -> health.VirtualServerSpec:
     from vipkeeper.core import health
 
     sorry = vs.sorry_server
@@ -145,11 +145,14 @@ def health_spec(vs: model.VirtualServer, rng: random.Random) -> health.VirtualSe
 
 
 def make_checker(
-    vs: model.VirtualServer, rs: model.RealServer, checker: model.Checker, runner: ScriptRunner
+    vs: lvs_model.VirtualServer,
+    rs: lvs_model.RealServer,
+    checker: lvs_model.Checker,
+    runner: ScriptRunner,
 ) -> io_checkers.Checker:
     from vipkeeper.io import checkers as io_checkers
 
-    if isinstance(checker, model.MiscCheck):
+    if isinstance(checker, lvs_model.MiscCheck):
         return io_checkers.MiscCheck(
             argv=checker.command.argv,
             timeout=checker.misc_timeout or checker.delay_loop,
@@ -157,7 +160,7 @@ def make_checker(
         )
     address = checker.connect_ip or rs.address
     port = checker.connect_port or vs.endpoint(rs).port
-    if isinstance(checker, model.TcpCheck):
+    if isinstance(checker, lvs_model.TcpCheck):
         return io_checkers.TcpCheck(
             address=address, port=port, connect_timeout=checker.connect_timeout
         )
@@ -287,7 +290,7 @@ class Director:
                         virtual_server=vs.key, server=endpoint, index=index
                     )
                     checkers[checker_id] = make_checker(vs, rs, checker, self._runner)
-                    if isinstance(checker, model.MiscCheck):
+                    if isinstance(checker, lvs_model.MiscCheck):
                         self._misc_dynamic[checker_id] = checker.misc_dynamic
         scheduler = HealthScheduler(self.monitor, checkers, self._emit)
         scheduler.on_check = self._on_check
@@ -308,11 +311,13 @@ class Director:
         return self._pools.get(name, _NO_POOL)
 
     @staticmethod
-    def real_servers(vs: model.VirtualServer) -> list[tuple[model.RealServer, health.Endpoint]]:
+    def real_servers(
+        vs: lvs_model.VirtualServer,
+    ) -> list[tuple[lvs_model.RealServer, health.Endpoint]]:
         return [(rs, vs.endpoint(rs)) for rs in vs.real_servers]
 
     @staticmethod
-    def sorry_server(vs: model.VirtualServer) -> health.Endpoint | None:
+    def sorry_server(vs: lvs_model.VirtualServer) -> health.Endpoint | None:
         return vs.endpoint(vs.sorry_server) if vs.sorry_server else None
 
     async def traffic(

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from vipkeeper.assemble import Plan
-from vipkeeper.config import model
+from vipkeeper.config import lvs_model, model
 from vipkeeper.core.vrrp_settings import InstanceSettings
 
 
@@ -108,11 +108,11 @@ def _machines(plan: Plan) -> dict[str, frozenset[str]]:
     return machines
 
 
-def _real_servers(vs: model.VirtualServer) -> dict[str, model.RealServer]:
+def _real_servers(vs: lvs_model.VirtualServer) -> dict[str, lvs_model.RealServer]:
     return {str(vs.endpoint(rs)): rs for rs in vs.real_servers}
 
 
-def _without_real_servers(vs: model.VirtualServer) -> model.VirtualServer:
+def _without_real_servers(vs: lvs_model.VirtualServer) -> lvs_model.VirtualServer:
     return dataclasses.replace(vs, real_servers=())
 
 

@@ -51,6 +51,7 @@ class Reloader:
         """Load the configuration again and apply the difference; a configuration with errors
         is refused and the running one stays in force."""
         notifier = self._daemon.notifier
+        await self._daemon.in_service.wait()  # a SIGHUP while the daemon starts waits for it
         async with self._lock:  # SIGHUP and the control socket may ask at once
             notifier.reloading()
             try:
@@ -91,6 +92,7 @@ class Reloader:
             {v.dev for s in steps.reconfigured.values() for v in s.virtual_addresses}
         )
         await daemon.track_scripts.stop_changed(old_config, config)
+        assert daemon.director is not None  # made before in_service is set
         if reload.lvs_differs(old_config, config):
             daemon.director = await daemon.director.hand_over(config)
             for name, instance in daemon.instances.items():

@@ -31,6 +31,7 @@ class Snapshots:
     async def status(self, _arguments: object = None) -> dict[str, object]:
         daemon = self._daemon
         assert daemon.driver is not None
+        assert daemon.director is not None  # both made once the instances are in the election
         daemon.driver.catch_up()  # counters of instances on the autopilot, exact
         loop = asyncio.get_running_loop()
         return status.build_status(
@@ -48,11 +49,12 @@ class Snapshots:
             ),
             now=time.time(),
             wall_offset=time.time() - loop.time(),
-            vrrp_filter=await daemon.vrrp_filter.counters(),
+            vrrp_filter=None if daemon.vrrp_filter is None else await daemon.vrrp_filter.counters(),
         )
 
     async def metrics(self) -> metrics.Snapshot:
         daemon = self._daemon
+        assert daemon.director is not None
         try:
             traffic, connections = await daemon.director.traffic()
         except Exception as exc:  # the counters are worth a warning, not a failed scrape

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 
 from vipkeeper import __version__
 from vipkeeper.assemble import Plan
-from vipkeeper.config import model
 from vipkeeper.core.effects import ReportTransition
 from vipkeeper.core.states import State
 from vipkeeper.core.sync_group import SyncGroup
@@ -62,6 +61,8 @@ def config_checksum(files: Iterable[str]) -> str:
 
 @dataclass(frozen=True)
 class TransitionRecord:
+    """An instance's last state change, as the status document shows it."""
+
     time: float  # seconds since the epoch
     old: str  # INIT / BACKUP / MASTER / FAULT
     new: str
@@ -70,6 +71,8 @@ class TransitionRecord:
 
 @dataclass(frozen=True)
 class ReloadRecord:
+    """The outcome of one reload."""
+
     time: float
     result: str  # "applied" or "refused"
     errors: tuple[str, ...] = ()  # file:line:column messages of a refused configuration
@@ -149,14 +152,6 @@ ERROR_KINDS: dict[str, tuple[str, ...]] = {
     "authentication_invalid": ("auth_type_invalid",),
     "authentication_mismatch": ("auth_type",),
     "authentication_failure": ("auth_mismatch",),
-}
-
-
-# A checker as keepalived.conf names it.
-CHECKER_KEYWORDS: dict[type, str] = {
-    model.HttpGetCheck: "HTTP_GET",
-    model.TcpCheck: "TCP_CHECK",
-    model.MiscCheck: "MISC_CHECK",
 }
 
 
@@ -241,6 +236,8 @@ def _instance(
 
 
 def _virtual_servers(director: Director, wall_offset: float) -> list[dict[str, Any]]:
+    from vipkeeper.config import lvs_model  # loaded with the first virtual_server block
+
     result = []
     for vs in director.config.virtual_servers:
         name = vs.key
@@ -258,7 +255,7 @@ def _virtual_servers(director: Director, wall_offset: float) -> list[dict[str, A
                     "effective_weight": director.monitor.server_weight(name, endpoint),
                     "health": "up" if director.monitor.server_is_up(name, endpoint) else "down",
                     "in_pool": weights.get(endpoint, 0) > 0,
-                    "checkers": [CHECKER_KEYWORDS[type(c)] for c in rs.checkers],
+                    "checkers": [lvs_model.CHECKER_KEYWORDS[type(c)] for c in rs.checkers],
                     "last_check": None
                     if check is None
                     else {

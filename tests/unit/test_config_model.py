@@ -7,15 +7,13 @@ from pathlib import Path
 import pytest
 
 from vipkeeper.config import load_config
+from vipkeeper.config.lvs_model import HttpGetCheck, MiscCheck, TcpCheck
 from vipkeeper.config.model import (
     Config,
-    HttpGetCheck,
     LvsBackend,
     LvsMethod,
     LvsScheduler,
-    MiscCheck,
     Protocol,
-    TcpCheck,
     VrrpState,
 )
 from vipkeeper.testing.samples import parsed

@@ -18,7 +18,7 @@ import random
 from collections.abc import Sequence
 
 from vipkeeper import director as director_module
-from vipkeeper.config import model, parse_text
+from vipkeeper.config import lvs_model, model, parse_text
 from vipkeeper.core import health, lb, maglev
 from vipkeeper.director import Director, hash_seed, health_spec, make_checker, virtual_service
 from vipkeeper.io import checkers as io_checkers
@@ -87,7 +87,7 @@ virtual_server 10.0.0.1 80 {
 """
 
 
-def only_vs(config: model.Config) -> model.VirtualServer:
+def only_vs(config: model.Config) -> lvs_model.VirtualServer:
     (vs,) = config.virtual_servers
     return vs
 

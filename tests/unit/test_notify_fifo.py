@@ -11,7 +11,8 @@ import pytest
 
 from vipkeeper.config import parse_text
 from vipkeeper.config.diagnostics import Location
-from vipkeeper.config.model import Command, NotifyFifo, Protocol, VirtualServer
+from vipkeeper.config.lvs_model import VirtualServer
+from vipkeeper.config.model import Command, NotifyFifo, Protocol
 from vipkeeper.io.notify_fifo import (
     NotifyFifo as FifoWriter,
 )

@@ -1,8 +1,9 @@
 """Start-up imports only what the configuration needs: a VRRP-only daemon, built as `vipkeeper
-run` builds it, loads no pyroute2 module, no health core, checker, Maglev or data plane, no
-metrics exporter, no terminal rendering and no reload planning, and before its instances are in
-the election neither the control socket's server nor ssl or hashlib; a director with virtual
-servers loads them when it starts, after the VRRP instances are in the election. IPVS support is
+run` builds it, loads no pyroute2 module, no LVS model, health core, checker, Maglev or data
+plane, no metrics exporter, no terminal rendering, no reload planning, and no virtual MAC or peer
+filter support it does not use; before its instances are in the election neither the director,
+the status snapshots, the control socket's server nor ssl or hashlib; a director with virtual
+servers loads the LVS half when it starts, after the VRRP instances are in the election. IPVS support is
 loaded only when IPVS is the data plane, pyroute2 without its package-wide `__init__`, and
 pyroute2 stays whole for anyone who asks it for a name.
 
@@ -46,8 +47,17 @@ virtual_server 10.0.0.50 80 {
 """
 )
 
+# What reads and holds virtual_server blocks: loaded with the first one.
+LVS_CONFIG = {
+    "vipkeeper.config.lvs_model",
+    "vipkeeper.config.blocks.virtual_server",
+    "vipkeeper.config.blocks.checkers",
+}
+
 # What a daemon without virtual servers never needs before or after it is in the election.
-NOT_FOR_VRRP = {
+NOT_FOR_VRRP = LVS_CONFIG | {
+    "vipkeeper.io.vmac",  # no use_vmac
+    "vipkeeper.io.vrrp_filter",  # no vrrp_peer_filter
     "vipkeeper.core.health",
     "vipkeeper.core.health_records",
     "vipkeeper.core.lb",  # the load balancer's records; the configuration reads core.lb_kinds
@@ -67,9 +77,18 @@ NOT_FOR_VRRP = {
     "ctypes.util",  # no library search: timerfd uses the process's own libc symbols
 }
 
-# What a daemon needs only once its instances are in the election: the control socket's server
-# and the configuration's checksum (both opened or computed by Daemon.run after start()).
-AFTER_THE_ELECTION = {"vipkeeper.control", "hashlib", "random", "zlib"}
+# What a daemon needs only once its instances are in the election (Daemon.after_election): the
+# director, the status and metrics snapshots, the control socket's server and the
+# configuration's checksum.
+AFTER_THE_ELECTION = {
+    "vipkeeper.director",
+    "vipkeeper.snapshots",
+    "vipkeeper.metrics",
+    "vipkeeper.control",
+    "hashlib",
+    "random",
+    "zlib",
+}
 
 # The daemon as `vipkeeper run` builds it before its loop starts (no socket is opened yet):
 # the daemon's modules imported through the command line's own path, then the daemon built.
@@ -100,7 +119,7 @@ def test_a_vrrp_only_daemon_imports_no_pyroute2_no_lvs_no_metrics_and_no_renderi
     config = tmp_path / "keepalived.conf"
     config.write_text(VRRP_ONLY)
     modules = imported_after(BUILD_DAEMON, str(config))
-    assert {"vipkeeper.daemon", "vipkeeper.director", "vipkeeper.io.rtnl"} <= modules
+    assert {"vipkeeper.daemon", "vipkeeper.io.rtnl"} <= modules
     assert not NOT_FOR_VRRP & modules, sorted(NOT_FOR_VRRP & modules)
     assert not {m for m in modules if m.startswith("pyroute2.")}, "rtnetlink is io.rtnl's"
     assert not AFTER_THE_ELECTION & modules, sorted(AFTER_THE_ELECTION & modules)
@@ -132,7 +151,7 @@ def test_a_director_with_virtual_servers_loads_health_checks_when_it_starts() ->
         f"config = parse_text({WITH_VIRTUAL_SERVER!r}).config\n"
         "director = Director(config, runner=ScriptRunner())\n"
         "assert director.active\n"
-        f"early = {sorted(NOT_FOR_VRRP)!r}\n"
+        f"early = {sorted(NOT_FOR_VRRP - LVS_CONFIG)!r}\n"
         "assert not set(early) & set(sys.modules), sorted(set(early) & set(sys.modules))\n"
         "assert director.service('TCP 10.0.0.50:80') is not None, list(director._services)\n"
         "assert director.monitor is not None and director._scheduler is not None\n"

@@ -2,22 +2,26 @@
 
 Each block kind has its reader in `config/blocks/`; cross-object checks (names that must exist,
 duplicates across blocks) live in `validate`. Never reads files, never raises on bad input.
+The virtual servers' reader (and the LVS model with it) loads with the first `virtual_server`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from vipkeeper.config import keywords
 from vipkeeper.config.blocks.global_defs import GlobalDefsReader
 from vipkeeper.config.blocks.parts import BuiltParts
 from vipkeeper.config.blocks.tracking import TrackingReader
-from vipkeeper.config.blocks.virtual_server import VirtualServerReader
 from vipkeeper.config.blocks.vrrp_instance import InstanceReader
 from vipkeeper.config.blocks.walker import BlockReader
 from vipkeeper.config.diagnostics import Diagnostics, Location
 from vipkeeper.config.lexer import Token, TokenKind
 from vipkeeper.config.parser import Statement
+
+if TYPE_CHECKING:
+    from vipkeeper.config.blocks.virtual_server import VirtualServerReader
 
 __all__ = ["Builder", "BuiltParts"]
 
@@ -32,7 +36,7 @@ class Builder:
         self._global_defs = GlobalDefsReader(diagnostics, self.parts)
         self._tracking = TrackingReader(diagnostics, self.parts)
         self._instances = InstanceReader(diagnostics, self.parts, self._tracking)
-        self._virtual_servers = VirtualServerReader(diagnostics, self.parts)
+        self._virtual_servers: VirtualServerReader | None = None
         self._instance_statements: list[Statement] = []
 
     def build(self, statements: Iterable[Statement]) -> BuiltParts:
@@ -45,7 +49,7 @@ class Builder:
                 "vrrp_script": self._tracking.vrrp_script,
                 "vrrp_instance": self._instance_statements.append,
                 "vrrp_sync_group": self._tracking.vrrp_sync_group,
-                "virtual_server": self._virtual_servers.read,
+                "virtual_server": self._virtual_server,
             },
         )
         self.parts.global_defs = self._global_defs.make()
@@ -53,6 +57,13 @@ class Builder:
         for statement in self._instance_statements:
             self._instances.read(statement)
         return self.parts
+
+    def _virtual_server(self, statement: Statement) -> None:
+        if self._virtual_servers is None:
+            from vipkeeper.config.blocks.virtual_server import VirtualServerReader
+
+            self._virtual_servers = VirtualServerReader(self.diagnostics, self.parts)
+        self._virtual_servers.read(statement)
 
 
 def _synthetic(value: str) -> Token:

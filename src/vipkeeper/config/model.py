@@ -9,6 +9,7 @@ reload compares what a setting is, not where it is written), so later errors (an
 that does not exist, a failed bind) can point at the configuration line.
 
 It must never hold anything vipkeeper ignores: unsupported keywords stop at the builder.
+The LVS half (virtual, real and sorry servers, checkers) is `config.lvs_model`'s.
 """
 
 from __future__ import annotations
@@ -17,11 +18,14 @@ import enum
 import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from vipkeeper.config.diagnostics import Location
 from vipkeeper.core import lb_kinds
-from vipkeeper.core.endpoint import Endpoint
 from vipkeeper.core.vrrp_wire import MULTICAST_V4, MULTICAST_V6
+
+if TYPE_CHECKING:  # loaded with the first virtual_server block (config/lvs_model.py)
+    from vipkeeper.config.lvs_model import VirtualServer
 
 DEFAULT_MCAST_GROUP4 = MULTICAST_V4
 DEFAULT_MCAST_GROUP6 = MULTICAST_V6
@@ -92,6 +96,8 @@ class LvsSyncDaemon:
 
 @dataclass(frozen=True, kw_only=True)
 class GlobalDefs:
+    """`global_defs { }`: the daemon-wide settings, and the defaults instances take."""
+
     router_id: str | None = None
     vrrp_version: int = 2
     vrrp_garp_master_delay: int = 5
@@ -157,6 +163,8 @@ class VirtualIpAddress:
 
 @dataclass(frozen=True, kw_only=True)
 class TrackedInterface:
+    """One interface of a `track_interface` list."""
+
     name: str
     weight: int = 0  # 0: interface down puts the instance in FAULT
     reverse: bool = False
@@ -165,6 +173,8 @@ class TrackedInterface:
 
 @dataclass(frozen=True, kw_only=True)
 class TrackedScript:
+    """One `vrrp_script` named in a `track_script` list."""
+
     name: str
     weight: int | None = None  # None: the vrrp_script's own weight applies
     reverse: bool | None = None  # None: the vrrp_script's own setting applies
@@ -173,6 +183,8 @@ class TrackedScript:
 
 @dataclass(frozen=True, kw_only=True)
 class UnicastPeer:
+    """One address of a `unicast_peer` list."""
+
     address: str
     location: Location = field(compare=False)
 
@@ -279,6 +291,8 @@ class VrrpInstance:
 
 @dataclass(frozen=True, kw_only=True)
 class VrrpSyncGroup:
+    """`vrrp_sync_group NAME`: instances that change state together."""
+
     name: str
     instances: tuple[str, ...]
     track_interfaces: tuple[TrackedInterface, ...] = ()
@@ -289,130 +303,6 @@ class VrrpSyncGroup:
     notify_stop: Command | None = None
     notify: Command | None = None
     location: Location = field(compare=False)
-
-
-@dataclass(frozen=True, kw_only=True)
-class HttpUrl:
-    """One `url { }` of an HTTP_GET check. Success: status in a range and, if set, digest."""
-
-    path: str
-    status_codes: tuple[tuple[int, int], ...] = ((200, 299),)  # inclusive ranges
-    digest: str | None = None  # lower-case hex MD5 of the body
-    virtualhost: str | None = None  # resolved: url, checker, real server, virtual server
-    location: Location = field(compare=False)
-
-
-@dataclass(frozen=True, kw_only=True)
-class CheckTiming:
-    """What every checker block has: its retries and timers (a checker's own default
-    overrides a field here by declaring it again)."""
-
-    retry: int = 1
-    delay_before_retry: float = 1.0
-    delay_loop: float = 60.0
-    location: Location = field(compare=False)
-
-
-@dataclass(frozen=True, kw_only=True)
-class ConnectCheck(CheckTiming):
-    """A checker that connects to the real server, or to `connect_ip` / `connect_port`."""
-
-    connect_ip: str | None = None  # None: the real server's address
-    connect_port: int | None = None  # None: the real server's port
-    connect_timeout: float = 5.0
-
-
-@dataclass(frozen=True, kw_only=True)
-class HttpGetCheck(ConnectCheck):
-    urls: tuple[HttpUrl, ...]
-    delay_before_retry: float = 3.0
-
-
-class TcpCheck(ConnectCheck):
-    """`TCP_CHECK`: up when the connection is accepted."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class MiscCheck(CheckTiming):
-    """Run a program; exit 0 is up. With `misc_dynamic`, exit 2..255 sets weight to status-2."""
-
-    command: Command
-    misc_timeout: float | None = None  # None: delay_loop
-    misc_dynamic: bool = False
-    retry: int = 0
-
-
-Checker = HttpGetCheck | TcpCheck | MiscCheck
-
-
-@dataclass(frozen=True, kw_only=True)
-class RealServer:
-    address: str
-    port: int | None  # None only for fwmark virtual servers without a port
-    weight: int = 1
-    inhibit_on_failure: bool = False
-    notify_up: Command | None = None
-    notify_down: Command | None = None
-    checkers: tuple[Checker, ...] = ()
-    location: Location = field(compare=False)
-
-
-@dataclass(frozen=True, kw_only=True)
-class SorryServer:
-    address: str
-    port: int | None
-    location: Location = field(compare=False)
-
-
-@dataclass(frozen=True, kw_only=True)
-class VirtualServer:
-    """`virtual_server IP PORT` (address and port set) or `virtual_server fwmark N` (fwmark)."""
-
-    address: str | None = None
-    port: int | None = None
-    fwmark: int | None = None
-    protocol: Protocol = Protocol.TCP
-    scheduler: LvsScheduler = LvsScheduler.WRR
-    method: LvsMethod = LvsMethod.NAT
-    persistence_timeout: int | None = None  # seconds; None: not persistent
-    # From sh-port / mh-port ("port": hash the source port too) and sh-fallback / mh-fallback
-    # ("fallback": skip a weight-0 server).
-    scheduler_flags: frozenset[str] = frozenset()
-    delay_loop: float = 60.0
-    quorum: int = 1
-    hysteresis: int = 0
-    quorum_up: Command | None = None
-    quorum_down: Command | None = None
-    sorry_server: SorryServer | None = None
-    sorry_server_inhibit: bool = False  # the idle sorry server stays in the kernel at weight 0
-    alpha: bool = False
-    omega: bool = False
-    inhibit_on_failure: bool = False
-    virtualhost: str | None = None
-    real_servers: tuple[RealServer, ...] = ()
-    location: Location = field(compare=False)
-
-    @property
-    def family(self) -> int:
-        if self.address is not None:
-            return ipaddress.ip_address(self.address).version
-        if self.real_servers:
-            return ipaddress.ip_address(self.real_servers[0].address).version
-        return 4
-
-    def endpoint(self, server: RealServer | SorryServer) -> Endpoint:
-        """Where a real or sorry server of this virtual server is reached: a server without a
-        port takes the virtual server's (keepalived does the same), 0 when neither has one."""
-        port = server.port if server.port is not None else self.port
-        return Endpoint(address=server.address, port=port or 0)
-
-    @property
-    def key(self) -> str:
-        """A readable identity, e.g. `TCP 10.0.0.1:80` or `fwmark 7`."""
-        if self.fwmark is not None:
-            return f"fwmark {self.fwmark}"
-        host = f"[{self.address}]" if self.family == 6 else str(self.address)
-        return f"{self.protocol.value} {host}:{self.port}"
 
 
 @dataclass(frozen=True, kw_only=True)

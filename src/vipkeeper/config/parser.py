@@ -52,6 +52,8 @@ class Statement:
 
 @dataclass
 class _Frame:
+    """A block being read: its keyword, arguments, brace and statements so far."""
+
     keyword: Token | None
     args: tuple[Token, ...]
     opened_at: Location | None

@@ -34,11 +34,15 @@ class SendAdvert:
 
 @dataclass(frozen=True, kw_only=True)
 class AddVips:
+    """Add the addresses to their interfaces."""
+
     addresses: tuple[VirtualAddress, ...]
 
 
 @dataclass(frozen=True, kw_only=True)
 class DelVips:
+    """Remove the addresses from their interfaces."""
+
     addresses: tuple[VirtualAddress, ...]
 
 

@@ -70,6 +70,8 @@ class Recalled:
 
 @dataclass(eq=False)
 class _Job:
+    """One instance on the autopilot: when it is next due and whom to hand it back to."""
+
     name: str
     token: int
     due: float
@@ -84,6 +86,8 @@ class _Job:
 
 @dataclass(eq=False)
 class _BeaconJob(_Job):
+    """A steady Master: send its adverts every interval."""
+
     targets: tuple[tuple[VrrpSocket, str, str, bytes], ...] = ()
     interval: float = 1.0
 
@@ -103,6 +107,8 @@ class _BeaconJob(_Job):
 
 @dataclass(eq=False)
 class _WatchJob(_Job):
+    """A steady Backup: read the Master's adverts, hand back on anything else."""
+
     sock: VrrpSocket | None = None
     interface: str = ""
     family: int = 4
@@ -126,6 +132,8 @@ class _WatchJob(_Job):
 
 @dataclass
 class AutopilotStats:
+    """What the autopilot has done, for the status document."""
+
     engaged: int = 0
     handed_back: int = 0
     recalled: int = 0

@@ -27,9 +27,13 @@ import logging
 import os
 import stat
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from vipkeeper.config import model
 from vipkeeper.io.scripts import ScriptRunner
+
+if TYPE_CHECKING:  # loaded with the first virtual_server block
+    from vipkeeper.config import lvs_model
 
 log = logging.getLogger("vipkeeper")
 
@@ -53,18 +57,18 @@ def endpoint_text(address: str, protocol: model.Protocol, port: int) -> str:
     return f"[{address}]:{protocol.value.lower()}:{port}"
 
 
-def virtual_server_text(vs: model.VirtualServer) -> str:
+def virtual_server_text(vs: lvs_model.VirtualServer) -> str:
     if vs.fwmark is not None:
         return f"FWM {vs.fwmark}"
     assert vs.address is not None and vs.port is not None
     return endpoint_text(vs.address, vs.protocol, vs.port)
 
 
-def virtual_server_line(vs: model.VirtualServer, *, up: bool) -> str:
+def virtual_server_line(vs: lvs_model.VirtualServer, *, up: bool) -> str:
     return f"VS {virtual_server_text(vs)} {_up(up)}\n"
 
 
-def real_server_line(vs: model.VirtualServer, address: str, port: int, *, up: bool) -> str:
+def real_server_line(vs: lvs_model.VirtualServer, address: str, port: int, *, up: bool) -> str:
     rs = endpoint_text(address, vs.protocol, port)
     return f"RS {rs} {virtual_server_text(vs)} {_up(up)}\n"
 
@@ -204,10 +208,12 @@ class NotifyFifos:
             vrrp_line(kind=kind, name=name, state=state, priority=priority),
         )
 
-    def virtual_server(self, vs: model.VirtualServer, *, up: bool) -> None:
+    def virtual_server(self, vs: lvs_model.VirtualServer, *, up: bool) -> None:
         self._write(("notify_fifo", "lvs_notify_fifo"), virtual_server_line(vs, up=up))
 
-    def real_server(self, vs: model.VirtualServer, address: str, port: int, *, up: bool) -> None:
+    def real_server(
+        self, vs: lvs_model.VirtualServer, address: str, port: int, *, up: bool
+    ) -> None:
         self._write(("notify_fifo", "lvs_notify_fifo"), real_server_line(vs, address, port, up=up))
 
     def _write(self, names: Sequence[str], line: str) -> None:

@@ -121,6 +121,8 @@ def script_security(global_defs: ScriptSecurityDefs) -> ScriptSecurity:
 
 @dataclass(frozen=True)
 class _Identity:
+    """Who scripts run as: a user and group, or why they cannot run."""
+
     uid: int | None  # None: the daemon's own
     gid: int | None
     error: str | None = None

@@ -11,13 +11,15 @@ from vipkeeper.config.blocks.parts import Fields
 from vipkeeper.config.blocks.setters import Handler, run_as
 from vipkeeper.config.blocks.walker import BlockReader
 from vipkeeper.config.lexer import Token
-from vipkeeper.config.model import Checker, HttpGetCheck, HttpUrl, MiscCheck, TcpCheck
+from vipkeeper.config.lvs_model import Checker, HttpGetCheck, HttpUrl, MiscCheck, TcpCheck
 from vipkeeper.config.parser import Statement
 from vipkeeper.config.values import count_args, to_int
 
 
 @dataclass(frozen=True)
 class CheckerDefaults:
+    """Checker settings given on the real or virtual server, for its checkers to inherit."""
+
     connect_timeout: float | None = None
     retry: int | None = None
     delay_before_retry: float | None = None

@@ -6,16 +6,13 @@ Owns `BuiltParts`, the one record every block reader appends to; `validate` read
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vipkeeper.config.diagnostics import Location
-from vipkeeper.config.model import (
-    GlobalDefs,
-    VirtualServer,
-    VrrpInstance,
-    VrrpScript,
-    VrrpSyncGroup,
-)
+from vipkeeper.config.model import GlobalDefs, VrrpInstance, VrrpScript, VrrpSyncGroup
+
+if TYPE_CHECKING:  # loaded with the first virtual_server block
+    from vipkeeper.config.lvs_model import VirtualServer
 
 Fields = dict[str, Any]
 

@@ -15,15 +15,8 @@ from vipkeeper.config.blocks.parts import BuiltParts, Fields
 from vipkeeper.config.blocks.setters import Handler
 from vipkeeper.config.blocks.walker import BlockReader
 from vipkeeper.config.diagnostics import Diagnostics
-from vipkeeper.config.model import (
-    Checker,
-    LvsMethod,
-    LvsScheduler,
-    Protocol,
-    RealServer,
-    SorryServer,
-    VirtualServer,
-)
+from vipkeeper.config.lvs_model import Checker, RealServer, SorryServer, VirtualServer
+from vipkeeper.config.model import LvsMethod, LvsScheduler, Protocol
 from vipkeeper.config.parser import Statement
 from vipkeeper.config.values import count_args, to_int, to_ip, to_port
 
