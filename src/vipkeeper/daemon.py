@@ -44,7 +44,6 @@ from vipkeeper.core.vrrp_settings import InstanceSettings
 from vipkeeper.core.vrrp_wire import virtual_mac
 from vipkeeper.drivers.vrrp import Driver
 from vipkeeper.io.addresses import AddressManager
-from vipkeeper.io.autopilot import Autopilot
 from vipkeeper.io.gratuitous import GratuitousSender
 from vipkeeper.io.links import AddressChanged, LinkChanged, LinkEvent, LinkMonitor, link_states
 from vipkeeper.io.notify_fifo import NotifyFifos
@@ -62,6 +61,7 @@ from vipkeeper.track_scripts import TrackScripts
 if TYPE_CHECKING:
     from vipkeeper.control import ControlServer
     from vipkeeper.director import Director
+    from vipkeeper.io.autopilot import Autopilot
     from vipkeeper.io.vmac import Vmac, VmacManager
     from vipkeeper.io.vrrp_filter import VrrpFilter
     from vipkeeper.metrics import MetricsServer
@@ -124,7 +124,8 @@ class Daemon:
         self.sockets = VrrpSocketPool(self._on_packet)
         self.vrrp_filter: VrrpFilter | None = None  # made when vrrp_peer_filter is on
         self.vmacs: VmacManager | None = None  # made when an instance has use_vmac
-        self.autopilot = Autopilot(self.sockets) if autopilot else None
+        self.use_autopilot = autopilot
+        self.autopilot: Autopilot | None = None  # made once the instances are in the election
         self.driver: Driver | None = None
         self.links: LinkMonitor | None = None
         self.fifos = NotifyFifos(config.global_defs, self.runner)
@@ -148,7 +149,6 @@ class Daemon:
             route_packet=self._route,
             before_timers=self.sockets.drain,
             on_transition=self._on_transition,
-            pilot=self.autopilot,
         )
         self.sockets.sink = self.driver.receive  # straight to the driver: no hop per packet
         try:
@@ -179,12 +179,19 @@ class Daemon:
 
     async def after_election(self) -> None:
         """Start what the instances do not need to be in the election, now that they are:
-        the director (health checks, data plane, sync daemon), the operator's side (status,
-        metrics, control socket) and the configuration's checksum. Their modules load here, not
-        before the election (bench/startup.py measures exec to "in the election")."""
+        the autopilot (no instance is steady yet), the director (health checks, data plane,
+        sync daemon), the operator's side (status, metrics, control socket) and the
+        configuration's checksum. Their modules load here, not before the election
+        (bench/startup.py measures exec to "in the election")."""
         from vipkeeper.director import Director
         from vipkeeper.snapshots import Snapshots
 
+        assert self.driver is not None
+        if self.use_autopilot:
+            from vipkeeper.io.autopilot import Autopilot
+
+            self.autopilot = Autopilot(self.sockets)
+            self.driver.pilot = self.autopilot
         self.snapshots = snapshots = Snapshots(self)
         self.director = Director(self.config, runner=self.runner, fifos=self.fifos)
         self.director.check_observers.append(
@@ -250,9 +257,7 @@ class Daemon:
         await self._initial_facts(new.settings.values())
         used = {name for s in self.plan.settings.values() for name in s.track_scripts}
         self.track_scripts.start(self.config.vrrp_scripts, used)
-        self.driver.pilotable = (
-            read_policy.pilotable(self.plan) if self.autopilot is not None else ()
-        )
+        self.driver.pilotable = read_policy.pilotable(self.plan) if self.use_autopilot else ()
         self.driver.feed_all(Started(), started)
         self._update_receive_modes()
 

@@ -3,9 +3,9 @@ run` builds it, loads no pyroute2 module, no LVS model, health core, checker, Ma
 plane, no metrics exporter, no terminal rendering, no reload planning, and no virtual MAC or peer
 filter support it does not use; before its instances are in the election neither the director,
 the status snapshots, the control socket's server nor ssl or hashlib; a director with virtual
-servers loads the LVS half when it starts, after the VRRP instances are in the election. IPVS support is
-loaded only when IPVS is the data plane, pyroute2 without its package-wide `__init__`, and
-pyroute2 stays whole for anyone who asks it for a name.
+servers loads the LVS half when it starts, after the VRRP instances are in the election. IPVS
+support is loaded only when IPVS is the data plane, pyroute2 without its package-wide
+`__init__`, and pyroute2 stays whole for anyone who asks it for a name.
 
 Each check runs in a fresh interpreter, since this one may have imported anything already.
 """
@@ -78,9 +78,10 @@ NOT_FOR_VRRP = LVS_CONFIG | {
 }
 
 # What a daemon needs only once its instances are in the election (Daemon.after_election): the
-# director, the status and metrics snapshots, the control socket's server and the
+# autopilot, the director, the status and metrics snapshots, the control socket's server and the
 # configuration's checksum.
 AFTER_THE_ELECTION = {
+    "vipkeeper.io.autopilot",
     "vipkeeper.director",
     "vipkeeper.snapshots",
     "vipkeeper.metrics",
@@ -88,6 +89,7 @@ AFTER_THE_ELECTION = {
     "hashlib",
     "random",
     "zlib",
+    "pathlib",  # the pidfile and the script runner do without it
 }
 
 # The daemon as `vipkeeper run` builds it before its loop starts (no socket is opened yet):

@@ -23,7 +23,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from vipkeeper.core.effects import Effect, ReportTransition
 from vipkeeper.core.events import Event, PacketReceived, SteadyReport, TimerFired
@@ -38,7 +38,9 @@ from vipkeeper.drivers.vrrp_effects import (
     NotifyHook,
 )
 from vipkeeper.drivers.vrrp_timers import Deadlines
-from vipkeeper.io.autopilot import HeldPacket
+
+if TYPE_CHECKING:  # the autopilot loads once the instances are in the election
+    from vipkeeper.io.autopilot import HeldPacket
 
 log = logging.getLogger("vipkeeper")
 
@@ -213,6 +215,18 @@ class Driver:
             self.feed(name, TimerFired(), now=max(now, deadline))
 
     # -- the pilot ----------------------------------------------------------------------------
+
+    @property
+    def pilot(self) -> Pilot | None:
+        return self._pilot
+
+    @pilot.setter
+    def pilot(self, pilot: Pilot) -> None:
+        """Give the driver its pilot (the daemon does once its instances are in the election);
+        the pilotable machines already steady are handed over."""
+        self._pilot = pilot
+        for name in self._pilotable:
+            self._want_pilot(name)
 
     @property
     def pilotable(self) -> frozenset[str]:

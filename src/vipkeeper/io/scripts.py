@@ -24,7 +24,6 @@ import signal
 import stat
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
 from vipkeeper.io.cancel import cancel_and_wait
@@ -156,7 +155,8 @@ def insecure_path(executable: str) -> str | None:
     its target) and every directory above it must belong to root and be writable by nobody
     else (no group or other write bit, unless the group is root's). A directory anyone can
     write, even with the sticky bit (/tmp), lets another user replace the script."""
-    import shutil  # here: only script security needs it, not every start-up
+    import shutil  # here: only script security needs them, not every start-up
+    from pathlib import Path
 
     found = executable if "/" in executable else shutil.which(executable)
     if found is None:
