@@ -179,14 +179,19 @@ class Daemon:
 
     async def after_election(self) -> None:
         """Start what the instances do not need to be in the election, now that they are:
-        the autopilot (no instance is steady yet), the director (health checks, data plane,
-        sync daemon), the operator's side (status, metrics, control socket) and the
-        configuration's checksum. Their modules load here, not before the election
-        (bench/startup.py measures exec to "in the election")."""
+        the autopilot (it takes over the instances steady by then), the director (health
+        checks, data plane, sync daemon), the operator's side (status, metrics, control socket)
+        and the configuration's checksum. Their modules load here, not before the election
+        (bench/startup.py measures exec to "in the election").
+
+        The start's effects (adverts, addresses, gratuitous ARPs of an instance that is Master
+        at once, the transitions' reports) are carried out first: importing these modules holds
+        the loop for tens of milliseconds."""
+        assert self.driver is not None
+        await self.driver.drain()
         from vipkeeper.director import Director
         from vipkeeper.snapshots import Snapshots
 
-        assert self.driver is not None
         if self.use_autopilot:
             from vipkeeper.io.autopilot import Autopilot
 
