@@ -18,6 +18,7 @@ compared as a ratio and a difference (goal: within 100 ms of keepalived).
          [--config vrrp|lvs]   vrrp: one instance; lvs: plus a virtual server with two real
                                servers and TCP_CHECKs (nftables data plane)
     .venv/bin/python bench/startup.py --where [--runs 8] [--markdown]
+    .venv/bin/python bench/startup.py --instructions [--markdown]
 
 vipkeeper's modules are compiled to bytecode first (as an installed wheel's are). Root only; all
 traffic stays inside the lab's namespaces, which are removed after every run. The load average
@@ -30,6 +31,13 @@ vipkeeper's figure moves with both far more than keepalived's.
 `vipkeeper run` imports, with the garbage collector off as `vipkeeper run` has it; then the
 daemon's whole import compiled from source (no bytecode), and the part of it spent creating
 dataclasses (their generated methods are compiled at import, every start).
+
+`--instructions` needs valgrind and no root: the same steps counted in instructions
+(`valgrind --tool=callgrind`), which do not move with the machine's speed or load, so two trees
+can be compared on a shared host: the interpreter, asyncio as `vipkeeper run` imports it, and
+the daemon as `vipkeeper run` builds it for the one-instance configuration (its modules
+imported, the file loaded, the daemon constructed; no socket opened). Set PYTHONPATH to another
+tree's `src` to count that tree.
 """
 
 from __future__ import annotations
@@ -129,7 +137,7 @@ WHERE = (
     ),
     ("the configuration: lexer, parser, builders, model", ("import vipkeeper.config.load",)),
     (
-        "the VRRP core, driver, adapters (rtnetlink, sockets, autopilot)",
+        "the VRRP core, driver, adapters (rtnetlink, sockets, timers)",
         (
             "import vipkeeper.read_policy",
             "import vipkeeper.drivers.vrrp",
@@ -209,6 +217,61 @@ def where(runs: int, markdown: bool) -> None:
           f"{dataclass_cpu * 1000:.0f} ms")  # fmt: skip
 
 
+# The daemon as `vipkeeper run` builds it before its loop starts: modules, configuration, daemon.
+_BUILD_DAEMON = """
+import gc, sys
+gc.disable()
+from vipkeeper.cli import _import_daemon
+_import_daemon()
+from vipkeeper.config.load import load_config
+from vipkeeper.daemon import Daemon
+result = load_config(sys.argv[1])
+assert result.config is not None, [d.format() for d in result.diagnostics]
+Daemon(result.config, sys.argv[1], control_socket="")
+"""
+
+
+def child_instructions(code: str, *args: str) -> int:
+    """Instructions executed by `python -c code args` under callgrind."""
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        raise SystemExit("--instructions needs valgrind (apt-get install valgrind)")
+    done = subprocess.run(
+        [valgrind, "--tool=callgrind", "--callgrind-out-file=/dev/null",
+         sys.executable, "-c", code, *args],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    for line in done.stderr.splitlines():
+        if "Collected :" in line:
+            return int(line.split()[-1])
+    raise RuntimeError(f"no instruction count from callgrind:\n{done.stderr}")
+
+
+def instructions(markdown: bool) -> None:
+    """Print the instruction counts of `--instructions` (see the module docstring)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        conf = Path(scratch) / "keepalived.conf"
+        conf.write_text(config("vrrp"))
+        rows = [
+            ("the interpreter itself", child_instructions("pass")),
+            ("asyncio as `vipkeeper run` imports it (with the command line)",
+             child_instructions("from vipkeeper.cli import import_asyncio_without_ssl\n"
+                                "import_asyncio_without_ssl()")),
+            ("the daemon built: modules imported, configuration loaded, daemon constructed",
+             child_instructions(_BUILD_DAEMON, str(conf))),
+        ]  # fmt: skip
+    import vipkeeper
+
+    print(f"# {machine_summary()}; vipkeeper from {Path(vipkeeper.__file__).parent}")
+    if markdown:
+        print("| what | instructions (millions) |\n|---|---|")
+    for label, count in rows:
+        if markdown:
+            print(f"| {label} | {count / 1e6:.0f} |")
+        else:
+            print(f"{label:<80} {count / 1e6:6.0f} M")
+
+
 def _load() -> str:
     return " ".join(f"{value:.1f}" for value in os.getloadavg())
 
@@ -226,12 +289,18 @@ def main() -> int:
     parser.add_argument("--markdown", action="store_true")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--where", action="store_true", help="where the start-up CPU goes")
+    parser.add_argument(
+        "--instructions", action="store_true", help="start-up in instructions (valgrind)"
+    )
     args = parser.parse_args()
     import vipkeeper
 
     compileall.compile_dir(str(Path(vipkeeper.__file__).parent), quiet=1)
     if args.where:
         where(args.runs, args.markdown)
+        return 0
+    if args.instructions:
+        instructions(args.markdown)
         return 0
     load_before, yardstick = _load(), _yardstick()
     results: list[dict[str, Any]] = []
