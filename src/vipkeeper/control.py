@@ -204,13 +204,15 @@ class ControlServer:
             answer = await self._answer(reader, writer)
             if answer is not None:
                 writer.write(answer)
-                await asyncio.wait_for(writer.drain(), READ_DEADLINE)
+                async with asyncio.timeout(READ_DEADLINE):
+                    await writer.drain()
         except (OSError, TimeoutError, asyncio.IncompleteReadError):
             pass  # the peer went away or stopped reading: nothing more to tell it
         finally:
             writer.close()
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(writer.wait_closed(), READ_DEADLINE)
+                async with asyncio.timeout(READ_DEADLINE):
+                    await writer.wait_closed()
 
     def _refuse(self, code: str, message: str) -> bytes:
         self.errors[code] += 1
@@ -227,7 +229,8 @@ class ControlServer:
             log.warning("control socket: refused a request from uid %d", uid)
             return self._refuse(FORBIDDEN, f"uid {uid} may not use this socket")
         try:
-            line = await asyncio.wait_for(reader.readuntil(b"\n"), READ_DEADLINE)
+            async with asyncio.timeout(READ_DEADLINE):
+                line = await reader.readuntil(b"\n")
         except TimeoutError:
             return self._refuse(TIMEOUT, f"no complete request within {READ_DEADLINE:g} s")
         except asyncio.LimitOverrunError:

@@ -151,7 +151,8 @@ class NotifyFifo:
         if self._reader is not None:
             # Closed, the FIFO gives its reader the last lines and then end of file.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._reader.wait(), READER_PATIENCE)
+                async with asyncio.timeout(READER_PATIENCE):
+                    await self._reader.wait()
             await ScriptRunner.stop_helper(self._reader, READER_GRACE)
             self._reader = None
         self._remove()

@@ -264,7 +264,8 @@ class ScriptRunner:
         reader = asyncio.ensure_future(_read_limited(process.stdout))
         timed_out = False
         try:
-            await asyncio.wait_for(process.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await process.wait()
         except TimeoutError:
             timed_out = True
             log.warning("%s timed out after %.1fs; killing it", shlex.join(argv), timeout)
@@ -277,7 +278,8 @@ class ScriptRunner:
                 await asyncio.shield(process.wait())
             raise
         try:
-            output = await asyncio.wait_for(reader, _DRAIN_GRACE)
+            async with asyncio.timeout(_DRAIN_GRACE):
+                output = await reader
         except TimeoutError:
             output = b""
         return ScriptResult(
@@ -312,7 +314,8 @@ class ScriptRunner:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(process.pid, signal.SIGTERM)
             try:
-                await asyncio.wait_for(process.wait(), grace)
+                async with asyncio.timeout(grace):
+                    await process.wait()
             except TimeoutError:
                 _kill_group(process.pid)
                 await process.wait()
