@@ -20,7 +20,7 @@ import re
 import shutil
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ClassVar
@@ -45,8 +45,9 @@ class FaultError(LabError):
 class Fault(ABC):
     """One fault on one node (or on the directors as a whole, for `partition`).
 
-    `apply()` and `undo()` return the moment they acted (wall clock) and mark it on `timeline`
-    when one is given.  `params` are what undo needs besides the node; they go into the record.
+    `apply()` and `undo()` return the moment their call returned (wall clock), by which time
+    they have acted, and mark on `timeline`, when one is given, the moment they were issued.
+    `params` are what undo needs besides the node; they go into the record.
     """
 
     name: ClassVar[str]
@@ -95,21 +96,23 @@ class Fault(ABC):
             return 0.0
         return max(d.master_down_interval for d in topo.directors) + REACTION_MARGIN
 
-    def _mark(self, label: str, kind: str) -> float:
-        now = time.time()
+    def _timed(self, change: Callable[[], None], label: str, kind: str) -> float:
+        """Make `change`; return when the call returned, by which time it has taken effect.
+        Its timeline mark is dated when it was issued: its effect can show before the call
+        returns (the VIP gone while `docker kill` still waits on the engine), and a change
+        seen then must not appear to come before its cause."""
+        self._allowed()
+        issued = time.time()
+        change()
         if self.timeline is not None:
-            self.timeline.mark(label, kind=kind, at=now)
-        return now
+            self.timeline.mark(label, kind=kind, at=issued)
+        return time.time()
 
     def apply(self) -> float:
-        self._allowed()
-        self._apply()
-        return self._mark(self.label(), "fault")
+        return self._timed(self._apply, self.label(), "fault")
 
     def undo(self) -> float:
-        self._allowed()
-        self._undo()
-        return self._mark(f"undo {self.label()}", "repair")
+        return self._timed(self._undo, f"undo {self.label()}", "repair")
 
     def _allowed(self) -> None:
         """An inventory's hosts are changed only when faults were allowed (--allow-faults)."""

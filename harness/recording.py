@@ -46,22 +46,25 @@ def record_fault(
     timeline.requests = prober.requests
     directory = lab.topology.root / "artifacts" / "workshop"
     json_path, png_path = timeline.write(directory)
-    return json_path, png_path, summarize(timeline, applied_at, fault.label())
+    return json_path, png_path, summarize(timeline)
 
 
-def summarize(timeline: Timeline, applied_at: float, label: str) -> str:
-    """A few lines: the VIP's moves after the fault and what the client saw."""
-    lines = [f"{label} at +{applied_at - timeline.started:.1f} s"]
+def summarize(timeline: Timeline) -> str:
+    """A few lines: the VIP's moves after the timeline's fault (counted from its mark, when it
+    was issued) and what the client saw."""
+    fault = next(mark for mark in timeline.marks if mark.kind == "fault")
+    issued_at = fault.at
+    lines = [f"{fault.label} at +{issued_at - timeline.started:.1f} s"]
     for mark in sorted(timeline.marks, key=lambda m: m.at):
-        if mark.kind == "vip" and mark.at >= applied_at:
-            lines.append(f"  {mark.label} after {mark.at - applied_at:.1f} s")
+        if mark.kind == "vip" and mark.at >= issued_at:
+            lines.append(f"  {mark.label} after {mark.at - issued_at:.1f} s")
     new = [r for r in timeline.requests if r.kind == "new"]
     failed = [r for r in new if not r.ok]
     lines.append(f"  new connections: {len(new) - len(failed)} answered, {len(failed)} failed")
     if failed:
         first, last = min(r.start for r in failed), max(r.start for r in failed)
         lines.append(
-            f"  failures started between {first - applied_at:+.1f} s and "
-            f"{last - applied_at:+.1f} s from the fault"
+            f"  failures started between {first - issued_at:+.1f} s and "
+            f"{last - issued_at:+.1f} s from the fault"
         )
     return "\n".join(lines)
