@@ -196,7 +196,7 @@ class Daemon:
             from vipkeeper.io.autopilot import Autopilot
 
             self.autopilot = Autopilot(self.sockets)
-            self.driver.pilot = self.autopilot
+            self.driver.set_pilot(self.autopilot)
         self.snapshots = snapshots = Snapshots(self)
         self.director = Director(self.config, runner=self.runner, fifos=self.fifos)
         self.director.check_observers.append(

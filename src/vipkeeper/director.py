@@ -548,10 +548,11 @@ class Director:
                 task.add_done_callback(self._tasks.discard)
 
     async def _stop_applier(self) -> None:
-        """End the apply loop. Cancelling it is not enough on its own: an apply that completes
-        in the same loop iteration as the cancel can swallow it (asyncio.wait_for in CPython
-        3.11), and the loop would then wait for the next change forever. So the loop also
-        checks a flag, and is woken to see it."""
+        """End the apply loop. Cancelling it is not enough on its own: a backend call that
+        completes in the same loop iteration as the cancel can swallow it (as asyncio.wait_for
+        does in CPython 3.11, which the daemon's own code never uses: test_bounded_waits.py),
+        and the loop would then wait for the next change forever. So the loop also checks a
+        flag, and is woken to see it."""
         if self._applier is None:
             return
         self._applier_stopped = True

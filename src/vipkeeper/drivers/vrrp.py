@@ -216,12 +216,7 @@ class Driver:
 
     # -- the pilot ----------------------------------------------------------------------------
 
-    @property
-    def pilot(self) -> Pilot | None:
-        return self._pilot
-
-    @pilot.setter
-    def pilot(self, pilot: Pilot) -> None:
+    def set_pilot(self, pilot: Pilot) -> None:
         """Give the driver its pilot (the daemon does once its instances are in the election);
         the pilotable machines already steady are handed over."""
         self._pilot = pilot

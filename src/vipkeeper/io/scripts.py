@@ -366,8 +366,6 @@ async def run_command(
         start_new_session=True,
     )
     try:
-        # asyncio.timeout, not wait_for: in CPython 3.11 wait_for can swallow a cancellation
-        # that arrives as the tool finishes, and a stopping daemon would wait on.
         async with asyncio.timeout(timeout):
             out, err = await process.communicate(stdin.encode() if stdin is not None else None)
     except (TimeoutError, asyncio.CancelledError):
