@@ -47,27 +47,28 @@ CLIENT_HOST = 200
 VRID = 51
 PING_INTERVAL = 0.05  # seconds between the client's pings
 HTTP_INTERVAL = 0.1  # seconds between the client's HTTP requests
-HTTP_TIMEOUT = 0.5
+HTTP_TIMEOUT = 1.5  # seconds: past TCP's first SYN retransmission (1 s) and a loaded host's stalls
 
 # -- the programs in the namespaces ------------------------------------------------------------
 
 HTTP_SERVER = r"""
-import socket, sys
+import socket, sys, threading
 name = sys.argv[1].encode()
+def answer(conn):
+    with conn:
+        conn.settimeout(1.0)
+        try:
+            conn.recv(4096)
+            conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(name), name))
+        except OSError:
+            pass
 server = socket.socket()
 server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 server.bind(("0.0.0.0", 80))
 server.listen(64)
 while True:
     conn, _ = server.accept()
-    conn.settimeout(1.0)
-    try:
-        conn.recv(4096)
-        conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(name), name))
-    except OSError:
-        pass
-    finally:
-        conn.close()
+    threading.Thread(target=answer, args=(conn,), daemon=True).start()
 """
 
 HTTP_PROBER = r"""
@@ -76,7 +77,7 @@ vip, out, interval, timeout = sys.argv[1], sys.argv[2], float(sys.argv[3]), floa
 with open(out, "a", buffering=1) as log:
     while True:
         start = time.time()
-        ok, who = False, ""
+        ok, who, error = False, "", ""
         try:
             with socket.create_connection((vip, 80), timeout=timeout) as conn:
                 conn.settimeout(timeout)
@@ -86,9 +87,10 @@ with open(out, "a", buffering=1) as log:
                     data += chunk
             ok = data.startswith(b"HTTP/1.0 200")
             who = data.rpartition(b"\r\n\r\n")[2].decode(errors="replace")
-        except OSError:
-            pass
-        log.write(json.dumps([start, time.time(), ok, who]) + "\n")
+            error = "" if ok else f"answer {data[:40]!r}"
+        except OSError as exc:
+            error = type(exc).__name__
+        log.write(json.dumps([start, time.time(), ok, who, error]) + "\n")
         time.sleep(max(0.0, interval - (time.time() - start)))
 """
 

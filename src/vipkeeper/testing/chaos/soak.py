@@ -15,8 +15,9 @@ Invariants (a breach is a violation, listed with its time and round):
     for longer than STATE_GRACE: a VIP the killed run left behind is gone before a restarted
     daemon's election (until its daemon has started, it may sit there: that time is a figure,
     `stale_vip_max`, and counts in the restart round's convergence bound);
-  * the client's ping replies and HTTP answers stop only inside a round's window (from the
-    fault to its convergence); reloads and duplicated adverts open no window;
+  * the client's ping replies stop only inside a round's window (from the fault to its
+    convergence), and an HTTP request fails only if it was under way during one (a request
+    lasts at most HTTP_TIMEOUT); reloads and duplicated adverts open no window;
   * no traceback, error-level line or crash in any daemon log;
   * the long-lived daemon's RSS and open fds do not grow from the first quarter of the run to
     the last (RSS_GROWTH_KIB, FD_GROWTH).
@@ -103,6 +104,35 @@ class RoundResult:
     convergence: float | None  # seconds from heal to a stable single right holder
     bound: float
     hit: bool  # the fault touched the router holding the VIP (or every router: loss)
+
+
+def ping_outages(
+    replies: Sequence[float], windows: Sequence[Window]
+) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
+    """The gaps longer than PING_GAP between the client's ping replies, and those of them that
+    lie outside every window (from SLACK + PING_GAP before its fault to SLACK after its end)."""
+    gaps = [(a, b) for a, b in itertools.pairwise(replies) if b - a > PING_GAP]
+    stray = [
+        (a, b)
+        for a, b in gaps
+        if not any(a >= w.start - SLACK - PING_GAP and b <= w.end + SLACK for w in windows)
+    ]
+    return gaps, stray
+
+
+def failed_requests(
+    http: Sequence[Sequence[Any]], windows: Sequence[Window]
+) -> tuple[list[tuple[float, float, str]], list[tuple[float, float, str]]]:
+    """The client's failed HTTP requests (rows of start, end, ok, who, error), and those of them
+    that were under way during no window (to SLACK after its end): a fault can cut a request
+    whenever it began, and a request lasts at most HTTP_TIMEOUT."""
+    failed = [(start, end, error) for start, end, ok, _who, error in http if not ok]
+    stray = [
+        (start, end, error)
+        for start, end, error in failed
+        if not any(end >= w.start and start <= w.end + SLACK for w in windows)
+    ]
+    return failed, stray
 
 
 class Soak:
@@ -318,33 +348,26 @@ class Soak:
             text += f", applied t+{last.applied - self.started:.2f} s)"
         return text
 
-    def in_window(self, start: float, end: float) -> bool:
-        return any(
-            start >= w.start - SLACK - PING_GAP and end <= w.end + SLACK for w in self.windows
-        )
-
     def check_client(self) -> dict[str, Any]:
         replies = []
         for line in self.ping_log.read_text(errors="replace").splitlines():
             found = _PING_REPLY.match(line)
             if found:
                 replies.append(float(found.group(1)))
-        ping_outages = [(a, b) for a, b in itertools.pairwise(replies) if b - a > PING_GAP]
-        for a, b in ping_outages:
-            if not self.in_window(a, b):
-                self.violate(
-                    f"ping outage {b - a:.2f} s at {self.where(a)} outside any fault window"
-                )
         http = [json.loads(line) for line in self.http_log.read_text().splitlines() if line]
-        failed = [(s, e) for s, e, ok, _who in http if not ok and s >= self.probes_from]
-        for start, end in failed:
-            if not self.in_window(start, end):
-                self.violate(f"HTTP request at {self.where(start)} failed outside any fault window")
+        http = [row for row in http if row[0] >= self.probes_from]
+        outages, stray_outages = ping_outages(replies, self.windows)
+        failed, stray_failures = failed_requests(http, self.windows)
+        for a, b in stray_outages:
+            self.violate(f"ping outage {b - a:.2f} s at {self.where(a)} outside any fault window")
+        for start, end, error in stray_failures:
+            self.violate(f"HTTP request at {self.where(start)} failed after {end - start:.2f} s "
+                         f"({error}) outside any fault window")  # fmt: skip
         if len(replies) < 2 or not http:
             self.violate("the client's probes recorded nothing")
         return {
             "ping_replies": len(replies),
-            "ping_outages": len(ping_outages),
+            "ping_outages": len(outages),
             "http_requests": len(http),
             "http_failed": len(failed),
         }
