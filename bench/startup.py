@@ -10,7 +10,10 @@ same for both daemons). So:
     first advert on the wire - exec             what the listener sees (kernel timestamp)
     ... - Master_Down_Interval                  exec to "in the election" (sockets open, BACKUP)
 
-vipkeeper's own log gives a cross-check (`INITIALIZE -> BACKUP` at its millisecond timestamp).
+vipkeeper's own log gives a cross-check: its `in the election` line (at its millisecond
+timestamp), written when `vipkeeper.launch` has removed stale VIPs and opened the sockets, before
+asyncio and the daemon load; and `INITIALIZE -> BACKUP`, written once they have (the instances'
+start is dated when they entered the election, so the loading overlaps the Master_Down_Timer).
 Runs alternate between the daemons, so the machine's drift falls on both alike; the medians are
 compared as a ratio and a difference (goal: within 100 ms of keepalived).
 
@@ -27,17 +30,17 @@ the machine's speed at the time, which drifts on a shared host whatever the load
 vipkeeper's figure moves with both far more than keepalived's.
 
 `--where` needs no root and no lab: where vipkeeper's start-up CPU goes, as the CPU time
-(user + system, median of --runs) of fresh interpreters importing growing sets of the modules
-`vipkeeper run` imports, with the garbage collector off as `vipkeeper run` has it; then the
-daemon's whole import compiled from source (no bytecode), and the part of it spent creating
-dataclasses (their generated methods are compiled at import, every start).
+(user + system, median of --runs) of fresh interpreters doing growing parts of what `vipkeeper
+run` does, in its order, up to the election and after it (loading the daemon); then the daemon's
+whole import compiled from source (no bytecode), and the part of it spent creating dataclasses
+(their generated methods are compiled at import, every start).
 
 `--instructions` needs valgrind and no root: the same steps counted in instructions
 (`valgrind --tool=callgrind`), which do not move with the machine's speed or load, so two trees
-can be compared on a shared host: the interpreter, asyncio as `vipkeeper run` imports it, and
-the daemon as `vipkeeper run` builds it for the one-instance configuration (its modules
-imported, the file loaded, the daemon constructed; no socket opened). Set PYTHONPATH to another
-tree's `src` to count that tree.
+can be compared on a shared host: the interpreter, `vipkeeper run` up to the election for the
+one-instance configuration (the command line, the file loaded, the instances in the election;
+its interface is absent, so no address is looked up and no socket opened), and the daemon as
+`vipkeeper run` then builds it (asyncio and its modules imported, the daemon constructed).
 """
 
 from __future__ import annotations
@@ -90,9 +93,10 @@ def config(kind: str) -> str:
     return text
 
 
-def _log_backup_time(log: str) -> float | None:
+def _logged_at(log: str, text: str) -> float | None:
+    """The time of the first JSON log line whose message holds `text`."""
     for line in log.splitlines():
-        if "INITIALIZE -> BACKUP" in line and line.startswith("{"):
+        if line.startswith("{") and text in json.loads(line)["msg"]:
             return log_time(json.loads(line)["ts"])
     return None
 
@@ -120,24 +124,36 @@ def one_run(daemon: str, kind: str) -> dict[str, Any]:
             "in_election": first_advert - MASTER_DOWN,
         }
         if daemon == "vipkeeper":
-            logged = _log_backup_time(started.log())
-            result["logged_backup"] = None if logged is None else logged - exec_at
+            for key, text in (("logged_entered", "in the election"),
+                              ("logged_backup", "INITIALIZE -> BACKUP")):  # fmt: skip
+                logged = _logged_at(started.log(), text)
+                result[key] = None if logged is None else logged - exec_at
         started.stop()
         return result
 
 
-# Growing sets of what `vipkeeper run` imports before it is in the election, in its order: each
-# row runs its statements after the rows above it, in a fresh interpreter with the garbage
-# collector off.
+# Growing parts of what `vipkeeper run` does, in its order: each row runs its statements after
+# the rows above it, in a fresh interpreter with the garbage collector off (as `vipkeeper run`
+# has it while it imports the daemon). sys.argv[1] is the one-instance configuration, with an
+# interface that is absent (no address to look up, no socket to open). The first three rows are
+# before the election, the rest overlap the instances' Master_Down_Timer.
 WHERE = (
     ("the interpreter itself", ()),
+    ("the command line (argparse)", ("from vipkeeper.cli import build_parser",)),
     (
-        "the command line, argparse and asyncio (without ssl, as `vipkeeper run` loads it)",
-        ("from vipkeeper.cli import import_asyncio_without_ssl", "import_asyncio_without_ssl()"),
+        "the configuration loaded: lexer, parser, builders, model, logging",
+        (
+            "from vipkeeper.launch import enter_election, load_logged",
+            "config = load_logged(sys.argv[1]).config",
+        ),
     ),
-    ("the configuration: lexer, parser, builders, model", ("import vipkeeper.config.load",)),
+    ("in the election: the plan, stale VIPs, sockets", ("enter_election(config)",)),
     (
-        "the VRRP core, driver, adapters (rtnetlink, sockets, timers)",
+        "then: asyncio (without ssl, as `vipkeeper run` loads it)",
+        ("from vipkeeper.launch import import_asyncio_without_ssl", "import_asyncio_without_ssl()"),
+    ),
+    (
+        "then: the VRRP core, driver, adapters (rtnetlink, sockets, timers)",
         (
             "import vipkeeper.read_policy",
             "import vipkeeper.drivers.vrrp",
@@ -147,7 +163,7 @@ WHERE = (
             "import vipkeeper.io.vrrp_socket",
         ),
     ),
-    ("the daemon: the rest of `vipkeeper.daemon`", ("import vipkeeper.daemon",)),
+    ("then: the daemon, the rest of `vipkeeper.daemon`", ("import vipkeeper.daemon",)),
 )
 
 # Counts and times dataclass creation inside the child (dataclasses._process_class is where
@@ -167,11 +183,11 @@ dataclasses._process_class = _timed
 """
 
 
-def child_cpu(code: str, env: dict[str, str] | None = None) -> tuple[float, str]:
-    """CPU seconds (user + system) of `python -c code`, and what it printed."""
+def child_cpu(code: str, env: dict[str, str] | None = None, *args: str) -> tuple[float, str]:
+    """CPU seconds (user + system) of `python -c code args`, and what it printed."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, check=True, env=env
     )
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     used = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
@@ -182,11 +198,17 @@ def where(runs: int, markdown: bool) -> None:
     """Print where the import CPU goes (see the module docstring)."""
     rows: list[tuple[str, float]] = []
     statements: list[str] = []
-    for label, more in WHERE:
-        statements.extend(more)
-        code = "import gc; gc.disable()\n" + "".join(f"{line}\n" for line in statements)
-        rows.append((label, statistics.median(child_cpu(code)[0] for _ in range(runs))))
-    daemon = "import gc; gc.disable()\nfrom vipkeeper.cli import _import_daemon\n_import_daemon()\n"
+    with tempfile.TemporaryDirectory() as scratch:
+        conf = Path(scratch) / "keepalived.conf"
+        conf.write_text(config("vrrp").replace("interface eth0", f"interface {ABSENT}"))
+        for label, more in WHERE:
+            statements.extend(more)
+            code = "import gc, sys; gc.disable()\n" + "".join(f"{line}\n" for line in statements)
+            cpu = statistics.median(child_cpu(code, None, str(conf))[0] for _ in range(runs))
+            rows.append((label, cpu))
+    daemon = (
+        "import gc; gc.disable()\nfrom vipkeeper.launch import import_daemon\nimport_daemon()\n"
+    )
     with tempfile.TemporaryDirectory() as scratch:
         # A copy of the package without __pycache__, first on the path: compiled at import.
         import vipkeeper
@@ -217,18 +239,30 @@ def where(runs: int, markdown: bool) -> None:
           f"{dataclass_cpu * 1000:.0f} ms")  # fmt: skip
 
 
-# The daemon as `vipkeeper run` builds it before its loop starts: modules, configuration, daemon.
-_BUILD_DAEMON = """
+# An interface name no host has: the configuration loads, nothing is looked up or opened.
+ABSENT = "vk-absent0"
+
+# `vipkeeper run` up to the election: the command line, the configuration, the instances in it.
+_ENTER_ELECTION = """
 import gc, sys
 gc.disable()
-from vipkeeper.cli import _import_daemon
-_import_daemon()
-from vipkeeper.config.load import load_config
-from vipkeeper.daemon import Daemon
-result = load_config(sys.argv[1])
-assert result.config is not None, [d.format() for d in result.diagnostics]
-Daemon(result.config, sys.argv[1], control_socket="")
+from vipkeeper.cli import build_parser
+from vipkeeper.launch import enter_election, load_logged
+build_parser().parse_args(["run", "-f", sys.argv[1]])
+config = load_logged(sys.argv[1]).config
+early = enter_election(config)
 """
+
+# ... and then the daemon as `vipkeeper run` builds it before its loop starts.
+_BUILD_DAEMON = (
+    _ENTER_ELECTION
+    + """
+from vipkeeper.launch import import_daemon
+import_daemon()
+from vipkeeper.daemon import Daemon
+Daemon(config, sys.argv[1], control_socket="", early=early)
+"""
+)
 
 
 def child_instructions(code: str, *args: str) -> int:
@@ -251,13 +285,12 @@ def instructions(markdown: bool) -> None:
     """Print the instruction counts of `--instructions` (see the module docstring)."""
     with tempfile.TemporaryDirectory() as scratch:
         conf = Path(scratch) / "keepalived.conf"
-        conf.write_text(config("vrrp"))
+        conf.write_text(config("vrrp").replace("interface eth0", f"interface {ABSENT}"))
         rows = [
             ("the interpreter itself", child_instructions("pass")),
-            ("asyncio as `vipkeeper run` imports it (with the command line)",
-             child_instructions("from vipkeeper.cli import import_asyncio_without_ssl\n"
-                                "import_asyncio_without_ssl()")),
-            ("the daemon built: modules imported, configuration loaded, daemon constructed",
+            ("in the election: command line, configuration loaded, instances in the election",
+             child_instructions(_ENTER_ELECTION, str(conf))),
+            ("then the daemon built: asyncio and its modules imported, daemon constructed",
              child_instructions(_BUILD_DAEMON, str(conf))),
         ]  # fmt: skip
     import vipkeeper
@@ -318,7 +351,10 @@ def main() -> int:
         d: statistics.median(r["first_advert"] for r in results if r["daemon"] == d)
         for d in DAEMONS
     }
-    logged = [r["logged_backup"] for r in results if r.get("logged_backup") is not None]
+    logged = {
+        key: [r[key] for r in results if r.get(key) is not None]
+        for key in ("logged_entered", "logged_backup")
+    }
     print(f"# {machine_summary()}")
     print(f"# load average before {load_before}, after {_load()}; {yardstick}")
     print(f"# config {args.config}, {args.runs} runs per daemon, Master_Down_Interval "
@@ -340,9 +376,11 @@ def main() -> int:
     print(
         f"vipkeeper / keepalived: {ratio:.2f}x, difference {difference:+.0f} ms (goal <= +100 ms)"
     )
-    if logged:
-        print(f"vipkeeper's own log, exec to INITIALIZE -> BACKUP, median "
-              f"{statistics.median(logged) * 1000:.0f} ms")  # fmt: skip
+    for key, text in (("logged_entered", "in the election"),
+                      ("logged_backup", "INITIALIZE -> BACKUP (the daemon loaded)")):  # fmt: skip
+        if logged[key]:
+            print(f"vipkeeper's own log, exec to {text}, median "
+                  f"{statistics.median(logged[key]) * 1000:.0f} ms")  # fmt: skip
     if args.json is not None:
         args.json.write_text(json.dumps({"config": args.config, "results": results}, indent=2))
     return 0

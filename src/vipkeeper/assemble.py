@@ -11,8 +11,8 @@ import ipaddress
 from dataclasses import dataclass, field
 
 from vipkeeper.config import model
-from vipkeeper.core.effects import VirtualAddress
 from vipkeeper.core.states import State
+from vipkeeper.core.virtual_address import VirtualAddress
 from vipkeeper.core.vrrp_settings import InstanceSettings
 from vipkeeper.core.vrrp_wire import MULTICAST_V4, MULTICAST_V6
 

@@ -1,7 +1,7 @@
 """Command line: `vipkeeper check`, `vipkeeper run`, `vipkeeper status`, `vipkeeper reload`.
 
 This module only parses arguments and dispatches; each command lives with the code it drives
-(`vipkeeper.config.check` for `check`, `vipkeeper.daemon` for `run`, `vipkeeper.status_view`
+(`vipkeeper.config.check` for `check`, `vipkeeper.launch` for `run`, `vipkeeper.status_view`
 for `status` and `reload`, which talk to the daemon through `vipkeeper.control`).
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import gc
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from vipkeeper import __version__
 from vipkeeper.paths import DEFAULT_CONFIG, DEFAULT_SOCKET
@@ -86,40 +86,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def import_asyncio_without_ssl() -> None:
-    """Import asyncio without the ssl module, for the daemon (bench/startup.py measures it).
-
-    asyncio loads ssl (OpenSSL's bindings, about a tenth of asyncio's import) for TLS
-    transports, which the daemon never opens: asyncio is imported while ssl reads as absent, so
-    it offers no TLS, and ssl imports normally afterwards for anything that asks for it.
-    """
-    if "asyncio" in sys.modules or "ssl" in sys.modules:
-        return
-    sys.modules["ssl"] = None  # type: ignore[assignment]  # import ssl: ImportError
-    try:
-        import asyncio  # noqa: F401
-    finally:
-        del sys.modules["ssl"]
-
-
-def _import_daemon() -> Callable[[argparse.Namespace], int]:
-    """`vipkeeper.daemon.run_daemon`, imported as cheaply as start-up allows (bench/startup.py).
-
-    asyncio comes without ssl (import_asyncio_without_ssl). The daemon's modules create
-    hundreds of classes and no garbage worth collecting: without the collector's passes over
-    them the import takes about a tenth less time. What they made is then frozen, so later
-    passes skip it too.
-    """
-    gc.disable()
-    try:
-        import_asyncio_without_ssl()
-        from vipkeeper.daemon import run_daemon
-    finally:
-        gc.freeze()
-        gc.enable()
-    return run_daemon
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "check":
@@ -128,7 +94,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_check(args.config_file, sys.stderr, describe=describe_data_plane)
     if args.command == "run":
-        return _import_daemon()(args)
+        # Start-up creates hundreds of classes and no garbage worth collecting: the collector
+        # stays off until the daemon is loaded (launch.import_daemon), about a tenth less CPU.
+        gc.disable()
+        from vipkeeper.launch import run
+
+        return run(args)
     if args.command == "status":
         from vipkeeper.status_view import run_status
 

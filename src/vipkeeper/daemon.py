@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import signal
 import socket
@@ -26,10 +25,10 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from vipkeeper import pidfile, read_policy, service, status
+from vipkeeper import read_policy, service, status
 from vipkeeper.assemble import Plan, plan
 from vipkeeper.config import model
-from vipkeeper.core.effects import ReportTransition, VirtualAddress
+from vipkeeper.core.effects import ReportTransition
 from vipkeeper.core.events import (
     Event,
     PacketReceived,
@@ -39,6 +38,7 @@ from vipkeeper.core.events import (
 )
 from vipkeeper.core.states import TrackKind
 from vipkeeper.core.sync_group import SyncGroup
+from vipkeeper.core.virtual_address import VirtualAddress
 from vipkeeper.core.vrrp import VrrpInstance
 from vipkeeper.core.vrrp_settings import InstanceSettings
 from vipkeeper.core.vrrp_wire import virtual_mac
@@ -48,11 +48,12 @@ from vipkeeper.io.gratuitous import GratuitousSender
 from vipkeeper.io.links import AddressChanged, LinkChanged, LinkEvent, LinkMonitor, link_states
 from vipkeeper.io.notify_fifo import NotifyFifos
 from vipkeeper.io.scripts import ScriptRunner, script_security
+from vipkeeper.io.vrrp_raw import socket_family
 from vipkeeper.io.vrrp_socket import VrrpSocketPool
-from vipkeeper.logsetup import setup_logging
+from vipkeeper.launch import EarlyStart
 from vipkeeper.notify_scripts import NotifyScripts
-from vipkeeper.reloader import Reloader, load_logged
-from vipkeeper.source_addresses import SourceAddresses, socket_family
+from vipkeeper.reloader import Reloader
+from vipkeeper.source_addresses import SourceAddresses
 from vipkeeper.tasks import BackgroundTasks
 from vipkeeper.track_scripts import TrackScripts
 
@@ -89,6 +90,7 @@ class Daemon:
         release_ipvs: bool = True,
         control_socket: str | None = None,
         metrics_listen: tuple[str, int] | None = None,
+        early: EarlyStart | None = None,
     ) -> None:
         self.config = config
         self.config_path = config_path
@@ -109,7 +111,9 @@ class Daemon:
         self.in_service = asyncio.Event()
         self.control_socket = control_socket
         self.metrics_listen = metrics_listen
-        self.plan: Plan = plan(config)
+        self.plan: Plan = early.plan if early is not None else plan(config)
+        # What vipkeeper.launch did before this module loaded; the first start carries on from it.
+        self._early = early
         self.instances: dict[str, VrrpInstance] = {}
         self.routes: dict[tuple[str, int, int], tuple[str, str | None]] = {}
         self._stop = asyncio.Event()
@@ -233,7 +237,20 @@ class Daemon:
         """Start the instances and groups of `new`; `whole` is the complete plan they join
         (on a reload, `new` holds only what changed)."""
         assert self.driver is not None
-        await self._remove_stale(new.settings.values())
+        early, self._early = self._early, None
+        if early is None:
+            await self._remove_stale(new.settings.values())
+        elif early.entered is not None:
+            # Everything the start feeds is dated when the instances entered the election.
+            self.driver.hold_clock(early.entered)
+        try:
+            await self._start(new, whole, early)
+        finally:
+            self.driver.hold_clock(None)
+
+    async def _start(self, new: Plan, whole: Plan | None, early: EarlyStart | None) -> None:
+        assert self.driver is not None
+        adopted = {(s[0], s[1]) for s in early.sockets} if early is not None else set()
         started: list[str] = []
         for name in new.solo:
             self.instances[name] = VrrpInstance(new.settings[name])
@@ -251,8 +268,11 @@ class Daemon:
         self.sources.use(self.plan, new.settings)
         await self._sync_vmacs()
         for settings in new.settings.values():
+            family = socket_family(settings.family)
+            if (settings.interface, int(family)) in adopted:
+                continue
             try:
-                await self.sockets.open(settings.interface, socket_family(settings.family))
+                await self.sockets.open(settings.interface, family)
             except OSError as exc:
                 # The interface may appear later; the instance stays in FAULT until it does.
                 log.error("%s: cannot listen on %s: %s", settings.name, settings.interface, exc)
@@ -264,6 +284,11 @@ class Daemon:
         self.track_scripts.start(self.config.vrrp_scripts, used)
         self.driver.pilotable = read_policy.pilotable(self.plan) if self.use_autopilot else ()
         self.driver.feed_all(Started(), started)
+        if early is not None:
+            # Only now, so that what they queued since `entered` comes after Started.
+            for interface, sock_family, sock, index in early.sockets:
+                self.sockets.adopt(interface, sock_family, sock, index)
+            early.sockets.clear()
         self._update_receive_modes()
 
     async def _sync_peer_filter(self) -> None:
@@ -401,29 +426,16 @@ def _vip(vip: VirtualAddress) -> tuple[str, int, str]:
     return vip.address, vip.prefixlen, vip.dev
 
 
-def run_daemon(args: argparse.Namespace) -> int:
-    setup_logging(args.log_format, args.log_level)
-    result = load_logged(args.config_file)
-    if result.config is None:
-        log.error("%s: configuration refused, not starting", args.config_file)
-        return 1
-    if args.pidfile:
-        try:
-            pidfile.acquire(args.pidfile)
-        except pidfile.AlreadyRunning as exc:
-            log.error("%s", exc)
-            return 1
-    try:
-        daemon = Daemon(
-            result.config,
-            args.config_file,
-            autopilot=args.autopilot,
-            release_ipvs=args.release_ipvs,
-            control_socket=args.control_socket or None,
-            metrics_listen=args.metrics_listen,
-        )
-        return asyncio.run(daemon.run())
-    finally:
-        if args.pidfile:
-            with contextlib.suppress(OSError):
-                pidfile.release(args.pidfile)
+def run_daemon(args: argparse.Namespace, config: model.Config, early: EarlyStart | None) -> int:
+    """The daemon for `vipkeeper run`, once `vipkeeper.launch` has loaded `config` and, with
+    `early`, put its instances in the election; returns the exit status."""
+    daemon = Daemon(
+        config,
+        args.config_file,
+        autopilot=args.autopilot,
+        release_ipvs=args.release_ipvs,
+        control_socket=args.control_socket or None,
+        metrics_listen=args.metrics_listen,
+        early=early,
+    )
+    return asyncio.run(daemon.run())

@@ -14,23 +14,14 @@ from typing import TYPE_CHECKING
 
 from vipkeeper import status
 from vipkeeper.assemble import Plan, plan
-from vipkeeper.config.load import LoadResult, load_config
 from vipkeeper.core.events import Reconfigured
 from vipkeeper.core.sync_group import SyncGroup
+from vipkeeper.launch import load_logged
 
 if TYPE_CHECKING:
     from vipkeeper.daemon import Daemon
 
 log = logging.getLogger("vipkeeper")
-
-
-def load_logged(path: str) -> LoadResult:
-    """Read the configuration at `path` and log its diagnostics, errors and warnings."""
-    result = load_config(path)
-    for diagnostic in result.diagnostics:
-        level = logging.ERROR if diagnostic.is_error else logging.WARNING
-        log.log(level, "%s", diagnostic.format())
-    return result
 
 
 class Reloader:

@@ -7,19 +7,15 @@ changed; an instance with `unicast_src_ip`, and the daemon's own VIPs, are left 
 from __future__ import annotations
 
 import logging
-import socket
 from collections.abc import Callable, Coroutine, Iterable
 
 from vipkeeper.assemble import Plan
 from vipkeeper.core.events import Event, SourceAddressChanged
 from vipkeeper.core.vrrp_settings import InstanceSettings
 from vipkeeper.io.addresses import AddressManager
+from vipkeeper.io.vrrp_raw import socket_family
 
 log = logging.getLogger("vipkeeper")
-
-
-def socket_family(family: int) -> socket.AddressFamily:
-    return socket.AF_INET6 if family == 6 else socket.AF_INET
 
 
 class SourceAddresses:

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.netns
 
 SCRIPT = """
 import asyncio, json, socket, sys
-from vipkeeper.core.effects import VirtualAddress
+from vipkeeper.core.virtual_address import VirtualAddress
 from vipkeeper.io.addresses import AddressManager
 
 async def main(operation, vips):

@@ -22,7 +22,7 @@ FAKE_MAC = "02:00:00:00:00:99"
 
 SENDER = """
 import asyncio, json, sys
-from vipkeeper.core.effects import VirtualAddress
+from vipkeeper.core.virtual_address import VirtualAddress
 from vipkeeper.io.gratuitous import GratuitousSender, send_gratuitous
 
 vips = [VirtualAddress(**v) for v in json.loads(sys.argv[1])]

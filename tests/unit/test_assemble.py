@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from vipkeeper.assemble import plan
 from vipkeeper.config import parse_text
-from vipkeeper.core.effects import VirtualAddress
+from vipkeeper.core.virtual_address import VirtualAddress
 from vipkeeper.core.vrrp import State
 from vipkeeper.testing.samples import parsed
 

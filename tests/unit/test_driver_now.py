@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vipkeeper.core.effects import AddVips, SendGratuitous, VirtualAddress
+from vipkeeper.core.effects import AddVips, SendGratuitous
 from vipkeeper.core.events import Started
+from vipkeeper.core.virtual_address import VirtualAddress
 from vipkeeper.drivers.vrrp import Driver
 from vipkeeper.testing import adapters
 from vipkeeper.testing.adapters import VIP, Recorder, ScriptedMachine, make_driver

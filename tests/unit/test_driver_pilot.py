@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from vipkeeper.core.effects import Effect, RunNotify, VirtualAddress
+from vipkeeper.core.effects import Effect, RunNotify
 from vipkeeper.core.events import (
     Event,
     PacketReceived,
@@ -22,6 +22,7 @@ from vipkeeper.core.events import (
 )
 from vipkeeper.core.steady import Beacon, Steady, Watch
 from vipkeeper.core.timing import skew_time
+from vipkeeper.core.virtual_address import VirtualAddress
 from vipkeeper.core.vrrp import InstanceSettings, State, VrrpInstance
 from vipkeeper.drivers.vrrp import Driver
 from vipkeeper.io.autopilot import HeldPacket

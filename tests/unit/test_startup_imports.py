@@ -93,16 +93,28 @@ AFTER_THE_ELECTION = {
 }
 
 # The daemon as `vipkeeper run` builds it before its loop starts (no socket is opened yet):
-# the daemon's modules imported through the command line's own path, then the daemon built.
+# the daemon's modules imported through the launch's own path, then the daemon built.
 BUILD_DAEMON = """
 import sys
-from vipkeeper.cli import _import_daemon
-_import_daemon()
+from vipkeeper.launch import import_daemon
+import_daemon()
 from vipkeeper.config.load import load_config
 from vipkeeper.daemon import Daemon
 result = load_config(sys.argv[1])
 assert result.config is not None, [d.format() for d in result.diagnostics]
 Daemon(result.config, sys.argv[1], control_socket="/run/vipkeeper-test.sock")
+"""
+
+# `vipkeeper run` up to the election (vipkeeper.launch), for a configuration whose interface
+# does not exist here: nothing is removed or opened, and the instances are dated all the same.
+LAUNCH = """
+import sys
+from vipkeeper.launch import enter_election, load_logged
+result = load_logged(sys.argv[1])
+assert result.config is not None
+early = enter_election(result.config)
+assert early.entered is not None and early.sockets == [], early
+assert 'asyncio' not in sys.modules, 'the launch loaded asyncio before the election'
 """
 
 
@@ -127,13 +139,24 @@ def test_a_vrrp_only_daemon_imports_no_pyroute2_no_lvs_no_metrics_and_no_renderi
     assert not AFTER_THE_ELECTION & modules, sorted(AFTER_THE_ELECTION & modules)
 
 
+def test_the_instances_enter_the_election_before_asyncio_and_the_daemon_load(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "keepalived.conf"
+    config.write_text(VRRP_ONLY.replace("interface eth0", "interface vk-absent0"))
+    modules = imported_after(LAUNCH, str(config))
+    assert "vipkeeper.io.vrrp_raw" in modules
+    loaded_later = {"asyncio", "vipkeeper.daemon", "vipkeeper.core.vrrp", "vipkeeper.drivers.vrrp"}
+    assert not loaded_later & modules, sorted(loaded_later & modules)
+
+
 def test_the_daemon_is_imported_without_ssl_which_loads_normally_afterwards() -> None:
     # asyncio without TLS (the daemon opens no TLS transport); ssl itself still importable.
     modules = imported_after(
         "import sys\n"
-        "from vipkeeper.cli import _import_daemon\n"
+        "import vipkeeper.cli, vipkeeper.launch\n"
         "assert 'asyncio' not in sys.modules, 'the command line imports asyncio too early'\n"
-        "_import_daemon()\n"
+        "vipkeeper.launch.import_daemon()\n"
         "assert 'ssl' not in sys.modules\n"
         "assert sys.modules['asyncio.base_events'].ssl is None\n"
         "assert 'vipkeeper.daemon' in sys.modules\n"

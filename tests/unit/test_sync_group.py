@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from vipkeeper.core.effects import DelVips, RunNotify, VirtualAddress
+from vipkeeper.core.effects import DelVips, RunNotify
 from vipkeeper.core.events import (
     PacketReceived,
     ShutdownRequested,
@@ -14,6 +14,7 @@ from vipkeeper.core.events import (
     TrackChanged,
 )
 from vipkeeper.core.sync_group import SyncGroup
+from vipkeeper.core.virtual_address import VirtualAddress
 from vipkeeper.core.vrrp import InstanceSettings, State, VrrpInstance
 from vipkeeper.core.vrrp_wire import MULTICAST_V4, Advertisement, encode
 

@@ -5,8 +5,9 @@ the instance still becomes Master and advertises, with the first 255 addresses i
 
 from __future__ import annotations
 
-from vipkeeper.core.effects import AddVips, SendAdvert, VirtualAddress
+from vipkeeper.core.effects import AddVips, SendAdvert
 from vipkeeper.core.events import SourceAddressChanged, Started, TimerFired
+from vipkeeper.core.virtual_address import VirtualAddress
 from vipkeeper.core.vrrp import InstanceSettings, VrrpInstance
 from vipkeeper.core.vrrp_wire import MAX_ADDRESSES, decode
 

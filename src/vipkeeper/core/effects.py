@@ -9,17 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from vipkeeper.core.states import NotifyState, NotifyTarget, State
-
-
-@dataclass(frozen=True, kw_only=True)
-class VirtualAddress:
-    """One address the instance owns while Master (keepalived's virtual_ipaddress line)."""
-
-    address: str  # "172.16.9.1" or "2001:db8::1"
-    prefixlen: int  # 32 / 128 when the configuration gave none
-    dev: str  # interface the address goes on
-    label: str | None = None
-    scope: str | None = None  # "global", "link", "host"; None: kernel default
+from vipkeeper.core.virtual_address import VirtualAddress
 
 
 @dataclass(frozen=True, kw_only=True)

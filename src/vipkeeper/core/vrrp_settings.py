@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from vipkeeper.core import timing
-from vipkeeper.core.effects import VirtualAddress
 from vipkeeper.core.states import State
+from vipkeeper.core.virtual_address import VirtualAddress
 
 OWNER_PRIORITY = 255  # RFC 9568 §6.1: the address owner
 MAX_BACKUP_PRIORITY = 254

@@ -104,6 +104,7 @@ class Driver:
         self._route_packet = route_packet
         self._before_timers = before_timers
         self._latest = float("-inf")  # the time of the latest event fed
+        self._held: float | None = None  # hold_clock
         self._in_timer = False
         self._stale_check_pending = False
         self._loop = loop or asyncio.get_running_loop()
@@ -139,7 +140,7 @@ class Driver:
         if name in self._piloted:
             self._take_back(name)
         if now is None:
-            now = self._loop.time()
+            now = self._loop.time() if self._held is None else self._held
         if now < self._latest:
             now = self._latest
         else:
@@ -152,6 +153,12 @@ class Driver:
         self._schedule(name, machine)
         if name in self._pilotable:
             self._want_pilot(name)
+
+    def hold_clock(self, at: float | None) -> None:
+        """Date the events fed without a time `at` (on the loop's clock), until called with
+        None: the daemon's start feeds its instances as of when they entered the election
+        (`vipkeeper.launch`), before this module was even loaded."""
+        self._held = at
 
     def feed_all(self, event: Event, names: Iterable[str] | None = None) -> None:
         for name in list(self.machines if names is None else names):

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from vipkeeper.core import effects as orders
-from vipkeeper.core.effects import Effect, ReportTransition, VirtualAddress
+from vipkeeper.core.effects import Effect, ReportTransition
+from vipkeeper.core.virtual_address import VirtualAddress
 
 TRANSITIONS_KEPT = 64  # EffectRunner.transitions keeps this many of the latest
 

@@ -12,11 +12,14 @@ microseconds for it. So once the interface's index is known, `add_now` sends the
 reads the acknowledgement that rtnetlink queued while handling the send, without a loop
 iteration (`add` awaits it through the loop in the unlikely case it is not there yet). One
 request at a time is in flight: the manager's lock orders them.
+
+`remove_stale_now` removes the VIPs a killed run left behind before the event loop exists (the
+daemon's start, `vipkeeper.launch`): this module loads without asyncio, which the manager
+imports when it is made, inside the daemon.
 """
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import ipaddress
 import logging
@@ -24,7 +27,7 @@ import socket
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
-from vipkeeper.core.effects import VirtualAddress
+from vipkeeper.core.virtual_address import VirtualAddress
 from vipkeeper.io import rtnl
 from vipkeeper.io.rtnl import NetlinkError
 
@@ -70,6 +73,8 @@ class AddressManager:
     """Owns one rtnetlink socket; use as `async with AddressManager() as addresses: ...`."""
 
     def __init__(self) -> None:
+        import asyncio
+
         self._rtnl = rtnl.Rtnl()
         # One request at a time: answers are matched to the request in flight.
         self._lock = asyncio.Lock()
@@ -155,6 +160,8 @@ class AddressManager:
 
     def _added(self, vip: VirtualAddress, error: int) -> bool:
         if error == 0:
+            import asyncio
+
             asyncio.get_running_loop().call_soon(
                 log.info, "added %s/%d on %s", vip.address, vip.prefixlen, vip.dev
             )
@@ -187,17 +194,10 @@ class AddressManager:
             index = await self.ifindex(vip.dev)
         except InterfaceNotFoundError:
             return False  # the interface went away, and the address with it
-        address = ipaddress.ip_address(vip.address)
-        # The kernel matches on address and prefix length (IPv4: the local address).
-        body = rtnl.address_body(
-            family=socket.AF_INET if address.version == 4 else socket.AF_INET6,
-            index=index, prefixlen=vip.prefixlen, address=str(address),
-            local=address.version == 4,
-        )  # fmt: skip
         try:
-            await self._rtnl.request(rtnl.RTM_DELADDR, 0, body)
+            await self._rtnl.request(rtnl.RTM_DELADDR, 0, _delete_body(vip, index))
         except NetlinkError as error:
-            if error.code in (errno.EADDRNOTAVAIL, errno.ENOENT, errno.ENODEV):
+            if error.code in _NOT_THERE:
                 return False
             raise
         log.info("removed %s/%d from %s", vip.address, vip.prefixlen, vip.dev)
@@ -297,6 +297,46 @@ class AddressManager:
             ):
                 return item.address
         return None
+
+
+# What RTM_DELADDR answers when the address, or its interface, is not there.
+_NOT_THERE = (errno.EADDRNOTAVAIL, errno.ENOENT, errno.ENODEV)
+
+
+def _delete_body(vip: VirtualAddress, index: int) -> bytes:
+    """RTM_DELADDR's body for `vip` on interface `index`: the kernel matches on address and
+    prefix length (IPv4: the local address)."""
+    address = ipaddress.ip_address(vip.address)
+    return rtnl.address_body(
+        family=socket.AF_INET if address.version == 4 else socket.AF_INET6,
+        index=index, prefixlen=vip.prefixlen, address=str(address),
+        local=address.version == 4,
+    )  # fmt: skip
+
+
+def remove_stale_now(vips: Iterable[VirtualAddress]) -> list[VirtualAddress]:
+    """Before the event loop: remove the configured VIPs a previous (killed) run left on their
+    interfaces, and return them. Nothing of ours should be present before the first transition
+    to Master; a missing interface holds nothing. Raises NetlinkError or TimeoutError when
+    rtnetlink refuses or does not answer."""
+    channel = rtnl.Rtnl()
+    removed = []
+    try:
+        for vip in vips:
+            try:
+                index = socket.if_nametoindex(vip.dev)
+            except OSError:
+                continue
+            try:
+                channel.request_now(rtnl.RTM_DELADDR, 0, _delete_body(vip, index))
+            except NetlinkError as error:
+                if error.code in _NOT_THERE:
+                    continue
+                raise
+            removed.append(vip)
+    finally:
+        channel.close()
+    return removed
 
 
 def scope_number(scope: str) -> int:

@@ -22,7 +22,7 @@ import socket
 import struct
 from collections.abc import Iterable
 
-from vipkeeper.core.effects import VirtualAddress
+from vipkeeper.core.virtual_address import VirtualAddress
 from vipkeeper.core.vrrp_wire import internet_checksum
 
 log = logging.getLogger(__name__)

@@ -11,19 +11,27 @@ for what needs more of it (macvlan interfaces, IPVS), loaded when those are conf
 `request()` sends one message and collects the answers to it (a dump's messages up to
 NLMSG_DONE, or the acknowledgement); `send()` and `answer_now()` do the same without waiting,
 for the takeover's first VIP. Answers to other requests still queued on the socket are dropped.
-`notifications()` reads a socket bound to multicast groups.
+`request_now()` is `request()` for the start before the event loop exists (`vipkeeper.launch`):
+it waits in poll(2), for at most REQUEST_TIMEOUT. `notifications()` reads a socket bound to
+multicast groups. asyncio is imported only when a request waits through the loop.
 
-Must never: decide anything (the adapters' callers do), or block: every read is non-blocking.
+Must never: decide anything (the adapters' callers do), or block the event loop: every read
+there is non-blocking.
 """
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import os
+import select
 import socket
 import struct
+import time
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import asyncio
 
 # linux/netlink.h
 NLMSG_ERROR = 2
@@ -63,6 +71,7 @@ RECEIVE_SIZE = 1 << 16  # a dump's datagram is at most a few pages
 # The socket's receive buffer: a burst of notifications (hundreds of VIPs added at a takeover)
 # must fit, or the link monitor loses them (ENOBUFS) and resynchronises.
 RECEIVE_BUFFER = 1 << 20
+REQUEST_TIMEOUT = 5.0  # seconds request_now waits for the kernel's answer
 
 
 class NetlinkError(Exception):
@@ -258,19 +267,32 @@ class Rtnl:
         """Send one request and return what answers it: a dump's messages (with NLM_F_DUMP),
         or those before the acknowledgement (NLM_F_ACK is added otherwise). Raises
         `NetlinkError` when the kernel refuses it."""
-        dump = flags & NLM_F_DUMP == NLM_F_DUMP
-        sequence = self.send(kind, flags if dump else flags | NLM_F_ACK, body)
-        answers: list[Message] = []
+        answers = _Answers(self, kind, flags, body)
         while True:
-            for message in messages(await self.receive()):
-                if message.sequence != sequence:
-                    continue  # the late answer to an earlier request
-                if message.kind == NLMSG_ERROR or (dump and message.kind == NLMSG_DONE):
-                    code = error_code(message)
-                    if code:
-                        raise NetlinkError(code)
-                    return answers
-                answers.append(message)
+            done = answers.read(await self.receive())
+            if done is not None:
+                return done
+
+    def request_now(self, kind: int, flags: int, body: bytes) -> list[Message]:
+        """`request` without an event loop: waits for the answers in poll(2). Raises
+        `NetlinkError` when the kernel refuses it, TimeoutError after REQUEST_TIMEOUT."""
+        answers = _Answers(self, kind, flags, body)
+        deadline = time.monotonic() + REQUEST_TIMEOUT
+        poller = select.poll()
+        poller.register(self.socket().fileno(), select.POLLIN)
+        while True:
+            try:
+                data = self.socket().recv(RECEIVE_SIZE)
+            except BlockingIOError:
+                left = deadline - time.monotonic()
+                if left <= 0 or not poller.poll(left * 1000):
+                    raise TimeoutError(
+                        f"rtnetlink did not answer within {REQUEST_TIMEOUT:g} s"
+                    ) from None
+                continue
+            done = answers.read(data)
+            if done is not None:
+                return done
 
     async def receive(self) -> bytes:
         """The next datagram, waiting for it through the event loop."""
@@ -282,6 +304,8 @@ class Rtnl:
 
     async def readable(self) -> None:
         """Wait until the socket has something to read."""
+        import asyncio  # not before the loop: the start reads without it (request_now)
+
         fd = self.socket().fileno()
         loop = asyncio.get_running_loop()
         ready = loop.create_future()
@@ -290,6 +314,29 @@ class Rtnl:
             await ready
         finally:
             loop.remove_reader(fd)
+
+
+class _Answers:
+    """The answers to one request, collected datagram by datagram."""
+
+    def __init__(self, rtnl: Rtnl, kind: int, flags: int, body: bytes) -> None:
+        self._dump = flags & NLM_F_DUMP == NLM_F_DUMP
+        self._sequence = rtnl.send(kind, flags if self._dump else flags | NLM_F_ACK, body)
+        self._answers: list[Message] = []
+
+    def read(self, data: bytes) -> list[Message] | None:
+        """Take one datagram; the answers once the request is done, else None. Raises
+        `NetlinkError` when the kernel refused it."""
+        for message in messages(data):
+            if message.sequence != self._sequence:
+                continue  # the late answer to an earlier request
+            if message.kind == NLMSG_ERROR or (self._dump and message.kind == NLMSG_DONE):
+                code = error_code(message)
+                if code:
+                    raise NetlinkError(code)
+                return self._answers
+            self._answers.append(message)
+        return None
 
 
 def _set_once(ready: asyncio.Future[None]) -> None:

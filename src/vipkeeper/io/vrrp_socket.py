@@ -1,10 +1,9 @@
 """Raw IP protocol 112 sockets for VRRP, IPv4 and IPv6, read by the asyncio loop or the autopilot.
 
-Owns: one non-blocking raw socket per (interface, address family), its options (bound to the
-device, TTL / hop limit 255 on everything sent, membership of 224.0.0.18 / ff02::12 on that
-interface only, no multicast loopback), sending a VRRP message from a chosen source address, and
-turning each received datagram into a `PacketReceived` fact with the IP source, destination and
-TTL / hop limit the kernel saw.
+Owns: one non-blocking raw socket per (interface, address family), opened and configured by
+`vipkeeper.io.vrrp_raw` (here, or before the loop by `vipkeeper.launch`, and then adopted),
+sending a VRRP message from a chosen source address, and turning each received datagram into a
+`PacketReceived` fact with the IP source, destination and TTL / hop limit the kernel saw.
 
 Must never: encode, decode or judge VRRP messages (checksums included: the payload comes
 ready-made from `vipkeeper.core.vrrp_wire`, which covers the IPv6 pseudo-header itself), apply
@@ -44,29 +43,23 @@ from typing import Protocol
 
 from vipkeeper.core.events import PacketReceived
 from vipkeeper.core.steady import Echo
-from vipkeeper.core.vrrp_wire import MULTICAST_V4, MULTICAST_V6, VRRP_PROTOCOL, VRRP_TTL
+from vipkeeper.core.vrrp_wire import VRRP_PROTOCOL
+from vipkeeper.io.vrrp_raw import SO_RXQ_OVFL, SO_TIMESTAMPNS, configure, open_raw
 
 log = logging.getLogger(__name__)
 
 
 # Not exported by Python's socket module on every version (linux/in.h, linux/in6.h).
 _IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
-_IP_MULTICAST_ALL = getattr(socket, "IP_MULTICAST_ALL", 49)
-_IPV6_MULTICAST_ALL = 29
 
 # The largest VRRP datagram: an IPv6 payload of 8 + 255 x 16 bytes (IPv4 with options is
 # smaller). A 64 KiB buffer per recv() cost more than the packet's whole processing.
 _RECEIVE_SIZE = 4200
-_SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
-_SO_RXQ_OVFL = getattr(socket, "SO_RXQ_OVFL", 40)
-_SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 _SO_ATTACH_FILTER = getattr(socket, "SO_ATTACH_FILTER", 26)
 _ANCILLARY_SIZE = (
     socket.CMSG_SPACE(4) + socket.CMSG_SPACE(20) + socket.CMSG_SPACE(16) + socket.CMSG_SPACE(4)
 )
 _QUEUE_LIMIT = 1024
-# A lazy socket holds every advertisement between two drains; ask for room for thousands.
-RECEIVE_BUFFER = 4 * 1024 * 1024
 # Reads per eager wake-up, so a flood cannot starve the loop; a drain reads up to this many.
 _EAGER_BATCH = 64
 _DRAIN_LIMIT = 100_000
@@ -172,21 +165,7 @@ class VrrpSocket:
     ) -> VrrpSocket:
         """`open` for callers that cannot await; must run inside the event loop."""
         family = socket.AddressFamily(family)
-        if family not in (socket.AF_INET, socket.AF_INET6):
-            raise ValueError(f"VRRP runs over AF_INET or AF_INET6, not {family!r}")
-        ifindex = socket.if_nametoindex(interface)
-        sock = socket.socket(family, socket.SOCK_RAW, VRRP_PROTOCOL)
-        try:
-            _configure(sock, interface, family, ifindex)
-            sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
-            sock.setsockopt(socket.SOL_SOCKET, _SO_RXQ_OVFL, 1)
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, RECEIVE_BUFFER)
-            except PermissionError:  # without CAP_NET_ADMIN: as much as rmem_max allows
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
-        except BaseException:
-            sock.close()
-            raise
+        sock, ifindex = open_raw(interface, family)
         return cls(
             interface=interface, family=family, sock=sock, ifindex=ifindex, on_packet=on_packet
         )
@@ -259,7 +238,7 @@ class VrrpSocket:
                 log.warning("%s: no doorbell socket, staying eager: %s", self.interface, error)
                 return
             try:
-                _configure(doorbell, self.interface, self.family, self.ifindex)
+                configure(doorbell, self.interface, self.family, self.ifindex)
                 program = _priority_zero_filter(self.family == socket.AF_INET)
                 code = ctypes.create_string_buffer(program, len(program))
                 fprog = struct.pack("HL", len(program) // 8, ctypes.addressof(code))
@@ -461,10 +440,10 @@ class VrrpSocket:
         for level, kind, data in ancillary:
             if level != socket.SOL_SOCKET:
                 continue
-            if kind == _SO_TIMESTAMPNS and len(data) >= 16:
+            if kind == SO_TIMESTAMPNS and len(data) >= 16:
                 seconds, nanoseconds = struct.unpack("=qq", data[:16])
                 stamp = seconds + nanoseconds / 1e9
-            elif kind == _SO_RXQ_OVFL and len(data) >= 4:
+            elif kind == SO_RXQ_OVFL and len(data) >= 4:
                 (total,) = struct.unpack("=I", data[:4])
                 if total > self.kernel_drops:
                     log.warning(
@@ -534,40 +513,6 @@ def parse_ipv4_datagram(datagram: bytes) -> PacketReceived | None:
         ttl=datagram[8],
         payload=bytes(datagram[header_length:end]),
     )
-
-
-def _configure(
-    sock: socket.socket, interface: str, family: socket.AddressFamily, ifindex: int
-) -> None:
-    sock.setblocking(False)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, interface.encode())
-    if family == socket.AF_INET:
-        _configure_ipv4(sock, ifindex)
-    else:
-        _configure_ipv6(sock, ifindex)
-
-
-def _configure_ipv4(sock: socket.socket, ifindex: int) -> None:
-    sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, VRRP_TTL)
-    sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, VRRP_TTL)
-    sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 0)
-    # Only the groups this socket joined, not every group some other socket joined.
-    sock.setsockopt(socket.IPPROTO_IP, _IP_MULTICAST_ALL, 0)
-    mreqn = struct.pack("=4s4si", socket.inet_aton(MULTICAST_V4), bytes(4), ifindex)
-    sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, mreqn)
-    sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreqn)
-
-
-def _configure_ipv6(sock: socket.socket, ifindex: int) -> None:
-    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, VRRP_TTL)
-    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, VRRP_TTL)
-    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 0)
-    sock.setsockopt(socket.IPPROTO_IPV6, _IPV6_MULTICAST_ALL, 0)
-    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, ifindex)
-    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVHOPLIMIT, 1)
-    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
-    mreq = struct.pack("=16sI", socket.inet_pton(socket.AF_INET6, MULTICAST_V6), ifindex)
-    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, mreq)
 
 
 class VrrpSocketPool:
@@ -642,11 +587,27 @@ class VrrpSocketPool:
         if existing is not None:
             return existing
 
+        deliver = self._deliverer(interface, family)
+        opened = VrrpSocket.open_now(interface, family, on_packet=deliver)
+        self._sockets[key] = opened
+        return opened
+
+    def adopt(self, interface: str, family: int, sock: socket.socket, ifindex: int) -> None:
+        """Read and send on `sock`, opened before the loop by `vrrp_raw.open_raw`; what it
+        queued meanwhile is read now. A socket already open for (interface, family) wins."""
+        key = (interface, int(family))
+        if key in self._sockets:
+            sock.close()
+            return
+        self._sockets[key] = VrrpSocket(
+            interface=interface, family=socket.AddressFamily(family), sock=sock,
+            ifindex=ifindex, on_packet=self._deliverer(interface, family),
+        )  # fmt: skip
+
+    def _deliverer(self, interface: str, family: int) -> PacketCallback:
         sink, family_number = self.sink, int(family)
 
         def deliver(packet: PacketReceived, arrived: float) -> None:
             sink(interface, family_number, packet, arrived)
 
-        opened = VrrpSocket.open_now(interface, family, on_packet=deliver)
-        self._sockets[key] = opened
-        return opened
+        return deliver

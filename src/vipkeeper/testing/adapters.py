@@ -15,9 +15,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from vipkeeper.core.effects import Effect, ReportTransition, RunNotify, SendAdvert, VirtualAddress
+from vipkeeper.core.effects import Effect, ReportTransition, RunNotify, SendAdvert
 from vipkeeper.core.events import Event, TimerFired
 from vipkeeper.core.states import NotifyState, State
+from vipkeeper.core.virtual_address import VirtualAddress
 from vipkeeper.drivers.vrrp import Driver
 
 Route = Callable[[str, int, int], tuple[str, str | None] | None]

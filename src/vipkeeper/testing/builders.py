@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import typing
 
-from vipkeeper.core.effects import Effect, VirtualAddress
+from vipkeeper.core.effects import Effect
 from vipkeeper.core.events import PacketReceived, SourceAddressChanged, Started
 from vipkeeper.core.health import CheckerSpec, Endpoint, RealServerSpec, VirtualServerSpec
+from vipkeeper.core.virtual_address import VirtualAddress
 from vipkeeper.core.vrrp import VrrpInstance
 from vipkeeper.core.vrrp_settings import InstanceSettings
 from vipkeeper.core.vrrp_wire import MULTICAST_V4, MULTICAST_V6, Advertisement, encode
