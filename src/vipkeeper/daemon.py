@@ -1,7 +1,9 @@
 """`vipkeeper run`: wires the configuration, the pure core and the Linux adapters together.
 
-Owns the daemon's life: pidfile, signals (TERM/INT stop, HUP reload), start-up clean-up of
-addresses a crashed run left behind, link monitoring, and the order of start and stop.
+Owns the daemon's life once `vipkeeper.launch` has put the instances in the election (loaded
+the configuration, taken the pidfile, removed the addresses a crashed run left behind, opened
+the sockets): signals (TERM/INT stop, HUP reload), link monitoring, and the order of start and
+stop; on a reload, the clean-up of stale addresses for the instances it starts.
 Its collaborators each own one job: the instances' source addresses (`source_addresses`),
 tracked scripts (`track_scripts`), notify scripts (`notify_scripts`), background tasks
 (`tasks`), how sockets are read (`read_policy`), a reload's steps and their order (`reloader`,

@@ -80,9 +80,9 @@ def enter_election(config: model.Config) -> EarlyStart:
         log.warning("removed %s/%d from %s, left by an earlier run", vip.address,
                     vip.prefixlen, vip.dev)  # fmt: skip
     uses_vmac = any(instance.use_vmac is not None for instance in config.vrrp_instances)
-    if uses_vmac or config.global_defs.vrrp_peer_filter:
-        return EarlyStart(the_plan, entered=None)
     early = EarlyStart(the_plan, entered=None)
+    if uses_vmac or config.global_defs.vrrp_peer_filter:
+        return early
     wanted = {(s.interface, int(socket_family(s.family))) for s in the_plan.settings.values()}
     for interface, family in sorted(wanted):
         try:
@@ -91,9 +91,10 @@ def enter_election(config: model.Config) -> EarlyStart:
             continue  # the daemon tries again, and says why, when it opens the rest
         early.sockets.append((interface, family, sock, index))
     early.entered = time.monotonic()
-    listening = ", ".join(sorted({interface for interface, _, _, _ in early.sockets}))
-    log.info("in the election: %d VRRP instance(s), listening on %s", len(the_plan.settings),
-             listening or "no interface yet")  # fmt: skip
+    if the_plan.settings:
+        listening = ", ".join(sorted({interface for interface, _, _, _ in early.sockets}))
+        log.info("in the election: %d VRRP instance(s), listening on %s",
+                 len(the_plan.settings), listening or "no interface yet")  # fmt: skip
     return early
 
 
