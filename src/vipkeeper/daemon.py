@@ -334,12 +334,9 @@ class Daemon:
     async def _remove_stale(self, settings: Iterable[InstanceSettings]) -> None:
         vips: list[VirtualAddress] = [v for s in settings for v in s.virtual_addresses]
         try:
-            removed = await self.addresses.remove_stale(vips)
+            await self.addresses.remove_stale(vips)  # each one removed is logged
         except Exception as exc:  # a missing interface must not stop the start
             log.warning("could not check for stale virtual addresses: %s", exc)
-            return
-        for vip in removed:
-            log.warning("removed %s/%d from %s, left by an earlier run", *_vip(vip))
 
     async def shutdown(self, machines: list[str]) -> None:
         assert self.driver is not None
@@ -422,10 +419,6 @@ def _wanted_vmacs(config: model.Config) -> dict[str, Vmac]:
         for instance in config.vrrp_instances
         if instance.use_vmac is not None
     }
-
-
-def _vip(vip: VirtualAddress) -> tuple[str, int, str]:
-    return vip.address, vip.prefixlen, vip.dev
 
 
 def run_daemon(args: argparse.Namespace, config: model.Config, early: EarlyStart | None) -> int:

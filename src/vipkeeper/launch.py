@@ -72,13 +72,9 @@ def enter_election(config: model.Config) -> EarlyStart:
     the_plan = plan(config)
     vips = [vip for settings in the_plan.settings.values() for vip in settings.virtual_addresses]
     try:
-        removed = remove_stale_now(vips)
+        remove_stale_now(vips)  # each one removed is logged
     except Exception as exc:  # rtnetlink refused or did not answer: start all the same
         log.warning("could not check for stale virtual addresses: %s", exc)
-        removed = []
-    for vip in removed:
-        log.warning("removed %s/%d from %s, left by an earlier run", vip.address,
-                    vip.prefixlen, vip.dev)  # fmt: skip
     uses_vmac = any(instance.use_vmac is not None for instance in config.vrrp_instances)
     early = EarlyStart(the_plan, entered=None)
     if uses_vmac or config.global_defs.vrrp_peer_filter:

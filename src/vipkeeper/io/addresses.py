@@ -219,7 +219,7 @@ class AddressManager:
         """
         removed = await self.delete_all(vips)
         for vip in removed:
-            log.warning("removed stale VIP %s/%d from %s", vip.address, vip.prefixlen, vip.dev)
+            _log_stale(vip)
         return removed
 
     async def present(self, devices: Iterable[str]) -> frozenset[tuple[str, str]]:
@@ -334,9 +334,15 @@ def remove_stale_now(vips: Iterable[VirtualAddress]) -> list[VirtualAddress]:
                     continue
                 raise
             removed.append(vip)
+            _log_stale(vip)
     finally:
         channel.close()
     return removed
+
+
+def _log_stale(vip: VirtualAddress) -> None:
+    log.warning("removed %s/%d from %s, left by an earlier run", vip.address, vip.prefixlen,
+                vip.dev)  # fmt: skip
 
 
 def scope_number(scope: str) -> int:
