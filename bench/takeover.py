@@ -36,7 +36,7 @@ from scapy.utils import rdpcap
 
 from _netns import DAEMONS, Lab, failover_lab, machine_summary, vips_on
 from vipkeeper.core import timing
-from vipkeeper.core.vrrp_wire import VRRP_PROTOCOL
+from vipkeeper.core.vrrp_numbers import VRRP_PROTOCOL
 from vipkeeper.testing.waits import wait_until
 
 VIP = "10.0.0.50"

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from vipkeeper.config import model
 from vipkeeper.core.states import State
 from vipkeeper.core.virtual_address import VirtualAddress
+from vipkeeper.core.vrrp_numbers import MULTICAST_V4, MULTICAST_V6
 from vipkeeper.core.vrrp_settings import InstanceSettings
-from vipkeeper.core.vrrp_wire import MULTICAST_V4, MULTICAST_V6
 
 
 def virtual_address(vip: model.VirtualIpAddress, device: str) -> VirtualAddress:

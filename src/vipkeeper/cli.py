@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import sys
 from collections.abc import Sequence
 
@@ -25,18 +26,45 @@ def _listen(text: str) -> tuple[str, int]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _formatter(prog: str) -> argparse.HelpFormatter:
+    """argparse's help formatter, as wide as the terminal (COLUMNS, else the terminal, else 80).
+
+    argparse makes a formatter for every argument added; one left to find the width itself
+    imports shutil, and its compression modules with it: 8 million instructions, a twelfth of
+    the command line's start-up.
+    """
+    try:
+        columns = int(os.environ.get("COLUMNS", ""))
+    except ValueError:
+        columns = 0
+    if columns <= 0:
+        stdout = sys.__stdout__
+        try:
+            columns = os.get_terminal_size(stdout.fileno()).columns if stdout else 0
+        except (ValueError, OSError):  # not a terminal
+            columns = 0
+    if columns <= 0:  # a terminal can report a width of 0
+        columns = 80
+    return argparse.HelpFormatter(prog, width=columns - 2)  # argparse's own margin
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vipkeeper",
         description="VRRP high availability and LVS load balancing, keepalived.conf compatible.",
+        formatter_class=_formatter,
     )
     parser.add_argument("--version", action="version", version=f"vipkeeper {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    check = sub.add_parser("check", help="validate a keepalived.conf; exit 0 if usable, 1 if not")
+    check = sub.add_parser(
+        "check",
+        formatter_class=_formatter,
+        help="validate a keepalived.conf; exit 0 if usable, 1 if not",
+    )
     check.add_argument("-f", "--config-file", default=DEFAULT_CONFIG, metavar="FILE")
 
-    control = argparse.ArgumentParser(add_help=False)
+    control = argparse.ArgumentParser(add_help=False, formatter_class=_formatter)
     control.add_argument(
         "--control-socket",
         default=DEFAULT_SOCKET,
@@ -44,7 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"the daemon's control socket (default {DEFAULT_SOCKET}; on run, '' serves none)",
     )
 
-    run = sub.add_parser("run", parents=[control], help="run the director in the foreground")
+    run = sub.add_parser(
+        "run",
+        parents=[control],
+        formatter_class=_formatter,
+        help="run the director in the foreground",
+    )
     run.add_argument("-f", "--config-file", default=DEFAULT_CONFIG, metavar="FILE")
     run.add_argument("--pidfile", default=None, metavar="FILE")
     run.add_argument("--log-format", choices=("text", "json"), default="text")
@@ -72,7 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     status = sub.add_parser(
-        "status", parents=[control], help="show the running daemon's instances and servers"
+        "status",
+        parents=[control],
+        formatter_class=_formatter,
+        help="show the running daemon's instances and servers",
     )
     status.add_argument(
         "--json", action="store_true", help="print the status document (docs/status.schema.json)"
@@ -81,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "reload",
         parents=[control],
+        formatter_class=_formatter,
         help="reload the running daemon's configuration; exit 0 if applied, 1 if refused",
     )
     return parser

@@ -7,11 +7,13 @@ mode and as `key=value` pairs in text mode.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
-from typing import Any, TextIO
+
+TYPE_CHECKING = False  # typing stays unloaded before the election (test_startup_imports)
+if TYPE_CHECKING:
+    from typing import Any, TextIO
 
 # Attributes every LogRecord has; anything else on a record came from `extra=`.
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
@@ -33,6 +35,8 @@ class JsonFormatter(logging.Formatter):
         entry.update(_extras(record))
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
+        import json  # loaded with the first JSON line, not at start-up
+
         return json.dumps(entry, default=str)
 
 

@@ -16,7 +16,7 @@ from scapy.layers.inet6 import IPv6
 from scapy.packet import Packet
 from scapy.utils import rdpcap
 
-from vipkeeper.core.vrrp_wire import VRRP_PROTOCOL
+from vipkeeper.core.vrrp_numbers import VRRP_PROTOCOL
 from vipkeeper.testing.daemons import (
     Subnet,
     describe,

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from vipkeeper.core.vrrp_wire import VRRP_PROTOCOL
+from vipkeeper.core.vrrp_numbers import VRRP_PROTOCOL
 from vipkeeper.testing.daemons import (
     SETTLE,
     Subnet,

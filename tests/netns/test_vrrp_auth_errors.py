@@ -27,19 +27,19 @@ PASSWORD = "s3cret"
 # socket with TTL 255 to VRRP's group, every other field valid.
 SENDER = r"""
 import json, socket, sys
-from vipkeeper.core import vrrp_wire
+from vipkeeper.core import vrrp_numbers, vrrp_wire
 source, vrid, vip, plan = sys.argv[1], int(sys.argv[2]), sys.argv[3], json.loads(sys.argv[4])
-sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, vrrp_wire.VRRP_PROTOCOL)
-sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, vrrp_wire.VRRP_TTL)
+sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, vrrp_numbers.VRRP_PROTOCOL)
+sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, vrrp_numbers.VRRP_TTL)
 sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(source))
 for auth_type, password, count in plan:
     advert = vrrp_wire.Advertisement(
         version=2, vrid=vrid, priority=254, addresses=(vip,), wire_interval=1,
         auth_type=auth_type, auth_data=password.encode(),
     )
-    payload = vrrp_wire.encode(advert, source=source, destination=vrrp_wire.MULTICAST_V4)
+    payload = vrrp_wire.encode(advert, source=source, destination=vrrp_numbers.MULTICAST_V4)
     for _ in range(count):
-        sock.sendto(payload, (vrrp_wire.MULTICAST_V4, 0))
+        sock.sendto(payload, (vrrp_numbers.MULTICAST_V4, 0))
 """
 
 # error kind in the status document -> (auth type, password, adverts sent)

@@ -19,7 +19,7 @@ from vipkeeper.core.effects import SendAdvert
 from vipkeeper.core.events import PacketReceived, SourceAddressChanged, Started, TimerFired
 from vipkeeper.core.steady import Beacon, Watch
 from vipkeeper.core.vrrp import InstanceSettings, VrrpInstance
-from vipkeeper.core.vrrp_wire import MULTICAST_V4 as GROUP
+from vipkeeper.core.vrrp_numbers import MULTICAST_V4 as GROUP
 from vipkeeper.io.autopilot import Autopilot, HeldPacket, _BeaconJob, _WatchJob
 from vipkeeper.testing.waits import wait_for
 

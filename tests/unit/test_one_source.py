@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from vipkeeper import paths
-from vipkeeper.core import timing, vrrp_wire
+from vipkeeper.core import timing, vrrp_numbers
 
 ROOT = Path(__file__).resolve().parents[2]
 TREES = ("src", "harness", "tests", "bench")
@@ -41,18 +41,18 @@ class Fact:
 FACTS = (
     Fact(
         "the VRRP IPv4 multicast group",
-        "src/vipkeeper/core/vrrp_wire.py",
-        lambda _name, value: _address(value) == vrrp_wire.MULTICAST_V4,
+        "src/vipkeeper/core/vrrp_numbers.py",
+        lambda _name, value: _address(value) == vrrp_numbers.MULTICAST_V4,
     ),
     Fact(
         "the VRRP IPv6 multicast group",
-        "src/vipkeeper/core/vrrp_wire.py",
-        lambda _name, value: _address(value) == vrrp_wire.MULTICAST_V6,
+        "src/vipkeeper/core/vrrp_numbers.py",
+        lambda _name, value: _address(value) == vrrp_numbers.MULTICAST_V6,
     ),
     Fact(
         "the VRRP IP protocol number",
-        "src/vipkeeper/core/vrrp_wire.py",
-        lambda name, value: value == vrrp_wire.VRRP_PROTOCOL and "PROTO" in name.upper(),
+        "src/vipkeeper/core/vrrp_numbers.py",
+        lambda name, value: value == vrrp_numbers.VRRP_PROTOCOL and "PROTO" in name.upper(),
     ),
     Fact(
         "the VRRPv2 advert_int limit",

@@ -16,7 +16,8 @@ from vipkeeper.core.events import (
 from vipkeeper.core.sync_group import SyncGroup
 from vipkeeper.core.virtual_address import VirtualAddress
 from vipkeeper.core.vrrp import InstanceSettings, State, VrrpInstance
-from vipkeeper.core.vrrp_wire import MULTICAST_V4, Advertisement, encode
+from vipkeeper.core.vrrp_numbers import MULTICAST_V4
+from vipkeeper.core.vrrp_wire import Advertisement, encode
 
 ME = "192.168.0.53"
 PEER = "192.168.0.57"

@@ -13,7 +13,7 @@ import jsonschema
 import pytest
 
 from vipkeeper.config.load import parse_text
-from vipkeeper.core.vrrp_wire import VRRP_PROTOCOL
+from vipkeeper.core.vrrp_numbers import VRRP_PROTOCOL
 from vipkeeper.io.vrrp_filter import (
     PRIORITY,
     TABLE,

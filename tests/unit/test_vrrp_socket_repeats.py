@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from vipkeeper.core.vrrp_wire import MULTICAST_V4 as GROUP
+from vipkeeper.core.vrrp_numbers import MULTICAST_V4 as GROUP
 from vipkeeper.core.vrrp_wire import Advertisement, encode
 from vipkeeper.io.vrrp_socket import VrrpSocket
 

@@ -41,8 +41,8 @@ from vipkeeper.core.vrrp import (
     VrrpInstance,
     transitions,
 )
+from vipkeeper.core.vrrp_numbers import MULTICAST_V6
 from vipkeeper.core.vrrp_wire import (
-    MULTICAST_V6,
     AuthType,
     decode,
     pack_password,

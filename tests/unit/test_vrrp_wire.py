@@ -11,9 +11,8 @@ from scapy.layers.inet import IP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.vrrp import VRRP, VRRPv3
 
+from vipkeeper.core.vrrp_numbers import MULTICAST_V4, MULTICAST_V6
 from vipkeeper.core.vrrp_wire import (
-    MULTICAST_V4,
-    MULTICAST_V6,
     Advertisement,
     AuthType,
     WireError,

@@ -8,7 +8,6 @@ The virtual servers' reader (and the LVS model with it) loads with the first `vi
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
 from vipkeeper.config import keywords
 from vipkeeper.config.blocks.global_defs import GlobalDefsReader
@@ -20,6 +19,7 @@ from vipkeeper.config.diagnostics import Diagnostics, Location
 from vipkeeper.config.lexer import Token, TokenKind
 from vipkeeper.config.parser import Statement
 
+TYPE_CHECKING = False  # typing stays unloaded before the election (test_startup_imports)
 if TYPE_CHECKING:
     from vipkeeper.config.blocks.virtual_server import VirtualServerReader
 

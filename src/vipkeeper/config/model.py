@@ -18,12 +18,12 @@ import enum
 import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from vipkeeper.config.diagnostics import Location
 from vipkeeper.core import lb_kinds
-from vipkeeper.core.vrrp_wire import MULTICAST_V4, MULTICAST_V6
+from vipkeeper.core.vrrp_numbers import MULTICAST_V4, MULTICAST_V6
 
+TYPE_CHECKING = False  # typing stays unloaded before the election (test_startup_imports)
 if TYPE_CHECKING:  # loaded with the first virtual_server block (config/lvs_model.py)
     from vipkeeper.config.lvs_model import VirtualServer
 

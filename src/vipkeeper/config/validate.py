@@ -11,18 +11,20 @@ valid. It never changes the objects; it only reports.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Protocol
 
 from vipkeeper.config.build import BuiltParts
 from vipkeeper.config.diagnostics import Diagnostics, Location
 
+TYPE_CHECKING = False  # typing stays unloaded before the election (test_startup_imports)
+if TYPE_CHECKING:
+    from typing import Protocol
 
-class _Named(Protocol):
-    @property
-    def name(self) -> str: ...
+    class _Named(Protocol):
+        @property
+        def name(self) -> str: ...
 
-    @property
-    def location(self) -> Location: ...
+        @property
+        def location(self) -> Location: ...
 
 
 def validate(parts: BuiltParts, diagnostics: Diagnostics) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
-import shlex
 from collections.abc import Sequence
 
 from vipkeeper.config.diagnostics import Diagnostics, Location
@@ -179,6 +178,8 @@ def split_command(token: Token, diagnostics: Diagnostics, keyword: str) -> list[
         _empty_command(token.location, diagnostics, keyword)
         return None
     try:
+        import shlex  # for quoted commands only
+
         argv = shlex.split(token.value)
     except ValueError as exc:
         diagnostics.error(token.location, f"{keyword}: cannot split the command line: {exc}")

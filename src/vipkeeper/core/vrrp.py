@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from vipkeeper.core import timing, vrrp_wire
+from vipkeeper.core import timing, vrrp_numbers, vrrp_wire
 from vipkeeper.core.effects import (
     AddVips,
     DelVips,
@@ -299,9 +299,9 @@ class VrrpInstance:
         elif self.settings.mcast_group is not None:
             destinations = (self.settings.mcast_group,)
         elif self.settings.family == 4:
-            destinations = (vrrp_wire.MULTICAST_V4,)
+            destinations = (vrrp_numbers.MULTICAST_V4,)
         else:
-            destinations = (vrrp_wire.MULTICAST_V6,)
+            destinations = (vrrp_numbers.MULTICAST_V6,)
         advert = vrrp_wire.Advertisement(
             version=self.settings.version,
             vrid=self.settings.vrid,
@@ -425,7 +425,7 @@ class VrrpInstance:
         """RFC 3768 §7.1 / RFC 9568 §7.1 receive checks: the advertisement and its normalised
         source address; None (counted) on a drop."""
         settings = self.settings
-        if event.ttl != vrrp_wire.VRRP_TTL:
+        if event.ttl != vrrp_numbers.VRRP_TTL:
             self.stats.drop(DropReason.TTL)
             return None
         try:

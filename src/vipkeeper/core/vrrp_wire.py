@@ -17,11 +17,8 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 from vipkeeper.core.timing import V3_MAX_CENTISECONDS, centiseconds_to_seconds
+from vipkeeper.core.vrrp_numbers import VRRP_PROTOCOL
 
-VRRP_PROTOCOL = 112  # IANA protocol number, RFC 3768 §5.2 / RFC 9568 §5.1.1.4
-VRRP_TTL = 255  # RFC 3768 §5.2.3, RFC 9568 §5.1.1.3 / §5.1.2.3: TTL / hop limit must be 255
-MULTICAST_V4 = "224.0.0.18"  # RFC 3768 §5.2.2, RFC 9568 §5.1.1.2
-MULTICAST_V6 = "ff02::12"  # RFC 9568 §5.1.2.2
 # RFC 3768 §7.3 / RFC 9568 §7.3: the virtual router MAC, 00-00-5E-00-01-{VRID} (IPv4)
 VIRTUAL_MAC_PREFIX_V4 = "00:00:5e:00:01"
 ADVERTISEMENT_TYPE = 1  # RFC 9568 §5.2.2: the only defined type

@@ -28,8 +28,8 @@ import socket
 import struct
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
+TYPE_CHECKING = False  # typing stays unloaded before the election (test_startup_imports)
 if TYPE_CHECKING:
     import asyncio
 

@@ -28,8 +28,8 @@ import re
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+from vipkeeper.core.vrrp_numbers import VRRP_PROTOCOL
 from vipkeeper.core.vrrp_settings import InstanceSettings
-from vipkeeper.core.vrrp_wire import VRRP_PROTOCOL
 from vipkeeper.io.scripts import run_command
 
 logger = logging.getLogger(__name__)

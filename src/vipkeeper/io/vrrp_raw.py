@@ -14,7 +14,7 @@ from __future__ import annotations
 import socket
 import struct
 
-from vipkeeper.core.vrrp_wire import MULTICAST_V4, MULTICAST_V6, VRRP_PROTOCOL, VRRP_TTL
+from vipkeeper.core.vrrp_numbers import MULTICAST_V4, MULTICAST_V6, VRRP_PROTOCOL, VRRP_TTL
 
 # Not exported by Python's socket module on every version (linux/in.h, linux/in6.h,
 # asm-generic/socket.h).

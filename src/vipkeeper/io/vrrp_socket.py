@@ -43,7 +43,7 @@ from typing import Protocol
 
 from vipkeeper.core.events import PacketReceived
 from vipkeeper.core.steady import Echo
-from vipkeeper.core.vrrp_wire import VRRP_PROTOCOL
+from vipkeeper.core.vrrp_numbers import VRRP_PROTOCOL
 from vipkeeper.io.vrrp_raw import SO_RXQ_OVFL, SO_TIMESTAMPNS, configure, open_raw
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ import socket
 import struct
 import sys
 
-from vipkeeper.core.vrrp_wire import MULTICAST_V4, VRRP_PROTOCOL
+from vipkeeper.core.vrrp_numbers import MULTICAST_V4, VRRP_PROTOCOL
 
 SO_TIMESTAMPNS = 35  # Linux; the socket module does not name it
 

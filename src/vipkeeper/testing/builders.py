@@ -15,8 +15,9 @@ from vipkeeper.core.events import PacketReceived, SourceAddressChanged, Started
 from vipkeeper.core.health import CheckerSpec, Endpoint, RealServerSpec, VirtualServerSpec
 from vipkeeper.core.virtual_address import VirtualAddress
 from vipkeeper.core.vrrp import VrrpInstance
+from vipkeeper.core.vrrp_numbers import MULTICAST_V4, MULTICAST_V6
 from vipkeeper.core.vrrp_settings import InstanceSettings
-from vipkeeper.core.vrrp_wire import MULTICAST_V4, MULTICAST_V6, Advertisement, encode
+from vipkeeper.core.vrrp_wire import Advertisement, encode
 
 VIP = VirtualAddress(address="172.16.9.1", prefixlen=32, dev="eth0")
 ME = "192.168.0.53"

@@ -18,7 +18,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
-from vipkeeper.core import vrrp_wire
+from vipkeeper.core import vrrp_numbers, vrrp_wire
 from vipkeeper.testing.netns import Host, Lab
 
 MASTER_PRIORITY = 200
@@ -123,7 +123,7 @@ def flood_packets(case: Case, subnet: int, attacker_mac: bytes) -> tuple[str, li
     source = f"10.{subnet}.0.{ATTACKER}"
     if case.kind == "arp":
         return "", malformed_arp(attacker_mac, vip(subnet))
-    destination = f"10.{subnet}.0.1" if case.unicast else vrrp_wire.MULTICAST_V4
+    destination = f"10.{subnet}.0.1" if case.unicast else vrrp_numbers.MULTICAST_V4
     advert = vrrp_wire.Advertisement(
         version=case.version,
         vrid=VRID,

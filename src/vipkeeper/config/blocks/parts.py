@@ -6,15 +6,17 @@ Owns `BuiltParts`, the one record every block reader appends to; `validate` read
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
 
 from vipkeeper.config.diagnostics import Location
 from vipkeeper.config.model import GlobalDefs, VrrpInstance, VrrpScript, VrrpSyncGroup
 
-if TYPE_CHECKING:  # loaded with the first virtual_server block
-    from vipkeeper.config.lvs_model import VirtualServer
+TYPE_CHECKING = False  # typing stays unloaded before the election (test_startup_imports)
+if TYPE_CHECKING:
+    from typing import Any
 
-Fields = dict[str, Any]
+    from vipkeeper.config.lvs_model import VirtualServer  # loaded with the first virtual_server
+
+Fields = dict[str, "Any"]
 
 
 @dataclass
