@@ -8,9 +8,10 @@ which interface). It must stay free of I/O: the daemon and the tests call it ali
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import field
 
 from vipkeeper.config import model
+from vipkeeper.core.records import record
 from vipkeeper.core.states import State
 from vipkeeper.core.virtual_address import VirtualAddress
 from vipkeeper.core.vrrp_numbers import MULTICAST_V4, MULTICAST_V6
@@ -76,7 +77,7 @@ def instance_settings(config: model.Config, instance: model.VrrpInstance) -> Ins
     )
 
 
-@dataclass(frozen=True)
+@record
 class Plan:
     """What the daemon runs: machines (solo instances and sync groups) and how to reach them."""
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from vipkeeper.core.records import record
+
 
 @dataclass(frozen=True, kw_only=True, order=True)
 class Location:
@@ -43,7 +45,7 @@ class Severity(enum.Enum):
     ERROR = "error"
 
 
-@dataclass(frozen=True, kw_only=True)
+@record
 class Diagnostic:
     """One finding about the configuration, with the place it refers to."""
 

@@ -12,9 +12,9 @@ The lexer never raises on bad input and never reads files; problems become diagn
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
 
 from vipkeeper.config.diagnostics import Diagnostics, Location
+from vipkeeper.core.records import record
 
 COMMENT_CHARS = frozenset("#!")
 QUOTE_CHARS = frozenset("\"'")
@@ -42,7 +42,7 @@ class TokenKind(enum.Enum):
     NEWLINE = "end of line"
 
 
-@dataclass(frozen=True, kw_only=True)
+@record
 class Token:
     """One lexical unit. `quoted` is true when any part of a word was written inside quotes."""
 

@@ -7,16 +7,15 @@ prints; `check` does the printing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from vipkeeper.config.build import Builder
 from vipkeeper.config.diagnostics import Diagnostic, Diagnostics
 from vipkeeper.config.model import Config
 from vipkeeper.config.parser import ParseContext, Statement, parse_file, parse_text_tree
 from vipkeeper.config.validate import validate
+from vipkeeper.core.records import record
 
 
-@dataclass(frozen=True, kw_only=True)
+@record
 class LoadResult:
     """`config` is None when any diagnostic is an error; `diagnostics` are in file order."""
 

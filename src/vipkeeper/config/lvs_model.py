@@ -9,14 +9,15 @@ these classes: they load with the first `virtual_server` block (bench/startup.py
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import field
 
 from vipkeeper.config.diagnostics import Location
 from vipkeeper.config.model import Command, LvsMethod, LvsScheduler, Protocol
 from vipkeeper.core.endpoint import Endpoint
+from vipkeeper.core.records import record
 
 
-@dataclass(frozen=True, kw_only=True)
+@record
 class HttpUrl:
     """One `url { }` of an HTTP_GET check. Success: status in a range and, if set, digest."""
 
@@ -27,7 +28,7 @@ class HttpUrl:
     location: Location = field(compare=False)
 
 
-@dataclass(frozen=True, kw_only=True)
+@record
 class CheckTiming:
     """What every checker block has: its retries and timers (a checker's own default
     overrides a field here by declaring it again)."""
@@ -38,7 +39,7 @@ class CheckTiming:
     location: Location = field(compare=False)
 
 
-@dataclass(frozen=True, kw_only=True)
+@record
 class ConnectCheck(CheckTiming):
     """A checker that connects to the real server, or to `connect_ip` / `connect_port`."""
 
@@ -47,7 +48,7 @@ class ConnectCheck(CheckTiming):
     connect_timeout: float = 5.0
 
 
-@dataclass(frozen=True, kw_only=True)
+@record
 class HttpGetCheck(ConnectCheck):
     """`HTTP_GET`: up when every url answers as configured."""
 
@@ -59,7 +60,7 @@ class TcpCheck(ConnectCheck):
     """`TCP_CHECK`: up when the connection is accepted."""
 
 
-@dataclass(frozen=True, kw_only=True)
+@record
 class MiscCheck(CheckTiming):
     """Run a program; exit 0 is up. With `misc_dynamic`, exit 2..255 sets weight to status-2."""
 
@@ -79,7 +80,7 @@ CHECKER_KEYWORDS: dict[type, str] = {
 }
 
 
-@dataclass(frozen=True, kw_only=True)
+@record
 class RealServer:
     """`real_server IP PORT` of a virtual server, with its checkers."""
 
@@ -93,7 +94,7 @@ class RealServer:
     location: Location = field(compare=False)
 
 
-@dataclass(frozen=True, kw_only=True)
+@record
 class SorryServer:
     """`sorry_server IP PORT`: serves while no real server of the virtual server is up."""
 
@@ -102,7 +103,7 @@ class SorryServer:
     location: Location = field(compare=False)
 
 
-@dataclass(frozen=True, kw_only=True)
+@record
 class VirtualServer:
     """`virtual_server IP PORT` (address and port set) or `virtual_server fwmark N` (fwmark)."""
 

@@ -17,10 +17,11 @@ from __future__ import annotations
 import enum
 import ipaddress
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 
 from vipkeeper.config.diagnostics import Location
 from vipkeeper.core import lb_kinds
+from vipkeeper.core.records import record
 from vipkeeper.core.vrrp_numbers import MULTICAST_V4, MULTICAST_V6
 
 TYPE_CHECKING = False  # typing stays unloaded before the election (test_startup_imports)
@@ -52,7 +53,7 @@ LvsMethod = lb_kinds.ForwardingMethod
 Protocol = lb_kinds.Protocol
 
 
-@dataclass(frozen=True, kw_only=True)
+@record
 class Command:
     """A program to run: argv as keepalived would split it, and the user/group to run it as."""
 
@@ -67,7 +68,7 @@ class Command:
 NOTIFY_FIFOS = ("notify_fifo", "vrrp_notify_fifo", "lvs_notify_fifo")
 
 
-@dataclass(frozen=True, kw_only=True)
+@record
 class NotifyFifo:
     """`notify_fifo` / `vrrp_notify_fifo` / `lvs_notify_fifo PATH`: a FIFO that gets one line
     per event in keepalived's format, and the `*_fifo_script` that reads it (started with the
@@ -78,7 +79,7 @@ class NotifyFifo:
     location: Location = field(compare=False)
 
 
-@dataclass(frozen=True, kw_only=True)
+@record
 class LvsSyncDaemon:
     """`lvs_sync_daemon INTERFACE VRRP_INSTANCE [id N] [maxlen N] [port N] [ttl N] [group IP]`:
     the kernel's IPVS connection-sync daemon, Master while `instance` is MASTER, else Backup.
@@ -94,7 +95,7 @@ class LvsSyncDaemon:
     location: Location | None = field(default=None, compare=False)
 
 
-@dataclass(frozen=True, kw_only=True)
+@record
 class GlobalDefs:
     """`global_defs { }`: the daemon-wide settings, and the defaults instances take."""
 
@@ -125,7 +126,7 @@ class GlobalDefs:
     location: Location | None = field(default=None, compare=False)
 
 
-@dataclass(frozen=True, kw_only=True)
+@record
 class VrrpScript:
     """A `vrrp_script` block: a periodic check whose result can change instance priority."""
 
@@ -140,7 +141,7 @@ class VrrpScript:
     location: Location = field(compare=False)
 
 
-@dataclass(frozen=True, kw_only=True)
+@record
 class VirtualIpAddress:
     """One line of `virtual_ipaddress` / `virtual_ipaddress_excluded`."""
 
@@ -161,7 +162,7 @@ class VirtualIpAddress:
         return f"{self.address}/{self.prefix_length}"
 
 
-@dataclass(frozen=True, kw_only=True)
+@record
 class TrackedInterface:
     """One interface of a `track_interface` list."""
 
@@ -171,7 +172,7 @@ class TrackedInterface:
     location: Location = field(compare=False)
 
 
-@dataclass(frozen=True, kw_only=True)
+@record
 class TrackedScript:
     """One `vrrp_script` named in a `track_script` list."""
 
@@ -181,7 +182,7 @@ class TrackedScript:
     location: Location = field(compare=False)
 
 
-@dataclass(frozen=True, kw_only=True)
+@record
 class UnicastPeer:
     """One address of a `unicast_peer` list."""
 
@@ -189,7 +190,7 @@ class UnicastPeer:
     location: Location = field(compare=False)
 
 
-@dataclass(frozen=True, kw_only=True)
+@record
 class Authentication:
     """VRRPv2 simple-text authentication (RFC 2338 §5.3.6; removed by RFC 3768)."""
 
@@ -213,7 +214,7 @@ def instance_family(
     return 4
 
 
-@dataclass(frozen=True, kw_only=True)
+@record
 class VrrpInstance:
     """A `vrrp_instance` block, with global defaults already folded in."""
 
@@ -289,7 +290,7 @@ class VrrpInstance:
         return bool(self.unicast_peers)
 
 
-@dataclass(frozen=True, kw_only=True)
+@record
 class VrrpSyncGroup:
     """`vrrp_sync_group NAME`: instances that change state together."""
 
@@ -305,7 +306,7 @@ class VrrpSyncGroup:
     location: Location = field(compare=False)
 
 
-@dataclass(frozen=True, kw_only=True)
+@record
 class Config:
     """A whole, valid configuration. Collections keep the order of the file."""
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from vipkeeper.config.diagnostics import Diagnostics, Location
 from vipkeeper.config.lexer import INCLUDE_WORDS, Token, TokenKind, tokenize
+from vipkeeper.core.records import record
 
 INCLUDE_KEYWORDS = INCLUDE_WORDS
 # `includer` is keepalived's "readable" check only: a pattern matching nothing is not an error.
@@ -28,7 +29,7 @@ MAX_BRACE_EXPANSIONS = 1024
 MAX_SOURCE_BYTES = 64 * 2**20  # one configuration file; keepalived's samples are a few KiB
 
 
-@dataclass(frozen=True, kw_only=True)
+@record
 class Statement:
     """One keyword line, with its arguments and, if it opens one, its block of statements."""
 

@@ -6,13 +6,12 @@ when; `vipkeeper.drivers.vrrp` executes the orders in the order they were return
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from vipkeeper.core.records import record
 from vipkeeper.core.states import NotifyState, NotifyTarget, State
 from vipkeeper.core.virtual_address import VirtualAddress
 
 
-@dataclass(frozen=True, kw_only=True)
+@record
 class SendAdvert:
     """Send one VRRP message: TTL / hop limit 255, IP protocol 112."""
 
@@ -22,21 +21,21 @@ class SendAdvert:
     payload: bytes
 
 
-@dataclass(frozen=True, kw_only=True)
+@record
 class AddVips:
     """Add the addresses to their interfaces."""
 
     addresses: tuple[VirtualAddress, ...]
 
 
-@dataclass(frozen=True, kw_only=True)
+@record
 class DelVips:
     """Remove the addresses from their interfaces."""
 
     addresses: tuple[VirtualAddress, ...]
 
 
-@dataclass(frozen=True, kw_only=True)
+@record
 class SendGratuitous:
     """Announce the addresses: gratuitous ARP (IPv4) or unsolicited NA (IPv6), `count` times."""
 
@@ -44,7 +43,7 @@ class SendGratuitous:
     count: int
 
 
-@dataclass(frozen=True, kw_only=True)
+@record
 class ReportTransition:
     """Log a state change with its reason (one line per transition)."""
 
@@ -59,7 +58,7 @@ class ReportTransition:
         object.__setattr__(self, "new", State(self.new))
 
 
-@dataclass(frozen=True, kw_only=True)
+@record
 class RunNotify:
     """Run the notify scripts configured for entering `state` (MASTER, BACKUP, FAULT, STOP).
 

@@ -7,18 +7,17 @@ sockets, netlink and script results; nothing here knows how.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from vipkeeper.core.records import record
 from vipkeeper.core.states import GroupRequest, TrackKind
 from vipkeeper.core.vrrp_settings import InstanceSettings
 
 
-@dataclass(frozen=True, kw_only=True)
+@record
 class Started:
     """The daemon started the instance (RFC 9568 §6.4.1 Startup event)."""
 
 
-@dataclass(frozen=True, kw_only=True)
+@record
 class PacketReceived:
     """A protocol-112 packet arrived on the instance's interface.
 
@@ -33,12 +32,12 @@ class PacketReceived:
     payload: bytes
 
 
-@dataclass(frozen=True, kw_only=True)
+@record
 class TimerFired:
     """The deadline returned by the instance's `next_deadline()` has passed."""
 
 
-@dataclass(frozen=True, kw_only=True)
+@record
 class TrackChanged:
     """A tracked object (interface or script) changed state.
 
@@ -56,26 +55,26 @@ class TrackChanged:
             object.__setattr__(self, "kind", TrackKind(self.kind))
 
 
-@dataclass(frozen=True, kw_only=True)
+@record
 class SourceAddressChanged:
     """The primary address the instance sends from changed (None: the interface has none)."""
 
     address: str | None
 
 
-@dataclass(frozen=True, kw_only=True)
+@record
 class ShutdownRequested:
     """The operator asked the daemon to stop (SIGTERM/SIGINT; RFC 9568 §6.4.3 Shutdown)."""
 
 
-@dataclass(frozen=True, kw_only=True)
+@record
 class PriorityChanged:
     """The configured (base) priority changed, e.g. on a configuration reload (1..255)."""
 
     priority: int
 
 
-@dataclass(frozen=True, kw_only=True)
+@record
 class Reconfigured:
     """A reload changed only what an instance can take without a restart: its priority and its
     virtual addresses (`VrrpInstance.can_reconfigure` says which settings those are)."""
@@ -83,7 +82,7 @@ class Reconfigured:
     settings: InstanceSettings
 
 
-@dataclass(frozen=True, kw_only=True)
+@record
 class SyncGroupRequested:
     """A vrrp_sync_group asked this member to follow another member.
 
@@ -98,7 +97,7 @@ class SyncGroupRequested:
         object.__setattr__(self, "state", GroupRequest(self.state))
 
 
-@dataclass(frozen=True, kw_only=True)
+@record
 class SteadyReport:
     """An autopilot gives back an instance it carried in a steady state (`VrrpInstance.steady`).
 

@@ -11,13 +11,14 @@ from enum import Enum
 
 from vipkeeper.core.endpoint import Endpoint as Endpoint  # offered here with the records
 from vipkeeper.core.pool import Pool
+from vipkeeper.core.records import record
 
 # ---------------------------------------------------------------------------------------------
 # Configuration the core needs (resolved by the caller from the keepalived.conf model: the
 # virtual-server value is the default for real servers, the real-server value for checkers).
 
 
-@dataclass(frozen=True, kw_only=True)
+@record
 class CheckerSpec:
     """Timing and policy of one checker (HTTP_GET, TCP_CHECK, MISC_CHECK ...) of a real server."""
 
@@ -35,7 +36,7 @@ class CheckerSpec:
             raise ValueError(f"retry must be >= 0, got {self.retry}")
 
 
-@dataclass(frozen=True, kw_only=True)
+@record
 class RealServerSpec:
     server: Endpoint
     weight: int = 1
@@ -45,7 +46,7 @@ class RealServerSpec:
     checkers: tuple[CheckerSpec, ...] = ()
 
 
-@dataclass(frozen=True, kw_only=True)
+@record
 class VirtualServerSpec:
     name: str  # unique, e.g. "172.16.9.1:80" or "fwmark 1"
     real_servers: tuple[RealServerSpec, ...]
@@ -73,7 +74,7 @@ class CheckerId:
 # fields once; a base is never an event itself, so matching by class stays exact.
 
 
-@dataclass(frozen=True, kw_only=True)
+@record
 class CheckResult:
     """A finished check of `checker`."""
 
@@ -84,12 +85,12 @@ class CheckSucceeded(CheckResult):
     """The check passed."""
 
 
-@dataclass(frozen=True, kw_only=True)
+@record
 class CheckFailed(CheckResult):
     reason: str
 
 
-@dataclass(frozen=True, kw_only=True)
+@record
 class MiscResult(CheckResult):
     """A MISC_CHECK script finished; `exit_code` None: it timed out, was killed or never ran."""
 
@@ -103,14 +104,14 @@ HealthEvent = CheckSucceeded | CheckFailed | MiscResult
 # Outputs: orders for the adapters.
 
 
-@dataclass(frozen=True, kw_only=True)
+@record
 class RunCheck:
     """Run this checker now and report its result with `HealthMonitor.handle`."""
 
     checker: CheckerId
 
 
-@dataclass(frozen=True, kw_only=True)
+@record
 class ServerChange:
     """Something happened to real server `server` of `virtual_server`."""
 
@@ -118,7 +119,7 @@ class ServerChange:
     server: Endpoint
 
 
-@dataclass(frozen=True, kw_only=True)
+@record
 class ServerVerdict(ServerChange):
     """The real server's checks decided it is up or down, for `reason`."""
 
@@ -134,7 +135,7 @@ class ServerDown(ServerVerdict):
     inhibit_on_failure)."""
 
 
-@dataclass(frozen=True, kw_only=True)
+@record
 class WeightChanged(ServerChange):
     """misc_dynamic moved a real server's weight."""
 
@@ -142,7 +143,7 @@ class WeightChanged(ServerChange):
     new: int
 
 
-@dataclass(frozen=True, kw_only=True)
+@record
 class QuorumChange:
     """The virtual server's live weight crossed its quorum (with hysteresis)."""
 
@@ -158,7 +159,7 @@ class QuorumLost(QuorumChange):
     """The live weight fell below quorum - hysteresis, or to zero."""
 
 
-@dataclass(frozen=True, kw_only=True)
+@record
 class PoolChanged:
     """The virtual server's desired pool: the LB backend makes the kernel match `pool`."""
 
@@ -173,7 +174,7 @@ class NotifyKind(Enum):
     QUORUM_DOWN = "quorum_down"
 
 
-@dataclass(frozen=True, kw_only=True)
+@record
 class RunNotifyScript:
     """Run a configured notify_up / notify_down / quorum_up / quorum_down script."""
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 
 from vipkeeper.core.lb_kinds import ForwardingMethod as ForwardingMethod
 from vipkeeper.core.lb_kinds import Protocol as Protocol
@@ -22,12 +21,13 @@ from vipkeeper.core.lb_kinds import Scheduler as Scheduler
 from vipkeeper.core.lb_kinds import SchedulerFlag as SchedulerFlag
 from vipkeeper.core.pool import Pool, check_port
 from vipkeeper.core.pool import RealServer as RealServer  # the data planes' per-server record
+from vipkeeper.core.records import record
 
 # The configuration model imports this module for its closed sets, in every daemon: Maglev is
 # imported where it is used, with the first load balancer.
 
 
-@dataclass(frozen=True, kw_only=True)
+@record
 class ServiceKey:
     """What identifies a virtual service to the kernel: address+port+protocol, or a fwmark."""
 
@@ -37,7 +37,7 @@ class ServiceKey:
     fwmark: int | None
 
 
-@dataclass(frozen=True, kw_only=True)
+@record
 class VirtualService:
     """One `virtual_server` block, minus its real servers.
 
@@ -95,7 +95,7 @@ class VirtualService:
         return ipaddress.ip_address(self.address).version
 
 
-@dataclass(frozen=True, kw_only=True)
+@record
 class VirtualServer(Pool):
     """A virtual service with the pool it serves (the real servers currently in it, the sorry
     server, whether quorum holds)."""
@@ -185,7 +185,7 @@ def lookup_table(virtual_server: VirtualServer) -> tuple[RealServer, ...]:
 # operation itself, so a data plane matching by class stays exact.
 
 
-@dataclass(frozen=True, kw_only=True)
+@record
 class ServiceOperation:
     """An operation on the virtual service `service`."""
 
@@ -200,7 +200,7 @@ class RemoveService(ServiceOperation):
     """Removes the service and, in the kernel, every destination under it."""
 
 
-@dataclass(frozen=True, kw_only=True)
+@record
 class UpdateService:
     """Same key, different scheduler / flags / persistence."""
 
@@ -208,7 +208,7 @@ class UpdateService:
     new: VirtualService
 
 
-@dataclass(frozen=True, kw_only=True)
+@record
 class DestinationOperation(ServiceOperation):
     """An operation on the destination `server` of `service`."""
 
@@ -219,7 +219,7 @@ class RemoveDestination(DestinationOperation):
     """Removes the destination from the service."""
 
 
-@dataclass(frozen=True, kw_only=True)
+@record
 class DestinationPlacement(DestinationOperation):
     """A destination the kernel holds with `server.weight`, forwarded by `method`."""
 

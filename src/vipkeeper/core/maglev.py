@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+
+from vipkeeper.core.records import record
 
 MINIMUM_TABLE_SIZE = 251
 SLOTS_PER_BACKEND = 131
@@ -60,7 +61,7 @@ def table_size_for(backend_count: int) -> int:
     return next_prime(max(MINIMUM_TABLE_SIZE, SLOTS_PER_BACKEND * backend_count))
 
 
-@dataclass(frozen=True, kw_only=True)
+@record
 class Permutation:
     """Where a backend's preference list starts and how far it strides (Maglev §3.4)."""
 

@@ -9,9 +9,9 @@ configuration, touch the kernel, or remember anything (quorum is the health moni
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
 
 from vipkeeper.core.endpoint import Endpoint
+from vipkeeper.core.records import record
 
 
 def check_port(port: int) -> None:
@@ -19,7 +19,7 @@ def check_port(port: int) -> None:
         raise ValueError(f"port must be in 0..65535, got {port}")
 
 
-@dataclass(frozen=True, kw_only=True)
+@record
 class RealServer(Endpoint):
     """A real or sorry server (an Endpoint) with its current weight (0 = inhibited: no new flows,
     stays configured)."""
@@ -50,7 +50,7 @@ class RealServer(Endpoint):
         return str(self.endpoint)
 
 
-@dataclass(frozen=True, kw_only=True)
+@record
 class Pool:
     """The real servers in a virtual server's pool with their current weights (a server that
     left the pool is absent, an inhibited one has weight 0), and its sorry server (None: none is

@@ -10,10 +10,10 @@ plain data, so an adapter can carry it out without waking the event loop (see
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import NamedTuple
 
 from vipkeeper.core.effects import SendAdvert
+from vipkeeper.core.records import record
 
 
 class Echo(NamedTuple):
@@ -26,7 +26,7 @@ class Echo(NamedTuple):
     ttl: int
 
 
-@dataclass(frozen=True, kw_only=True)
+@record
 class Beacon:
     """A Master whose only timer is the Adver_Timer.
 
@@ -40,7 +40,7 @@ class Beacon:
     next_at: float
 
 
-@dataclass(frozen=True, kw_only=True)
+@record
 class Watch:
     """A Backup whose Master repeats one advertisement.
 

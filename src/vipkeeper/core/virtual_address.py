@@ -6,10 +6,10 @@ killed run left behind before the core loads.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from vipkeeper.core.records import record
 
 
-@dataclass(frozen=True, kw_only=True)
+@record
 class VirtualAddress:
     """One address the instance owns while Master (keepalived's virtual_ipaddress line)."""
 

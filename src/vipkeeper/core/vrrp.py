@@ -25,7 +25,6 @@ from __future__ import annotations
 import functools
 import ipaddress
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from vipkeeper.core import timing, vrrp_numbers, vrrp_wire
@@ -51,6 +50,7 @@ from vipkeeper.core.events import (
     TimerFired,
     TrackChanged,
 )
+from vipkeeper.core.records import record
 from vipkeeper.core.states import GroupRequest, NotifyState, State
 from vipkeeper.core.steady import Beacon, Echo, Steady, Watch, next_advert_due
 from vipkeeper.core.track import TrackSet
@@ -105,7 +105,7 @@ def _on_accepted(handler: _AdvertHandler) -> _Handler:
     return on_packet
 
 
-@dataclass(frozen=True, kw_only=True)
+@record
 class _Accepted:
     """A Backup's last accepted advertisement, so its repeats skip decoding."""
 

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from vipkeeper.core import timing
+from vipkeeper.core.records import record
 from vipkeeper.core.states import State
 from vipkeeper.core.virtual_address import VirtualAddress
 
@@ -59,7 +60,7 @@ class InstanceStats:
         return sum(self.dropped.values())
 
 
-@dataclass(frozen=True, kw_only=True)
+@record
 class InstanceSettings:
     """Configuration of one vrrp_instance, as the state machine needs it.
 

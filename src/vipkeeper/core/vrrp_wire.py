@@ -13,9 +13,9 @@ from __future__ import annotations
 import functools
 import ipaddress
 import struct
-from dataclasses import dataclass
 from enum import IntEnum
 
+from vipkeeper.core.records import record
 from vipkeeper.core.timing import V3_MAX_CENTISECONDS, centiseconds_to_seconds
 from vipkeeper.core.vrrp_numbers import VRRP_PROTOCOL
 
@@ -49,7 +49,7 @@ class WireError(ValueError):
         self.detail = detail
 
 
-@dataclass(frozen=True, kw_only=True)
+@record
 class Advertisement:
     """One VRRP ADVERTISEMENT as it appears on the wire.
 

@@ -15,6 +15,7 @@ from typing import Protocol
 
 from vipkeeper.core import effects as orders
 from vipkeeper.core.effects import Effect, ReportTransition
+from vipkeeper.core.records import record
 from vipkeeper.core.virtual_address import VirtualAddress
 
 TRANSITIONS_KEPT = 64  # EffectRunner.transitions keeps this many of the latest
@@ -39,7 +40,7 @@ class GratuitousSender(Protocol):
 NotifyHook = Callable[[orders.RunNotify], Awaitable[None]]
 
 
-@dataclass(frozen=True, kw_only=True)
+@record
 class Adapters:
     """What the effects act through: the advert sender, addresses, gratuitous ARP / NA, notify."""
 

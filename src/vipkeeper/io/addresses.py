@@ -25,8 +25,8 @@ import ipaddress
 import logging
 import socket
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
 
+from vipkeeper.core.records import record
 from vipkeeper.core.virtual_address import VirtualAddress
 from vipkeeper.io import rtnl
 from vipkeeper.io.rtnl import NetlinkError
@@ -48,7 +48,7 @@ class InterfaceNotFoundError(LookupError):
     """The named interface does not exist (in this network namespace)."""
 
 
-@dataclass(frozen=True, kw_only=True)
+@record
 class InterfaceAddress:
     """One address as the kernel reports it."""
 

@@ -31,7 +31,7 @@ import os
 import select
 import socket
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from vipkeeper.core.health import (
@@ -41,6 +41,7 @@ from vipkeeper.core.health import (
     HealthEvent,
     MiscResult,
 )
+from vipkeeper.core.records import record
 from vipkeeper.io.http_response import CheckError, ResponseReader
 from vipkeeper.io.poller import SocketPoller
 
@@ -390,7 +391,7 @@ class _HttpProbe(_Probe):
 # --- the checks -----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, kw_only=True)
+@record
 class _ConnectingCheck:
     """What TCP_CHECK and HTTP_GET share: the server they connect to within `connect_timeout`,
     and a check as a `_probe` in flight on a `SocketPoller`."""
@@ -416,14 +417,14 @@ class _ConnectingCheck:
         return await _await_result(self, checker)
 
 
-@dataclass(frozen=True, kw_only=True)
+@record
 class TcpCheck(_ConnectingCheck):
     """TCP_CHECK: the server accepts a connection within `connect_timeout`."""
 
     _probe = _TcpProbe
 
 
-@dataclass(frozen=True, kw_only=True)
+@record
 class UrlCheck:
     """One `url { }` block of HTTP_GET."""
 
@@ -438,7 +439,7 @@ class UrlCheck:
         return status in self.status_codes
 
 
-@dataclass(frozen=True, kw_only=True)
+@record
 class HttpGetCheck(_ConnectingCheck):
     """HTTP_GET: every url answers with an accepted status (and body digest, if configured)."""
 
@@ -477,7 +478,7 @@ def _verify(url: UrlCheck, response: ResponseReader) -> None:
             raise CheckError(f"digest {digest} differs from {url.digest.lower()}")
 
 
-@dataclass(frozen=True, kw_only=True)
+@record
 class MiscCheck:
     """MISC_CHECK: run `argv` (misc_path, split), killed after `timeout` (misc_timeout)."""
 

@@ -24,7 +24,6 @@ import ipaddress
 import socket
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +49,7 @@ from vipkeeper.core.lb import (
     VirtualService,
     diff,
 )
+from vipkeeper.core.records import record
 
 IP_VS_CONN_F_MASQ = 0
 IP_VS_CONN_F_DROUTE = 3
@@ -69,7 +69,7 @@ SCHEDULER_FLAGS = {
 PROTOCOLS = {Protocol.TCP: socket.IPPROTO_TCP, Protocol.UDP: socket.IPPROTO_UDP}
 
 
-@dataclass(frozen=True, kw_only=True)
+@record
 class IpvsRequest:
     """One generic-netlink request: the message and its netlink header flags."""
 

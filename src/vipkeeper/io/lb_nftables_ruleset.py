@@ -77,6 +77,7 @@ from vipkeeper.core.lb import (
     SchedulerFlag,
     VirtualService,
 )
+from vipkeeper.core.records import record
 
 DEFAULT_TABLE = "vipkeeper"
 
@@ -90,7 +91,7 @@ FLOW_TIMEOUTS = {Protocol.TCP: 900, Protocol.UDP: 300}
 FLOW_TABLE_SIZE = 262144
 
 
-@dataclass(frozen=True, kw_only=True)
+@record
 class DrTarget:
     server: RealServer
     device: str  # server-side interface the frame leaves by
@@ -98,7 +99,7 @@ class DrTarget:
     server_mac: str
 
 
-@dataclass(frozen=True, kw_only=True)
+@record
 class DrServicePlan:
     """`targets`: every real server with a chain -- those taking new flows first (the buckets
     index them), then those that only keep their pinned flows (quiesced or draining)."""
@@ -111,7 +112,7 @@ class DrServicePlan:
     tokens: tuple[int, ...]  # target i's flow token (see lb_nftables.NftablesBackend._tokens)
 
 
-@dataclass(frozen=True, kw_only=True)
+@record
 class NatServicePlan:
     service: VirtualService
     table_size: int

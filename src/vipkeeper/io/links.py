@@ -19,8 +19,8 @@ import asyncio
 import logging
 import socket
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 
+from vipkeeper.core.records import record
 from vipkeeper.io import rtnl
 from vipkeeper.io.cancel import cancel_and_wait
 
@@ -30,7 +30,7 @@ IFF_UP = 0x1
 IFF_RUNNING = 0x40
 
 
-@dataclass(frozen=True, kw_only=True)
+@record
 class LinkChanged:
     """`interface` went up or down (or disappeared: up=False)."""
 
@@ -38,7 +38,7 @@ class LinkChanged:
     up: bool
 
 
-@dataclass(frozen=True, kw_only=True)
+@record
 class AddressChanged:
     """`address` was added to (`added`) or removed from `interface`."""
 

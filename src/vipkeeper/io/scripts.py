@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from vipkeeper.core.records import record
 from vipkeeper.io.cancel import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ _OUTPUT_LIMIT = 64 * 1024
 _DRAIN_GRACE = 1.0
 
 
-@dataclass(frozen=True, kw_only=True)
+@record
 class ScriptResult:
     """What happened to one run of a command.
 

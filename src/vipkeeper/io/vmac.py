@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import errno
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from vipkeeper.core.records import record
 
 if TYPE_CHECKING:
     from pyroute2.iproute.linux import AsyncIPRoute
@@ -41,7 +42,7 @@ class VmacError(RuntimeError):
     pass
 
 
-@dataclass(frozen=True, kw_only=True)
+@record
 class Vmac:
     """A macvlan for one instance: its name, the interface below, its MAC."""
 

@@ -6,15 +6,15 @@ Must never interpret or execute the effects; it only stores and filters them.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import TypeVar
 
 from vipkeeper.core.effects import Effect, ReportTransition
+from vipkeeper.core.records import record
 
 T = TypeVar("T")
 
 
-@dataclass(frozen=True, kw_only=True)
+@record
 class Recorded:
     time: float
     source: str  # the router (or instance) that returned the effect
