@@ -16,6 +16,10 @@ from collections.abc import Sequence
 from vipkeeper import __version__
 from vipkeeper.paths import DEFAULT_CONFIG, DEFAULT_SOCKET
 
+TYPE_CHECKING = False  # typing stays unloaded before the election (test_startup_imports)
+if TYPE_CHECKING:
+    from typing import Any
+
 
 def _listen(text: str) -> tuple[str, int]:
     from vipkeeper.metrics import parse_listen
@@ -48,23 +52,25 @@ def _formatter(prog: str) -> argparse.HelpFormatter:
     return argparse.HelpFormatter(prog, width=columns - 2)  # argparse's own margin
 
 
+class _Parser(argparse.ArgumentParser):
+    """The command line's parsers, each formatting its help with `_formatter`."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(formatter_class=_formatter, **options)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="vipkeeper",
         description="VRRP high availability and LVS load balancing, keepalived.conf compatible.",
-        formatter_class=_formatter,
     )
     parser.add_argument("--version", action="version", version=f"vipkeeper {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True)  # of _Parser too
 
-    check = sub.add_parser(
-        "check",
-        formatter_class=_formatter,
-        help="validate a keepalived.conf; exit 0 if usable, 1 if not",
-    )
+    check = sub.add_parser("check", help="validate a keepalived.conf; exit 0 if usable, 1 if not")
     check.add_argument("-f", "--config-file", default=DEFAULT_CONFIG, metavar="FILE")
 
-    control = argparse.ArgumentParser(add_help=False, formatter_class=_formatter)
+    control = _Parser(add_help=False)
     control.add_argument(
         "--control-socket",
         default=DEFAULT_SOCKET,
@@ -72,12 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"the daemon's control socket (default {DEFAULT_SOCKET}; on run, '' serves none)",
     )
 
-    run = sub.add_parser(
-        "run",
-        parents=[control],
-        formatter_class=_formatter,
-        help="run the director in the foreground",
-    )
+    run = sub.add_parser("run", parents=[control], help="run the director in the foreground")
     run.add_argument("-f", "--config-file", default=DEFAULT_CONFIG, metavar="FILE")
     run.add_argument("--pidfile", default=None, metavar="FILE")
     run.add_argument("--log-format", choices=("text", "json"), default="text")
@@ -105,10 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     status = sub.add_parser(
-        "status",
-        parents=[control],
-        formatter_class=_formatter,
-        help="show the running daemon's instances and servers",
+        "status", parents=[control], help="show the running daemon's instances and servers"
     )
     status.add_argument(
         "--json", action="store_true", help="print the status document (docs/status.schema.json)"
@@ -117,7 +115,6 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "reload",
         parents=[control],
-        formatter_class=_formatter,
         help="reload the running daemon's configuration; exit 0 if applied, 1 if refused",
     )
     return parser

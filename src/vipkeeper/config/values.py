@@ -177,9 +177,9 @@ def split_command(token: Token, diagnostics: Diagnostics, keyword: str) -> list[
             return [token.value]
         _empty_command(token.location, diagnostics, keyword)
         return None
-    try:
-        import shlex  # for quoted commands only
+    import shlex  # for quoted commands only
 
+    try:
         argv = shlex.split(token.value)
     except ValueError as exc:
         diagnostics.error(token.location, f"{keyword}: cannot split the command line: {exc}")

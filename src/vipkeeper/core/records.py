@@ -78,7 +78,8 @@ def record(cls: type[T]) -> type[T]:
     )
     made = dataclasses.dataclass(cls, frozen=True, kw_only=True, eq=False, repr=False)
     for name, method in _shared_methods(made).items():
-        if (not keeps_hash) if name == "__hash__" else name not in made.__dict__:
+        kept = keeps_hash if name == "__hash__" else name in made.__dict__
+        if not kept:
             method.__qualname__ = f"{made.__qualname__}.{name}"
             setattr(made, name, method)
     return made
