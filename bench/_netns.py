@@ -8,6 +8,7 @@ kills what runs there and deletes the namespaces; `hard_fail`, `namespace_pids`)
     start_daemon(lab, host, daemon, conf) -> Daemon   "keepalived" or "vipkeeper", in host's ns
     failover_lab(lab, daemon, ...)  r1 (Master), r2 (Backup) and a client, r1 holding the VIP
     vips_on(host) -> set[str]       addresses on host's eth0 (ip -n, no process in the ns)
+    listen_for_adverts(lab, host, address, ...)   vipkeeper.testing.adverts there, once ready
     cpu_seconds(pids), rss_kib(pids)  /proc/PID/schedstat run time and /proc/PID/status VmRSS
 
 Needs root, iproute2, /usr/sbin/keepalived and the project's venv (the `vipkeeper` script).
@@ -52,6 +53,7 @@ __all__ = [
     "elected",
     "failover_lab",
     "keepalived_conf",
+    "listen_for_adverts",
     "machine_summary",
     "rss_kib",
     "start_daemon",
@@ -178,6 +180,19 @@ def start_daemon(
     else:
         raise ValueError(f"unknown daemon {kind!r}")
     return Daemon(kind, host, started.process, started.log_path, profile)
+
+
+def listen_for_adverts(lab: Lab, host: Host, address: str, *options: str) -> subprocess.Popen[str]:
+    """`vipkeeper.testing.adverts` in `host`'s namespace on `address`, once it listens: one
+    line per advert on its stdout (kernel receive time, source, priority)."""
+    listener = lab.popen(
+        host, sys.executable, "-m", "vipkeeper.testing.adverts", address, *options,
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert listener.stdout is not None
+    if listener.stdout.readline().strip() != "ready":
+        raise RuntimeError(f"the advert listener on {host.name} did not start")
+    return listener
 
 
 def vips_on(host: Host) -> set[str]:

@@ -25,13 +25,20 @@ from __future__ import annotations
 import argparse
 import compileall
 import statistics
-import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
-from _netns import DAEMONS, Daemon, keepalived_conf, machine_summary, start_daemon, vips_on
+from _netns import (
+    DAEMONS,
+    Daemon,
+    keepalived_conf,
+    listen_for_adverts,
+    machine_summary,
+    start_daemon,
+    vips_on,
+)
 from vipkeeper.core import timing
 from vipkeeper.testing.netns import Host, Lab
 from vipkeeper.testing.waits import wait_until
@@ -52,13 +59,7 @@ class Listener:
     def __init__(self, lab: Lab, host: Host) -> None:
         self.heard: list[tuple[float, str, int]] = []
         self._lock = threading.Lock()
-        self._process = lab.popen(
-            host, sys.executable, "-m", "vipkeeper.testing.adverts", LISTENER,
-            stdout=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        assert self._process.stdout is not None
-        if self._process.stdout.readline().strip() != "ready":
-            raise RuntimeError("the listener did not start")
+        self._process = listen_for_adverts(lab, host, LISTENER)
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:

@@ -59,7 +59,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _netns import DAEMONS, Lab, machine_summary, start_daemon
+from _netns import DAEMONS, Lab, listen_for_adverts, machine_summary, start_daemon
 from vipkeeper.core import timing
 from vipkeeper.testing.daemons import log_time
 
@@ -105,13 +105,10 @@ def one_run(daemon: str, kind: str) -> dict[str, Any]:
     with Lab() as lab:
         router = lab.add_host("r1", [f"{SUBNET}.1/24"])
         listener_host = lab.add_host("listen", [f"{SUBNET}.2/24"])
-        listener = lab.popen(
-            listener_host, sys.executable, "-m", "vipkeeper.testing.adverts", f"{SUBNET}.2",
-            "--count", "1", "--timeout", "30", stdout=subprocess.PIPE,
-        )  # fmt: skip
+        listener = listen_for_adverts(
+            lab, listener_host, f"{SUBNET}.2", "--count", "1", "--timeout", "30"
+        )
         assert listener.stdout is not None
-        if listener.stdout.readline().strip() != b"ready":
-            raise RuntimeError("the listener did not start")
         exec_at = time.time()
         started = start_daemon(lab, router, daemon, config(kind))
         line = listener.stdout.readline().strip()
